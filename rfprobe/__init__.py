@@ -1,0 +1,18 @@
+"""rfprobe: exact receptive fields of PyTorch models, checked three ways.
+
+>>> import rfprobe
+>>> rfprobe.verify("conv3 relu conv3").size
+(5, 5)
+"""
+from .analytic import Analysis, Region, analyze
+from .cost import Cost, compare, cost
+from .errors import RFProbeError
+from .probe import ProbeResult, probe
+from .rules import register_rule
+from .spec import build, parse
+from .verify import Report, verify
+from .render import plot
+
+__all__ = ["build", "parse", "analyze", "probe", "verify", "cost", "compare", "plot", "register_rule",
+           "Analysis", "ProbeResult", "Report", "Region", "Cost", "RFProbeError"]
+__version__ = "0.1.0"

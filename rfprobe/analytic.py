@@ -1,0 +1,518 @@
+"""The analytic routes: the closed form per layer and the exact per-unit propagation.
+
+Closed form (Araujo, Norris & Sim, Distill 2019), per axis: a node whose index ``i`` sees
+input ``[i*S - P, i*S - P + r - 1]``, followed by an op of kernel extent ``k``, stride ``s``
+and padding ``p``, gives::
+
+    r' = r + (k - 1) * S        S' = S * s        P' = P + p * S
+
+Exact propagation walks the traced graph backwards from one unit, carrying the exact set of
+indices it depends on, as a union of per-axis index sets (products). ``bounded=True`` follows
+the real tensor extents (zero padding reads nothing, reflect/circular padding wraps) and is
+what the gradient probe must reproduce; ``bounded=False`` pretends every tensor is infinite,
+which gives the theoretical box that may reach into the padding.
+
+>>> import rfprobe
+>>> a = analyze(rfprobe.build("conv3 conv3/s2 conv3"))
+>>> a.size, a.stride, a.padding
+((9, 9), (2, 2), (0, 0))
+>>> a.box((1, 1))
+((2, 10), (2, 10))
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch.nn as nn
+
+from .errors import ArgumentError, GlobalOpError, RFProbeError
+from .graph import Graph, Node, infer_channels, infer_dims, select, trace
+from .rules import Affine, Broadcast, Global, Mapped
+
+
+# ----------------------------------------------------------------------------- formulas
+def compose_size(r: int, S: int, k: int) -> int:
+    """RF size after an op of kernel extent ``k``: ``r + (k - 1) * S``."""
+    return r + (k - 1) * S
+
+
+def compose_stride(S: int, s: int) -> int:
+    """Effective stride after an op of stride ``s``: ``S * s``."""
+    return S * s
+
+
+def compose_padding(P: int, S: int, p: int) -> int:
+    """Effective padding after an op of padding ``p``: ``P + p * S``."""
+    return P + p * S
+
+
+def dilated(k: int, d: int) -> int:
+    """Extent of a kernel ``k`` with dilation ``d``: ``d * (k - 1) + 1``."""
+    return d * (k - 1) + 1
+
+
+@dataclass(frozen=True)
+class Closed:
+    """Closed form of one node: per-axis (size, stride, padding), or why there is none."""
+
+    rsp: tuple[tuple[int, int, int], ...] | None
+    status: str = "ok"          # ok | global | varies
+    why: str = ""
+
+    @property
+    def size(self):
+        return None if self.rsp is None else tuple(r for r, _, _ in self.rsp)
+
+    @property
+    def stride(self):
+        return None if self.rsp is None else tuple(s for _, s, _ in self.rsp)
+
+    @property
+    def padding(self):
+        return None if self.rsp is None else tuple(p for _, _, p in self.rsp)
+
+
+def closed_forms(graph: Graph) -> tuple[list[Closed], list[str]]:
+    """Closed form of every node, forward through the graph, plus alignment notes."""
+    out: list[Closed] = []
+    notes: list[str] = []
+    for node in graph.nodes:
+        if node.op == "input":
+            out.append(Closed(((1, 1, 0),) * graph.dims))
+            continue
+        if isinstance(node.deps, Global):
+            out.append(Closed(None, "global", f"{node.name}: {node.deps.why}"))
+            continue
+        paths = []
+        result = None
+        for dep, src in zip(node.deps, node.inputs):
+            c = out[src]
+            if c.status != "ok":
+                result = c if result is None or result.status != "global" else result
+                continue
+            rsp = []
+            for (r, S, P), m in zip(c.rsp, dep.axes):
+                if isinstance(m, Affine):
+                    k, s, p = m.closed
+                    rsp.append((compose_size(r, S, k), compose_stride(S, s), compose_padding(P, S, p)))
+                else:
+                    rsp = None
+                    kind = "broadcast" if isinstance(m, Broadcast) else "position-dependent"
+                    result = result or Closed(None, "varies", f"{node.name}: {node.op} is {kind}")
+                    break
+            if rsp is not None:
+                paths.append((graph.nodes[src].name, tuple(rsp)))
+        if result is not None and result.status == "global":
+            out.append(result)
+            continue
+        if result is not None:
+            out.append(result)
+            continue
+        out.append(_merge(node, paths, notes))
+    return out, notes
+
+
+def _merge(node: Node, paths, notes: list[str]) -> Closed:
+    if len(paths) == 1:
+        return Closed(paths[0][1])
+    merged = []
+    for a in range(len(paths[0][1])):
+        strides = {rsp[a][1] for _, rsp in paths}
+        if len(strides) > 1:
+            detail = " vs ".join(f"{rsp[a][1]} ({name})" for name, rsp in paths)
+            return Closed(None, "varies", f"{node.name}: paths are not aligned: strides {detail} on axis {a}")
+        left = min(-rsp[a][2] for _, rsp in paths)
+        right = max(-rsp[a][2] + rsp[a][0] - 1 for _, rsp in paths)
+        centres = {(-2 * rsp[a][2] + rsp[a][0] - 1) for _, rsp in paths}
+        if len(centres) > 1:
+            detail = ", ".join(f"{name} centred at {(-2 * rsp[a][2] + rsp[a][0] - 1) / 2:g}" for name, rsp in paths)
+            notes.append(f"{node.name}: paths are not aligned on axis {a}: {detail}")
+        merged.append((right - left + 1, strides.pop(), -left))
+    return Closed(tuple(merged))
+
+
+# ----------------------------------------------------------------------------- exact sets
+Product = tuple  # per axis: sorted np.ndarray of indices
+
+
+@dataclass(frozen=True)
+class Region:
+    """An exact set of input positions: a union of products of per-axis index sets, or
+    global (every position), with the op that makes it so."""
+
+    products: tuple[Product, ...]
+    global_cause: str | None = None
+    extent: tuple[int, ...] = ()          # the input's spatial shape
+
+    @property
+    def box(self) -> tuple[tuple[int, int], ...]:
+        if self.global_cause is not None:
+            return tuple((0, n - 1) for n in self.extent)
+        return tuple((int(min(p[a][0] for p in self.products)), int(max(p[a][-1] for p in self.products)))
+                     for a in range(len(self.extent)))
+
+    @property
+    def size(self) -> tuple[int, ...]:
+        return tuple(b - a + 1 for a, b in self.box)
+
+    def mask(self) -> np.ndarray:
+        """Dense boolean mask over the box (global: over the whole input)."""
+        box = self.box
+        m = np.zeros([b - a + 1 for a, b in box], dtype=bool)
+        if self.global_cause is not None:
+            m[...] = True
+            return m
+        for p in self.products:
+            m[np.ix_(*[ix - box[a][0] for a, ix in enumerate(p)])] = True
+        return m
+
+    def input_mask(self) -> np.ndarray:
+        """Dense mask over the input tensor's spatial extent (indices outside are dropped)."""
+        m = np.zeros(self.extent, dtype=bool)
+        if self.global_cause is not None:
+            m[...] = True
+            return m
+        for p in self.products:
+            ix = [a[(a >= 0) & (a < n)] for a, n in zip(p, self.extent)]
+            m[np.ix_(*ix)] = True
+        return m
+
+    @property
+    def coverage(self) -> float:
+        m = self.mask()
+        return float(m.mean()) if m.size else 0.0
+
+
+def _simplify(products: list[Product]) -> list[Product]:
+    uniq = {}
+    for p in products:
+        uniq[tuple(a.tobytes() for a in p)] = p
+    ps = list(uniq.values())
+    changed = True
+    while changed and len(ps) > 1:
+        changed = False
+        for i in range(len(ps)):
+            for j in range(len(ps)):
+                if i == j:
+                    continue
+                a, b = ps[i], ps[j]
+                if all(np.isin(x, y, assume_unique=True).all() for x, y in zip(a, b)):
+                    ps.pop(i)                       # a is inside b
+                    changed = True
+                    break
+                diff = [k for k, (x, y) in enumerate(zip(a, b)) if not np.array_equal(x, y)]
+                if len(diff) == 1:                  # equal but on one axis: one product
+                    k = diff[0]
+                    merged = tuple(np.union1d(x, y) if n == k else x for n, (x, y) in enumerate(zip(a, b)))
+                    ps[i] = merged
+                    ps.pop(j)
+                    changed = True
+                    break
+            if changed:
+                break
+    return ps
+
+
+def propagate(graph: Graph, target: Node, unit: Sequence[int], bounded: bool) -> Region:
+    """Exact set of input positions that output ``unit`` of ``target`` depends on."""
+    extent = graph.nodes[0].spatial
+    regions: dict[int, list[Product] | str] = {target.id: [tuple(np.array([u], dtype=np.int64) for u in unit)]}
+    for node in reversed(graph.nodes[1:target.id + 1]):
+        reg = regions.pop(node.id, None)
+        if reg is None:
+            continue
+        if isinstance(reg, str) or isinstance(node.deps, Global) or node.layout is None:
+            why = reg if isinstance(reg, str) else (node.deps.why if isinstance(node.deps, Global)
+                                                      else f"{node.op} has no spatial axes")
+            if not isinstance(reg, str):
+                why = f"{node.name}: {why}"
+            for src in node.inputs:
+                if not isinstance(regions.get(src), str):
+                    regions[src] = why
+            continue
+        for dep, src in zip(node.deps, node.inputs):
+            if isinstance(regions.get(src), str):
+                continue
+            mapped = []
+            for p in reg:
+                axes = tuple(np.unique(m.deps(ix, bounded)) for m, ix in zip(dep.axes, p))
+                if all(len(a) for a in axes):
+                    mapped.append(axes)
+            regions[src] = _simplify(regions.get(src, []) + mapped)
+    reg = regions.get(0, [])
+    if isinstance(reg, str):
+        return Region((), reg, extent)
+    return Region(tuple(reg), None, extent)
+
+
+# ----------------------------------------------------------------------------- analysis
+@dataclass(frozen=True)
+class LayerRow:
+    """One row of the per-layer table."""
+
+    name: str
+    op: str
+    shape: tuple[int, ...]
+    size: tuple[int, ...] | None
+    stride: tuple[int, ...] | None
+    padding: tuple[int, ...] | None
+    status: str
+    why: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class Analysis:
+    """Closed form and exact propagation for one output of a model.
+
+    ``size``/``stride``/``padding`` are per-axis tuples from the closed form; when the RF varies
+    with position they come from the exact route (``size`` is the largest, ``size_min`` the
+    smallest over one period of units) and ``status`` is ``'varies'``; when an op couples every
+    position ``status`` is ``'global'`` and ``global_causes`` names it.
+    """
+
+    layers: tuple[LayerRow, ...]
+    size: tuple[int, ...] | None
+    stride: tuple[int, ...] | None
+    padding: tuple[int, ...] | None
+    status: str
+    global_causes: tuple[str, ...]
+    notes: tuple[str, ...]
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    target: str
+    size_min: tuple[int, ...] | None = None
+    graph: Graph | None = field(default=None, repr=False)
+
+    @property
+    def is_global(self) -> bool:
+        return self.status == "global"
+
+    @property
+    def centre_unit(self) -> tuple[int, ...]:
+        return tuple(n // 2 for n in self.output_shape[-len(self.input_shape) + 1:])
+
+    def _unit(self, unit) -> tuple[int, ...]:
+        return normalize_unit(unit, self.output_shape[-(len(self.input_shape) - 1):])
+
+    def region(self, unit=None, bounded: bool = False) -> Region:
+        """Exact set of input positions of ``unit`` (default: the centre unit)."""
+        unit = self.centre_unit if unit is None else self._unit(unit)
+        return propagate(self.graph, self.graph.node(self.target), unit, bounded)
+
+    def box(self, unit=None, bounded: bool = False) -> tuple[tuple[int, int], ...]:
+        """Per axis (first, last) input index that ``unit`` depends on, exactly. Unbounded by
+        default (may reach into padding, as the closed form); ``bounded=True`` clips as the
+        real input does."""
+        reg = self.region(unit, bounded)
+        if reg.global_cause is not None and not bounded:
+            raise GlobalOpError(f"the RF is global: {reg.global_cause}; there is no local box")
+        return reg.box
+
+    def __str__(self) -> str:
+        from .render import analysis_text
+        return analysis_text(self)
+
+    def _repr_html_(self) -> str:
+        from .render import analysis_html
+        return analysis_html(self)
+
+    def to_dict(self) -> dict:
+        from .render import analysis_dict
+        return analysis_dict(self)
+
+
+def normalize_unit(unit, out_spatial: Sequence[int], arg: str = "unit") -> tuple[int, ...]:
+    """Check and normalise a unit (negative indices count from the end)."""
+    if isinstance(unit, int):
+        unit = (unit,) * len(out_spatial)
+    try:
+        unit = tuple(int(u) for u in unit)
+    except TypeError:
+        raise ArgumentError(f"{arg}={unit!r} must be a tuple of ints, one per spatial axis") from None
+    if len(unit) != len(out_spatial):
+        raise ArgumentError(f"{arg}={unit!r} has {len(unit)} indices but the output has "
+                            f"{len(out_spatial)} spatial axes (shape {tuple(out_spatial)})")
+    fixed = []
+    for u, n in zip(unit, out_spatial):
+        if not -n <= u < n:
+            raise ArgumentError(f"{arg}={unit!r} is out of range for the output's spatial shape "
+                                f"{tuple(out_spatial)}; valid indices are -n..n-1 per axis")
+        fixed.append(u % n)
+    return tuple(fixed)
+
+
+def as_model(model_or_spec, **build_kw) -> nn.Module:
+    """Accept a module, or a spec string/list (built with ``rfprobe.build``)."""
+    if isinstance(model_or_spec, nn.Module):
+        return model_or_spec
+    if isinstance(model_or_spec, (str, list, tuple)):
+        from .spec import build
+        return build(model_or_spec, **build_kw)
+    raise ArgumentError(f"model must be a torch.nn.Module or a spec string, not "
+                        f"{type(model_or_spec).__name__} ({model_or_spec!r:.60})")
+
+
+def resolve_input_shape(model: nn.Module, input_shape) -> tuple[tuple[int, ...] | None, int, int]:
+    """(shape or None, channels, dims) from the user's ``input_shape`` and the model."""
+    dims = infer_dims(model)
+    channels = infer_channels(model)
+    if input_shape is None:
+        if dims is None or channels is None:
+            raise ArgumentError("input_shape is needed: rfprobe cannot tell the input's channels "
+                                "and spatial rank from this model; pass input_shape=(C, H, W)")
+        return None, channels, dims
+    try:
+        shape = tuple(None if s is None else int(s) for s in input_shape)
+    except TypeError:
+        raise ArgumentError(f"input_shape={input_shape!r} must be a tuple like (3, 224, 224)") from None
+    if dims is not None and len(shape) == dims + 2 and shape[0] == 1:
+        shape = shape[1:]  # a batch of one given explicitly
+    if dims is not None and len(shape) != dims + 1:
+        raise ArgumentError(f"input_shape={input_shape!r} has rank {len(input_shape)} but this model "
+                            f"takes (C, {', '.join('L' if dims == 1 else 'HWD'[i] for i in range(dims))})"
+                            f": give {dims + 1} numbers, channels first, no batch")
+    if len(shape) < 2:
+        raise ArgumentError(f"input_shape={input_shape!r} needs channels and at least one spatial size")
+    if any(s is not None and s < 1 for s in shape):
+        raise ArgumentError(f"input_shape={input_shape!r} has a size below 1")
+    if channels is not None and shape[0] is not None and shape[0] != channels:
+        raise ArgumentError(f"input_shape={input_shape!r} has {shape[0]} channels but the model's first "
+                            f"conv takes {channels}; use input_shape=({channels}, ...)")
+    if shape[0] is None:
+        if channels is None:
+            raise ArgumentError("input_shape has no channel count and the model has no conv to tell it")
+        shape = (channels,) + shape[1:]
+    return shape, shape[0], len(shape) - 1
+
+
+def choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=None) -> Graph:
+    """Trace at the input the user gave, or at the smallest input (per axis) in which the
+    centre unit's whole RF fits, so the probe sees it without border truncation."""
+    shape, channels, dims = resolve_input_shape(model, input_shape)
+    fixed = [None] * dims if shape is None else list(shape[1:])
+    if all(f is not None for f in fixed):
+        g = trace(model, (channels, *fixed), dims)
+        _check_target(g, layer, output, (channels, *fixed))
+        return g
+    n, g, first_error = 8, None, None
+    while n <= 4096:
+        size = tuple(f if f is not None else n for f in fixed)
+        try:
+            g = trace(model, (channels, *size), dims)
+            target = select(g, layer, output)
+            if target.spatial is not None and all(s >= 1 for s in target.spatial):
+                break
+        except RFProbeError as e:
+            if not isinstance(e, ModelErrorTypes):
+                raise
+            first_error = first_error or e
+        g = None
+        n *= 2
+    if g is None:
+        raise first_error or ArgumentError("no input size up to 4096 gives this model a spatial output")
+    for _ in range(40):
+        target = select(g, layer, output)
+        size = list(g.input_shape[1:])
+        if target.spatial is None or any(isinstance(n.deps, Global) for n in g.nodes[:target.id + 1]
+                                         if _reaches(g, n, target)):
+            return g
+        u = tuple(m // 2 for m in target.spatial) if unit is None else tuple(
+            (x % m) for x, m in zip(unit if not isinstance(unit, int) else (unit,) * dims, target.spatial))
+        reg = propagate(g, target, u, bounded=False)
+        if reg.global_cause is not None:
+            return g
+        need = []
+        for a, ((lo, hi), cur) in enumerate(zip(reg.box, size)):
+            if fixed[a] is not None:
+                need.append(cur)
+            elif lo >= 0 and hi < cur:
+                need.append(cur)
+            else:
+                need.append(max(cur + max(-lo, 0) + max(hi - cur + 1, 0), hi - lo + 1))
+        if need == size:
+            return g
+        g = trace(model, (channels, *need), dims)
+    return g
+
+
+def _reaches(g: Graph, node: Node, target: Node) -> bool:
+    return True  # conservative: a global op anywhere before the target makes the RF global
+
+
+from .errors import ModelError as _ME  # noqa: E402
+ModelErrorTypes = (_ME,)
+
+
+def _check_target(g: Graph, layer, output, shape) -> None:
+    target = select(g, layer, output)
+    if target.spatial is None:
+        raise ArgumentError(f"the selected output {target.name!r} has shape {target.shape} without "
+                            "spatial axes; choose a conv feature map with layer=... (e.g. the trunk)")
+    if any(s < 1 for s in target.spatial):
+        raise ArgumentError(f"input_shape={shape} is too small: output {target.name!r} has spatial "
+                            f"shape {target.spatial}")
+
+
+def analyze(model, input_shape=None, *, layer: str | None = None, output: Any = None,
+            unit=None) -> Analysis:
+    """Closed form per layer and per axis, and the exact per-unit propagation.
+
+    >>> import rfprobe
+    >>> a = analyze(rfprobe.build("conv3 relu conv3"))
+    >>> a.size, a.stride, a.padding
+    ((5, 5), (1, 1), (0, 0))
+    >>> [row.size for row in a.layers]
+    [(3, 3), (3, 3), (5, 5)]
+    """
+    model = as_model(model)
+    graph = choose_input(model, input_shape, layer, output, unit)
+    return analysis_of(graph, layer, output)
+
+
+def analysis_of(graph: Graph, layer=None, output=None) -> Analysis:
+    target = select(graph, layer, output)
+    if target.spatial is None:
+        raise ArgumentError(f"the selected output {target.name!r} has shape {target.shape} without "
+                            "spatial axes; choose a conv feature map with layer=... (e.g. 'features')")
+    closed, notes = closed_forms(graph)
+    rows = tuple(LayerRow(n.name, n.op, n.shape, c.size, c.stride, c.padding, c.status, c.why)
+                 for n, c in zip(graph.nodes[1:target.id + 1], closed[1:target.id + 1]))
+    c = closed[target.id]
+    causes = tuple(dict.fromkeys(r.why for r in rows if r.status == "global" and r.why))
+    global_origin = tuple(n.name + ": " + n.deps.why for n in graph.nodes[1:target.id + 1]
+                          if isinstance(n.deps, Global) and n.layout is not None or
+                          (isinstance(n.deps, Global) and n.op in ("mean", "adaptive_avg_pool2d")))
+    size = stride = padding = size_min = None
+    status = c.status
+    if c.status == "ok":
+        size, stride, padding = c.size, c.stride, c.padding
+    elif c.status == "varies":
+        size, size_min, stride, padding = _varying(graph, target)
+    a = Analysis(rows, size, stride, padding, status, causes, tuple(notes) + tuple(graph.notes),
+                 graph.input_shape, target.shape, target.name, size_min, graph)
+    return a
+
+
+def _varying(graph: Graph, target: Node):
+    """Sizes over one period of units, from the exact route; stride and padding per axis from
+    the unit at index 0 and its neighbour where they are affine."""
+    spatial = target.spatial
+    dims = len(spatial)
+    sizes_max, sizes_min = [], []
+    for a in range(dims):
+        sizes = []
+        centre = [m // 2 for m in spatial]
+        for j in range(spatial[a]):
+            u = list(centre)
+            u[a] = j
+            reg = propagate(graph, target, tuple(u), bounded=False)
+            if reg.global_cause is not None:
+                return None, None, None, None
+            sizes.append(reg.size[a])
+            if j > 64:
+                break
+        sizes_max.append(max(sizes))
+        sizes_min.append(min(sizes))
+    return tuple(sizes_max), tuple(sizes_min), None, None

@@ -1,0 +1,543 @@
+"""Receptive-field rules, one small function per op family, found through one table.
+
+A rule says, for each spatial axis of an op's output, which indices of each data input an
+output index reads. Three kinds of per-axis maps cover every op rfprobe knows:
+
+* ``Affine``: output ``j`` reads ``j*stride - padding + t`` for each tap ``t`` (conv, pool,
+  pad as a shift, crop, pixel_unshuffle). These are the ops the closed form handles.
+* ``Mapped``: any other per-index function (transposed conv, upsampling, pixel_shuffle,
+  reflect/replicate/circular padding at the border, adaptive pooling): position-dependent.
+* ``Broadcast``: an input of size 1 spread over the axis (squeeze-excitation gates).
+
+An op that couples every position (global pooling, norms over space, attention, ``Linear``
+over space) returns ``GLOBAL`` with the reason. Unknown ops raise ``UnknownOpError``; declare
+them with :func:`register_rule`.
+
+>>> conv = Affine(taps=(0, 2, 4), stride=1, padding=2, n_in=10)   # conv3/d2/p2
+>>> conv.closed
+(5, 1, 2)
+>>> sorted(conv.deps(np.array([0]), bounded=True).tolist())
+[0, 2]
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import UnknownOpError
+
+
+# ----------------------------------------------------------------------------- per-axis maps
+@dataclass(frozen=True)
+class Affine:
+    """Output ``j`` reads input ``j*stride - padding + t`` for ``t`` in ``taps`` (taps[0] == 0)."""
+
+    taps: tuple[int, ...]
+    stride: int
+    padding: int
+    n_in: int
+
+    @property
+    def closed(self) -> tuple[int, int, int]:
+        """(kernel extent, stride, padding) for the Distill formulas."""
+        return (max(self.taps) - min(self.taps) + 1, self.stride, self.padding - min(self.taps))
+
+    def deps(self, idx: np.ndarray, bounded: bool) -> np.ndarray:
+        out = (idx[:, None] * self.stride - self.padding + np.asarray(self.taps)[None, :]).ravel()
+        if bounded:
+            out = out[(out >= 0) & (out < self.n_in)]
+        return out
+
+
+@dataclass(frozen=True)
+class Mapped:
+    """Output ``j`` reads ``fn(j, bounded)``: a position-dependent map."""
+
+    fn: Callable[[int, bool], Sequence[int]]
+    n_in: int
+    closed = None
+
+    def deps(self, idx: np.ndarray, bounded: bool) -> np.ndarray:
+        parts = [np.asarray(self.fn(int(j), bounded), dtype=np.int64) for j in idx]
+        out = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        if bounded:
+            out = out[(out >= 0) & (out < self.n_in)]
+        return out
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """An input axis of size 1 broadcast over the output: every ``j`` reads index 0."""
+
+    n_in: int = 1
+    closed = None
+
+    def deps(self, idx: np.ndarray, bounded: bool) -> np.ndarray:
+        return np.zeros(1 if len(idx) else 0, dtype=np.int64)
+
+
+def identity(n: int) -> Affine:
+    return Affine((0,), 1, 0, n)
+
+
+AxisMap = Affine | Mapped | Broadcast
+
+
+@dataclass(frozen=True)
+class Global:
+    """Every output position depends on every input position; ``why`` names the cause."""
+
+    why: str
+
+
+@dataclass(frozen=True)
+class InputDep:
+    """How the op's output depends on one data input: per-axis maps, or ``Global``."""
+
+    arg: int                                  # position of the input among the call's tensors
+    axes: tuple[AxisMap, ...] | Global
+
+
+@dataclass(frozen=True)
+class Call:
+    """One traced call: what a rule sees."""
+
+    name: str                 # function name, e.g. 'conv2d', 'add', '__getitem__'
+    args: tuple
+    kwargs: dict
+    data: tuple[int, ...]     # indices into ``tensors`` that carry data from the model input
+    tensors: tuple            # every tensor argument, flattened, in order
+    in_layouts: tuple         # per tensor: tuple of dims that are spatial (negative), or None
+    out_shape: tuple[int, ...]
+    dims: int                 # number of spatial axes of the model input
+
+    def arg(self, i: int, name: str, default: Any = None) -> Any:
+        if name in self.kwargs:
+            return self.kwargs[name]
+        return self.args[i] if len(self.args) > i else default
+
+    def shape(self, k: int) -> tuple[int, ...]:
+        return tuple(self.tensors[k].shape)
+
+    def spatial_in(self, k: int) -> tuple[int, ...]:
+        layout = self.in_layouts[k]
+        return tuple(self.tensors[k].shape[d] for d in layout)
+
+    @property
+    def spatial_out(self) -> tuple[int, ...]:
+        return tuple(self.out_shape[-self.dims:])
+
+
+Rule = Callable[[Call], "list[InputDep] | Global"]
+
+
+def _tuple(v: Any, n: int) -> tuple[int, ...]:
+    if isinstance(v, (list, tuple)):
+        return tuple(int(x) for x in v) if len(v) == n else tuple(int(v[0]) for _ in range(n))
+    return (int(v),) * n
+
+
+# ----------------------------------------------------------------------------- rules
+def elementwise(call: Call) -> list[InputDep]:
+    """Pointwise ops with broadcasting (relu, add, mul, batch_norm in eval...): identity per axis,
+    or ``Broadcast`` where an input has size 1 on an axis the output spans."""
+    out = call.spatial_out
+    deps = []
+    for k in call.data:
+        layout = call.in_layouts[k]
+        if layout is None:
+            deps.append(InputDep(k, Global(f"{call.name} mixes a tensor without spatial axes into space")))
+            continue
+        sizes = call.spatial_in(k)
+        axes = tuple(Broadcast() if n == 1 and m != 1 else identity(n) for n, m in zip(sizes, out))
+        deps.append(InputDep(k, axes))
+    return deps
+
+
+def channel_only(call: Call) -> list[InputDep]:
+    """Ops that only move channels (cat on dim 1, channel slices, reshapes of leading dims)."""
+    return [InputDep(k, tuple(identity(n) for n in call.spatial_in(k))) for k in call.data]
+
+
+def _window(call: Call, kernel, stride, padding, dilation) -> list[InputDep]:
+    k = call.data[0]
+    n_in = call.spatial_in(k)
+    axes = tuple(Affine(tuple(range(0, d * (kk - 1) + 1, d)), s, p, n)
+                 for kk, s, p, d, n in zip(kernel, stride, padding, dilation, n_in))
+    return [InputDep(k, axes)]
+
+
+def _same_padding(call: Call, kernel, dilation) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    total = [d * (kk - 1) for kk, d in zip(kernel, dilation)]
+    return tuple(t // 2 for t in total), tuple(t - t // 2 for t in total)
+
+
+def conv(call: Call) -> list[InputDep]:
+    """``F.conv{1,2,3}d(input, weight, bias, stride, padding, dilation, groups)``."""
+    n = call.dims
+    weight = call.arg(1, "weight")
+    kernel = tuple(weight.shape[2:])
+    stride = _tuple(call.arg(3, "stride", 1), n)
+    dilation = _tuple(call.arg(5, "dilation", 1), n)
+    padding = call.arg(4, "padding", 0)
+    if padding == "valid":
+        padding = (0,) * n
+    elif padding == "same":
+        # PyTorch pads the extra element on the right when the total is odd
+        padding, _ = _same_padding(call, kernel, dilation)
+    return _window(call, kernel, stride, _tuple(padding, n), dilation)
+
+
+def pool(call: Call) -> list[InputDep]:
+    """``F.max_pool*d`` / ``F.avg_pool*d`` / ``F.lp_pool*d``: kernel, stride (default kernel),
+    padding, dilation; ceil_mode only changes the output size, which the trace records."""
+    n = call.dims
+    kernel = _tuple(call.arg(1, "kernel_size"), n)
+    stride = call.arg(2, "stride", None)
+    stride = kernel if stride is None or stride == [] or stride == () else _tuple(stride, n)
+    if call.name.startswith("lp_pool"):
+        return _window(call, kernel, stride, (0,) * n, (1,) * n)
+    padding = _tuple(call.arg(3, "padding", 0), n)
+    dilation = _tuple(call.arg(4, "dilation", 1), n) if call.name.startswith("max") else (1,) * n
+    return _window(call, kernel, stride, padding, dilation)
+
+
+def conv_transpose(call: Call) -> list[InputDep]:
+    """``F.conv_transpose*d(input, weight, bias, stride, padding, output_padding, groups,
+    dilation)``: output ``j`` reads input ``i`` where ``j = i*s - p + t*d``; position-dependent."""
+    n = call.dims
+    weight = call.arg(1, "weight")
+    kernel = tuple(weight.shape[2:])
+    stride = _tuple(call.arg(3, "stride", 1), n)
+    padding = _tuple(call.arg(4, "padding", 0), n)
+    dilation = _tuple(call.arg(7, "dilation", 1), n)
+    k = call.data[0]
+    axes = []
+    for kk, s, p, d, n_in in zip(kernel, stride, padding, dilation, call.spatial_in(k)):
+        def fn(j, bounded, kk=kk, s=s, p=p, d=d):
+            return [(j + p - t * d) // s for t in range(kk) if (j + p - t * d) % s == 0]
+        axes.append(Mapped(fn, n_in))
+    return [InputDep(k, tuple(axes))]
+
+
+def pad(call: Call) -> list[InputDep]:
+    """``F.pad(input, pad, mode, value)``: a shift (negative pads crop); in the bounded route,
+    reflect/replicate/circular map border indices back inside, constant drops them."""
+    widths = list(call.arg(1, "pad"))
+    mode = call.arg(2, "mode", "constant")
+    k = call.data[0]
+    sizes = call.spatial_in(k)
+    ndim = len(call.shape(k))
+    axes = []
+    for a, n_in in enumerate(sizes):
+        dim_from_end = call.dims - a  # 1 = last dim
+        i = 2 * (dim_from_end - 1)
+        left = widths[i] if i < len(widths) else 0
+        if left == 0 and (i + 1 >= len(widths) or widths[i + 1] == 0) or mode == "constant":
+            axes.append(Affine((0,), 1, left, n_in))
+            continue
+
+        def fn(j, bounded, left=left, n_in=n_in, mode=mode):
+            src = j - left
+            if not bounded or 0 <= src < n_in:
+                return [src]
+            if mode == "reflect":
+                period = 2 * (n_in - 1)
+                m = src % period if period else 0
+                return [m if m < n_in else period - m]
+            if mode == "replicate":
+                return [min(max(src, 0), n_in - 1)]
+            if mode == "circular":
+                return [src % n_in]
+            raise UnknownOpError(f"F.pad mode {mode!r} has no rule")
+        axes.append(Mapped(fn, n_in))
+    return [InputDep(k, tuple(axes))]
+
+
+def _scales(call: Call, sizes_in, sizes_out) -> list[float | None]:
+    sf = call.arg(2, "scale_factor", None)
+    size = call.arg(1, "size", None)
+    recompute = call.arg(5, "recompute_scale_factor", None)
+    if sf is None or size is not None or recompute:
+        return [None] * len(sizes_in)
+    return list(_tuple_f(sf, len(sizes_in)))
+
+
+def _tuple_f(v, n):
+    return tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else (float(v),) * n
+
+
+def interpolate(call: Call) -> list[InputDep]:
+    """``F.interpolate``: nearest, nearest-exact, (bi/tri)linear, bicubic, area; with and without
+    align_corners. Source indices are computed as PyTorch's kernels do (float32 arithmetic)."""
+    mode = call.arg(3, "mode", "nearest")
+    align = bool(call.arg(4, "align_corners", None))
+    k = call.data[0]
+    sizes_in = call.spatial_in(k)
+    sizes_out = call.spatial_out
+    scales = _scales(call, sizes_in, sizes_out)
+    axes = []
+    for n_in, n_out, sf in zip(sizes_in, sizes_out, scales):
+        axes.append(Mapped(_interp_axis(mode, align, n_in, n_out, sf), n_in))
+    return [InputDep(k, tuple(axes))]
+
+
+def _interp_axis(mode: str, align: bool, n_in: int, n_out: int, sf: float | None):
+    f32 = np.float32
+    if mode in ("nearest", "nearest-exact"):
+        scale = f32(1.0 / sf) if sf else f32(n_in / n_out)
+        half = f32(0.5) if mode == "nearest-exact" else f32(0.0)
+
+        def fn(j, bounded):
+            if n_in == n_out:
+                return [j]
+            src = int(np.floor(f32(f32(j) + half) * scale))
+            return [min(src, n_in - 1)] if bounded else [src]
+        return fn
+    if mode == "area":
+        def fn(j, bounded):
+            start = (j * n_in) // n_out
+            end = -((-(j + 1) * n_in) // n_out)
+            return list(range(start, end))
+        return fn
+    if align:
+        scale = f32((n_in - 1) / (n_out - 1)) if n_out > 1 else f32(0)
+    else:
+        scale = f32(1.0 / sf) if sf else f32(n_in / n_out)
+    cubic = mode == "bicubic"
+
+    def fn(j, bounded):
+        if align:
+            src = f32(scale * f32(j))
+        else:
+            src = f32(scale * f32(f32(j) + f32(0.5))) - f32(0.5)
+            if not cubic and src < 0:
+                src = f32(0)
+        i0 = int(np.floor(src))
+        frac = float(src - f32(i0))
+        if cubic:
+            taps = [i0] if frac == 0 else [i0 - 1, i0, i0 + 1, i0 + 2]
+            if bounded:
+                taps = [min(max(t, 0), n_in - 1) for t in taps]
+            return taps
+        if bounded:
+            i0 = min(i0, n_in - 1)
+            return [i0] if frac == 0 or i0 + 1 >= n_in else [i0, i0 + 1]
+        return [i0] if frac == 0 else [i0, i0 + 1]
+    return fn
+
+
+def pixel_shuffle(call: Call) -> list[InputDep]:
+    """Output ``j`` reads input ``j // r`` (the phase picks the channel): position-dependent."""
+    r = int(call.arg(1, "upscale_factor"))
+    k = call.data[0]
+    return [InputDep(k, tuple(Mapped(lambda j, b, r=r: [j // r], n) for n in call.spatial_in(k)))]
+
+
+def pixel_unshuffle(call: Call) -> list[InputDep]:
+    """Output ``j`` reads ``j*r .. j*r + r - 1``: a window of r with stride r."""
+    r = int(call.arg(1, "downscale_factor"))
+    k = call.data[0]
+    return [InputDep(k, tuple(Affine(tuple(range(r)), r, 0, n) for n in call.spatial_in(k)))]
+
+
+def adaptive_pool(call: Call) -> list[InputDep] | Global:
+    """Adaptive pooling: window ``[floor(j*n/m), ceil((j+1)*n/m))``. Output size 1 is global."""
+    k = call.data[0]
+    sizes_in = call.spatial_in(k)
+    sizes_out = call.spatial_out
+    if all(m == 1 for m in sizes_out) and any(n > 1 for n in sizes_in):
+        return Global(f"{call.name} to size 1 (global pooling)")
+    axes = []
+    for n, m in zip(sizes_in, sizes_out):
+        if n % m == 0:
+            axes.append(Affine(tuple(range(n // m)), n // m, 0, n))
+        else:
+            axes.append(Mapped(lambda j, b, n=n, m=m: list(range((j * n) // m, -((-(j + 1) * n) // m))), n))
+    return [InputDep(k, tuple(axes))]
+
+
+def getitem(call: Call) -> list[InputDep]:
+    """``x[...]`` with slices: a crop (start, step) on spatial axes; other indexing is refused."""
+    k = call.data[0]
+    index = call.args[1]
+    if not isinstance(index, tuple):
+        index = (index,)
+    ndim = len(call.shape(k))
+    if any(i is None for i in index):
+        raise UnknownOpError("indexing with None adds an axis; rfprobe has no rule for it")
+    if Ellipsis in index:
+        e = index.index(Ellipsis)
+        index = index[:e] + (slice(None),) * (ndim - len(index) + 1) + index[e + 1:]
+    index = index + (slice(None),) * (ndim - len(index))
+    layout = call.in_layouts[k]
+    axes = []
+    for a, dim in enumerate(layout):
+        s = index[ndim + dim]
+        n_in = call.shape(k)[dim]
+        if not isinstance(s, slice):
+            raise UnknownOpError(f"indexing spatial axis {a} with {s!r} removes it; rfprobe has no rule")
+        start, stop, step = s.indices(n_in)
+        axes.append(Affine((0,), step, -start, n_in))
+    for d in range(ndim):
+        if d - ndim not in layout and not isinstance(index[d], (slice, int)):
+            raise UnknownOpError(f"advanced indexing {index[d]!r} has no rule")
+    return [InputDep(k, tuple(axes))]
+
+
+def cat(call: Call) -> list[InputDep]:
+    """``torch.cat``: on a channel dim every input keeps its positions; on a spatial dim output
+    index ``j`` reads ``j - offset`` of the input that starts at ``offset``."""
+    dim = call.arg(1, "dim", 0)
+    ndim = len(call.out_shape)
+    dim = dim - ndim if dim >= 0 else dim
+    deps, offset = [], 0
+    for k, t in enumerate(call.tensors):
+        if k in call.data:
+            axes = tuple(Affine((0,), 1, offset, n) if d == dim else identity(n)
+                         for d, n in zip(call.in_layouts[k], call.spatial_in(k)))
+            deps.append(InputDep(k, axes))
+        if t.dim() == ndim:
+            offset += t.shape[dim]
+    return deps
+
+
+def global_rule(why: str) -> Rule:
+    def rule(call: Call) -> Global:
+        return Global(why.format(name=call.name))
+    rule.__doc__ = f"Global coupling: {why}"
+    return rule
+
+
+def batch_norm(call: Call):
+    """Eval mode normalises with running statistics (pointwise); training mode with the batch's
+    statistics, which couples every position."""
+    training = call.arg(5, "training", False)
+    if training:
+        return Global("batch_norm in training mode (batch statistics couple every position; "
+                      "call model.eval() to measure the inference RF)")
+    return elementwise(call)
+
+
+def reduction(call: Call):
+    """``mean``/``sum``/``amax``... over dims: global if a spatial dim is reduced."""
+    dim = call.arg(1, "dim", None)
+    k = call.data[0]
+    layout = call.in_layouts[k]
+    ndim = len(call.shape(k))
+    if dim is None:
+        return Global(f"{call.name} over the whole tensor")
+    dims = [dim] if isinstance(dim, int) else list(dim)
+    dims = [d - ndim if d >= 0 else d for d in dims]
+    if any(d in layout for d in dims):
+        return Global(f"{call.name} over spatial dims (global pooling)")
+    return channel_only(call)
+
+
+def softmax(call: Call):
+    """Softmax along a dim: global if it is a spatial dim (attention over positions)."""
+    dim = call.arg(1, "dim", None)
+    k = call.data[0]
+    ndim = len(call.shape(k))
+    if dim is None or (dim - ndim if dim >= 0 else dim) in call.in_layouts[k]:
+        return Global(f"{call.name} over a spatial dim")
+    return elementwise(call)
+
+
+def linear(call: Call):
+    """``F.linear`` acts on the last dim: global when that dim is spatial (Linear over space)."""
+    k = call.data[0]
+    if -1 in (call.in_layouts[k] or ()):
+        return Global("linear over a spatial axis (Linear over space)")
+    return channel_only(call)
+
+
+def norm_over_space(call: Call):
+    """group_norm / instance_norm normalise over spatial axes; layer_norm when its
+    normalized_shape covers a spatial dim."""
+    if call.name == "layer_norm":
+        shape = call.arg(1, "normalized_shape")
+        n = len(shape) if isinstance(shape, (list, tuple)) else 1
+        layout = call.in_layouts[call.data[0]]
+        if not any(d >= -n for d in layout):
+            return channel_only(call)
+        return Global("layer_norm over spatial dims (statistics couple every position)")
+    return Global(f"{call.name} (statistics over space couple every position)")
+
+
+# ----------------------------------------------------------------------------- the table
+POINTWISE_NAMES = frozenset("""
+relu relu_ relu6 gelu silu silu_ sigmoid sigmoid_ tanh tanh_ hardtanh hardtanh_ hardswish hardswish_
+hardsigmoid hardsigmoid_ leaky_relu leaky_relu_ elu elu_ selu selu_ celu celu_ softplus mish prelu
+rrelu threshold threshold_ logsigmoid softsign tanhshrink hardshrink softshrink glu_pointwise
+add add_ sub sub_ mul mul_ div div_ true_divide neg abs exp log sqrt rsqrt pow pow_ square
+clamp clamp_ clamp_min clamp_max clip sin cos erf reciprocal sign
+__add__ __radd__ __iadd__ __sub__ __rsub__ __isub__ __mul__ __rmul__ __imul__ __truediv__
+__rtruediv__ __itruediv__ __neg__ __pow__ __rpow__ __abs__
+where maximum minimum lerp addcmul addcdiv
+dropout dropout_ dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout
+contiguous clone to float double half bfloat16 type type_as detach requires_grad_
+""".split())
+CHANNEL_NAMES = frozenset("""
+view reshape flatten unflatten permute transpose chunk split narrow squeeze unsqueeze
+expand expand_as repeat channel_shuffle native_channel_shuffle unbind select stack
+""".split())
+# outputs of these are never data (shapes, sizes, flags): they are skipped by the tracer
+IGNORED = frozenset("""
+dim size numel __get__ is_contiguous __len__ stride data_ptr element_size is_floating_point
+is_complex __bool__ __format__ __repr__ __setstate__ item tolist __hash__ __eq__ __ne__ __lt__ __le__
+__gt__ __ge__ __bool__ get_device has_names _has_compatible_shallow_copy_type __array__
+""".split())
+
+RULES: dict[str, Rule] = {}
+for _n in POINTWISE_NAMES:
+    RULES[_n] = elementwise
+for _d in (1, 2, 3):
+    RULES[f"conv{_d}d"] = conv
+    RULES[f"conv_transpose{_d}d"] = conv_transpose
+    for _p in ("max_pool", "avg_pool", "lp_pool"):
+        RULES[f"{_p}{_d}d"] = pool
+    RULES[f"max_pool{_d}d_with_indices"] = pool
+    RULES[f"adaptive_avg_pool{_d}d"] = adaptive_pool
+    RULES[f"adaptive_max_pool{_d}d"] = adaptive_pool
+    RULES[f"adaptive_max_pool{_d}d_with_indices"] = adaptive_pool
+RULES.update({
+    "pad": pad, "interpolate": interpolate, "upsample": interpolate,
+    "pixel_shuffle": pixel_shuffle, "pixel_unshuffle": pixel_unshuffle,
+    "__getitem__": getitem, "cat": cat, "concat": cat, "concatenate": cat,
+    "batch_norm": batch_norm,
+    "mean": reduction, "sum": reduction, "amax": reduction, "amin": reduction, "max": reduction,
+    "std": reduction, "var": reduction, "logsumexp": reduction,
+    "softmax": softmax, "log_softmax": softmax, "linear": linear, "matmul": linear,
+    "group_norm": norm_over_space, "instance_norm": norm_over_space, "layer_norm": norm_over_space,
+    "scaled_dot_product_attention": global_rule("scaled_dot_product_attention (attention over positions)"),
+    "local_response_norm": elementwise,  # across channels only
+})
+# Ops whose rule is only about which dims are spatial are resolved by the tracer (layouts).
+LAYOUT_OPS = CHANNEL_NAMES
+
+
+def register_rule(name: str, rule: Rule | str) -> None:
+    """Declare a rule for an op rfprobe does not know, by function or method name.
+
+    ``rule`` is a function ``Call -> list[InputDep] | Global`` or one of the words
+    ``"pointwise"`` (no spatial effect), ``"channel"`` (moves channels only) or ``"global"``.
+
+    >>> register_rule("my_gate", "pointwise")
+    >>> RULES["my_gate"] is elementwise
+    True
+    >>> del RULES["my_gate"]
+    """
+    if isinstance(rule, str):
+        words = {"pointwise": elementwise, "channel": channel_only,
+                 "global": global_rule("{name} (declared global)")}
+        if rule not in words:
+            raise UnknownOpError(f"register_rule: rule {rule!r} is not one of {sorted(words)}; "
+                                 "or pass a function Call -> list[InputDep] | Global")
+        rule = words[rule]
+    if not callable(rule):
+        raise UnknownOpError(f"register_rule: rule must be callable or a word, not {rule!r}")
+    RULES[name] = rule
