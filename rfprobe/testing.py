@@ -21,7 +21,7 @@ def _tuple(v, n):
     return None if v is None else (tuple(v) if isinstance(v, (list, tuple)) else (v,) * n)
 
 
-def assert_receptive_field(model, size=None, stride=None, padding=None, **kw: Any) -> Report:
+def assert_receptive_field(model, size=None, stride=None, padding=None, **kw: Any) -> None:
     """Verify all routes agree and the RF has the given size/stride/padding (int = every axis).
 
     Passes silently; on failure raises ``AssertionError`` carrying the per-layer table and the
@@ -40,7 +40,6 @@ def assert_receptive_field(model, size=None, stride=None, padding=None, **kw: An
             problems.append(f"receptive field {what} is {got}, expected {want}")
     if problems:
         raise AssertionError("\n".join(problems) + "\n\n" + str(r))
-    return r
 
 
 @pytest.fixture
