@@ -26,7 +26,7 @@ from typing import Any, Sequence, Union
 
 import torch.nn as nn
 
-from .errors import SpecError, did_you_mean
+from .errors import SpecError, did_you_mean, nearest
 
 Spec = Union[str, Sequence[Union[str, dict]]]
 
@@ -111,10 +111,69 @@ def _parse_token(token: str, position: int) -> LayerSpec:
         elif opt in UP_MODES and op == "up":
             kw["mode"] = opt
         else:
-            raise _fail(token, position, f"unknown option '/{opt}'."
-                        + did_you_mean(opt, _OPTION_FLAGS, strip_digits=True))
+            raise _fail(token, position, f"unknown option '/{opt}'." + _option_hint(opt))
     _check_option_fits(kw, token, position)
+    _check_values(kw, token, position)
     return LayerSpec(**kw)
+
+
+# long names people write for the short flags, so '/stride2' suggests '/s2'
+_OPTION_ALIASES = {"stride": "s", "strides": "s", "step": "s", "pad": "p", "padding": "p",
+                   "dilation": "d", "dil": "d", "dilate": "d", "rate": "d", "group": "g",
+                   "groups": "g", "channels": "c", "ch": "c", "out": "c", "outpad": "op",
+                   "output_padding": "op", "depthwise": "dw", "bias": "nobias", "nb": "nobias",
+                   "ceil_mode": "ceil"}
+_NUMERIC_FLAGS = ("s", "p", "d", "g", "c", "op")
+
+
+def _option_hint(opt: str) -> str:
+    """' Did you mean '/s2'?' for '/stride2': keeps the number, fixes the name."""
+    m = re.fullmatch(r"([A-Za-z_-]*)([\dx]*)", opt)
+    name, digits = (m.groups() if m else (opt, ""))
+    hit = _OPTION_ALIASES.get(name.lower())
+    if hit is None:
+        words = [f for f in _OPTION_FLAGS if (f in _NUMERIC_FLAGS) == bool(digits)] or list(_OPTION_FLAGS)
+        hit = nearest(name, words) or nearest(name, list(_OPTION_ALIASES))
+        hit = _OPTION_ALIASES.get(hit, hit)
+    if hit is None:
+        return " Options: /s2 /p1 /same /valid /d2 /g4 /dw /c64 /nobias /op1 /ceil /bilinear."
+    if hit in _NUMERIC_FLAGS:
+        return f" Did you mean '/{hit}{digits or 2}'?"
+    return f" Did you mean '/{hit}'?"
+
+
+def _check_values(kw: dict, token: str, position: int) -> None:
+    """Every value in range (shared by tokens and dicts, so both fail the same way)."""
+    def ints(key, low):
+        v = kw.get(key)
+        if v is None:
+            return
+        if not isinstance(v, tuple) or not v or not all(isinstance(x, int) and not isinstance(x, bool)
+                                                         for x in v):
+            raise _fail(token, position, f"{key} must be an int or a tuple of ints, not {v!r}")
+        if any(x < low for x in v):
+            raise _fail(token, position, f"{key} {v} must be {low} or more on every axis")
+    ints("kernel", 1)
+    ints("stride", 1)
+    ints("dilation", 1)
+    ints("output_padding", 0)
+    pad = kw.get("padding")
+    if isinstance(pad, str):
+        if pad not in ("same", "valid"):
+            raise _fail(token, position, f"padding {pad!r} must be a number, 'same' or 'valid'."
+                        + did_you_mean(pad, ("same", "valid")))
+    else:
+        ints("padding", 0)
+    for key in ("groups", "channels"):
+        v = kw.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise _fail(token, position, f"{key} must be a positive int, not {v!r}")
+    for key in ("depthwise", "bias", "ceil"):
+        if key in kw and not isinstance(kw[key], bool):
+            raise _fail(token, position, f"{key} must be True or False, not {kw[key]!r}")
+    if "mode" in kw and kw["mode"] not in UP_MODES:
+        raise _fail(token, position, f"upsampling mode {kw['mode']!r} is not one of {', '.join(UP_MODES)}."
+                    + did_you_mean(str(kw["mode"]), UP_MODES))
 
 
 def _check_option_fits(kw: dict, token: str, position: int) -> None:
@@ -151,7 +210,7 @@ def _parse_dict(d: dict, position: int) -> LayerSpec:
         raise _fail(token, position, f"unknown op {op!r}." + did_you_mean(op, OPS))
 
     def tup(v):
-        return (v,) if isinstance(v, int) else tuple(v)
+        return tuple(v) if isinstance(v, (list, tuple)) else (v,)
 
     kw: dict[str, Any] = {"op": op, "token": token, "position": position}
     if op in WINDOWED:
@@ -167,8 +226,14 @@ def _parse_dict(d: dict, position: int) -> LayerSpec:
     for key in ("groups", "depthwise", "channels", "bias", "ceil", "mode"):
         if key in d:
             kw[key] = d[key]
-    _check_option_fits({k: v for k, v in kw.items() if k not in ("bias",) or op in ("conv", "convT")},
-                       token, position)
+    if op in POINTWISE:
+        extra = sorted(set(d) - {"op"})
+        if extra:
+            raise _fail(token, position, f"{op!r} takes no options, got {extra}")
+    else:
+        _check_option_fits({k: v for k, v in kw.items() if k not in ("bias",) or op in ("conv", "convT")},
+                           token, position)
+    _check_values(kw, token, position)
     return LayerSpec(**kw)
 
 
