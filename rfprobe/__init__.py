@@ -5,7 +5,8 @@
 (5, 5)
 """
 from .analytic import Analysis, Region, analyze
-from .cost import Cost, compare, cost
+from .cost import Comparison, Cost, collapse, compare, cost
+from .erf import ERF, erf
 from .errors import RFProbeError
 from .probe import ProbeResult, probe
 from .rules import register_rule
@@ -14,5 +15,6 @@ from .verify import Report, verify
 from .render import plot
 
 __all__ = ["build", "parse", "analyze", "probe", "verify", "cost", "compare", "plot", "register_rule",
+           "erf", "collapse", "ERF", "Comparison",
            "Analysis", "ProbeResult", "Report", "Region", "Cost", "RFProbeError"]
 __version__ = "0.1.0"
