@@ -150,6 +150,8 @@ class Region:
     def box(self) -> tuple[tuple[int, int], ...]:
         if self.global_cause is not None:
             return tuple((0, n - 1) for n in self.extent)
+        if not self.products:           # a unit that reads only padding: empty, as measure.box_of
+            return tuple((0, -1) for _ in self.extent)
         return tuple((int(min(p[a][0] for p in self.products)), int(max(p[a][-1] for p in self.products)))
                      for a in range(len(self.extent)))
 
@@ -354,8 +356,12 @@ def as_model(model_or_spec, **build_kw) -> nn.Module:
                         f"{type(model_or_spec).__name__} ({model_or_spec!r:.60})")
 
 
-def resolve_input_shape(model: nn.Module, input_shape) -> tuple[tuple[int, ...] | None, int, int]:
-    """(shape or None, channels, dims) from the user's ``input_shape`` and the model."""
+def resolve_input_shape(model: nn.Module, input_shape, check_channels: bool = True
+                        ) -> tuple[tuple[int, ...] | None, int, int]:
+    """(shape or None, channels, dims) from the user's ``input_shape`` and the model.
+
+    ``check_channels=False`` trusts the user's channel count (the first conv registered need not
+    be the first one applied); :func:`choose_input` then checks it only if the model fails."""
     dims = infer_dims(model)
     channels = infer_channels(model)
     if input_shape is None:
@@ -377,7 +383,7 @@ def resolve_input_shape(model: nn.Module, input_shape) -> tuple[tuple[int, ...] 
         raise ArgumentError(f"input_shape={input_shape!r} needs channels and at least one spatial size")
     if any(s is not None and s < 1 for s in shape):
         raise ArgumentError(f"input_shape={input_shape!r} has a size below 1")
-    if channels is not None and shape[0] is not None and shape[0] != channels:
+    if check_channels and channels is not None and shape[0] is not None and shape[0] != channels:
         raise ArgumentError(f"input_shape={input_shape!r} has {shape[0]} channels but the model's first "
                             f"conv takes {channels}; use input_shape=({channels}, ...)")
     if shape[0] is None:
@@ -390,10 +396,14 @@ def resolve_input_shape(model: nn.Module, input_shape) -> tuple[tuple[int, ...] 
 def choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=None) -> Graph:
     """Trace at the input the user gave, or at the smallest input (per axis) in which the
     centre unit's whole RF fits, so the probe sees it without border truncation."""
-    shape, channels, dims = resolve_input_shape(model, input_shape)
+    shape, channels, dims = resolve_input_shape(model, input_shape, check_channels=False)
     fixed = [None] * dims if shape is None else list(shape[1:])
     if all(f is not None for f in fixed):
-        g = trace(model, (channels, *fixed), dims)
+        try:
+            g = trace(model, (channels, *fixed), dims)
+        except ModelErrorTypes as e:
+            err = _diagnose(model, input_shape, dims, e)
+            raise err from (e.__cause__ if err is e else None)
         _check_target(g, layer, output, (channels, *fixed))
         return g
     n, g, first_error = 8, None, None
@@ -411,7 +421,10 @@ def choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=No
         g = None
         n *= 2
     if g is None:
-        raise first_error or ArgumentError("no input size up to 4096 gives this model a spatial output")
+        if first_error is not None:
+            err = _diagnose(model, input_shape, dims, first_error, retry=False)
+            raise err from (first_error.__cause__ if err is first_error else None)
+        raise ArgumentError("no input size up to 4096 gives this model a spatial output")
     for _ in range(40):
         target = select(g, layer, output)
         size = list(g.input_shape[1:])
@@ -443,6 +456,24 @@ def _reaches(g: Graph, node: Node, target: Node) -> bool:
 
 from .errors import ModelError as _ME  # noqa: E402
 ModelErrorTypes = (_ME,)
+
+
+def _diagnose(model: nn.Module, input_shape, dims: int, error: RFProbeError, retry: bool = True) -> RFProbeError:
+    """The user's input_shape made the model raise: say which argument is wrong if we can tell
+    (channels, too small), else pass the model's own error on."""
+    try:
+        resolve_input_shape(model, input_shape)      # the channel mismatch, if any
+    except ArgumentError as bad:
+        return ArgumentError(f"{bad} (the model raised: {str(error.__cause__ or error)[:160]})")
+    if not retry:
+        return error
+    try:
+        bigger = choose_input(model, (input_shape[0],) + (None,) * dims)
+    except RFProbeError:
+        return error
+    return ArgumentError(f"input_shape={tuple(input_shape)!r} is too small for this model (it raised: "
+                         f"{str(error.__cause__ or error)[:160]}); an input of {bigger.input_shape} works. "
+                         "Pass a larger input_shape, or None entries to let rfprobe choose.")
 
 
 def _check_target(g: Graph, layer, output, shape) -> None:
