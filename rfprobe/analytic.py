@@ -412,7 +412,9 @@ def choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=No
         try:
             g = trace(model, (channels, *size), dims)
             target = select(g, layer, output)
-            if target.spatial is not None and all(s >= 1 for s in target.spatial):
+            if target.spatial is None:      # flattened or pooled away: no input size helps
+                _check_target(g, layer, output, (channels, *size))
+            if all(s >= 1 for s in target.spatial):
                 break
         except RFProbeError as e:
             if not isinstance(e, ModelErrorTypes):
