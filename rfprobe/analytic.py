@@ -287,6 +287,10 @@ class Analysis:
     size_min: tuple[int, ...] | None = None
     graph: Graph | None = field(default=None, repr=False)
 
+    def __post_init__(self):
+        from .measure import remember
+        remember(self, "size", "stride", "padding")   # so pytest can show the table on failure
+
     @property
     def is_global(self) -> bool:
         return self.status == "global"

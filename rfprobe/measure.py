@@ -25,3 +25,32 @@ def coverage_of(mask: np.ndarray, box) -> float:
     sl = tuple(slice(a, b + 1) for a, b in box)
     sub = mask[sl]
     return float(sub.mean()) if sub.size else 0.0
+
+
+class RFTuple(tuple):
+    """A per-axis tuple (size, stride, padding) that remembers the result it came from, so a
+    failed ``assert report.size == (7, 7)`` can show the whole table (see rfprobe.testing).
+    It is a plain tuple in every other respect: equal, hashed and printed as one.
+
+    >>> t = RFTuple((5, 5), "size", None)
+    >>> t == (5, 5), repr(t), hash(t) == hash((5, 5))
+    (True, '(5, 5)', True)
+    """
+
+    def __new__(cls, values, what: str = "", result=None):
+        t = super().__new__(cls, values)
+        t.rfprobe_what = what
+        t.rfprobe_result = result
+        return t
+
+    def __reduce__(self):                   # copies and pickles carry the values only
+        return (tuple, (tuple(self),))
+
+
+def remember(result, *fields: str) -> None:
+    """Turn a frozen result's tuple ``fields`` into :class:`RFTuple` pointing back at it."""
+    for name in fields:
+        value = getattr(result, name)
+        if isinstance(value, tuple):
+            object.__setattr__(result, name, RFTuple(value, name, result))
+

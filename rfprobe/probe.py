@@ -37,7 +37,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from .analytic import Analysis, analysis_of, as_model, choose_input, normalize_unit, propagate
 from .errors import ArgumentError, ModelError, RFProbeError
 from .graph import Graph, _run, _Tracer, private_copy, select
-from .measure import box_of, coverage_of
+from .measure import remember, box_of, coverage_of
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,6 +57,9 @@ class ProbeResult:
     mode: str
     output_shape: tuple[int, ...] = ()
     analysis: Analysis | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        remember(self, "size")                        # so pytest can show the result on failure
 
     @property
     def axis_coverage(self) -> tuple[float, ...]:

@@ -7,6 +7,13 @@ Traceback (most recent call last):
 ...
 AssertionError: receptive field size is (3, 3), expected (5, 5)
 ...
+
+With the plugin (installed with rfprobe, nothing to configure), a failed comparison of an
+rfprobe result's ``size``/``stride``/``padding`` shows the per-layer table and the diagnosis::
+
+    def test_stem(rf):
+        report = rf.verify(my_stem)
+        assert report.size == (7, 7)     # on failure: the table, the boxes, the verdict
 """
 from __future__ import annotations
 
@@ -14,11 +21,20 @@ from typing import Any
 
 import pytest
 
+from .errors import ArgumentError
+from .measure import RFTuple
 from .verify import Report, verify
 
 
-def _tuple(v, n):
-    return None if v is None else (tuple(v) if isinstance(v, (list, tuple)) else (v,) * n)
+def _expected(name: str, value, n: int) -> tuple[int, ...] | None:
+    """An int (every axis) or one int per axis, checked; None stays None."""
+    if value is None:
+        return None
+    values = tuple(value) if isinstance(value, (list, tuple)) else (value,) * n
+    if len(values) != n or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ArgumentError(f"{name}={value!r} must be an int or {n} ints (one per spatial axis) "
+                            f"for this {n}-D output")
+    return values
 
 
 def assert_receptive_field(model, size=None, stride=None, padding=None, **kw: Any) -> None:
@@ -26,34 +42,74 @@ def assert_receptive_field(model, size=None, stride=None, padding=None, **kw: An
 
     Passes silently; on failure raises ``AssertionError`` carrying the per-layer table and the
     diagnosis. Keyword arguments go to :func:`rfprobe.verify` (``input_shape``, ``layer``...).
+
+    >>> import rfprobe
+    >>> assert_receptive_field(rfprobe.build("conv3/s2 conv3"), size=7, stride=(2, 2), padding=0)
     """
     r = verify(model, **kw)
     n = len(r.probe.size)
+    wants = [(what, _expected(what, want, n), got) for what, want, got in
+             (("size", size, r.size), ("stride", stride, r.stride), ("padding", padding, r.padding))]
     problems = []
     if not r.ok:
         problems.append("the routes disagree: " + "; ".join(r.mismatches))
-    if r.analysis.status == "global" and (size is not None or stride is not None):
-        problems.append("the receptive field is global: " + "; ".join(r.analysis.global_causes))
-    for what, want, got in (("size", size, r.size), ("stride", stride, r.stride), ("padding", padding, r.padding)):
-        want = _tuple(want, n)
-        if want is not None and r.analysis.status != "global" and tuple(got or ()) != want:
-            problems.append(f"receptive field {what} is {got}, expected {want}")
+    asked = any(want is not None for _, want, _ in wants)
+    if r.analysis.status == "global":
+        if asked:
+            problems.append("the receptive field is global: " + "; ".join(r.analysis.global_causes))
+    else:
+        for what, want, got in wants:
+            if want is not None and tuple(got or ()) != want:
+                problems.append(f"receptive field {what} is {got}, expected {want}")
     if problems:
         raise AssertionError("\n".join(problems) + "\n\n" + str(r))
 
 
+class RF:
+    """What the ``rf`` fixture gives: rfprobe's API plus :func:`assert_receptive_field`.
+
+    >>> RF().assert_receptive_field("conv3 conv3", size=5)
+    >>> RF().verify("conv3").size
+    (3, 3)
+    """
+
+    assert_receptive_field = staticmethod(assert_receptive_field)
+
+    def __getattr__(self, name: str):
+        import rfprobe
+        return getattr(rfprobe, name)
+
+    def __repr__(self) -> str:
+        return "<rfprobe test helper: rfprobe's API + assert_receptive_field>"
+
+
 @pytest.fixture
-def rf():
-    """The rfprobe module, for tests: ``def test_x(rf): rf.assert_receptive_field(...)``."""
-    import rfprobe
-    return rfprobe
+def rf() -> RF:
+    """rfprobe for tests: ``def test_x(rf): rf.assert_receptive_field(net, size=7)``,
+    ``rf.verify(net)``, ``rf.build(...)``; failed comparisons of its results show the table."""
+    return RF()
+
+
+def _explain(result) -> list[str]:
+    from .probe import ProbeResult
+    lines = str(result).splitlines()
+    if isinstance(result, ProbeResult) and result.analysis is not None:
+        lines = str(result.analysis).splitlines() + [""] + lines
+    return lines
 
 
 def pytest_assertrepr_compare(op, left, right):
-    """Explain a failed comparison of an rfprobe result's attribute with the full table."""
-    import rfprobe
+    """Explain a failed comparison of an rfprobe result (or its ``size``/``stride``/``padding``)
+    with the per-layer table and the diagnosis."""
+    from .analytic import Analysis
+    from .probe import ProbeResult
     for side in (left, right):
-        if isinstance(side, (rfprobe.Report, rfprobe.Analysis, rfprobe.ProbeResult)):
-            other = right if side is left else left
-            return [f"rfprobe result {op} {other!r}"] + str(side).splitlines()
+        other = right if side is left else left
+        if isinstance(side, RFTuple) and side.rfprobe_result is not None:
+            kind = type(side.rfprobe_result).__name__
+            return ([f"{left!r} {op} {right!r}",
+                     f"rfprobe {kind}.{side.rfprobe_what} is {tuple(side)!r}, compared with {other!r}:"]
+                    + _explain(side.rfprobe_result))
+        if isinstance(side, (Report, Analysis, ProbeResult)):
+            return [f"rfprobe {type(side).__name__} {op} {other!r}:"] + _explain(side)
     return None

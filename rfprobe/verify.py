@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .analytic import Analysis, analysis_of, as_model, choose_input
+from .measure import remember
 from .probe import ProbeResult, probe
 
 
@@ -30,6 +31,9 @@ class Report:
     diagnoses: tuple[str, ...]
     analysis: Analysis = field(repr=False)
     probe: ProbeResult = field(repr=False)
+
+    def __post_init__(self):
+        remember(self, "size", "stride", "padding")   # so pytest can show the table on failure
 
     def __str__(self) -> str:
         from .render import report_text
