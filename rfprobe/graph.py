@@ -17,6 +17,7 @@ real values, and ``Graph.notes`` says so.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from . import rules
+from . import render, rules
 from .errors import ArgumentError, ModelError, RFProbeError, UnknownOpError, did_you_mean
 from .rules import Call, Global, InputDep
 
@@ -84,6 +85,26 @@ def _site() -> str:
     return ""
 
 
+class Unknown(Global):
+    """An op without a rule (or a use a rule refuses). Recorded, so ops that only follow the
+    selected output do not matter; selecting an output that depends on it raises."""
+
+
+# ops with a fixed (N, C, *spatial) layout: their rules need the spatial axes trailing
+FIXED_LAYOUT = frozenset(
+    [f"{p}{d}d" for d in (1, 2, 3) for p in ("conv", "conv_transpose", "max_pool", "avg_pool", "lp_pool",
+                                              "adaptive_avg_pool", "adaptive_max_pool")]
+    + [f"max_pool{d}d_with_indices" for d in (1, 2, 3)] + [f"adaptive_max_pool{d}d_with_indices" for d in (1, 2, 3)]
+    + ["pad", "interpolate", "upsample", "pixel_shuffle", "pixel_unshuffle", "batch_norm", "group_norm",
+       "instance_norm"])
+REDUCTIONS = frozenset("mean sum amax amin max min std var logsumexp prod norm nansum nanmean".split())
+INPLACE_DUNDER = frozenset("__iadd__ __isub__ __imul__ __itruediv__ __ipow__ __iand__ __ior__".split())
+RESHAPES = frozenset("view reshape flatten unflatten squeeze unsqueeze view_as reshape_as".split())
+PERMUTES = frozenset("permute transpose swapaxes swapdims movedim moveaxis t".split())
+PIECES = frozenset("chunk split tensor_split narrow unbind select split_with_sizes".split())
+STACKS = frozenset("stack".split())
+
+
 class _Tracer(TorchFunctionMode):
     def __init__(self, dims: int):
         super().__init__()
@@ -93,7 +114,11 @@ class _Tracer(TorchFunctionMode):
         self.keep: list[torch.Tensor] = []  # keeps traced tensors alive so ids stay unique
         self.module_stack: list[str] = [""]
         self.module_outputs: dict[str, int] = {}
+        self.module_types: dict[str, type] = {}
         self.counts: dict[str, int] = {}
+        self.taint: dict[int, int] = {}     # node id -> id of the global op it derives from
+        self.named_se: set[int] = set()
+        self.protect: int | None = None     # node whose tensor must survive in-place ops (the probe's target)
 
     def post(self, out):
         """What the probe does to an op's output before it is recorded (here: nothing)."""
@@ -111,7 +136,47 @@ class _Tracer(TorchFunctionMode):
         self.nodes.append(node)
         self.of[id(t)] = node.id
         self.keep.append(t)
+        self._taint(node)
         return node.id
+
+    def _taint(self, node: Node) -> None:
+        """Follow which global op each node derives from, and name squeeze-excitation: a gate
+        computed from a global op, broadcast over space and multiplied into a feature map."""
+        if isinstance(node.deps, Global):
+            if not isinstance(node.deps, Unknown):
+                self.taint[node.id] = node.id
+                cls, path = self._owner(node.module)
+                if cls and path != node.module:
+                    node.deps = Global(f"{node.deps.why} in {cls} {path!r}")
+            return
+        if node.deps is None:
+            return
+        tainted = [(d, s) for d, s in zip(node.deps, node.inputs) if s in self.taint]
+        if not tainted:
+            return
+        self.taint[node.id] = self.taint[tainted[0][1]]
+        spread = [d for d in node.deps if not isinstance(d.axes, Global)
+                  and not all(isinstance(m, rules.Broadcast) for m in d.axes)]
+        if node.op not in ("mul", "__mul__", "__rmul__", "mul_", "__imul__") or not spread:
+            return
+        for d, s in tainted:
+            if not isinstance(d.axes, Global) and all(isinstance(m, rules.Broadcast) for m in d.axes):
+                origin = self.nodes[self.taint[s]]
+                self.taint[node.id] = origin.id
+                if origin.id not in self.named_se:
+                    self.named_se.add(origin.id)
+                    origin.deps = Global(f"squeeze-excitation: {origin.deps.why} computes a gate that "
+                                         f"scales the whole feature map at {node.name!r}")
+
+    def _owner(self, module: str) -> tuple[str, str]:
+        """Class and path of the innermost user-defined module around ``module`` (not torch.nn's)."""
+        parts = module.split(".") if module else []
+        for cut in range(len(parts), -1, -1):
+            path = ".".join(parts[:cut])
+            cls = self.module_types.get(path)
+            if cls is not None and not cls.__module__.startswith("torch.nn"):
+                return cls.__name__, path
+        return "", ""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -122,38 +187,132 @@ class _Tracer(TorchFunctionMode):
         if not data or name in rules.IGNORED:
             return func(*args, **kwargs)
         in_ids = [self.of[id(tensors[k])] for k in data]
-        out = self.post(func(*args, **kwargs))
-        outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
-        outs = [t for t in outs if t.is_floating_point() or t.is_complex()] or outs[:0]
         site = _site()
         layouts = tuple(self.nodes[self.of[id(t)]].layout if id(t) in self.of else None for t in tensors)
-        for t in outs:
-            layout, deps = self._rule(func, name, args, kwargs, tensors, data, layouts, t, site)
+        if name == "__setitem__":
+            out = func(*args, **kwargs)
+            t = args[0]
+            layout, deps = self._guard(lambda: _setitem(args, tensors, data, layouts, self.dims), name, site,
+                                       layouts[0])
+            self.add(name, [in_ids[data.index(k)] for k in _dep_args(deps, data)], deps, t, layout, site)
+            return out
+        inplace = ((name.endswith("_") and not name.startswith("__")) or name in INPLACE_DUNDER
+                   or kwargs.get("inplace") is True)
+        if inplace and self.protect is not None and self.of.get(id(tensors[0])) == self.protect:
+            self.keep[self.protect] = tensors[0].clone()   # the selected output, before the op mutates it
+        raw = func(*args, **kwargs)
+        # an in-place op returns its input: keep the object the model holds (the probe may not swap it)
+        out = raw if any(raw is t for t in tensors) else self.post(raw)
+        outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+        outs = [t for t in outs if t.is_floating_point() or t.is_complex()] or outs[:0]
+        for i, t in enumerate(outs):
+            layout, deps = self._rule(func, name, args, kwargs, tensors, data, layouts, t, site, i, outs)
             self.add(name, [in_ids[data.index(k)] for k in _dep_args(deps, data)], deps, t, layout, site)
         return out
 
-    def _rule(self, func, name, args, kwargs, tensors, data, layouts, out, site):
+    def _guard(self, fn, name, site, fallback_layout):
+        """Run a rule; an op it refuses becomes an ``Unknown`` node naming the op and call site."""
+        try:
+            return fn()
+        except UnknownOpError as e:
+            where = f"op {name!r} at {site or '?'} (module {self.module_stack[-1] or '<model>'!r})"
+            return fallback_layout, Unknown(f"{where}: {e}")
+
+    def _rule(self, func, name, args, kwargs, tensors, data, layouts, out, site, index=0, outs=()):
         main = layouts[data[0]]
         if all(layouts[k] is None for k in data):
             return None, Global(f"{name} of a tensor without spatial axes")
-        if name in rules.LAYOUT_OPS:
-            return _layout_op(name, args, kwargs, tensors, data, layouts, out, self.dims)
-        layout = tuple(range(-self.dims, 0)) if out.dim() >= self.dims + 1 and out.dim() == tensors[data[0]].dim() else None
+        if name in rules.LAYOUT_OPS or name == "__getitem__":
+            return self._guard(lambda: _layout_op(name, args, kwargs, tensors, data, layouts, out, self.dims,
+                                                  index, outs), name, site, None)
+        ref = next(layouts[k] for k in data if layouts[k] is not None)
+        if name in REDUCTIONS:
+            layout = _reduced_layout(name, args, kwargs, tensors[data[0]], ref, out)
+        else:
+            layout = ref if out.dim() >= -min(ref) and _same_sizes(tensors[data[0]], ref, out) else None
         rule = rules.RULES.get(name)
         if rule is None:
-            raise UnknownOpError(
+            return layout, Unknown(
                 f"op {name!r} at {site or '?'} (module {self.module_stack[-1] or '<model>'!r}) has no "
                 f"receptive-field rule. Declare one: rfprobe.register_rule({name!r}, 'pointwise' | "
                 f"'channel' | 'global' | function).")
-        call = Call(name, args, kwargs, data, tensors, layouts, tuple(out.shape), self.dims)
-        try:
-            deps = rule(call)
-        except UnknownOpError as e:
-            raise UnknownOpError(f"{e} (op {name!r} at {site or '?'}, module "
-                                 f"{self.module_stack[-1] or '<model>'!r})") from None
+        if name in FIXED_LAYOUT and main != tuple(range(-self.dims, 0)):
+            return layout, Unknown(f"op {name!r} at {site or '?'} runs on a tensor whose spatial axes are "
+                                   f"dims {main} of shape {tuple(tensors[data[0]].shape)}, not the trailing "
+                                   f"{self.dims}; rfprobe has no rule for that")
+        call = Call(name, args, kwargs, data, tensors, layouts, tuple(out.shape), self.dims, layout)
+        layout_, deps = self._guard(lambda: (layout, rule(call)), name, site, layout)
+        if isinstance(deps, Unknown):
+            return layout_, deps
         if layout is None and not isinstance(deps, Global):
             deps = Global(f"{name} changes the layout so that spatial axes are lost")
         return layout, (deps if isinstance(deps, Global) else tuple(deps))
+
+
+def _same_sizes(src, layout, out) -> bool:
+    """True when ``out`` keeps ``layout``'s dims (sizes may change, e.g. a conv's)."""
+    return out.dim() == src.dim() or all(-d <= out.dim() for d in layout)
+
+
+def _reduced_layout(name, args, kwargs, src, layout, out):
+    dim = kwargs.get("dim", args[1] if len(args) > 1 and not isinstance(args[1], torch.Tensor) else None)
+    keep = kwargs.get("keepdim", args[2] if len(args) > 2 and isinstance(args[2], bool) else False)
+    if out.dim() == src.dim() or keep:
+        return layout
+    if dim is None:
+        return None
+    nd = src.dim()
+    gone = sorted({d % nd for d in ([dim] if isinstance(dim, int) else dim)})
+    if any(g - nd in layout for g in gone):
+        return None
+    new = []
+    for d in layout:
+        p = d + nd
+        q = p - sum(1 for g in gone if g < p)
+        new.append(q - out.dim())
+    return tuple(new)
+
+
+def _setitem(args, tensors, data, layouts, dims):
+    """``x[index] = value``: ``x`` keeps its positions and the written slice reads ``value``."""
+    x, index, value = args[0], args[1], args[2]
+    layout = layouts[0]
+    if layout is None:
+        return None, Global("__setitem__ into a tensor without spatial axes")
+    idx = index if isinstance(index, tuple) else (index,)
+    ndim = x.dim()
+    dots = [i for i, item in enumerate(idx) if item is Ellipsis]
+    used = sum(1 for i in idx if i is not None and i is not Ellipsis)
+    if dots:
+        idx = idx[:dots[0]] + (slice(None),) * (ndim - used) + idx[dots[0] + 1:]
+    if any(item is None or not isinstance(item, (slice, int)) for item in idx):
+        raise UnknownOpError(f"assignment x[{index!r:.40}] = ... with this index has no rule")
+    idx = idx + (slice(None),) * (ndim - len(idx))
+    whole_spatial = all(idx[d + ndim] == slice(None) for d in layout)
+    whole_rest = all(idx[d] == slice(None) for d in range(ndim) if d - ndim not in layout)
+    if not whole_spatial and whole_rest:
+        raise UnknownOpError("assignment into a spatial slice of every channel has no rule "
+                             "(positions inside and outside the slice read different tensors)")
+    deps = []
+    if not (whole_spatial and whole_rest):
+        deps.append(InputDep(0, tuple(rules.identity(x.shape[d]) for d in layout)))
+    if isinstance(value, torch.Tensor) and any(tensors[k] is value for k in data):
+        k = next(k for k in data if tensors[k] is value)
+        vl = layouts[k]
+        axes = []
+        for a, d in enumerate(layout):
+            if any(i is not slice(None) and isinstance(i, int) for i in idx[d + ndim:d + ndim + 1]):
+                raise UnknownOpError("assignment with an int index on a spatial axis has no rule")
+            start, stop, step = idx[d + ndim].indices(x.shape[d])
+            if vl is None or value.dim() < -d or value.shape[d] == 1:
+                axes.append(rules.Broadcast())
+            else:
+                axes.append(rules.Mapped(lambda j, b, s=start, st=step, e=stop:
+                                         [(j - s) // st] if s <= j < e and (j - s) % st == 0 else [],
+                                         value.shape[d]))
+        deps.append(InputDep(k, tuple(axes) if vl is not None or all(isinstance(m, rules.Broadcast) for m in axes)
+                             else Global("__setitem__ writes a tensor without spatial axes into space")))
+    return layout, deps
 
 
 def _dep_args(deps, data):
@@ -162,31 +321,118 @@ def _dep_args(deps, data):
     return [d.arg for d in deps]
 
 
-def _layout_op(name, args, kwargs, tensors, data, layouts, out, dims):
-    """view/reshape/permute/...: spatial axes survive when they stay the trailing dims with the
-    same sizes (row-major reshapes of leading dims, channel shuffles, channel chunks)."""
+def _layout_op(name, args, kwargs, tensors, data, layouts, out, dims, index=0, outs=()):
+    """view/reshape/permute/slicing/...: which dims of the output are the spatial axes, and how
+    each output index maps to the input's (identity, crop, repeat or broadcast)."""
     k = data[0]
     src = tensors[k]
     layout = layouts[k]
-    spatial = tuple(src.shape[d] for d in layout)
-    trailing = layout == tuple(range(-dims, 0))
-    keeps = (trailing and out.dim() >= dims + 1 and tuple(out.shape[-dims:]) == spatial)
-    if keeps and name in ("permute", "transpose", "movedim", "swapaxes"):
-        if name == "permute":
-            perm = args[1:] if len(args) > 1 and isinstance(args[1], int) else tuple(args[1] if len(args) > 1 else kwargs["dims"])
-            perm = [p % src.dim() for p in perm]
-            keeps = all(perm[-i] == src.dim() - i for i in range(1, dims + 1))
+    if name == "__getitem__":
+        call = Call(name, args, kwargs, data, tensors, layouts, tuple(out.shape), dims)
+        return rules.getitem(call)
+    nd, no = src.dim(), out.dim()
+    ident = tuple(rules.identity(src.shape[d]) for d in layout)
+
+    def keep(new):
+        return tuple(new), [InputDep(k, ident)]
+
+    if name in RESHAPES or (name == "contiguous"):
+        new = _reshape_layout(tuple(src.shape), tuple(out.shape), layout)
+        if new is None:
+            return None, Global(f"{name} merges or splits spatial axes {tuple(src.shape)} -> "
+                                f"{tuple(out.shape)} (every position can reach every output)")
+        return keep(new)
+    if name in PERMUTES:
+        perm = _perm(name, args, kwargs, nd)
+        return keep(perm.index(d % nd) - nd for d in layout)
+    if name in ("channel_shuffle", "native_channel_shuffle"):
+        return keep(layout)
+    if name in ("expand", "expand_as", "broadcast_to"):
+        axes = tuple(rules.Broadcast() if src.shape[d] == 1 and out.shape[d] != 1 else rules.identity(src.shape[d])
+                     for d in layout)
+        return tuple(layout), [InputDep(k, axes)]
+    if name == "repeat":
+        axes = tuple(rules.identity(src.shape[d]) if out.shape[d] == src.shape[d] else
+                     rules.Mapped(lambda j, b, n=src.shape[d]: [j % n], src.shape[d]) for d in layout)
+        return tuple(layout), [InputDep(k, axes)]
+    if name in STACKS:
+        dim = kwargs.get("dim", args[1] if len(args) > 1 else 0) % no
+        deps, new = [], None
+        for j in data:
+            lay = layouts[j]
+            if lay is None:
+                deps.append(InputDep(j, Global("stack of a tensor without spatial axes")))
+                continue
+            mine = tuple((d + nd) + (1 if d + nd >= dim else 0) - no for d in lay)
+            if new is not None and mine != new:
+                raise UnknownOpError(f"stack of tensors whose spatial axes sit in different dims")
+            new = mine
+            deps.append(InputDep(j, tuple(rules.identity(tensors[j].shape[d]) for d in lay)))
+        return new, deps
+    if name in PIECES:
+        dim = _piece_dim(name, args, kwargs) % nd
+        if name in ("unbind", "select"):
+            if dim - nd in layout:
+                raise UnknownOpError(f"{name} on spatial dim {dim} removes that axis; rfprobe needs every "
+                                     "spatial axis in the output")
+            return keep(d + (1 if d + nd < dim else 0) for d in layout)
+        if dim - nd not in layout:
+            return keep(layout)
+        if name == "narrow":
+            offset = args[2] if len(args) > 2 else kwargs["start"]
         else:
-            a = args[1] if len(args) > 1 else kwargs.get("dim0")
-            b = args[2] if len(args) > 2 else kwargs.get("dim1")
-            moved = {a % src.dim(), b % src.dim()}
-            keeps = not any(src.dim() + d in moved for d in layout)
-    if keeps and name in ("chunk", "split", "narrow", "select", "unbind"):
-        dim = args[2] if name in ("chunk", "split") and len(args) > 2 else (args[1] if name in ("narrow", "select", "unbind") and len(args) > 1 else kwargs.get("dim", 0))
-        keeps = (dim % src.dim()) - src.dim() not in layout
-    if keeps:
-        return tuple(range(-dims, 0)), tuple(InputDep(j, tuple(rules.identity(n) for n in spatial)) for j in data[:1])
-    return None, Global(f"{name} merges or moves spatial axes (every position can reach every output)")
+            offset = sum(o.shape[dim] for o in outs[:index])
+        offset = offset % src.shape[dim] if offset < 0 else offset
+        axes = tuple(rules.Affine((0,), 1, -offset, src.shape[d]) if d == dim - nd else rules.identity(src.shape[d])
+                     for d in layout)
+        return tuple(layout), [InputDep(k, axes)]
+    raise UnknownOpError(f"{name} has no layout rule")
+
+
+def _piece_dim(name, args, kwargs) -> int:
+    if "dim" in kwargs:
+        return kwargs["dim"]
+    if name in ("chunk", "split", "tensor_split", "split_with_sizes"):
+        return args[2] if len(args) > 2 else 0
+    return args[1] if len(args) > 1 else 0
+
+
+def _perm(name, args, kwargs, nd) -> list[int]:
+    if name == "permute":
+        p = args[1:] if len(args) > 1 and isinstance(args[1], int) else tuple(args[1] if len(args) > 1 else kwargs["dims"])
+        return [d % nd for d in p]
+    if name == "t":
+        return list(range(nd))[::-1]
+    if name in ("movedim", "moveaxis"):
+        s = args[1] if len(args) > 1 else kwargs["source"]
+        t = args[2] if len(args) > 2 else kwargs["destination"]
+        s, t = ([s], [t]) if isinstance(s, int) else (list(s), list(t))
+        s, t = [x % nd for x in s], [x % nd for x in t]
+        rest = [d for d in range(nd) if d not in s]
+        perm = [None] * nd
+        for a, b in zip(s, t):
+            perm[b] = a
+        it = iter(rest)
+        return [p if p is not None else next(it) for p in perm]
+    a = args[1] if len(args) > 1 else kwargs.get("dim0")
+    b = args[2] if len(args) > 2 else kwargs.get("dim1")
+    perm = list(range(nd))
+    perm[a % nd], perm[b % nd] = perm[b % nd], perm[a % nd]
+    return perm
+
+
+def _reshape_layout(sin, sout, layout):
+    """Row-major reshape: spatial dim ``d`` survives as output dim ``e`` exactly when both have
+    the same size and the same number of elements to their right (then index i_e == i_d)."""
+    new = []
+    for d in layout:
+        right = math.prod(sin[len(sin) + d + 1:])
+        hits = [e for e in range(len(sout)) if sout[e] == sin[d] and math.prod(sout[e + 1:]) == right]
+        hits = [e - len(sout) for e in hits if e - len(sout) not in new]
+        if not hits:
+            return None
+        new.append(d if d in hits else hits[-1])
+    return tuple(new)
 
 
 def infer_dims(model: nn.Module) -> int | None:
@@ -238,6 +484,8 @@ def _run(twin: nn.Module, x: torch.Tensor, tracer: _Tracer):
     names = {m: n for n, m in twin.named_modules()}
     handles = []
 
+    tracer.module_types.update({n: type(m) for m, n in names.items()})
+
     def pre(m, inp):
         tracer.module_stack.append(names[m])
 
@@ -259,6 +507,15 @@ def _run(twin: nn.Module, x: torch.Tensor, tracer: _Tracer):
             h.remove()
 
 
+_SHAPE_ERRORS = ("Kernel size can't be greater", "too small", "Output size is", "non-positive",
+                 "Calculated output size", "Padding size should be less", "Expected input's")
+
+
+def _input_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating parameter (its input's, most likely)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
 def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = None) -> Graph:
     """Trace ``model`` on an input of ``input_shape`` = (C, *spatial) (batch 1 is added)."""
     if not isinstance(model, nn.Module):
@@ -267,18 +524,22 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = Non
     notes: list[str] = []
     try:
         twin = private_copy(model, "meta")
-        x = torch.empty((1, *input_shape), device="meta")
+        x = torch.empty((1, *input_shape), device="meta", dtype=_input_dtype(model))
         tracer = _Tracer(dims)
         out = _run(twin, x, tracer)
     except RFProbeError:
         raise
     except Exception as meta_error:  # the model reads values: trace for real on the CPU
-        notes.append(f"traced on the CPU with real values: on meta tensors the model raised "
-                     f"{type(meta_error).__name__}: {meta_error}"[:300])
+        if any(w in str(meta_error) for w in _SHAPE_ERRORS):   # too small an input: same on the CPU
+            done = [n.name for n in tracer.nodes[-3:]]
+            raise ModelError(
+                f"the model raised {type(meta_error).__name__} on an input of shape {(1, *input_shape)} "
+                f"(input_shape={tuple(input_shape)}): {meta_error}. rfprobe had traced up to {done}.") from meta_error
+        notes.append(render.fallback_note(type(meta_error).__name__, str(meta_error)))
         try:
             twin = private_copy(model, "cpu")
-            dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-            x = torch.rand((1, *input_shape), dtype=dtype)
+            x = torch.rand((1, *input_shape), dtype=_input_dtype(model),
+                           generator=torch.Generator().manual_seed(0))  # the user's RNG stays put
             tracer = _Tracer(dims)
             with torch.no_grad():
                 out = _run(twin, x, tracer)
@@ -305,8 +566,33 @@ def _map_outputs(out, tracer):
 
 def select(graph: Graph, layer: str | None = None, output: Any = None) -> Node:
     """The node to probe: a module's or node's output (``layer``), or the model output
-    (``output`` = index or key for tuples and dicts)."""
+    (``output`` = index or key for tuples and dicts). Raises ``UnknownOpError`` when the
+    selected output depends on an op without a rule.
+
+    >>> import torch.nn as nn
+    >>> from collections import OrderedDict
+    >>> net = nn.Sequential(OrderedDict(conv=nn.Conv2d(1, 1, 3), act=nn.ReLU()))
+    >>> g = trace(net, (1, 8, 8))
+    >>> select(g, layer="conv").name, select(g).name
+    ('conv', 'act')
+    >>> select(g, layer="cnov")
+    Traceback (most recent call last):
+    ...
+    rfprobe.errors.ArgumentError: layer='cnov' is not a module or node of this model. Did you mean 'conv'? ...
+    """
+    node = _pick(graph, layer, output)
+    unknown = _unknown_ancestor(graph, node)
+    if unknown is not None:
+        raise UnknownOpError(f"{unknown.deps.why} The selected output {node.name!r} depends on it "
+                             f"(node {unknown.name!r}).")
+    return node
+
+
+def _pick(graph: Graph, layer, output) -> Node:
     if layer is not None:
+        if not isinstance(layer, str):
+            raise ArgumentError(f"layer={layer!r} must be a module name like 'layer3' or 'features.16', "
+                                "or a node name from rfprobe.analyze(model).layers")
         if layer in graph.module_outputs:
             return graph.nodes[graph.module_outputs[layer]]
         for n in graph.nodes:
@@ -314,19 +600,36 @@ def select(graph: Graph, layer: str | None = None, output: Any = None) -> Node:
                 return n
         names = list(graph.module_outputs) + [n.name for n in graph.nodes]
         raise ArgumentError(f"layer={layer!r} is not a module or node of this model."
-                            + did_you_mean(layer, names) + " See rfprobe.analyze(model).layers.")
+                            + did_you_mean(layer, names) + " See rfprobe.analyze(model).layers for the names.")
     out = graph.outputs
     if output is not None:
+        if not isinstance(out, (dict, list)):
+            raise ArgumentError(f"output={output!r}: the model returns a single tensor; leave output=None")
         try:
             out = out[output]
         except (KeyError, IndexError, TypeError):
-            keys = list(out) if isinstance(out, dict) else (list(range(len(out))) if isinstance(out, list) else [])
+            keys = list(out) if isinstance(out, dict) else list(range(len(out)))
             raise ArgumentError(f"output={output!r} is not in the model's output; choose one of {keys}") from None
     if isinstance(out, (dict, list)):
-        first = next((v for v in (out.values() if isinstance(out, dict) else out) if isinstance(v, int)), None)
+        first = next((v for v in tree_flatten(out)[0] if isinstance(v, int)), None)
         if first is None:
             raise ArgumentError("the model returns no tensor derived from its input")
         out = first
     if out is None:
-        raise ArgumentError("the selected output does not depend on the model input")
+        raise ArgumentError(f"the selected output{'' if output is None else f' (output={output!r})'} "
+                            "does not depend on the model input")
     return graph.nodes[out]
+
+
+def _unknown_ancestor(graph: Graph, node: Node) -> Node | None:
+    seen, todo = set(), [node.id]
+    while todo:
+        i = todo.pop()
+        if i in seen:
+            continue
+        seen.add(i)
+        n = graph.nodes[i]
+        if isinstance(n.deps, Unknown):
+            return n
+        todo.extend(n.inputs)
+    return None

@@ -113,6 +113,7 @@ class Call:
     in_layouts: tuple         # per tensor: tuple of dims that are spatial (negative), or None
     out_shape: tuple[int, ...]
     dims: int                 # number of spatial axes of the model input
+    out_layout: tuple[int, ...] | None = None   # spatial dims of the output (default: trailing)
 
     def arg(self, i: int, name: str, default: Any = None) -> Any:
         if name in self.kwargs:
@@ -128,7 +129,8 @@ class Call:
 
     @property
     def spatial_out(self) -> tuple[int, ...]:
-        return tuple(self.out_shape[-self.dims:])
+        layout = self.out_layout if self.out_layout is not None else tuple(range(-self.dims, 0))
+        return tuple(self.out_shape[d] for d in layout)
 
 
 Rule = Callable[[Call], "list[InputDep] | Global"]
@@ -150,6 +152,10 @@ def elementwise(call: Call) -> list[InputDep]:
         layout = call.in_layouts[k]
         if layout is None:
             deps.append(InputDep(k, Global(f"{call.name} mixes a tensor without spatial axes into space")))
+            continue
+        if call.out_layout is not None and tuple(layout) != tuple(call.out_layout):
+            deps.append(InputDep(k, Global(f"{call.name} broadcasts tensors whose spatial axes sit in "
+                                           f"different dims ({layout} vs {call.out_layout})")))
             continue
         sizes = call.spatial_in(k)
         axes = tuple(Broadcast() if n == 1 and m != 1 else identity(n) for n, m in zip(sizes, out))
@@ -313,7 +319,13 @@ def _interp_axis(mode: str, align: bool, n_in: int, n_out: int, sf: float | None
         if align:
             src = f32(scale * f32(j))
         else:
-            src = f32(scale * f32(f32(j) + f32(0.5))) - f32(0.5)
+            # PyTorch's linear CPU kernels contract ``scale * (j + 0.5) - 0.5`` into one fused
+            # multiply-add (one rounding to float32); the cubic one rounds twice. Checked
+            # against F.interpolate of one-hot inputs in tests/test_functional.py.
+            if cubic:
+                src = f32(scale * f32(f32(j) + f32(0.5))) - f32(0.5)
+            else:
+                src = f32(float(scale) * (j + 0.5) - 0.5)
             if not cubic and src < 0:
                 src = f32(0)
         i0 = int(np.floor(src))
@@ -360,32 +372,66 @@ def adaptive_pool(call: Call) -> list[InputDep] | Global:
     return [InputDep(k, tuple(axes))]
 
 
-def getitem(call: Call) -> list[InputDep]:
-    """``x[...]`` with slices: a crop (start, step) on spatial axes; other indexing is refused."""
+def getitem(call: Call) -> tuple[tuple[int, ...] | None, list[InputDep]]:
+    """``x[...]``: slices of spatial axes are crops (start, step); ints, ``None``, ``...`` and
+    one 1-D index tensor on the other dims only move dims. Returns (output layout, deps)."""
     k = call.data[0]
     index = call.args[1]
     if not isinstance(index, tuple):
         index = (index,)
     ndim = len(call.shape(k))
-    if any(i is None for i in index):
-        raise UnknownOpError("indexing with None adds an axis; rfprobe has no rule for it")
-    if Ellipsis in index:
-        e = index.index(Ellipsis)
-        index = index[:e] + (slice(None),) * (ndim - len(index) + 1) + index[e + 1:]
-    index = index + (slice(None),) * (ndim - len(index))
     layout = call.in_layouts[k]
+    used = sum(1 for i in index if i is not None and i is not Ellipsis)
+    dots = [i for i, item in enumerate(index) if item is Ellipsis]
+    if dots:
+        e = dots[0]
+        index = index[:e] + (slice(None),) * (ndim - used) + index[e + 1:]
+    used = sum(1 for i in index if i is not None)
+    index = index + (slice(None),) * max(ndim - used, 0)
+    in_dim = out_dim = 0
+    where: dict[int, int] = {}          # input dim -> output dim
+    advanced = 0
+    for item in index:
+        if item is None:
+            out_dim += 1
+            continue
+        if in_dim >= ndim:
+            break
+        if isinstance(item, bool) or (hasattr(item, "dtype") and str(getattr(item, "dtype")) == "torch.bool"):
+            raise UnknownOpError(f"boolean-mask indexing {item!r:.40} has no rule")
+        if isinstance(item, int):
+            if in_dim - ndim in layout:
+                raise UnknownOpError(f"indexing spatial axis {layout.index(in_dim - ndim)} with {item!r} "
+                                     "removes it; rfprobe needs every spatial axis in the output")
+            in_dim += 1
+            continue
+        if not isinstance(item, slice):
+            advanced += 1
+            if in_dim - ndim in layout or advanced > 1 or getattr(item, "ndim", 1) != 1:
+                raise UnknownOpError(f"advanced indexing with {type(item).__name__} on dim {in_dim} has no rule")
+        where[in_dim] = out_dim
+        in_dim += 1
+        out_dim += 1
+    n_out = len(call.out_shape)
     axes = []
-    for a, dim in enumerate(layout):
-        s = index[ndim + dim]
-        n_in = call.shape(k)[dim]
-        if not isinstance(s, slice):
-            raise UnknownOpError(f"indexing spatial axis {a} with {s!r} removes it; rfprobe has no rule")
-        start, stop, step = s.indices(n_in)
-        axes.append(Affine((0,), step, -start, n_in))
-    for d in range(ndim):
-        if d - ndim not in layout and not isinstance(index[d], (slice, int)):
-            raise UnknownOpError(f"advanced indexing {index[d]!r} has no rule")
-    return [InputDep(k, tuple(axes))]
+    new_layout = []
+    for d in layout:
+        start, stop, step = index_slice(index, d + ndim, call.shape(k)[d])
+        axes.append(Affine((0,), step, -start, call.shape(k)[d]))
+        new_layout.append(where[d + ndim] - n_out)
+    return tuple(new_layout), [InputDep(k, tuple(axes))]
+
+
+def index_slice(index, dim: int, n: int) -> tuple[int, int, int]:
+    """(start, stop, step) of the slice that indexes input ``dim`` (after None/... expansion)."""
+    in_dim = 0
+    for item in index:
+        if item is None:
+            continue
+        if in_dim == dim:
+            return item.indices(n)
+        in_dim += 1
+    return 0, n, 1
 
 
 def cat(call: Call) -> list[InputDep]:
@@ -396,13 +442,25 @@ def cat(call: Call) -> list[InputDep]:
     dim = dim - ndim if dim >= 0 else dim
     deps, offset = [], 0
     for k, t in enumerate(call.tensors):
-        if k in call.data:
+        if k in call.data and call.in_layouts[k] is None:
+            deps.append(InputDep(k, Global(f"{call.name} joins a tensor without spatial axes")))
+        elif k in call.data:
             axes = tuple(Affine((0,), 1, offset, n) if d == dim else identity(n)
                          for d, n in zip(call.in_layouts[k], call.spatial_in(k)))
             deps.append(InputDep(k, axes))
         if t.dim() == ndim:
             offset += t.shape[dim]
     return deps
+
+
+def copy_from(call: Call) -> list[InputDep]:
+    """``x.copy_(src)``: afterwards ``x`` holds ``src`` (broadcast), not its old values."""
+    return elementwise(call)[1:] if 0 in call.data else elementwise(call)
+
+
+def constant(call: Call) -> list[InputDep]:
+    """``x.zero_()``, ``x.fill_(v)``, ``zeros_like``...: the result depends on no input value."""
+    return []
 
 
 def global_rule(why: str) -> Rule:
@@ -484,6 +542,7 @@ contiguous clone to float double half bfloat16 type type_as detach requires_grad
 CHANNEL_NAMES = frozenset("""
 view reshape flatten unflatten permute transpose chunk split narrow squeeze unsqueeze
 expand expand_as repeat channel_shuffle native_channel_shuffle unbind select stack
+swapaxes swapdims movedim moveaxis t tensor_split split_with_sizes view_as reshape_as broadcast_to
 """.split())
 # outputs of these are never data (shapes, sizes, flags): they are skipped by the tracer
 IGNORED = frozenset("""
@@ -507,7 +566,7 @@ for _d in (1, 2, 3):
 RULES.update({
     "pad": pad, "interpolate": interpolate, "upsample": interpolate,
     "pixel_shuffle": pixel_shuffle, "pixel_unshuffle": pixel_unshuffle,
-    "__getitem__": getitem, "cat": cat, "concat": cat, "concatenate": cat,
+    "cat": cat, "concat": cat, "concatenate": cat,
     "batch_norm": batch_norm,
     "mean": reduction, "sum": reduction, "amax": reduction, "amin": reduction, "max": reduction,
     "std": reduction, "var": reduction, "logsumexp": reduction,
@@ -515,6 +574,9 @@ RULES.update({
     "group_norm": norm_over_space, "instance_norm": norm_over_space, "layer_norm": norm_over_space,
     "scaled_dot_product_attention": global_rule("scaled_dot_product_attention (attention over positions)"),
     "local_response_norm": elementwise,  # across channels only
+    "multi_head_attention_forward": global_rule("multi-head attention (attention over positions)"),
+    "copy_": copy_from, "fill_": constant, "zero_": constant, "zeros_like": constant,
+    "ones_like": constant, "full_like": constant, "empty_like": constant,
 })
 # Ops whose rule is only about which dims are spatial are resolved by the tracer (layouts).
 LAYOUT_OPS = CHANNEL_NAMES

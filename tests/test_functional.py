@@ -1,0 +1,359 @@
+"""Hand-written models with functional ops: exact per-unit boxes against the gradient probe.
+
+Each model is probed at a fixed input shape, for the centre unit, border units and one unit of
+every phase of every upsampling; the exact bounded region (``Analysis.region(unit,
+bounded=True)``) must equal the probe's mask position for position. The two routes share no
+code: one walks the traced graph with per-op index rules, the other backpropagates through
+PyTorch's own kernels.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import rfprobe
+
+
+def conv(i, o, k=3, **kw):
+    return nn.Conv2d(i, o, k, **kw)
+
+
+class UNet(nn.Module):
+    """Two levels down, two up: concat skips, a k2/s2 and a k3/s2/p1/op1 transposed conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc1 = conv(1, 4, padding=1)
+        self.enc2 = conv(4, 4, padding=1)
+        self.down2 = conv(4, 4, stride=2, padding=1)
+        self.bott = conv(4, 4, padding=1)
+        self.up2 = nn.ConvTranspose2d(4, 4, 2, stride=2)
+        self.dec2 = conv(8, 4, padding=1)
+        self.up1 = nn.ConvTranspose2d(4, 4, 3, stride=2, padding=1, output_padding=1)
+        self.dec1 = conv(8, 2, 1)
+
+    def forward(self, x):
+        e1 = F.relu(self.enc1(x))
+        e2 = F.relu(self.enc2(F.max_pool2d(e1, 2)))
+        b = F.relu(self.bott(self.down2(e2)))
+        d2 = F.relu(self.dec2(torch.cat([self.up2(b), e2], dim=1)))
+        return self.dec1(torch.cat([self.up1(d2), e1], 1))
+
+
+class FPN(nn.Module):
+    """Top-down pathway with F.interpolate in every mode, plus a non-integer resize."""
+
+    def __init__(self, mode="nearest", align_corners=None, size=None):
+        super().__init__()
+        self.mode, self.align, self.size = mode, align_corners, size
+        self.c1 = conv(1, 4, padding=1)
+        self.c2 = conv(4, 4, stride=2, padding=1)
+        self.c3 = conv(4, 4, stride=2, padding=1)
+        self.lat = conv(4, 4, 1)
+
+    def up(self, x, like):
+        kw = {} if self.mode in ("nearest", "area", "nearest-exact") else {"align_corners": self.align}
+        return F.interpolate(x, size=like.shape[-2:], mode=self.mode, **kw)
+
+    def forward(self, x):
+        c1 = F.relu(self.c1(x))
+        c2 = F.relu(self.c2(c1))
+        c3 = F.relu(self.c3(c2))
+        p2 = self.lat(c2) + self.up(c3, c2)
+        p1 = c1 + self.up(p2, c1)
+        if self.size is not None:
+            kw = {} if self.mode in ("nearest", "area", "nearest-exact") else {"align_corners": self.align}
+            p1 = F.interpolate(p1, size=self.size, mode=self.mode, **kw)
+        return p1
+
+
+class ScaleUp(nn.Module):
+    """One interpolate by a scale factor (``recompute_scale_factor`` off: PyTorch uses 1/scale)."""
+
+    def __init__(self, scale, mode, align_corners=None):
+        super().__init__()
+        self.scale, self.mode, self.align = scale, mode, align_corners
+        self.c = conv(1, 2, padding=1)
+
+    def forward(self, x):
+        kw = {} if self.mode in ("nearest", "area", "nearest-exact") else {"align_corners": self.align}
+        return F.interpolate(F.relu(self.c(x)), scale_factor=self.scale, mode=self.mode, **kw)
+
+
+class Padded(nn.Module):
+    """F.pad in each non-constant mode in front of unpadded convs, and a constant pad and crop."""
+
+    def __init__(self, mode):
+        super().__init__()
+        self.mode = mode
+        self.c1 = conv(1, 3)
+        self.c2 = conv(3, 3, stride=2)
+
+    def forward(self, x):
+        x = self.c1(F.pad(x, (2, 1, 1, 2), mode=self.mode))
+        x = F.pad(x, (1, 1, 1, 1))[:, :, 1:, :-1]
+        return self.c2(F.pad(x, (1, 1, 1, 1), mode=self.mode))
+
+
+class Shuffler(nn.Module):
+    """A sub-pixel upsampler: conv, PixelShuffle(2), conv, pixel_shuffle(3)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = conv(1, 8, padding=1)
+        self.ps = nn.PixelShuffle(2)
+        self.c2 = conv(2, 9, padding=1)
+
+    def forward(self, x):
+        return F.pixel_shuffle(self.c2(F.relu(self.ps(self.c1(x)))), 3)
+
+
+def probe_units(model, units, shape):
+    """Gradient probes of ``units`` (one trace, non-overlapping units share a backward; each
+    result equals ``rfprobe.probe`` of that unit alone, which tests/test_probe.py checks)."""
+    from rfprobe.probe import probe_many
+    return probe_many(model, units, input_shape=shape)
+
+
+def units_for(out_hw, phases):
+    """Centre, the four corners, and one unit of every phase (mod ``phases``) near the centre."""
+    h, w = out_hw
+    units = {(h // 2, w // 2), (0, 0), (h - 1, w - 1), (0, w - 1), (h - 1, 0)}
+    for ph in itertools.product(range(phases), repeat=2):
+        units.add(((h // 2) // phases * phases + ph[0], (w // 2) // phases * phases + ph[1]))
+    return sorted(units)
+
+
+def assert_exact_equals_probe(model, shape, phases):
+    a = rfprobe.analyze(model, input_shape=shape)
+    out_hw = a.output_shape[-2:]
+    checked = 0
+    units = units_for(out_hw, phases)
+    for unit, e in zip(units, probe_units(model, units, shape)):
+        exact = a.region(unit, bounded=True).input_mask()
+        assert e.mask.shape == exact.shape
+        assert (e.mask == exact).all(), (
+            f"unit {unit}: probe box {e.box}, exact box {a.region(unit, bounded=True).box}; "
+            f"{int((e.mask & ~exact).sum())} extra, {int((exact & ~e.mask).sum())} missing")
+        assert e.mask.any()
+        checked += 1
+    return a, checked
+
+
+def test_unet_concat_skips_and_transposed_convs():
+    """Every phase of both stride-2 transposed convs (4 phases of 2x2), centre and corners."""
+    a, n = assert_exact_equals_probe(UNet(), (1, 24, 24), 4)
+    assert n >= 20
+    assert a.status == "varies"
+
+
+@pytest.mark.parametrize("mode,align", [("nearest", None), ("nearest-exact", None), ("bilinear", False),
+                                        ("bilinear", True), ("bicubic", True), ("area", None)])
+def test_fpn_interpolate_modes(mode, align):
+    """Top-down sums of x2 upsamplings (phases mod 4 at the finest level), then a resize of the
+    19x19 map to 29x23 (non-integer ratios; the source index follows PyTorch's float32 maths)."""
+    model = FPN(mode, align, size=(29, 23))
+    a, _ = assert_exact_equals_probe(model, (1, 19, 19), 4)
+    if mode != "area":
+        assert a.status == "varies" and a.size_min is not None
+
+
+@pytest.mark.parametrize("scale", [1.7, 3, 2.5, 0.6])
+@pytest.mark.parametrize("mode,align", [("nearest", None), ("bilinear", False), ("bilinear", True),
+                                        ("nearest-exact", None)])
+def test_interpolate_scale_factor_float32(scale, mode, align):
+    """Non-power-of-two scale factors: PyTorch computes the source index as
+    ``float32(1/scale) * j``; rounding in float64 instead picks a different row for some j."""
+    model = ScaleUp(scale, mode, align)
+    a = rfprobe.analyze(model, input_shape=(1, 13, 11))
+    h, w = a.output_shape[-2:]
+    units = [(i, j) for i in range(h) for j in (0, w // 2, w - 1)]
+    for unit, e in zip(units, probe_units(model, units, (1, 13, 11))):
+        exact = a.region(unit, bounded=True).input_mask()
+        assert (e.mask == exact).all(), (unit, e.box, a.region(unit, bounded=True).box)
+
+
+@pytest.mark.parametrize("mode", ["circular", "reflect", "replicate", "constant"])
+def test_pad_modes_border_units(mode):
+    """Border units read wrapped (circular), mirrored (reflect) or clamped (replicate) indices:
+    every output unit of a 12x10 input is checked, so each border case is covered."""
+    model = Padded(mode)
+    shape = (1, 12, 10)
+    a = rfprobe.analyze(model, input_shape=shape)
+    h, w = a.output_shape[-2:]
+    units = list(itertools.product(range(h), range(w)))
+    for unit, e in zip(units, probe_units(model, units, shape)):
+        exact = a.region(unit, bounded=True).input_mask()
+        assert (e.mask == exact).all(), (mode, unit, e.box, a.region(unit, bounded=True).box)
+
+
+def test_circular_pad_wraps_around():
+    """Hand-computed: conv3 after a circular pad of 1 on a 1-D input of 8: unit 0 reads
+    indices 7, 0, 1 (the box spans the whole input; the set has a hole)."""
+    class Wrap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv1d(1, 1, 3)
+
+        def forward(self, x):
+            return self.c(F.pad(x, (1, 1), mode="circular"))
+    a = rfprobe.analyze(Wrap(), input_shape=(1, 8))
+    assert sorted(np.flatnonzero(a.region((0,), bounded=True).input_mask())) == [0, 1, 7]
+    assert sorted(np.flatnonzero(a.region((7,), bounded=True).input_mask())) == [0, 6, 7]
+    e = rfprobe.probe(Wrap(), unit=(0,), input_shape=(1, 8))
+    assert sorted(np.flatnonzero(e.mask)) == [0, 1, 7]
+
+
+def test_pixel_shuffle_every_phase():
+    """PixelShuffle(2) then pixel_shuffle(3): phases mod 6 cover both shuffles' phases."""
+    a, n = assert_exact_equals_probe(Shuffler(), (1, 6, 6), 6)
+    assert n >= 36
+    assert a.status == "varies"
+
+
+def test_position_dependent_summary_says_varies():
+    """A stride-2 transposed conv with kernel 3: even outputs read 2 inputs, odd ones 1
+    (hand-computed: out j reads i with j = 2i + t, t in 0..2). The summary says so with min and
+    max, and the closed form claims no single size."""
+    net = nn.Sequential(nn.ConvTranspose2d(1, 1, 3, stride=2))
+    a = rfprobe.analyze(net, input_shape=(1, 8, 8))
+    assert a.status == "varies"
+    assert a.size == (2, 2) and a.size_min == (1, 1)
+    text = str(a)
+    assert "varies with position" in text and "1x1" in text and "2x2" in text
+    assert a.to_dict()["status"] == "varies"
+    row = a.layers[-1]
+    assert row.size is None and row.status == "varies"
+
+
+def test_pixel_unshuffle_and_getitem_crop():
+    """pixel_unshuffle(2) is a 2-window with stride 2; x[..., 1:, ::2] is a crop with step 2:
+    out j reads 2j+1.. on the rows, 4j.. on the columns (hand-computed)."""
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = conv(4, 1, 1)
+
+        def forward(self, x):
+            return self.c(F.pixel_unshuffle(x, 2))[..., 1:, ::2]
+    a = rfprobe.analyze(M(), input_shape=(1, 16, 16))
+    assert a.status == "ok"
+    assert a.box((0, 0)) == ((2, 3), (0, 1))
+    assert a.box((1, 1)) == ((4, 5), (4, 5))
+    units = [(0, 0), (3, 2), (6, 3)]
+    for unit, e in zip(units, probe_units(M(), units, (1, 16, 16))):
+        assert (e.mask == a.region(unit, bounded=True).input_mask()).all()
+
+
+def test_spatial_cat_and_split():
+    """torch.cat along the width joins two halves computed by different convs; chunk splits
+    them again: unit j of the right chunk reads the right half (hand-computed boxes)."""
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = conv(1, 1, 3, padding=1)
+            self.b = conv(1, 1, 5, padding=2)
+
+        def forward(self, x):
+            left, right = x.chunk(2, dim=-1)
+            y = torch.cat([self.a(left), self.b(right)], dim=3)
+            return y[:, :, :, 6:]
+    a = rfprobe.analyze(M(), input_shape=(1, 8, 12))
+    # output column 0 is y column 6 = right-half column 0 -> input column 6, conv5 p2: 6-2..6+2
+    assert a.region((4, 0), bounded=True).box == ((2, 6), (6, 8))
+    units = [(0, 0), (4, 0), (7, 5), (3, 2)]
+    for unit, e in zip(units, probe_units(M(), units, (1, 8, 12))):
+        assert (e.mask == a.region(unit, bounded=True).input_mask()).all(), unit
+
+
+def test_inplace_ops_and_channel_shuffle():
+    """In-place adds and relus, and a channel shuffle by view/transpose/view: the RF of the
+    tensor a module returns is not changed by in-place ops that run after it."""
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = conv(1, 4, 3, padding=1)
+            self.c2 = conv(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = self.c1(x)
+            z = self.c2(y)
+            z += y
+            z.relu_()
+            b, c, h, w = z.shape
+            z = z.view(b, 2, c // 2, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
+            return F.relu(z, inplace=True)
+    m = M()
+    a = rfprobe.analyze(m, input_shape=(1, 12, 12))
+    assert a.size == (5, 5) and a.status == "ok"
+    r = rfprobe.verify(m, input_shape=(1, 12, 12))
+    assert r.ok, str(r)
+    a1 = rfprobe.analyze(m, input_shape=(1, 12, 12), layer="c1")
+    e1 = rfprobe.probe(m, input_shape=(1, 12, 12), layer="c1")
+    assert a1.size == (3, 3) and e1.size == (3, 3)
+
+
+def test_setitem_writes_a_channel_slice():
+    """x[:, :2] = conv5(x) leaves channels 2.. as they were: the union is 5x5 (hand-computed)."""
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = conv(1, 4, 3, padding=1)
+            self.c5 = conv(4, 2, 5, padding=2)
+
+        def forward(self, x):
+            y = self.c1(x)
+            z = y.clone()
+            z[:, :2] = self.c5(y)
+            return z
+    a = rfprobe.analyze(M(), input_shape=(1, 16, 16))
+    assert a.size == (7, 7)
+    r = rfprobe.verify(M(), input_shape=(1, 16, 16))
+    assert r.ok, str(r)
+
+
+def test_channels_last_layer_norm_is_local():
+    """ConvNeXt's pattern: permute to NHWC, LayerNorm over channels, Linear over channels,
+    permute back. Not global: the RF is the 7x7 depthwise conv's (hand-computed)."""
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dw = nn.Conv2d(4, 4, 7, padding=3, groups=4)
+            self.norm = nn.LayerNorm(4)
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            y = self.dw(x).permute(0, 2, 3, 1)
+            y = self.fc(self.norm(y)).permute(0, 3, 1, 2)
+            return x + y
+    net = nn.Sequential(nn.Conv2d(1, 4, 1), Block())
+    a = rfprobe.analyze(net, input_shape=(1, 16, 16))
+    assert a.status == "ok" and a.size == (7, 7)
+    r = rfprobe.verify(net, input_shape=(1, 16, 16))
+    assert r.ok, str(r)
+
+
+@pytest.mark.parametrize("mode,align", [("linear", False), ("linear", True), ("nearest", None),
+                                        ("nearest-exact", None), ("bicubic", False), ("bicubic", True)])
+def test_interpolate_rule_matches_pytorch_forward_weights(mode, align):
+    """An independent oracle: interpolating one-hot inputs through PyTorch's forward kernel
+    gives the weight matrix; its nonzero pattern must equal the rule's per-index map for
+    non-power-of-two scales (1.7, 3, 2.5, 0.6, 1/3, 7/3, 5) and sizes."""
+    from rfprobe.rules import _interp_axis
+    for n in (5, 7, 11, 13):
+        for sf in (1.7, 3, 2.5, 0.6, 1 / 3, 7 / 3, 5):
+            x = torch.eye(n).view(n, 1, n, 1).expand(n, 1, n, 2).contiguous()
+            kw = {} if mode.startswith("nearest") else {"align_corners": align}
+            m2 = "bilinear" if mode == "linear" else mode
+            y = F.interpolate(x, scale_factor=(sf, 1.0), mode=m2, **kw)
+            want = (y[:, 0, :, 0] != 0).T.numpy()
+            fn = _interp_axis(mode, bool(align), n, want.shape[0], float(sf))
+            got = np.zeros_like(want)
+            for j in range(want.shape[0]):
+                got[j, fn(j, True)] = True
+            assert (got == want).all(), (mode, align, n, sf)
