@@ -500,7 +500,9 @@ def _run(twin: nn.Module, x: torch.Tensor, tracer: _Tracer):
         handles.append(m.register_forward_hook(post, always_call=True))
     try:
         tracer.add("input", (), None, x, tuple(range(-tracer.dims, 0)))
-        with tracer:
+        # the model's own randomness (dropout in training mode) must not move the user's RNG
+        cuda = [x.device.index or 0] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda), tracer:
             return twin(x)
     finally:
         for h in handles:

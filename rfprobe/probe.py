@@ -14,6 +14,20 @@ nonzero one "inside", with no exceptions:
 * dropout is off; normalisation layers keep the model's train/eval flags, so a BatchNorm in
   training mode shows up as the global coupling it is.
 
+Cost: about one forward and one input-only backward at the smallest input that holds the RF.
+The positive values come from one random pool drawn per call (each op reads it at a random
+offset), the copy's weights never require a gradient (no weight gradients are computed), and
+oneDNN stays on for CPU convolutions (PyTorch calls it with its direct algorithm; cuDNN and
+NNPACK, which choose transform algorithms, are off during the probe).
+
+Slab mode: a separable RF's box is found from thin inputs (full length on one axis, small on the
+others), one per axis, so the cost grows with the RF's length rather than its area or volume.
+``probe`` uses it when the full input would be large (``ProbeResult.slab`` lists the thin inputs;
+``mask``, ``grad`` and ``coverage`` are then ``None``, ``axis_masks`` hold the per-axis
+projections); ``full=True`` asks for the whole map (heatmaps, holes).
+
+Several units whose RFs do not overlap are probed in one backward by :func:`probe_many`.
+
 Actual mode (``mode="actual"``) uses the model's real weights and an input of yours instead:
 "what does this trained model really use".
 
@@ -25,6 +39,8 @@ Actual mode (``mode="actual"``) uses the model's real weights and an input of yo
 from __future__ import annotations
 
 import contextlib
+import math
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,31 +48,39 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_map
 
 from .analytic import Analysis, analysis_of, as_model, choose_input, normalize_unit, propagate
 from .errors import ArgumentError, ModelError, RFProbeError
-from .graph import Graph, _run, _Tracer, private_copy, select
+from .graph import Graph, _run, _Tracer, private_copy, select, trace
 from .measure import remember, box_of, coverage_of
+
+# slab mode is chosen automatically above this many input positions (512x512, 64x64x64)
+SLAB_ABOVE = 1 << 18
 
 
 @dataclass(frozen=True, eq=False)
 class ProbeResult:
-    """The empirical RF of one output unit."""
+    """The empirical RF of one output unit.
 
-    mask: np.ndarray                    # bool, the input's spatial shape: True = in the RF
-    grad: np.ndarray                    # |input gradient| summed over channels
+    In slab mode (``slab`` is not None) only the per-axis projections are measured: ``mask``,
+    ``grad`` and ``coverage`` are ``None`` and ``axis_masks`` hold the projections."""
+
+    mask: np.ndarray | None             # bool, the input's spatial shape: True = in the RF
+    grad: np.ndarray | None             # |input gradient| summed over channels
     box: tuple[tuple[int, int], ...]    # per axis (first, last) index of the mask
     size: tuple[int, ...]
-    coverage: float                     # fraction of the box inside the RF (holes show here)
+    coverage: float | None              # fraction of the box inside the RF (holes show here)
     truncated: bool                     # the full RF does not fit in the input
-    input_shape: tuple[int, ...]        # (C, *spatial) actually used
+    input_shape: tuple[int, ...]        # (C, *spatial) the box refers to (used, unless slab)
     unit: tuple[int, ...]
-    units_probed: tuple[tuple[int, ...], ...]
+    units_probed: tuple[tuple[int, ...], ...]   # every unit seeded in the same backward
     target: str
     mode: str
     output_shape: tuple[int, ...] = ()
     analysis: Analysis | None = field(default=None, repr=False)
+    slab: tuple[tuple[int, ...], ...] | None = None     # the thin inputs used, one per axis
+    axis_masks: tuple[np.ndarray, ...] = field(default=(), repr=False)  # per-axis projections
 
     def __post_init__(self):
         remember(self, "size")                        # so pytest can show the result on failure
@@ -64,11 +88,8 @@ class ProbeResult:
     @property
     def axis_coverage(self) -> tuple[float, ...]:
         """Per axis, the fraction of the box's span the RF touches along that axis."""
-        out = []
-        for a, (lo, hi) in enumerate(self.box):
-            proj = self.mask.any(axis=tuple(b for b in range(self.mask.ndim) if b != a))
-            out.append(float(proj[lo:hi + 1].mean()))
-        return tuple(out)
+        return tuple(float(proj[lo:hi + 1].mean()) if hi >= lo else 0.0
+                     for proj, (lo, hi) in zip(self.axis_masks, self.box))
 
     def __str__(self) -> str:
         from .render import probe_text
@@ -83,17 +104,38 @@ class ProbeResult:
         return plot(self, **kw)
 
 
+# ----------------------------------------------------------------------------- positive values
+_SLACK = 65537  # pool length beyond the largest tensor: offsets to choose from
+
+
+class _Pool:
+    """Positive random values in [1, 2), drawn once per probe; every use is a view at a random
+    offset (a fresh draw per op costs more than the op itself on the CPU)."""
+
+    def __init__(self, n: int, dtype: torch.dtype, device: torch.device, generator: torch.Generator):
+        self.values = torch.rand(n + _SLACK, generator=generator, dtype=dtype).add_(1.0).to(device)
+        self.rng = random.Random(int(generator.initial_seed()) + 1)
+
+    def like(self, t: torch.Tensor) -> torch.Tensor:
+        k = t.numel()
+        if k + _SLACK > self.values.numel():  # larger than traced: draw afresh
+            return torch.rand(t.shape, dtype=self.values.dtype, device=self.values.device).add_(1.0)
+        off = self.rng.randrange(0, self.values.numel() - k + 1)
+        return self.values[off:off + k].view(t.shape)
+
+
 class _Support(torch.autograd.Function):
     """Forward: positive values in [1, 2). Backward: positive values in [1, 2) exactly where
     the incoming gradient is nonzero. Keeps gates open and magnitudes bounded at any depth."""
 
     @staticmethod
-    def forward(ctx, x):
-        return torch.rand_like(x).add_(1.0)
+    def forward(ctx, x, pool):
+        ctx.pool = pool
+        return torch.empty_like(x).copy_(pool.like(x))
 
     @staticmethod
     def backward(ctx, g):
-        return (g != 0).to(g.dtype) * torch.rand_like(g).add_(1.0)
+        return torch.where(g != 0, ctx.pool.like(g), 0.0), None
 
 
 def _maxpool_surrogate(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -127,18 +169,25 @@ _DROPOUT = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "
 
 
 class _ProbeMode(_Tracer):
-    """The tracer (same node names as the analytic routes) plus the structural substitutions."""
+    """The tracer (same node names and ids as the analytic routes) plus the structural
+    substitutions; it computes no RF rules (the probe measures)."""
 
-    def __init__(self, dims: int, structural: bool):
+    def __init__(self, dims: int, structural: bool, pool: _Pool | None = None):
         super().__init__(dims)
         self.structural = structural
+        self.pool = pool
         self.tolerant = True
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
         if self.structural and name in _DROPOUT:
-            return args[0] if args else kwargs["input"]
+            # off, but still recorded as a node: node ids must match the trace's (the trace
+            # records dropout too), else the probe seeds the wrong node or refuses the model
+            if len(args) > 2:
+                args = (*args[:2], False, *args[3:])
+            else:
+                kwargs = {**kwargs, ("train" if "train" in kwargs else "training"): False}
         if self.structural and name.startswith("max_pool") and name[8:9].isdigit():
             dims = int(name[8])
 
@@ -156,61 +205,97 @@ class _ProbeMode(_Tracer):
             func.__name__ = name
         return super().__torch_function__(func, types, args, kwargs)
 
-    def post(self, out):
+    def post(self, out, *_):
         if not self.structural:
             return out
-        return tree_map(lambda t: _Support.apply(t) if isinstance(t, torch.Tensor)
+        pool = self.pool
+        return tree_map(lambda t: _Support.apply(t, pool) if isinstance(t, torch.Tensor)
                         and t.is_floating_point() and t.requires_grad else t, out)
 
-    def _rule(self, func, name, args, kwargs, tensors, data, layouts, out, site):
-        try:
-            return super()._rule(func, name, args, kwargs, tensors, data, layouts, out, site)
-        except RFProbeError:
-            return None, None  # the probe needs no rule: it measures
-
-
-def _structural_weights(twin: nn.Module, generator: torch.Generator) -> None:
-    """Positive weights everywhere; normalisation statistics neutral (mean 0, var 1)."""
-    with torch.no_grad():
-        for name, p in twin.named_parameters():
-            if p.is_floating_point():
-                p.copy_(torch.rand(p.shape, generator=generator, dtype=p.dtype).add_(0.5))
-        for name, b in twin.named_buffers():
-            if name.endswith("running_mean"):
-                b.zero_()
-            elif name.endswith("running_var"):
-                b.fill_(1.0)
+    def _rule(self, *args, **kwargs):
+        return None, None  # the probe needs no rule: it measures
 
 
 @contextlib.contextmanager
 def direct_algorithms(device: torch.device):
-    """Direct convolution algorithms only (transform-based ones leak tiny nonzeros)."""
+    """Direct convolution algorithms only (transform-based ones leak tiny nonzeros).
+
+    CUDA: cuDNN off (its heuristics pick Winograd/FFT). CPU: NNPACK (Winograd/FFT) off; oneDNN
+    (mkldnn) stays on: PyTorch calls it with ``algorithm::convolution_direct`` for the forward
+    and the input gradient, and tests/test_perf_exactness.py checks float32 stacks of 11x11 and
+    15x15 kernels against the exact route."""
     with contextlib.ExitStack() as stack:
         if device.type == "cuda":
             stack.enter_context(torch.backends.cudnn.flags(enabled=False))
-        was = torch._C._get_mkldnn_enabled()
-        torch._C._set_mkldnn_enabled(False)
-        stack.callback(torch._C._set_mkldnn_enabled, was)
+        stack.enter_context(torch.backends.nnpack.flags(enabled=False))
         yield
 
 
+# ----------------------------------------------------------------------------- private copies
+def _twin(model: nn.Module, structural: bool, device: torch.device, dtype: torch.dtype,
+          generator: torch.Generator) -> nn.Module:
+    """A private copy that never requires a weight gradient. Structural: positive weights in
+    [0.5, 1.5) (the user's weights are never copied), normalisation statistics neutral
+    (mean 0, var 1), other buffers copied; dropout off."""
+    if not structural:
+        twin = private_copy(model, device)
+        for p in twin.parameters():
+            p.requires_grad_(False)
+        return twin
+    twin = private_copy(model, "meta")
+    if len({p.dtype for p in twin.parameters() if p.is_floating_point()}) <= 1:
+        twin = twin.to(dtype)        # a model that mixes dtypes keeps them (its forward casts)
+    twin = twin.to_empty(device=device)
+    with torch.no_grad():
+        for (name, theirs), (_, mine) in zip(model.named_buffers(), twin.named_buffers()):
+            if name.endswith("running_mean"):
+                mine.zero_()
+            elif name.endswith("running_var"):
+                mine.fill_(1.0)
+            else:
+                mine.copy_(theirs)
+        user = dict(model.named_parameters())
+        for name, p in twin.named_parameters():
+            p.requires_grad_(False)
+            if p.is_floating_point():
+                if p.device.type == "cpu":
+                    p.uniform_(0.5, 1.5, generator=generator)
+                else:
+                    p.copy_(torch.empty(p.shape, dtype=p.dtype).uniform_(0.5, 1.5, generator=generator))
+            else:
+                p.copy_(user[name])
+    for m in twin.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            m.eval()
+    return twin
+
+
+# ----------------------------------------------------------------------------- public API
 def probe(model, unit=None, input_shape=None, *, layer: str | None = None, output: Any = None,
           channel: int | None = None, mode: str = "structural", inputs: torch.Tensor | None = None,
           device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
-          seed: int = 0) -> ProbeResult:
+          seed: int = 0, full: bool | None = None) -> ProbeResult:
     """Backpropagate from one output unit and return the input positions with nonzero gradient.
 
     ``unit``: spatial index of the output unit (default: the centre; negative counts from the
     end). ``input_shape``: (C, *spatial) without batch; ``None`` entries (or ``None``) are
     chosen so the unit's whole RF fits. ``channel``: one output channel (default: all).
+    ``full``: ``True`` measures the whole map; ``False`` uses slab mode whenever the RF allows
+    it; ``None`` (default) uses slab mode when the input has more than ``SLAB_ABOVE`` positions.
 
     >>> import rfprobe
     >>> e = probe(rfprobe.build("conv3/d4"))
     >>> e.size, round(e.coverage, 4), e.axis_coverage
     ((9, 9), 0.1111, (0.3333333333333333, 0.3333333333333333))
+    >>> s = probe(rfprobe.build("conv3/p1 " * 4 + "conv3/s2/p1 conv3/d2/p2"), full=False)
+    >>> s.slab, s.size, s.box, s.mask is None
+    (((1, 20, 8), (1, 8, 20)), (19, 19), ((1, 19), (1, 19)), True)
     """
     if mode not in ("structural", "actual"):
         raise ArgumentError(f"mode={mode!r} must be 'structural' or 'actual'")
+    if full not in (None, True, False):
+        raise ArgumentError(f"full={full!r} must be True (whole map), False (slab mode when "
+                            "possible) or None (slab mode for large inputs)")
     model = as_model(model)
     if inputs is not None:
         if mode != "actual":
@@ -224,11 +309,118 @@ def probe(model, unit=None, input_shape=None, *, layer: str | None = None, outpu
         raise ArgumentError(f"channel={channel} is out of range: the output has {target.shape[1]} channels")
     dev = torch.device(device) if device is not None else _model_device(model)
     structural = mode == "structural"
-    mask, grad = _gradient(model, graph, target.id, u, channel, structural, inputs, dev, dtype, seed)
+    spatial = graph.input_shape[1:]
+    if structural and full is not True and (full is False or math.prod(spatial) > SLAB_ABOVE):
+        plan = _slab_plan(model, graph, analysis, target, u, layer, output)
+        if plan is not None:
+            return _probe_slabs(model, graph, analysis, target, u, channel, plan, dev, dtype, seed)
+    generator = torch.Generator().manual_seed(seed)
+    twin = _twin(model, structural, dev, dtype, generator)
+    grad = _gradient(twin, graph, target.id, [u], channel, structural, inputs, dev, dtype, generator)
+    return _result(grad, graph, analysis, target, u, (u,), mode)
+
+
+def probe_many(model, units, input_shape=None, *, layer: str | None = None, output: Any = None,
+               channel: int | None = None, device: str | torch.device | None = None,
+               dtype: torch.dtype = torch.float32, seed: int = 0) -> tuple[ProbeResult, ...]:
+    """Structural probes of several units of one output, sharing backward passes: units whose
+    RF boxes (from the exact route, clipped to the input) do not overlap are seeded in the same
+    backward and told apart by those boxes. Each result equals ``probe`` of that unit alone on
+    the same input; ``units_probed`` says which units shared its pass. A gradient outside every
+    box of a pass (the routes disagree) makes that pass's units run one by one.
+
+    ``units``: output indices (negative count from the end); the input is the one ``probe``
+    chooses for the centre unit unless ``input_shape`` is given. Two units ``k`` apart give the
+    effective stride, the first unit's box the offset, the corner units the borders.
+
+    >>> import rfprobe
+    >>> net = rfprobe.build("conv3/s2/p1 conv3/s2/p1 conv3")
+    >>> first, second, corner = probe_many(net, [(2, 2), (6, 2), (-1, -1)], input_shape=(1, 40, 40))
+    >>> first.units_probed == second.units_probed == ((2, 2), (6, 2), (7, 7))
+    True
+    >>> stride = (second.box[0][0] - first.box[0][0]) // (6 - 2)
+    >>> stride, 2 * stride - first.box[0][0], corner.box      # stride, padding, a clipped corner
+    (4, 3, ((25, 39), (25, 39)))
+    """
+    model = as_model(model)
+    graph = choose_input(model, input_shape, layer, output, None)
+    analysis = analysis_of(graph, layer, output)
+    target = graph.node(analysis.target)
+    if isinstance(units, (int, tuple)) and (isinstance(units, int) or all(isinstance(v, int) for v in units)):
+        raise ArgumentError(f"units={units!r} must be a list of units, e.g. [(0, 0), (-1, -1)]")
+    try:
+        us = [normalize_unit(v, target.spatial, "units") for v in units]
+    except TypeError:
+        raise ArgumentError(f"units={units!r} must be a list of units, e.g. [(0, 0), (-1, -1)]") from None
+    if not us:
+        raise ArgumentError("units=[] is empty: give at least one output unit")
+    if channel is not None and not 0 <= channel < target.shape[1]:
+        raise ArgumentError(f"channel={channel} is out of range: the output has {target.shape[1]} channels")
+    dev = torch.device(device) if device is not None else _model_device(model)
+    generator = torch.Generator().manual_seed(seed)
+    twin = _twin(model, True, dev, dtype, generator)
+    spatial = graph.input_shape[1:]
+    boxes = [_clipped_box(analysis, v, spatial) for v in us]
+    groups: list[list[int]] = []
+    for i, b in enumerate(boxes):
+        for grp in groups:
+            if b is not None and all(boxes[j] is not None and _disjoint(b, boxes[j]) for j in grp):
+                grp.append(i)
+                break
+        else:
+            groups.append([i])
+    out: list[ProbeResult | None] = [None] * len(us)
+    for grp in groups:
+        seeds = [us[i] for i in grp]
+        grad = _gradient(twin, graph, target.id, seeds, channel, True, None, dev, dtype, generator)
+        if len(grp) > 1:
+            inside = np.zeros(grad.shape, dtype=bool)
+            for i in grp:
+                inside[_slices(boxes[i])] = True
+            if (grad[~inside] != 0).any():   # not separable by the boxes: one pass per unit
+                grp_runs = [[i] for i in grp]
+            else:
+                for i in grp:
+                    g = np.zeros_like(grad)
+                    g[_slices(boxes[i])] = grad[_slices(boxes[i])]
+                    out[i] = _result(g, graph, analysis, target, us[i], tuple(seeds), "structural")
+                continue
+        else:
+            grp_runs = [grp]
+        for run in grp_runs:
+            i = run[0]
+            g = grad if run == grp else _gradient(twin, graph, target.id, [us[i]], channel, True, None,
+                                                  dev, dtype, generator)
+            out[i] = _result(g, graph, analysis, target, us[i], (us[i],), "structural")
+    return tuple(out)
+
+
+def _clipped_box(analysis: Analysis, unit, spatial):
+    try:
+        # bounded: reflect/circular padding reads indices the unbounded box does not reach
+        box = analysis.box(unit, bounded=True)
+    except RFProbeError:
+        return None
+    clipped = tuple((max(lo, 0), min(hi, n - 1)) for (lo, hi), n in zip(box, spatial))
+    return None if any(lo > hi for lo, hi in clipped) else clipped
+
+
+def _disjoint(a, b) -> bool:
+    return any(ah < bl or bh < al for (al, ah), (bl, bh) in zip(a, b))
+
+
+def _slices(box):
+    return tuple(slice(lo, hi + 1) for lo, hi in box)
+
+
+def _result(grad: np.ndarray, graph: Graph, analysis: Analysis, target, u, probed, mode) -> ProbeResult:
+    mask = grad != 0
     box = box_of(mask)
-    truncated = _truncated(analysis, u, mask)
+    axis_masks = tuple(mask.any(axis=tuple(b for b in range(mask.ndim) if b != a)) for a in range(mask.ndim))
+    truncated = _truncated(analysis, u, mask.shape, mask)
     return ProbeResult(mask, grad, box, tuple(b - a + 1 for a, b in box), coverage_of(mask, box),
-                       truncated, graph.input_shape, u, (u,), target.name, mode, target.shape, analysis)
+                       truncated, graph.input_shape, u, tuple(probed), target.name, mode, target.shape,
+                       analysis, None, axis_masks)
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -238,27 +430,94 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _truncated(analysis: Analysis, unit, mask) -> bool:
+def _truncated(analysis: Analysis, unit, shape, mask=None) -> bool:
     if analysis.status == "global":
         return False
     try:
         box = analysis.region(unit, bounded=False).box
     except RFProbeError:
-        return bool(mask.any() and any(mask.take(0, axis=a).any() or mask.take(-1, axis=a).any()
-                                       for a in range(mask.ndim)))
-    return any(lo < 0 or hi >= n for (lo, hi), n in zip(box, mask.shape))
+        return bool(mask is not None and mask.any() and any(
+            mask.take(0, axis=a).any() or mask.take(-1, axis=a).any() for a in range(mask.ndim)))
+    return any(lo < 0 or hi >= n for (lo, hi), n in zip(box, shape))
 
 
-def _gradient(model, graph: Graph, target_id: int, unit, channel, structural, inputs, device, dtype, seed):
+# ----------------------------------------------------------------------------- slab mode
+def _projection(mask: np.ndarray, a: int) -> np.ndarray:
+    return mask.any(axis=tuple(b for b in range(mask.ndim) if b != a))
+
+
+def _slab_plan(model, graph: Graph, analysis: Analysis, target, unit, layer, output):
+    """Per axis a thin input (the full extent on that axis, small on the others) and the unit
+    to seed in it, such that the exact route's projection of that unit's RF on the axis is the
+    same as in the full input; None when some axis has no such input that is cheaper."""
+    if graph.dims < 2 or analysis.status == "global":
+        return None
+    full_spatial = graph.input_shape[1:]
+    try:
+        full_region = propagate(graph, target, unit, bounded=True)
+    except RFProbeError:
+        return None
+    if full_region.global_cause is not None:
+        return None
+    full_mask = full_region.input_mask()
+    plan = []
+    for a in range(graph.dims):
+        want = _projection(full_mask, a)
+        thin = 8
+        found = None
+        while True:
+            shape = tuple(n if b == a else min(thin, n) for b, n in enumerate(full_spatial))
+            if math.prod(shape) * 2 > math.prod(full_spatial):
+                return None  # not worth it
+            try:
+                g = trace(model, (graph.input_shape[0], *shape), graph.dims)
+                t = select(g, layer, output)
+            except RFProbeError:
+                t = None
+            if t is not None and t.spatial is not None and t.spatial[a] == target.spatial[a] and \
+                    all(s >= 1 for s in t.spatial):
+                su = tuple(unit[a] if b == a else s // 2 for b, s in enumerate(t.spatial))
+                reg = propagate(g, t, su, bounded=True)
+                if reg.global_cause is None and np.array_equal(_projection(reg.input_mask(), a), want):
+                    found = (g, t.id, su)
+                    break
+            if all(min(thin, n) == n for b, n in enumerate(full_spatial) if b != a):
+                return None
+            thin *= 2
+        plan.append(found)
+    return plan
+
+
+def _probe_slabs(model, graph, analysis, target, u, channel, plan, device, dtype, seed) -> ProbeResult:
     generator = torch.Generator().manual_seed(seed)
-    twin = private_copy(model, device)
+    twin = _twin(model, True, device, dtype, generator)
+    axis_masks = []
+    for a, (g, tid, su) in enumerate(plan):
+        grad = _gradient(twin, g, tid, [su], channel, True, None, device, dtype, generator)
+        axis_masks.append(_projection(grad != 0, a))
+    box = []
+    for proj in axis_masks:
+        idx = np.flatnonzero(proj)
+        box.append((int(idx[0]), int(idx[-1])) if len(idx) else (0, -1))
+    box = tuple(box)
+    truncated = _truncated(analysis, u, graph.input_shape[1:])
+    return ProbeResult(None, None, box, tuple(b - a + 1 for a, b in box), None, truncated,
+                       graph.input_shape, u, tuple(su for _, _, su in plan), target.name, "structural",
+                       target.shape, analysis, tuple(g.input_shape for g, _, _ in plan), tuple(axis_masks))
+
+
+# ----------------------------------------------------------------------------- the gradient
+def _gradient(twin, graph: Graph, target_id: int, units, channel, structural, inputs, device, dtype,
+              generator) -> np.ndarray:
+    """|input gradient| summed over channels (float64, the input's spatial shape) after one
+    backward seeded at every unit in ``units``."""
+    pool = None
     if structural:
-        twin = twin.to(dtype)
-        _structural_weights(twin, generator)
-        for m in twin.modules():
-            if isinstance(m, nn.modules.dropout._DropoutNd):
-                m.eval()
+        biggest = max((math.prod(n.shape) for n in graph.nodes), default=1)
+        pool = _Pool(biggest, dtype, device, generator)
     if inputs is None:
+        if not structural:   # the user's weights, in their dtype: the input must match them
+            dtype = next((p.dtype for p in twin.parameters() if p.is_floating_point()), dtype)
         x = torch.rand((1, *graph.input_shape), generator=generator, dtype=dtype).add_(1.0).to(device)
     else:
         x = inputs.detach().clone().to(device)
@@ -266,7 +525,8 @@ def _gradient(model, graph: Graph, target_id: int, unit, channel, structural, in
             x = x.unsqueeze(0)
         x = x[:1]
     x.requires_grad_(True)
-    tracer = _ProbeMode(graph.dims, structural)
+    tracer = _ProbeMode(graph.dims, structural, pool)
+    tracer.protect = target_id  # its tensor survives in-place ops that follow it
     try:
         with torch.enable_grad(), direct_algorithms(device):
             _run(twin, x, tracer)
@@ -275,8 +535,8 @@ def _gradient(model, graph: Graph, target_id: int, unit, channel, structural, in
                                  "(data-dependent control flow?); pass input_shape= to fix the input")
             y = tracer.keep[target_id]
             seed_grad = torch.zeros_like(y)
-            index = (0, slice(None) if channel is None else channel) + tuple(unit)
-            seed_grad[index] = 1.0
+            for unit in units:
+                seed_grad[(0, slice(None) if channel is None else channel) + tuple(unit)] = 1.0
             if not y.requires_grad:
                 g = torch.zeros_like(x)
             else:
@@ -288,5 +548,4 @@ def _gradient(model, graph: Graph, target_id: int, unit, channel, structural, in
         done = [n.name for n in tracer.nodes[-3:]]
         raise ModelError(f"the model raised {type(e).__name__} during the probe on input shape "
                          f"{tuple(x.shape)}: {e}. It had run up to {done}.") from e
-    g = g.detach()[0].abs().sum(0).to(torch.float64).cpu().numpy()
-    return g != 0, g
+    return g.detach()[0].abs().sum(0).to(torch.float64).cpu().numpy()

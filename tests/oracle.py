@@ -1,0 +1,174 @@
+"""A fourth, independent route to a receptive field: perturb the input and watch the unit.
+
+This module shares no code with rfprobe (it does not import it). It answers "which input
+positions can change output unit ``u``?" the way a sceptic would, by experiment:
+
+1. A private deep copy of the model in float64, eval mode, every floating parameter
+   re-initialised positive (uniform in [0.5, 1.5)), BatchNorm statistics neutral (mean 0,
+   var 1). Every activation is then positive and every op used by the fuzzers (conv, pools,
+   transposed conv, upsampling with non-negative coefficients, pads, ReLU, BN, add, concat) is
+   monotone non-decreasing in each input, so a perturbation that increases inputs can never
+   be cancelled; float64 on the CPU runs direct convolution kernels (no FFT/Winograd leakage),
+   so a position that cannot influence the unit leaves it unchanged up to rounding noise.
+2. The base input is uniform in [1, 2). A perturbation *replaces* positions (all channels) by
+   huge random values (about 1e50), so the affected activations dominate any max-pool window
+   they enter and the unit's change is never absorbed by rounding (a change is a relative
+   difference above 1e-9: batched CPU convs round differently from unbatched ones).
+3. Box: per axis, bisection on the edge of a half-space region ``{p : p[a] >= t}`` (the unit
+   moves iff ``t <= last``) and ``{p : p[a] <= t}`` (moves iff ``t >= first``).
+4. Set: inside that box, every position is perturbed alone (batched), giving the exact mask.
+5. Steps 1-4 are repeated with a couple of seeds; a position is in the RF if any seed moved the
+   unit (the only possible error of this method is a miss, never a false hit).
+
+Ops whose coefficients can be negative (bicubic upsampling) or that saturate (tanh, sigmoid)
+break the monotonicity argument: do not feed them to this oracle.
+
+>>> import torch.nn as nn
+>>> net = nn.Sequential(nn.Conv2d(1, 1, 3), nn.Conv2d(1, 1, 3, dilation=2))
+>>> o = perturbation_rf(net, (1, 12, 12), (3, 3))
+>>> o.box                       # unit 3 reads 3..7 of conv 1, which read 3..9: by hand
+((3, 9), (3, 9))
+>>> int(o.mask.sum())           # taps {0,1,2} + {0,2,4} = {0..6}: a full 7x7
+49
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+HUGE = 1e50
+CHUNK = 256
+
+
+@dataclass(frozen=True)
+class OracleResult:
+    mask: np.ndarray                         # bool over the input's spatial shape
+    box: tuple[tuple[int, int], ...] | None  # per axis (first, last) of the mask; None when empty
+    bisected: tuple[tuple[int, int], ...] | None  # the same box found by bisection alone
+    forwards: int                            # number of batched forward calls made
+
+
+def _private(model: nn.Module, seed: int) -> nn.Module:
+    twin = copy.deepcopy(model)
+    for m in twin.modules():  # the user's hooks must not run in the oracle either
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks"):
+            d = getattr(m, attr, None)
+            if isinstance(d, dict):
+                d.clear()
+    twin = twin.to(torch.float64).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.copy_(torch.rand(p.shape, generator=g, dtype=torch.float64) + 0.5)
+        for name, b in twin.named_buffers():
+            if name.endswith("running_mean"):
+                b.zero_()
+            elif name.endswith("running_var"):
+                b.fill_(1.0)
+    return twin
+
+
+def _moved(yb: torch.Tensor, y0: torch.Tensor) -> np.ndarray:
+    """Per row: did any channel of the unit move? Not bit equality: PyTorch's CPU convs sum in
+    an order that depends on the batch size (5.6e-17 apart for batch 10 vs 1 in float64, seen
+    with torch 2.14), while a real dependency moves the unit by a factor of about 1e20 or more
+    (HUGE through any path); a relative 1e-9 separates the two by many orders of magnitude."""
+    return ((yb - y0).abs() > 1e-9 * y0.abs()).any(dim=1).numpy()
+
+
+class _Runner:
+    """Evaluate the unit for a batch of inputs; count forward calls."""
+
+    def __init__(self, twin, unit, pick, channel):
+        self.twin, self.unit, self.pick, self.channel = twin, tuple(unit), pick, channel
+        self.forwards = 0
+
+    def __call__(self, xb: torch.Tensor) -> torch.Tensor:
+        outs = []
+        with torch.no_grad():
+            for i in range(0, xb.shape[0], CHUNK):
+                y = self.twin(xb[i:i + CHUNK])
+                y = self.pick(y) if self.pick is not None else y
+                self.forwards += 1
+                index = (slice(None), slice(None) if self.channel is None else slice(self.channel, self.channel + 1)) \
+                    + self.unit
+                outs.append(y[index].reshape(y.shape[0], -1))
+        return torch.cat(outs)
+
+
+def perturbation_rf(model: nn.Module, input_shape: Sequence[int], unit: Sequence[int], *,
+                    seeds: Sequence[int] = (0, 1), pick: Callable | None = None,
+                    channel: int | None = None) -> OracleResult:
+    """Input positions whose perturbation moves output ``unit`` (spatial index, one int per axis,
+    non-negative). ``input_shape`` is (C, *spatial) without batch; ``pick`` selects the output
+    tensor from whatever the model returns."""
+    shape = tuple(int(s) for s in input_shape)
+    spatial = shape[1:]
+    dims = len(spatial)
+    mask = np.zeros(spatial, dtype=bool)
+    forwards = 0
+    bisected = None
+    for seed in seeds:
+        twin = _private(model, seed)
+        run = _Runner(twin, unit, pick, channel)
+        g = torch.Generator().manual_seed(10_000 + seed)
+        base = torch.rand((1, *shape), generator=g, dtype=torch.float64) + 1.0
+        y0 = run(base)[0]
+        noise = (torch.rand((1, *shape), generator=g, dtype=torch.float64) + 1.0) * HUGE
+
+        def moves(region_masks: torch.Tensor) -> np.ndarray:
+            """region_masks: bool (B, *spatial); True = replaced by a huge value."""
+            m = region_masks[:, None].expand(-1, shape[0], *spatial)
+            xb = torch.where(m, noise.expand_as(m), base.expand_as(m))
+            return _moved(run(xb), y0)
+
+        box = []
+        for a in range(dims):
+            idx = torch.arange(spatial[a]).view([-1 if b == a else 1 for b in range(dims)])
+            full = [spatial[b] for b in range(dims)]
+
+            def half(t, upper):  # positions with p[a] >= t (upper) or p[a] <= t
+                sel = (idx >= t) if upper else (idx <= t)
+                return sel.expand(full)[None]
+
+            if not moves(half(0, True))[0]:
+                box = None
+                break
+            lo, hi = 0, spatial[a] - 1           # last: largest t with moves({p[a] >= t})
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if moves(half(mid, True))[0]:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            last = lo
+            lo, hi = 0, spatial[a] - 1           # first: smallest t with moves({p[a] <= t})
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if moves(half(mid, False))[0]:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            box.append((lo, last))
+        if box is not None:
+            bisected = tuple(box) if bisected is None else tuple(
+                (min(f, g_), max(l, h)) for (f, l), (g_, h) in zip(bisected, box))
+            grids = np.meshgrid(*[np.arange(f, l + 1) for f, l in box], indexing="ij")
+            points = np.stack([gr.ravel() for gr in grids], axis=1)
+            regions = torch.zeros((len(points), *spatial), dtype=torch.bool)
+            regions[(torch.arange(len(points)),) + tuple(torch.from_numpy(points[:, a]) for a in range(dims))] = True
+            hit = moves(regions)
+            mask[tuple(points[hit].T)] = True
+        forwards += run.forwards
+    if not mask.any():
+        return OracleResult(mask, None, bisected, forwards)
+    out_box = []
+    for a in range(dims):
+        proj = np.flatnonzero(mask.any(axis=tuple(b for b in range(dims) if b != a)))
+        out_box.append((int(proj[0]), int(proj[-1])))
+    return OracleResult(mask, tuple(out_box), bisected, forwards)
