@@ -215,7 +215,8 @@ class ERF:
         continuously, so the metric is defined for every map size (even, odd, not square) and a
         uniform map gives exactly ``t``. (RepLKNet grows odd squares a ring at a time around the
         map centre and has no answer past the border or for even sizes.) The square is clipped
-        to the map. Centre: ``square_center``.
+        to the map. Centre: ``square_center``. Being a fraction of the map, it depends on the
+        input size: fix ``input_shape`` when you compare designs.
 
         >>> round(ERF.from_gradient(np.ones((10, 7))).area_ratio(0.3), 9)
         0.3
@@ -367,9 +368,9 @@ def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: An
     (``None``: only when stderr is a terminal and the run is longer than one batch).
 
     >>> import rfprobe
-    >>> f = erf(rfprobe.build("conv3 relu conv3 relu conv3", in_channels=3), n=8)
-    >>> f.map.shape, f.theoretical, round(float(f.map.sum()), 9)
-    ((8, 8), (7, 7), 1.0)
+    >>> f = erf(rfprobe.build("conv3 relu conv3 relu conv3", in_channels=3), n=8, input_shape=(3, 9, 9))
+    >>> f.map.shape, f.theoretical, f.theoretical_box, round(float(f.map.sum()), 9)
+    ((9, 9), (7, 7), ((1, 7), (1, 7)), 1.0)
     """
     from .analytic import analysis_of, as_model, choose_input, normalize_unit
     from .graph import _run, infer_dims, private_copy

@@ -259,9 +259,9 @@ def plot(result, path: str | None = None, ax=None, log: bool = False, slices: in
     save as PNG, SVG or PDF (by the suffix). Needs matplotlib (``pip install 'rfprobe[plot]'``).
 
     >>> import rfprobe, matplotlib
-    >>> fig = plot(rfprobe.verify("conv3/d2 conv3/d2"), log=True)
+    >>> fig = plot(rfprobe.verify("conv3/d2 conv3/d2", input_shape=(1, 9, 9)), log=True)
     >>> fig.axes[0].get_title()
-    'RF of 1 unit (4, 4): 9x9, coverage 0.309'
+    'RF of 1 unit (0, 0): 9x9, coverage 0.309'
     """
     import numpy as np
     if path is not None:
