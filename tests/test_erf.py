@@ -250,3 +250,50 @@ def test_text_html_and_dict():
     assert "<table" in html and "area ratio t=0.99" in html
     d = f.to_dict()
     assert d["std"] == [pytest.approx(math.sqrt(2))] and set(d["area_ratio"]) == {"0.2", "0.3", "0.5", "0.99"}
+
+
+def replknet_rectangle(data: np.ndarray, thresh: float):
+    """RepLKNet's own metric (DingXiaoH/RepLKNet-pytorch, erf/analyze_erf.py, get_rectangle),
+    ported verbatim: odd squares around the map centre, one ring at a time."""
+    h, w = data.shape
+    all_sum = np.sum(data)
+    for i in range(1, h // 2):
+        selected_area = data[h // 2 - i:h // 2 + 1 + i, w // 2 - i:w // 2 + 1 + i]
+        area_sum = np.sum(selected_area)
+        if area_sum / all_sum > thresh:
+            return i * 2 + 1, (i * 2 + 1) / h * (i * 2 + 1) / w
+    return None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_area_ratio_lies_between_replknets_rings(seed):
+    """Where RepLKNet's discrete metric is defined, the continuous square lies between the ring
+    it answers and the ring before it."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(15, 41)) | 1                                   # odd, as RepLKNet needs
+    i, j = np.indices((n, n)) - n // 2
+    g = np.exp(-(i ** 2 + j ** 2) / (2 * rng.uniform(1.5, n / 5) ** 2)) * rng.uniform(0.5, 1.5, (n, n))
+    f = ERF.from_gradient(g)
+    for t in (0.2, 0.3, 0.5, 0.9):
+        found = replknet_rectangle(g, t)
+        if found is None:
+            continue
+        side, ratio = found
+        ours = f.area_ratio(t)
+        assert (side - 2) ** 2 / n ** 2 < ours <= ratio + 1e-12
+
+
+def test_erf_of_a_model_with_a_global_gate():
+    class Gate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y * torch.sigmoid(y.mean(dim=(2, 3), keepdim=True))
+    f = erf(Gate().double(), n=4, input_shape=(1, 8, 9))
+    assert f.theoretical is None and f.ratio is None and f.theoretical_box is None
+    assert f.square_center == (4.0, 4.5)
+    assert (f.map > 0).all()                      # the gate reaches every input pixel
+    assert 0 < f.area_ratio(0.5) < 1
