@@ -350,12 +350,13 @@ def normalize_unit(unit, out_spatial: Sequence[int], arg: str = "unit") -> tuple
 
 
 def as_model(model_or_spec, **build_kw) -> nn.Module:
-    """Accept a module, or a spec string/list (built with ``rfprobe.build``)."""
+    """Accept a module, or a spec string/list (built with ``rfprobe.build`` and put in eval
+    mode: a spec describes an architecture, whose BatchNorm should not couple the batch)."""
     if isinstance(model_or_spec, nn.Module):
         return model_or_spec
     if isinstance(model_or_spec, (str, list, tuple)):
         from .spec import build
-        return build(model_or_spec, **build_kw)
+        return build(model_or_spec, **build_kw).eval()
     raise ArgumentError(f"model must be a torch.nn.Module or a spec string, not "
                         f"{type(model_or_spec).__name__} ({model_or_spec!r:.60})")
 
@@ -431,6 +432,9 @@ def choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=No
             err = _diagnose(model, input_shape, dims, first_error, retry=False)
             raise err from (first_error.__cause__ if err is first_error else None)
         raise ArgumentError("no input size up to 4096 gives this model a spatial output")
+    predicted = _shrink(model, g, fixed, layer, output, unit, channels, dims, upto=1 << 16)
+    if predicted is not g:
+        return predicted  # the closed form's smallest fitting size, confirmed by one trace
     for _ in range(40):
         target = select(g, layer, output)
         size = list(g.input_shape[1:])
@@ -449,11 +453,58 @@ def choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=No
             elif lo >= 0 and hi < cur:
                 need.append(cur)
             else:
-                need.append(max(cur + max(-lo, 0) + max(hi - cur + 1, 0), hi - lo + 1))
+                # the centre unit moves as the input grows: add twice the deficit, then shrink
+                need.append(max(cur + 2 * (max(-lo, 0) + max(hi - cur + 1, 0)), hi - lo + 1))
         if need == size:
-            return g
+            return _shrink(model, g, fixed, layer, output, unit, channels, dims)
         g = trace(model, (channels, *need), dims)
     return g
+
+
+def _fitting_size(r: int, S: int, P: int, unit, upto: int) -> int | None:
+    """Smallest n < ``upto`` whose output (a chain of floor-mode ops: floor((n + 2P - r) / S)
+    + 1 units) holds the unit (the centre when None) with its whole RF [u*S - P, u*S - P + r - 1]
+    inside [0, n - 1]; None if there is none."""
+    for n in range(max(r - 2 * P, 1), upto):
+        out = (n + 2 * P - r) // S + 1
+        if out < 1:
+            continue
+        u = out // 2 if unit is None else unit % out if unit < 0 else unit
+        if u < out and u * S - P >= 0 and u * S - P + r - 1 <= n - 1:
+            return n
+    return None
+
+
+def _shrink(model, g: Graph, fixed, layer, output, unit, channels, dims, upto: int | None = None) -> Graph:
+    """The closed form predicts the smallest size per axis below ``upto`` (default: the current
+    size, which the growth search can overshoot), and one more trace confirms that the unit's
+    whole RF fits in it; otherwise ``g`` is returned unchanged."""
+    target = select(g, layer, output)
+    c = closed_forms(g)[0][target.id]
+    if c.status != "ok":
+        return g
+    units = (None,) * dims if unit is None else ((unit,) * dims if isinstance(unit, int) else tuple(unit))
+    size = list(g.input_shape[1:])
+    want = []
+    for a, ((r, S, P), cur) in enumerate(zip(c.rsp, size)):
+        n = None if fixed[a] is not None else _fitting_size(r, S, P, units[a], upto or cur)
+        want.append(cur if n is None else n)
+    if want == size:
+        return g
+    try:
+        small = trace(model, (channels, *want), dims)
+        t = select(small, layer, output)
+        if t.spatial is None or any(m < 1 for m in t.spatial):
+            return g
+        u = tuple(m // 2 if v is None else v % m for v, m in zip(units, t.spatial))
+        if unit is not None and any(v is not None and not -m <= v < m for v, m in zip(units, t.spatial)):
+            return g
+        reg = propagate(small, t, u, bounded=False)
+    except RFProbeError:
+        return g
+    if reg.global_cause is not None or any(lo < 0 or hi >= n for (lo, hi), n in zip(reg.box, want)):
+        return g
+    return small
 
 
 def _reaches(g: Graph, node: Node, target: Node) -> bool:

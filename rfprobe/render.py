@@ -64,7 +64,14 @@ def analysis_dict(a) -> dict:
 def probe_text(e) -> str:
     trunc = " (truncated by the input border)" if e.truncated else ""
     return (f"probe of {e.target!r} unit {e.unit}: RF {_x(e.size)} box {e.box}, "
-            f"coverage {e.coverage:.3g}{trunc}; input {e.input_shape}, mode {e.mode}")
+            f"coverage {_coverage(e)}{trunc}; input {e.input_shape}, mode {e.mode}")
+
+
+def _coverage(e) -> str:
+    """Coverage, or why it is unknown (slab mode measures per-axis projections only)."""
+    if e.coverage is None:
+        return "unknown (slab mode: thin inputs " + ", ".join(map(str, e.slab or ())) + "; full=True maps it)"
+    return f"{e.coverage:.3g}"
 
 
 def report_text(r) -> str:
@@ -133,7 +140,7 @@ def analysis_html(a) -> str:
 
 def _probe_rows(e) -> list[list[str]]:
     return [["output", e.target], ["unit", str(e.unit)], ["RF size", _x(e.size)], ["box", str(e.box)],
-            ["coverage", f"{e.coverage:.3g}"], ["truncated", "yes" if e.truncated else "no"],
+            ["coverage", _coverage(e)], ["truncated", "yes" if e.truncated else "no"],
             ["input", str(e.input_shape)], ["mode", e.mode]]
 
 
@@ -233,7 +240,11 @@ def _plot_data(result):
         except Exception:
             pass
     marker = _centre_of(boxes) or tuple((lo + hi) / 2 for lo, hi in e.box)
-    title = f"RF of {e.target} unit {e.unit}: {_x(e.size)}, coverage {e.coverage:.3g}"
+    if e.grad is None:
+        from .errors import ArgumentError
+        raise ArgumentError("this probe ran in slab mode (per-axis projections only); plot "
+                            "rfprobe.probe(model, ..., full=True) to see the whole map")
+    title = f"RF of {e.target} unit {e.unit}: {_x(e.size)}, coverage {_coverage(e)}"
     return e.grad, True, boxes, (marker, f"unit {e.unit}"), title, "|gradient| (0 = outside the RF)"
 
 
@@ -454,3 +465,35 @@ def fallback_note(error_type: str, error: str) -> str:
             f"{error_type}: {error[:160]}. The model reads tensor values (data-dependent control "
             "flow): the graph is the path this random input took; other inputs may take other "
             "branches, whose ops rfprobe has not seen")
+
+
+# ----------------------------------------------------------------------------- command line
+CLI_DESCRIPTION = ("Exact receptive fields of PyTorch models, computed three ways (closed form, "
+                   "exact propagation, gradient probe) and checked against each other. "
+                   "Without a command: the seed demo. Exit 0 ok, 1 mismatch, 2 bad input.")
+CLI_HELP = {"verify": "all routes for one unit, compared (exit 1 when they disagree)",
+            "table": "the per-layer closed-form table",
+            "compare": "RF, parameters and MACs of stacks side by side"}
+
+
+def demo_text(groups) -> str:
+    """The seed demo: groups of (spec, Report, Cost), a big kernel against a stack of 3x3."""
+    lines = ["Receptive fields of small stacks, verified three ways (closed form, exact, gradient)", "",
+             f"{'stack':34} {'RF':>6} {'weights/ch pair':>16} {'routes':>8}"]
+    for group in groups:
+        for spec, r, c in group:
+            lines.append(f"{spec:34} {_x(r.size):>6} {c.params_no_bias:>16} "
+                         f"{'agree' if r.ok else 'DIFFER':>8}")
+        lines.append("")
+    lines.append("Two 3x3 see 5x5 with 18 weights instead of 25; three see 7x7 with 27 instead of 49.")
+    return "\n".join(lines)
+
+
+def expectation_failed(what: str, want, got, status: str = "ok") -> str:
+    if status == "global":
+        return f"expected {what} {_x(want)}, but the receptive field is global (see the diagnosis)"
+    return f"expected {what} {_x(want)}, got {_x(got)}"
+
+
+def cli_error(e: Exception) -> str:
+    return f"rfprobe: error: {e}"

@@ -92,7 +92,20 @@ def verify(model, unit=None, input_shape=None, *, layer: str | None = None, outp
         if unb.coverage < 1.0:
             diagnoses.append(f"holes: only {unb.coverage:.3g} of the box is in the RF "
                              "(dilation or stride gridding)")
-    if (exact_mask != e.mask).any():
+    if e.mask is None:   # slab mode: the probe measured each axis's projection (probe(full=True) for the map)
+        probe_mask = exact_mask_ax = None
+        for ax, proj in enumerate(e.axis_masks):
+            want = exact_mask.any(axis=tuple(b for b in range(exact_mask.ndim) if b != ax))
+            if (want != proj).any():
+                probe_mask, exact_mask_ax = proj, want
+                break
+        if probe_mask is not None:
+            extra = int((probe_mask & ~exact_mask_ax).sum())
+            missing = int((exact_mask_ax & ~probe_mask).sum())
+            mismatches.append(f"exact propagation and gradient probe differ on axis {ax} (slab mode): the "
+                              f"probe has {extra} indices the exact route lacks and misses {missing}")
+            diagnoses.extend(_probe_explanations(a))
+    elif (exact_mask != e.mask).any():
         extra = int((e.mask & ~exact_mask).sum())
         missing = int((exact_mask & ~e.mask).sum())
         mismatches.append(f"exact propagation and gradient probe differ: the probe has {extra} "
