@@ -297,3 +297,23 @@ def test_erf_of_a_model_with_a_global_gate():
     assert f.square_center == (4.0, 4.5)
     assert (f.map > 0).all()                      # the gate reaches every input pixel
     assert 0 < f.area_ratio(0.5) < 1
+
+
+def test_dtype_argument_runs_a_float64_copy():
+    torch.manual_seed(4)
+    net = rfprobe.build("conv3/c3 relu conv3", in_channels=2)
+    x = torch.randn(3, 2, 9, 9, dtype=torch.float64)
+    a = erf(net, x, dtype=torch.float64)
+    assert next(net.parameters()).dtype == torch.float32      # the user's model is not cast
+    b = erf(net.double(), x)
+    np.testing.assert_allclose(a.map, b.map, rtol=1e-12, atol=1e-18)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_erf_on_cuda_matches_the_cpu():
+    torch.manual_seed(5)
+    net = rfprobe.build("conv3/c4 relu conv3/d2 relu conv3", in_channels=2).double()
+    x = torch.randn(4, 2, 15, 15, dtype=torch.float64)
+    cpu = erf(net, x)
+    gpu = erf(net, x, device="cuda")
+    np.testing.assert_allclose(gpu.map, cpu.map, rtol=1e-9, atol=1e-15)
