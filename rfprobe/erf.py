@@ -28,6 +28,7 @@ Four uniform 3-tap layers in 1-D: the ERF is the 4-fold convolution of a box, va
 """
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import time
@@ -337,13 +338,21 @@ def _iter_inputs(inputs) -> Iterable[torch.Tensor]:
         yield item
 
 
-def _first_shape(inputs) -> tuple[int, ...]:
+def _first_shape(inputs):
+    """The first item's shape, and inputs still holding every item (a one-shot iterator,
+    such as a generator, is not consumed)."""
     if isinstance(inputs, (torch.Tensor, np.ndarray)):
-        return tuple(inputs.shape)
-    for item in inputs:
+        return tuple(inputs.shape), inputs
+    it = iter(inputs)
+    for item in it:
+        if it is inputs:
+            inputs = itertools.chain([item], it)
         if isinstance(item, (tuple, list)):
             item = item[0]
-        return tuple(item.shape)
+        if not hasattr(item, "shape"):
+            raise ArgumentError(f"inputs must be a tensor (N, C, ...) or an iterable of tensors or "
+                                f"(input, label) pairs; found an item of type {type(item).__name__}")
+        return tuple(item.shape), inputs
     raise ArgumentError("inputs is empty; pass a tensor (N, C, ...) or leave inputs=None for random ones")
 
 
@@ -385,7 +394,7 @@ def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: An
         raise ArgumentError(f"batch_size={batch_size!r} must be a positive int")
     model = as_model(model)
     if inputs is not None:
-        shape = _first_shape(inputs)
+        shape, inputs = _first_shape(inputs)
         if input_shape is not None:
             raise ArgumentError("give inputs= or input_shape=, not both: the inputs fix the shape")
         dims = infer_dims(model)

@@ -167,6 +167,10 @@ def test_map_matches_plain_autograd_on_real_inputs():
     g = erf(net, [(x[:4], None), (x[4:], None)], n=7, batch_size=2)
     np.testing.assert_allclose(g.map, f.map, rtol=1e-10, atol=1e-15)
     assert erf(net, x, n=3).n == 3
+    # a one-shot generator loses no item to the shape check
+    h = erf(net, (x[i:i + 1] for i in range(7)), n=7)
+    assert h.n == 7
+    np.testing.assert_allclose(h.map, f.map, rtol=1e-10, atol=1e-15)
 
 
 def test_layer_channel_and_unit_select_what_is_averaged():
