@@ -297,7 +297,7 @@ def test_the_users_model_is_unchanged(call):
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("call, match", [
     (lambda: rfprobe.verify(rfprobe.build("conv3", in_channels=3), input_shape=(1, 8, 8)), "channels"),
-    (lambda: rfprobe.probe(rfprobe.build("conv3"), unit=(40, 0)), "unit"),
+    (lambda: rfprobe.probe(rfprobe.build("conv3"), unit=(40, 0), input_shape=(1, 8, 8)), "unit"),
     (lambda: rfprobe.probe(rfprobe.build("conv3"), unit=(1, 2, 3)), "unit"),
     (lambda: rfprobe.analyze(nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())),
      "without spatial axes"),
@@ -312,5 +312,5 @@ def test_bad_input_names_the_argument(call, match):
 
 def test_bad_input_errors_are_value_errors():
     with pytest.raises(ValueError):
-        rfprobe.probe(rfprobe.build("conv3"), unit=(40, 0))
+        rfprobe.probe(rfprobe.build("conv3"), unit=(40, 0), input_shape=(1, 8, 8))
     assert issubclass(ArgumentError, RFProbeError)
