@@ -129,9 +129,9 @@ class ERF:
     continuous coordinate of pixel ``i`` spans ``[i, i+1)`` (used by ``area_ratio``).
     """
 
-    map: np.ndarray
-    n: int                                   # inputs averaged
-    statistic: str                           # 'abs' (mean |g|) or 'sq' (mean g**2)
+    map: np.ndarray = field(repr=False)
+    n: int = 1                               # inputs averaged
+    statistic: str = "abs"                   # 'abs' (mean |g|) or 'sq' (mean g**2)
     unit: tuple[int, ...] = ()
     target: str = ""
     input_shape: tuple[int, ...] = ()
