@@ -103,6 +103,10 @@ RESHAPES = frozenset("view reshape flatten unflatten squeeze unsqueeze view_as r
 PERMUTES = frozenset("permute transpose swapaxes swapdims movedim moveaxis t".split())
 PIECES = frozenset("chunk split tensor_split narrow unbind select split_with_sizes".split())
 STACKS = frozenset("stack".split())
+MIXERS = {"scaled_dot_product_attention": "attention", "multi_head_attention_forward": "attention",
+          "softmax": "attention (softmax over positions)", "matmul": "attention (matrix product over positions)",
+          "bmm": "attention (matrix product over positions)", "linear": "Linear over space",
+          "einsum": "einsum over positions"}
 
 
 class _Tracer(TorchFunctionMode):
@@ -118,6 +122,7 @@ class _Tracer(TorchFunctionMode):
         self.counts: dict[str, int] = {}
         self.taint: dict[int, int] = {}     # node id -> id of the global op it derives from
         self.named_se: set[int] = set()
+        self.lost_shapes: set[tuple[int, ...]] = set()   # spatial sizes a reshape merged away
         self.protect: int | None = None     # node whose tensor must survive in-place ops (the probe's target)
 
     def post(self, out):
@@ -144,7 +149,8 @@ class _Tracer(TorchFunctionMode):
         computed from a global op, broadcast over space and multiplied into a feature map."""
         if isinstance(node.deps, Global):
             if not isinstance(node.deps, Unknown):
-                self.taint[node.id] = node.id
+                self.taint[node.id] = next((self.taint[s] for s in node.inputs if s in self.taint), node.id)
+                self._name_mixer(node)
                 cls, path = self._owner(node.module)
                 if cls and path != node.module:
                     node.deps = Global(f"{node.deps.why} in {cls} {path!r}")
@@ -167,6 +173,19 @@ class _Tracer(TorchFunctionMode):
                     self.named_se.add(origin.id)
                     origin.deps = Global(f"squeeze-excitation: {origin.deps.why} computes a gate that "
                                          f"scales the whole feature map at {node.name!r}")
+
+    def _name_mixer(self, node: Node) -> None:
+        """Positions flattened into one axis are global from the flatten on; when an op that
+        mixes that axis follows (attention, a Linear), the flatten's cause names it."""
+        kind = MIXERS.get(node.op)
+        if kind is None:
+            return
+        for s in node.inputs:
+            origin = self.nodes[self.taint.get(s, s)]
+            if origin.op in rules.LAYOUT_OPS and origin.id not in self.named_se and origin.id != node.id:
+                self.named_se.add(origin.id)
+                origin.deps = Global(f"{kind}: {node.op} at {node.name!r} mixes every position "
+                                     f"({origin.op} at {origin.name!r} flattened the spatial axes into one)")
 
     def _owner(self, module: str) -> tuple[str, str]:
         """Class and path of the innermost user-defined module around ``module`` (not torch.nn's)."""
@@ -220,11 +239,19 @@ class _Tracer(TorchFunctionMode):
 
     def _rule(self, func, name, args, kwargs, tensors, data, layouts, out, site, index=0, outs=()):
         main = layouts[data[0]]
+        trailing = tuple(range(-self.dims, 0))
         if all(layouts[k] is None for k in data):
-            return None, Global(f"{name} of a tensor without spatial axes")
+            # a reshape back to a spatial shape that a flatten lost (e.g. after attention over
+            # flattened positions): the spatial axes are back, every position still global
+            back = (name in rules.LAYOUT_OPS and out.dim() >= self.dims + 1
+                    and tuple(out.shape[-self.dims:]) in self.lost_shapes)
+            return (trailing if back else None), Global(f"{name} of a tensor without spatial axes")
         if name in rules.LAYOUT_OPS or name == "__getitem__":
-            return self._guard(lambda: _layout_op(name, args, kwargs, tensors, data, layouts, out, self.dims,
-                                                  index, outs), name, site, None)
+            layout, deps = self._guard(lambda: _layout_op(name, args, kwargs, tensors, data, layouts, out,
+                                                          self.dims, index, outs), name, site, None)
+            if layout is None and main is not None:
+                self.lost_shapes.add(tuple(tensors[data[0]].shape[d] for d in main))
+            return layout, deps
         ref = next(layouts[k] for k in data if layouts[k] is not None)
         if name in REDUCTIONS:
             layout = _reduced_layout(name, args, kwargs, tensors[data[0]], ref, out)
@@ -514,8 +541,9 @@ _SHAPE_ERRORS = ("Kernel size can't be greater", "too small", "Output size is", 
 
 
 def _input_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype of the model's first floating parameter (its input's, most likely)."""
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    """The dtype of the model's first floating (or complex) parameter: its input's, most likely."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point() or p.is_complex()),
+                torch.float32)
 
 
 def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = None) -> Graph:

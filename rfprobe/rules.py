@@ -496,21 +496,34 @@ def reduction(call: Call):
 
 
 def softmax(call: Call):
-    """Softmax along a dim: global if it is a spatial dim (attention over positions)."""
+    """Softmax along a dim: along a spatial dim every output reads that whole axis (global when
+    it is the only spatial axis; attention over flattened positions is caught at the flatten)."""
     dim = call.arg(1, "dim", None)
     k = call.data[0]
     ndim = len(call.shape(k))
-    if dim is None or (dim - ndim if dim >= 0 else dim) in call.in_layouts[k]:
-        return Global(f"{call.name} over a spatial dim")
-    return elementwise(call)
+    if dim is None:
+        return Global(f"{call.name} over the whole tensor")
+    return _whole_axis(call, dim - ndim if dim >= 0 else dim, f"{call.name} over a spatial dim")
 
 
 def linear(call: Call):
-    """``F.linear`` acts on the last dim: global when that dim is spatial (Linear over space)."""
+    """``F.linear``/``matmul`` act on the last dim. When that dim is spatial, every output index
+    on that axis reads the whole axis: an ``Affine`` with all taps and stride 0 (exact; the
+    closed form then has stride 0 there), and ``Global`` when it is the only spatial axis."""
     k = call.data[0]
-    if -1 in (call.in_layouts[k] or ()):
-        return Global("linear over a spatial axis (Linear over space)")
-    return channel_only(call)
+    return _whole_axis(call, -1, "linear over a spatial axis (Linear over space)")
+
+
+def _whole_axis(call: Call, dim: int, why: str):
+    k = call.data[0]
+    layout = call.in_layouts[k] or ()
+    if dim not in layout:
+        return channel_only(call) if call.name in ("linear", "matmul") else elementwise(call)
+    if len(layout) == 1 or len(call.data) > 1:
+        return Global(why)
+    axes = tuple(Affine(tuple(range(n)), 0, 0, n) if d == dim else identity(n)
+                 for d, n in zip(layout, call.spatial_in(k)))
+    return [InputDep(k, axes)]
 
 
 def norm_over_space(call: Call):
