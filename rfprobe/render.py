@@ -152,7 +152,9 @@ def probe_html(e) -> str:
 
 def report_verdict(r) -> str:
     verdict = "OK: all routes agree" if r.ok else "FAIL: the routes disagree"
-    if r.size is not None and r.ok:
+    if r.ok and r.analysis.status == "global":     # no local RF: never print the input size as one
+        verdict += f": the RF is global (every position of the {_x(r.probe.input_shape[1:])} input)"
+    elif r.size is not None and r.ok:
         verdict += f", RF {_x(r.size)}"
     return verdict
 
