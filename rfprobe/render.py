@@ -80,10 +80,7 @@ def report_text(r) -> str:
              f"exact within input {r.exact_clipped_box}, probe {r.probe_box}"]
     parts += [f"diagnosis: {d}" for d in r.diagnoses]
     parts += [f"MISMATCH: {m}" for m in r.mismatches]
-    verdict = "OK: all routes agree" if r.ok else "FAIL: the routes disagree"
-    if r.size is not None and r.ok:
-        verdict += f", RF {_x(r.size)}"
-    parts.append(verdict)
+    parts.append(report_verdict(r))
     return "\n".join(parts)
 
 
