@@ -83,7 +83,10 @@ def closed_forms(graph: Graph) -> tuple[list[Closed], list[str]]:
             out.append(Closed(((1, 1, 0),) * graph.dims))
             continue
         if isinstance(node.deps, Global):
-            out.append(Closed(None, "global", f"{node.name}: {node.deps.why}"))
+            # downstream of a global op the first cause stands (a tensor without spatial axes
+            # after a flatten is global because of the flatten, not because of itself)
+            prior = next((out[s] for s in node.inputs if out[s].status == "global"), None)
+            out.append(prior or Closed(None, "global", f"{node.name}: {node.deps.why}"))
             continue
         paths = []
         result = None
@@ -401,6 +404,8 @@ def resolve_input_shape(model: nn.Module, input_shape, check_channels: bool = Tr
 def choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=None) -> Graph:
     """Trace at the input the user gave, or at the smallest input (per axis) in which the
     centre unit's whole RF fits, so the probe sees it without border truncation."""
+    from .validate import check_unit
+    check_unit(unit)
     shape, channels, dims = resolve_input_shape(model, input_shape, check_channels=False)
     fixed = [None] * dims if shape is None else list(shape[1:])
     if all(f is not None for f in fixed):

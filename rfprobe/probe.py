@@ -53,6 +53,7 @@ from torch.utils._pytree import tree_map
 from .analytic import Analysis, analysis_of, as_model, choose_input, normalize_unit, propagate
 from .errors import ArgumentError, ModelError, RFProbeError
 from .graph import Graph, _run, _Tracer, private_copy, select, trace
+from .validate import check_dtype, check_gradient, check_inputs, check_memory, check_model
 from .measure import remember, box_of, coverage_of
 
 # slab mode is chosen automatically above this many input positions (512x512, 64x64x64)
@@ -252,8 +253,10 @@ def _twin(model: nn.Module, structural: bool, device: torch.device, dtype: torch
                 mine.zero_()
             elif name.endswith("running_var"):
                 mine.fill_(1.0)
-            else:
+            elif theirs.device.type != "meta":   # a meta model's BN counters: nothing to copy
                 mine.copy_(theirs)
+            else:
+                mine.zero_()
         user = dict(model.named_parameters())
         for name, p in twin.named_parameters():
             p.requires_grad_(False)
@@ -274,7 +277,7 @@ def _twin(model: nn.Module, structural: bool, device: torch.device, dtype: torch
 def probe(model, unit=None, input_shape=None, *, layer: str | None = None, output: Any = None,
           channel: int | None = None, mode: str = "structural", inputs: torch.Tensor | None = None,
           device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
-          seed: int = 0, full: bool | None = None) -> ProbeResult:
+          seed: int = 0, full: bool | None = None, max_memory: int | None = None) -> ProbeResult:
     """Backpropagate from one output unit and return the input positions with nonzero gradient.
 
     ``unit``: spatial index of the output unit (default: the centre; negative counts from the
@@ -282,6 +285,8 @@ def probe(model, unit=None, input_shape=None, *, layer: str | None = None, outpu
     chosen so the unit's whole RF fits. ``channel``: one output channel (default: all).
     ``full``: ``True`` measures the whole map; ``False`` uses slab mode whenever the RF allows
     it; ``None`` (default) uses slab mode when the input has more than ``SLAB_ABOVE`` positions.
+    ``max_memory``: bytes the full probe may use (default: half the free memory); estimated from
+    the traced shapes before running, and refused with ``ResourceError`` above it.
 
     >>> import rfprobe
     >>> e = probe(rfprobe.build("conv3/d4"))
@@ -297,7 +302,10 @@ def probe(model, unit=None, input_shape=None, *, layer: str | None = None, outpu
         raise ArgumentError(f"full={full!r} must be True (whole map), False (slab mode when "
                             "possible) or None (slab mode for large inputs)")
     model = as_model(model)
+    check_dtype(dtype)
+    check_model(model, mode)
     if inputs is not None:
+        check_inputs(inputs)
         if mode != "actual":
             raise ArgumentError("inputs= is for mode='actual'; structural mode chooses its own input")
         input_shape = tuple(inputs.shape[1:]) if inputs.dim() >= 3 else tuple(inputs.shape)
@@ -314,9 +322,11 @@ def probe(model, unit=None, input_shape=None, *, layer: str | None = None, outpu
         plan = _slab_plan(model, graph, analysis, target, u, layer, output)
         if plan is not None:
             return _probe_slabs(model, graph, analysis, target, u, channel, plan, dev, dtype, seed)
+    check_memory(graph, model, dtype, dev, max_memory)
     generator = torch.Generator().manual_seed(seed)
     twin = _twin(model, structural, dev, dtype, generator)
     grad = _gradient(twin, graph, target.id, [u], channel, structural, inputs, dev, dtype, generator)
+    check_gradient(grad, mode)
     return _result(grad, graph, analysis, target, u, (u,), mode)
 
 

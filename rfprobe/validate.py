@@ -1,0 +1,161 @@
+"""Checks at the public entry points: refuse what cannot give an exact answer, before any work,
+with a message that names the argument, shows the bad value and says what to do.
+
+>>> import torch
+>>> check_dtype(torch.float64)
+>>> check_dtype(torch.int64)
+Traceback (most recent call last):
+...
+rfprobe.errors.ArgumentError: dtype=torch.int64 cannot carry a gradient: use a real floating dtype (torch.float32 or torch.float64)
+>>> probe_bytes([(1, 3, 64, 64), (1, 16, 62, 62)], torch.float32, params=0) == 3 * 4 * (3 * 64 * 64 + 16 * 62 * 62)
+True
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+
+from .errors import ArgumentError, ModelError, ResourceError
+
+# every node's output is kept, autograd saves what backward needs, backward makes a gradient
+# of each: about three tensors per node
+_COPIES = 3
+_BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def check_dtype(dtype, arg: str = "dtype") -> None:
+    """The probe's compute dtype must be real floating point."""
+    if not isinstance(dtype, torch.dtype):
+        raise ArgumentError(f"{arg}={dtype!r} must be a torch dtype such as torch.float32")
+    if dtype.is_complex:
+        raise ArgumentError(f"{arg}={dtype} is complex: rfprobe measures real gradients; use "
+                            "torch.float32 or torch.float64")
+    if not dtype.is_floating_point:
+        raise ArgumentError(f"{arg}={dtype} cannot carry a gradient: use a real floating dtype "
+                            "(torch.float32 or torch.float64)")
+
+
+def check_inputs(inputs) -> None:
+    """``inputs=`` of actual mode: a real floating tensor with finite values."""
+    if not isinstance(inputs, torch.Tensor):
+        raise ArgumentError(f"inputs must be a torch.Tensor (C, ...) or (1, C, ...), not "
+                            f"{type(inputs).__name__}")
+    if inputs.is_complex() or not inputs.is_floating_point():
+        raise ArgumentError(f"inputs has dtype {inputs.dtype}: the gradient probe needs a real "
+                            "floating input; convert it with inputs.float()")
+    if inputs.device.type != "meta" and not bool(torch.isfinite(inputs).all()):
+        bad = int((~torch.isfinite(inputs)).sum())
+        raise ArgumentError(f"inputs has {bad} NaN or infinite values: a non-finite input makes every "
+                            "gradient NaN; pass finite values")
+
+
+def _tensors(model: nn.Module) -> Iterable[tuple[str, torch.Tensor]]:
+    yield from model.named_parameters()
+    yield from model.named_buffers()
+
+
+def check_model(model: nn.Module, mode: str) -> None:
+    """Complex weights, weights on the meta device, non-finite weights (actual mode)."""
+    for name, t in _tensors(model):
+        if t.is_complex():
+            raise ArgumentError(f"model has a complex tensor {name!r} ({t.dtype}): rfprobe handles real "
+                                "models only; a complex model's RF is that of its real and "
+                                "imaginary parts, probe a real twin of it")
+    meta = [name for name, t in _tensors(model) if t.device.type == "meta"]
+    if meta:
+        if mode == "actual":
+            raise ArgumentError(f"model is on the meta device ({meta[0]!r} has no values): actual mode "
+                                "needs the real weights. Load them (model.to_empty(device='cpu') then "
+                                "load_state_dict), or use mode='structural', or rfprobe.analyze(model)")
+        other = [n for n, t in model.named_buffers() if t.device.type == "meta" and not n.endswith(_BN_STATS)]
+        if other:
+            raise ArgumentError(f"model is on the meta device and its buffer {other[0]!r} has no values; "
+                                "structural mode replaces weights but needs buffer values. Materialise "
+                                "the model (model.to_empty(device='cpu'), then load its buffers) or use "
+                                "rfprobe.analyze(model), which needs no values")
+        return
+    if mode == "actual":
+        for name, t in _tensors(model):
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                n_nan = int(torch.isnan(t).sum())
+                n_inf = int(torch.isinf(t).sum())
+                raise ArgumentError(
+                    f"model has non-finite values in {name!r} ({n_nan} NaN, {n_inf} inf): in "
+                    "mode='actual' they make the gradient NaN wherever they reach, so no RF can be "
+                    "read from it. Fix the weights, or use mode='structural' (the default), which "
+                    "ignores weight values")
+
+
+def probe_bytes(shapes: Iterable[tuple[int, ...]], dtype: torch.dtype, params: int) -> int:
+    """Memory the probe needs, from the traced shapes: about three tensors per node (the kept
+    output, what autograd saves, its gradient) plus the parameters."""
+    item = torch.empty((), dtype=dtype).element_size()
+    return _COPIES * item * sum(math.prod(s) for s in shapes) + item * params
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Free memory on ``device`` (None when unknown)."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
+def check_memory(graph, model: nn.Module, dtype: torch.dtype, device: torch.device,
+                 max_memory: int | None) -> None:
+    """Refuse, before running, a probe that would need more than ``max_memory`` bytes (default:
+    half the memory free on the device)."""
+    if max_memory is not None and (not isinstance(max_memory, (int, float)) or max_memory <= 0):
+        raise ArgumentError(f"max_memory={max_memory!r} must be a positive number of bytes "
+                            "(or None for half the free memory)")
+    need = probe_bytes([n.shape for n in graph.nodes], dtype, sum(p.numel() for p in model.parameters()))
+    limit = max_memory
+    if limit is None:
+        free = available_bytes(device)
+        if free is None:
+            return
+        limit = free // 2
+    if need > limit:
+        gib = 2 ** 30
+        raise ResourceError(
+            f"the probe would need about {need / gib:.2f} GiB on {device} (input_shape="
+            f"{tuple(graph.input_shape)}, every traced tensor kept for the backward), above "
+            f"max_memory={limit / gib:.2f} GiB{' (half the free memory)' if max_memory is None else ''}. "
+            "Shrink it: leave input_shape=None (or None entries) so rfprobe picks the smallest input "
+            "that holds the RF; use slab mode (full=False, structural mode) for the per-axis box; "
+            "probe an earlier layer=...; use dtype=torch.float32; or raise max_memory= (bytes)")
+
+
+def check_gradient(grad, mode: str) -> None:
+    """A NaN or infinite gradient says nothing about the RF: refuse it."""
+    import numpy as np
+    if not np.isfinite(grad).all():
+        bad = int((~np.isfinite(grad)).sum())
+        raise ModelError(f"the input gradient has {bad} NaN or infinite values in mode={mode!r} (an "
+                         "overflow, or a NaN produced inside the model), so zero and nonzero cannot be "
+                         "told apart. Use mode='structural' (rescaled per layer, never overflows), or "
+                         "dtype=torch.float64, or smaller inputs")
+
+
+def check_unit(unit, arg: str = "unit") -> None:
+    """A unit is None, an int (every axis) or a sequence of ints, one per spatial axis; the
+    range is checked once the output's shape is known (``analytic.normalize_unit``)."""
+    if unit is None or (isinstance(unit, int) and not isinstance(unit, bool)):
+        return
+    ok = isinstance(unit, (tuple, list)) and all(
+        isinstance(u, int) and not isinstance(u, bool) or (hasattr(u, "__index__") and not isinstance(u, bool))
+        for u in unit)
+    if not ok:
+        raise ArgumentError(f"{arg}={unit!r} must be an int or a tuple of ints, one per spatial axis of "
+                            "the output, e.g. (3, 4); negative counts from the end")

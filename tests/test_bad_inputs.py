@@ -1,0 +1,218 @@
+"""The bad-input catalogue: one test per row of docs/errors.md.
+
+Each row: an id, a call a user could make, the RFProbeError subclass it must raise, and
+fragments the message must contain (the argument's name, the bad value, the fix). Apart from
+ModelError (which chains the user's own exception, on purpose), no error may carry a chained
+traceback, and every one must be raised from rfprobe's code, not from inside torch.
+"""
+from __future__ import annotations
+
+import os
+import re
+import traceback
+
+import pytest
+import torch
+import torch.nn as nn
+
+import rfprobe
+from rfprobe.errors import (ArgumentError, GlobalOpError, ModelError, ResourceError, RFProbeError,
+                            SpecError, UnknownOpError)
+
+DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "errors.md")
+RFPROBE_DIR = os.path.dirname(os.path.abspath(rfprobe.__file__))
+
+
+def net3():
+    return rfprobe.build("conv3 relu conv3", in_channels=3)
+
+
+class Named(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class DictOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 3, 3)
+
+    def forward(self, x):
+        y = self.c(x)
+        return {"a": y, "b": y * 2}
+
+
+class Raises(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 3, 3)
+
+    def forward(self, x):
+        raise RuntimeError("boom from the user's forward")
+
+
+class Classifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.c(x).mean((2, 3)))
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 3, 3)
+
+    def forward(self, x):
+        y = self.c(x)
+        return y * y.mean((2, 3), keepdim=True)
+
+
+class Cumsum(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 3, 3)
+
+    def forward(self, x):
+        return torch.cumsum(self.c(x), -1)
+
+
+def nan_net():
+    net = net3()
+    with torch.no_grad():
+        net[0].weight[0, 0, 0, 0] = float("nan")
+        net[2].bias[0] = float("inf")
+    return net
+
+
+def huge_weights():
+    net = rfprobe.build("conv3 conv3 conv3", in_channels=3)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(1e25)            # float32 overflows to inf after two layers
+    return net
+
+
+def meta_net():
+    with torch.device("meta"):
+        return rfprobe.build("conv3 bn relu conv3", in_channels=3)
+
+
+def big_net():
+    return nn.Sequential(nn.Conv2d(3, 64, 3), nn.Conv2d(64, 64, 3))
+
+
+# id: (call, error class, message fragments)
+CASES = {
+    "not-a-module": (lambda: rfprobe.analyze(42), ArgumentError, ["model must be", "int", "spec string"]),
+    "spec-typo-layer": (lambda: rfprobe.analyze("conv3 rleu"), SpecError, ["'rleu'", "Did you mean 'relu'"]),
+    "spec-typo-option": (lambda: rfprobe.build("conv3/stride2"), SpecError, ["'/stride2'", "Did you mean '/s2'"]),
+    "spec-typo-dict-key": (lambda: rfprobe.build([{"op": "conv", "kernal": 3}]), SpecError,
+                           ["'kernal'", "Did you mean 'kernel'"]),
+    "wrong-channel-count": (lambda: rfprobe.analyze(net3(), (1, 32, 32)), ArgumentError,
+                            ["input_shape=(1, 32, 32)", "1 channels", "input_shape=(3, ...)"]),
+    "input-too-small": (lambda: rfprobe.probe(net3(), input_shape=(3, 3, 3)), ArgumentError,
+                        ["input_shape=(3, 3, 3)", "too small", "works"]),
+    "input-wrong-rank": (lambda: rfprobe.analyze(net3(), (3, 32)), ArgumentError,
+                         ["input_shape=(3, 32)", "rank 2", "give 3 numbers"]),
+    "input-size-zero": (lambda: rfprobe.analyze(net3(), (3, 0, 8)), ArgumentError, ["input_shape=(3, 0, 8)", "below 1"]),
+    "input-not-a-tuple": (lambda: rfprobe.analyze(net3(), 5), ArgumentError, ["input_shape=5", "tuple like"]),
+    "unit-out-of-range": (lambda: rfprobe.probe(net3(), unit=(100, 0), input_shape=(3, 16, 16)), ArgumentError,
+                          ["unit=(100, 0)", "out of range", "(12, 12)"]),
+    "unit-wrong-rank": (lambda: rfprobe.probe(net3(), unit=(1, 2, 3)), ArgumentError,
+                        ["unit=(1, 2, 3)", "3 indices", "2 spatial axes"]),
+    "unit-not-ints": (lambda: rfprobe.probe(net3(), unit="centre"), ArgumentError, ["unit='centre'", "tuple of ints"]),
+    "layer-typo": (lambda: rfprobe.probe(Named(), layer="featurs"), ArgumentError,
+                   ["layer='featurs'", "Did you mean 'features'"]),
+    "output-key": (lambda: rfprobe.probe(DictOut(), output="c"), ArgumentError, ["output='c'", "['a', 'b']"]),
+    "forward-raises": (lambda: rfprobe.probe(Raises()), ModelError,
+                       ["boom from the user's forward", "RuntimeError", "input_shape="]),
+    "nan-weights-actual": (lambda: rfprobe.probe(nan_net(), mode="actual"), ArgumentError,
+                           ["'0.weight'", "1 NaN", "mode='structural'"]),
+    "nan-inputs-actual": (lambda: rfprobe.probe(net3(), mode="actual", inputs=torch.full((1, 3, 9, 9), float("inf"))),
+                          ArgumentError, ["inputs has 243", "finite"]),
+    "gradient-overflow-actual": (lambda: rfprobe.probe(huge_weights(), mode="actual"), ModelError,
+                                 ["NaN or infinite", "mode='actual'", "dtype=torch.float64"]),
+    "integer-dtype": (lambda: rfprobe.probe(net3(), dtype=torch.int64), ArgumentError, ["dtype=torch.int64", "float32"]),
+    "complex-dtype": (lambda: rfprobe.probe(net3(), dtype=torch.complex64), ArgumentError,
+                      ["dtype=torch.complex64", "complex"]),
+    "integer-inputs": (lambda: rfprobe.probe(net3(), mode="actual", inputs=torch.ones(1, 3, 9, 9, dtype=torch.long)),
+                       ArgumentError, ["inputs has dtype torch.int64", "inputs.float()"]),
+    "complex-model": (lambda: rfprobe.probe(nn.Conv2d(3, 3, 3, dtype=torch.complex64)), ArgumentError,
+                      ["complex tensor 'weight'", "real"]),
+    "meta-model-actual": (lambda: rfprobe.probe(meta_net(), mode="actual"), ArgumentError,
+                          ["meta device", "to_empty", "mode='structural'"]),
+    "rf-too-large-for-memory": (lambda: rfprobe.probe(big_net(), input_shape=(3, 20000, 20000), full=True),
+                                ResourceError, ["GiB", "input_shape=(3, 20000, 20000)", "slab mode", "max_memory="]),
+    "max-memory-exceeded": (lambda: rfprobe.probe(net3(), input_shape=(3, 64, 64), max_memory=1000), ResourceError,
+                            ["max_memory=", "GiB"]),
+    "no-spatial-output": (lambda: rfprobe.analyze(Classifier()), ArgumentError, ["without spatial axes", "layer="]),
+    "global-op-box": (lambda: rfprobe.analyze(SqueezeExcite()).box(), GlobalOpError, ["global", "mean"]),
+    "unknown-op": (lambda: rfprobe.analyze(Cumsum()), UnknownOpError, ["'cumsum'", "register_rule"]),
+    "mode-typo": (lambda: rfprobe.probe(net3(), mode="structual"), ArgumentError, ["mode='structual'", "'actual'"]),
+    "channel-out-of-range": (lambda: rfprobe.probe(net3(), channel=9), ArgumentError, ["channel=9", "3 channels"]),
+    "inputs-in-structural-mode": (lambda: rfprobe.probe(net3(), inputs=torch.rand(1, 3, 9, 9)), ArgumentError,
+                                  ["inputs=", "mode='actual'"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input(case):
+    call, cls, fragments = CASES[case]
+    with pytest.raises(RFProbeError) as info:
+        call()
+    e = info.value
+    assert type(e) is cls, f"{case}: {type(e).__name__} ({e}), expected {cls.__name__}"
+    for f in fragments:
+        assert f in str(e), f"{case}: {f!r} not in the message: {e}"
+    raised_in = traceback.extract_tb(e.__traceback__)[-1].filename
+    assert os.path.abspath(raised_in).startswith(RFPROBE_DIR), f"{case}: raised from {raised_in}"
+    if cls is ModelError:
+        assert e.__cause__ is not None or "NaN" in str(e), "the user's error is chained"
+    else:
+        assert e.__cause__ is None and (e.__context__ is None or e.__suppress_context__), \
+            f"{case}: a chained traceback from {type(e.__cause__ or e.__context__).__name__}"
+
+
+def test_forward_error_shows_the_users_exception():
+    with pytest.raises(ModelError) as info:
+        rfprobe.probe(Raises())
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert str(info.value.__cause__) == "boom from the user's forward"
+
+
+def test_structural_mode_ignores_nan_weights():
+    """Decision (docs/errors.md): structural mode never reads weight values, so NaN or inf
+    weights give the same RF as clean ones (conv3 relu conv3: 5x5 by hand)."""
+    assert rfprobe.probe(nan_net()).size == (5, 5)
+    assert rfprobe.verify(nan_net()).ok
+
+
+def test_meta_model_in_structural_mode():
+    """Decision: a meta-device model has shapes but no values; structural mode needs none of
+    its weights (BN statistics are set neutral anyway), so it is probed. conv3 bn relu conv3: 5x5."""
+    e = rfprobe.probe(meta_net().eval())
+    assert e.size == (5, 5) and e.box == rfprobe.probe(rfprobe.build("conv3 bn relu conv3", in_channels=3).eval()).box
+
+
+def test_cli_bad_input_exits_2_without_traceback(capsys):
+    from rfprobe.cli import main
+    assert main(["verify", "conv3 rleu"]) == 2
+    err = capsys.readouterr().err
+    assert "Did you mean 'relu'" in err and "Traceback" not in err
+
+
+def test_catalogue_matches_docs():
+    """Every row of docs/errors.md is tested here and every test case is documented."""
+    with open(DOC) as f:
+        doc = f.read()
+    ids = set(re.findall(r"^\| `([a-z0-9-]+)` \|", doc, flags=re.M))
+    assert ids == set(CASES), f"undocumented: {set(CASES) - ids}; untested: {ids - set(CASES)}"
