@@ -440,6 +440,7 @@ def choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=No
     predicted = _shrink(model, g, fixed, layer, output, unit, channels, dims, upto=1 << 16)
     if predicted is not g:
         return predicted  # the closed form's smallest fitting size, confirmed by one trace
+    previous = None
     for _ in range(40):
         target = select(g, layer, output)
         size = list(g.input_shape[1:])
@@ -451,6 +452,10 @@ def choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=No
         reg = propagate(g, target, u, bounded=False)
         if reg.global_cause is not None:
             return g
+        deficit = [(max(-lo, 0), max(hi - cur + 1, 0)) for (lo, hi), cur in zip(reg.box, size)]
+        if unit is not None and deficit == previous:
+            return g  # growing does not help: this unit's RF reaches into the padding anywhere
+        previous = deficit
         need = []
         for a, ((lo, hi), cur) in enumerate(zip(reg.box, size)):
             if fixed[a] is not None:
