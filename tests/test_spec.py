@@ -244,3 +244,64 @@ def test_spec_error_is_an_rfprobe_error_and_a_value_error():
 def test_bad_build_arguments(kw, match):
     with pytest.raises(SpecError, match=match):
         build("conv3", **kw)
+
+
+# ----------------------------------------------------------------------------- round trip (property)
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def _layers(draw):
+    """One random layer as (token, dict, torch module maker) over ``dims`` axes."""
+    dims = draw(st.integers(1, 3))
+    ax = lambda lo, hi: tuple(draw(st.integers(lo, hi)) for _ in range(dims))  # noqa: E731
+    x = lambda t: "x".join(map(str, t))  # noqa: E731
+    kind = draw(st.sampled_from(["conv", "convT", "maxpool", "avgpool", "relu"]))
+    if kind == "relu":
+        return dims, "relu", {"op": "relu"}, lambda c: nn.ReLU()
+    k, s = ax(1, 5), ax(1, 3)
+    if kind in ("conv", "convT"):
+        d, p = ax(1, 3), tuple(draw(st.integers(0, kk)) for kk in k)
+        g = draw(st.sampled_from([1, 2]))
+        opad = tuple(draw(st.integers(0, max(ss, dd) - 1)) for ss, dd in zip(s, d)) if kind == "convT" else None
+        token = f"{kind}{x(k)}/s{x(s)}/p{x(p)}/d{x(d)}/g{g}/c4" + (f"/op{x(opad)}" if opad else "")
+        spec = {"op": kind, "kernel": k, "stride": s, "padding": p, "dilation": d, "groups": g,
+                "channels": 4}
+        if kind == "conv":
+            cls = [nn.Conv1d, nn.Conv2d, nn.Conv3d][dims - 1]
+            return dims, token, spec, lambda c: cls(c, 4, k, s, p, d, g)
+        spec["output_padding"] = opad
+        cls = [nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d][dims - 1]
+        return dims, token, spec, lambda c: cls(c, 4, k, s, p, opad, g, dilation=d)
+    p = tuple(draw(st.integers(0, kk // 2)) for kk in k)
+    ceil = draw(st.booleans())
+    token = f"{kind}{x(k)}/s{x(s)}/p{x(p)}" + ("/ceil" if ceil else "")
+    spec = {"op": kind, "kernel": k, "stride": s, "padding": p, "ceil": ceil}
+    if kind == "maxpool":
+        cls = [nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d][dims - 1]
+        return dims, token, spec, lambda c: cls(k, s, p, ceil_mode=ceil)
+    cls = [nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d][dims - 1]
+    return dims, token, spec, lambda c: cls(k, s, p, ceil_mode=ceil)
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(_layers())
+def test_token_and_dict_build_the_module_pytorch_would(layer):
+    dims, token, spec, make = layer
+    want = _geometry(make(2), dims)
+    assert _geometry(build(token, in_channels=2, dims=dims)[0], dims) == want
+    assert _geometry(build([spec], in_channels=2, dims=dims)[0], dims) == want
+
+
+def _geometry(m: nn.Module, dims: int) -> tuple:
+    """Class and every geometric attribute, ints spread over the axes (PyTorch keeps pool
+    arguments as given, so 1 and (1,) mean the same)."""
+    keys = ("kernel_size", "stride", "padding", "dilation", "output_padding", "groups",
+            "in_channels", "out_channels", "ceil_mode", "count_include_pad")
+    out = [type(m).__name__, getattr(m, "bias", None) is not None]
+    for k in keys:
+        v = getattr(m, k, None)
+        out.append((v,) * dims if isinstance(v, int) and not isinstance(v, bool)
+                   and k not in ("groups", "in_channels", "out_channels") else v)
+    return tuple(out)
