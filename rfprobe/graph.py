@@ -611,6 +611,10 @@ def select(graph: Graph, layer: str | None = None, output: Any = None) -> Node:
     rfprobe.errors.ArgumentError: layer='cnov' is not a module or node of this model. Did you mean 'conv'? ...
     """
     node = _pick(graph, layer, output)
+    if node.layout is not None and node.layout != tuple(range(-graph.dims, 0)):
+        raise ArgumentError(f"the output of {node.name!r} (shape {node.shape}) keeps its spatial axes in dims "
+                            f"{node.layout}, not last (channels-last, e.g. between permutes); select the "
+                            "module that permutes back, whose output is (N, C, *spatial)")
     unknown = _unknown_ancestor(graph, node)
     if unknown is not None:
         raise UnknownOpError(f"{unknown.deps.why} The selected output {node.name!r} depends on it "
