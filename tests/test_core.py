@@ -315,3 +315,14 @@ def test_bad_input_errors_are_value_errors():
     with pytest.raises(ValueError):
         rfprobe.probe(rfprobe.build("conv3"), unit=(40, 0), input_shape=(1, 8, 8))
     assert issubclass(ArgumentError, RFProbeError)
+
+
+def test_a_unit_that_reads_only_padding():
+    """conv1/p1: output (0, 0) reads input (-1, -1), which is padding: an empty RF in the input,
+    truncated, and every route says so (found by the property test: it used to crash)."""
+    r = rfprobe.verify("conv1/p1", (0, 0), (1, 4, 4))
+    assert r.ok and r.closed_box == r.exact_box == ((-1, -1), (-1, -1))
+    assert not r.probe.mask.any() and r.probe.size == (0, 0) and r.probe.truncated
+    assert r.analysis.region((0, 0), bounded=True).size == (0, 0)
+    assert any("truncation" in d for d in r.diagnoses)
+    assert not perturbation_rf(rfprobe.build("conv1/p1"), (1, 4, 4), (0, 0)).mask.any()
