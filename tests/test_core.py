@@ -326,3 +326,16 @@ def test_a_unit_that_reads_only_padding():
     assert r.analysis.region((0, 0), bounded=True).size == (0, 0)
     assert any("truncation" in d for d in r.diagnoses)
     assert not perturbation_rf(rfprobe.build("conv1/p1"), (1, 4, 4), (0, 0)).mask.any()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_probe_on_cuda_has_no_transform_leakage():
+    """Float32 convs with 11x11 and 15x15 kernels on cuDNN left ~6e-8 at ~1,900 positions outside
+    the RF (design.md); the probe must use direct algorithms. RF 11 + 14 + 10 = 35."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 11), nn.ReLU(), nn.Conv2d(16, 16, 15), nn.ReLU(),
+                        nn.Conv2d(16, 4, 11)).cuda()
+    r = rfprobe.verify(net, input_shape=(3, 64, 64))
+    assert r.ok, str(r)
+    assert r.size == (35, 35) and r.probe.mask.sum() == 35 * 35
+    assert next(net.parameters()).device.type == "cuda"
