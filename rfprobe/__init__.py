@@ -8,13 +8,13 @@ from .analytic import Analysis, Region, analyze
 from .cost import Comparison, Cost, collapse, compare, cost
 from .erf import ERF, erf
 from .errors import RFProbeError
-from .probe import ProbeResult, probe
+from .probe import ProbeResult, probe, probe_many
 from .rules import register_rule
 from .spec import build, parse
 from .verify import Report, verify
 from .render import plot
 
-__all__ = ["build", "parse", "analyze", "probe", "verify", "cost", "compare", "plot", "register_rule",
+__all__ = ["build", "parse", "analyze", "probe", "probe_many", "verify", "cost", "compare", "plot", "register_rule",
            "erf", "collapse", "ERF", "Comparison",
            "Analysis", "ProbeResult", "Report", "Region", "Cost", "RFProbeError"]
 __version__ = "0.1.0"
