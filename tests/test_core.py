@@ -339,3 +339,23 @@ def test_probe_on_cuda_has_no_transform_leakage():
     assert r.ok, str(r)
     assert r.size == (35, 35) and r.probe.mask.sum() == 35 * 35
     assert next(net.parameters()).device.type == "cuda"
+
+
+@pytest.mark.parametrize("spec", [
+    "conv4/same",                       # even kernel: PyTorch pads 1 left, 2 right
+    "conv4/d3/same conv3",
+    "conv3/dw/c4 conv1/c2",             # depthwise then pointwise (in_channels 4)
+    "conv3/g2/c4 relu conv3/g4",
+    "up2 conv3",                        # position-dependent: sizes 2 or 3
+    "up2/bilinear conv3",
+    "convT4/s2/p1 conv3",
+    "convT3/s2/op1 conv3/d2",
+    "conv2/same maxpool2/ceil",
+    "avgpool3/s2/p1/ceil conv3/p1",
+    "conv3/s2/d2/p2 maxpool3/s2/d2/p1 conv3",
+])
+def test_every_spec_layer_agrees_with_the_oracle(spec):
+    net = rfprobe.build(spec, in_channels=4, channels=4).eval()
+    r = rfprobe.verify(net)
+    assert r.ok, str(r)
+    oracle_check(net, r)
