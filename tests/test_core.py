@@ -341,6 +341,7 @@ def test_probe_on_cuda_has_no_transform_leakage():
     assert next(net.parameters()).device.type == "cuda"
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 @pytest.mark.parametrize("spec", [
     "conv4/same",                       # even kernel: PyTorch pads 1 left, 2 right
     "conv4/d3/same conv3",

@@ -71,6 +71,7 @@ def test_per_axis_kernels_and_dims():
         build("conv1x7", dims=1)
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 @pytest.mark.parametrize("spec, n, want", [
     ("conv3/s2", 9, 4),            # (9 - 3) // 2 + 1
     ("conv3/s3", 10, 3),           # (10 - 3) // 3 + 1
