@@ -378,8 +378,10 @@ def resolve_input_shape(model: nn.Module, input_shape, check_channels: bool = Tr
                                 "and spatial rank from this model; pass input_shape=(C, H, W)")
         return None, channels, dims
     try:
+        if isinstance(input_shape, (str, bytes)):
+            raise TypeError(input_shape)
         shape = tuple(None if s is None else int(s) for s in input_shape)
-    except TypeError:
+    except (TypeError, ValueError):
         raise ArgumentError(f"input_shape={input_shape!r} must be a tuple like (3, 224, 224)") from None
     if dims is not None and len(shape) == dims + 2 and shape[0] == 1:
         shape = shape[1:]  # a batch of one given explicitly

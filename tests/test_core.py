@@ -305,6 +305,8 @@ def test_the_users_model_is_unchanged(call):
     (lambda: rfprobe.verify(42), "model"),
     (lambda: rfprobe.analyze(rfprobe.build("conv3 conv3"), (1, 3, 3)), "input_shape"),
     (lambda: rfprobe.probe(rfprobe.build("conv3"), mode="exact"), "mode"),
+    (lambda: rfprobe.verify(rfprobe.build("conv3"), input_shape="1,8,8"), "input_shape='1,8,8'"),
+    (lambda: rfprobe.verify(rfprobe.build("conv3"), input_shape=(1, "x", 8)), "input_shape"),
 ])
 def test_bad_input_names_the_argument(call, match):
     with pytest.raises(RFProbeError, match=match):
