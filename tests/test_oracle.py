@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -29,8 +30,9 @@ from hypothesis import strategies as st
 import rfprobe
 from tests.oracle import perturbation_rf
 
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
 PROFILE = os.environ.get("RFPROBE_FUZZ", "ci")
-EXAMPLES = {"ci": {"chain1": 50, "chain2": 50, "chain3": 20, "dag": 60},
+EXAMPLES = {"ci": {"chain1": 100, "chain2": 100, "chain3": 50, "dag": 150},
             "long": {"chain1": 2600, "chain2": 2600, "chain3": 1400, "dag": 3600}}[PROFILE]
 SETTINGS = dict(deadline=None, database=None, derandomize=PROFILE == "ci", print_blob=True,
                 suppress_health_check=list(HealthCheck))
@@ -40,8 +42,11 @@ CONVT = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 MAXP = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
 AVGP = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
 BN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+AADP = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
+AMAXP = {1: nn.AdaptiveMaxPool1d, 2: nn.AdaptiveMaxPool2d, 3: nn.AdaptiveMaxPool3d}
 LINEAR = {1: "linear", 2: "bilinear", 3: "trilinear"}
 _counts: dict[str, int] = {}
+_stats: dict[str, int] = {}       # which properties were exercised (reported in the long log)
 _findings: dict[str, list[str]] = {}
 _started: dict[str, float] = {}
 BUDGET = float(os.environ.get("RFPROBE_FUZZ_SECONDS", "inf"))   # per test, long profile only
@@ -80,13 +85,35 @@ class Up(nn.Module):
         return F.interpolate(x, scale_factor=self.factor, mode=self.mode, **kw)
 
 
+class Resize(nn.Module):
+    def __init__(self, size, mode, align):
+        super().__init__()
+        self.size, self.mode, self.align = size, mode, align
+
+    def forward(self, x):
+        kw = {"align_corners": self.align} if self.mode in ("linear", "bilinear", "trilinear") else {}
+        return F.interpolate(x, size=(self.size,) * (x.dim() - 2), mode=self.mode, **kw)
+
+
+class ChannelSlice(nn.Module):
+    """Keep channels ``start:`` (a channel op: the spatial RF is unchanged)."""
+
+    def __init__(self, start):
+        super().__init__()
+        self.start = start
+
+    def forward(self, x):
+        return x[:, self.start:]
+
+
 class Dag(nn.Module):
     """Nodes computed in order: ('op', src, module), ('add', a, adapter(b)), ('cat', a, adapter(b))."""
 
-    def __init__(self, steps, mods):
+    def __init__(self, steps, mods, aux=None):
         super().__init__()
         self.steps = [tuple(s) for s in steps]
         self.mods = nn.ModuleList(mods)
+        self.aux = aux
 
     def forward(self, x):
         v = [x]
@@ -97,7 +124,7 @@ class Dag(nn.Module):
                 v.append(v[a] + self.mods[m](v[b]))
             else:
                 v.append(torch.cat([v[a], self.mods[m](v[b])], 1))
-        return v[-1]
+        return v[-1] if self.aux is None else {"out": v[-1], "aux": v[self.aux]}
 
 
 class Flags:
@@ -123,7 +150,8 @@ def _shape_of(module, shape):
 def _draw_op(draw, dims, c, flags: Flags):
     """One random op on ``c`` channels: (module, flags to set if it is kept)."""
     kind = draw(st.sampled_from(["conv", "conv", "conv", "maxpool", "avgpool", "relu", "bn", "convT",
-                                 "up", "pad", "crop"] + (["shuffle", "unshuffle"] if dims == 2 else [])))
+                                 "up", "pad", "crop", "dropout", "adaptive", "resize", "chslice"]
+                                + (["shuffle", "unshuffle"] if dims == 2 else [])))
     wrap = crop = False
     if kind == "conv":
         k = draw(st.integers(1, 4))
@@ -172,6 +200,16 @@ def _draw_op(draw, dims, c, flags: Flags):
               for _ in range(dims)]
         crop = True
         m = Crop(sl)
+    elif kind == "dropout":        # off in the oracle (eval) and in the structural probe
+        m = nn.Dropout(0.5).train(draw(st.booleans()))
+    elif kind == "adaptive":       # windows [floor(j*n/m), ceil((j+1)*n/m)): overlapping if n % m
+        size = draw(st.integers(2, 5))
+        m = (AADP if draw(st.booleans()) else AMAXP)[dims](size)
+    elif kind == "resize":         # interpolate to a size, not a scale: non-integer ratios
+        mode = draw(st.sampled_from(["nearest", "nearest-exact", LINEAR[dims], "area"]))
+        m = Resize(draw(st.integers(2, 12)), mode, draw(st.booleans()))
+    elif kind == "chslice":
+        m = ChannelSlice(draw(st.integers(0, max(c - 1, 0))))
     elif kind == "shuffle":
         m = nn.Sequential(nn.Conv2d(c, 4, 1), nn.PixelShuffle(2))
     else:
@@ -188,22 +226,53 @@ def _unit(draw, out_spatial):
     return tuple(draw(st.sampled_from([0, n - 1, n // 2]) | st.integers(0, n - 1)) for n in out_spatial)
 
 
+@dataclass
+class Case:
+    """One random example: the model, its input and unit, and which output rfprobe is asked
+    about (``layer=``/``output=``/``channel=``) with the oracle's way of reaching the same one."""
+
+    model: nn.Module
+    shape: tuple
+    unit: tuple
+    flags: Flags
+    target: dict = field(default_factory=dict)     # rfprobe keyword arguments: layer, output
+    oracle_model: nn.Module | None = None           # what the oracle runs (default: model)
+    pick: object = None                             # the oracle's output selector
+    channel: int | None = None
+
+    def __repr__(self):
+        return (f"Case(shape={self.shape}, unit={self.unit}, target={self.target}, "
+                f"channel={self.channel})\n{self.model}")
+
+
+def _channel(draw, channels):
+    return draw(st.sampled_from([None, None, None]) | st.integers(0, channels - 1))
+
+
 @st.composite
 def chains(draw, dims):
     shape = _input_shape(draw, dims)
-    flags, layers, cur = Flags(), [], shape
+    flags, layers, shapes = Flags(), [], [shape]
     for _ in range(draw(st.integers(1, 6))):
-        m, wrap, crop = _draw_op(draw, dims, cur[0], flags)
-        nxt = _shape_of(m, cur)
+        m, wrap, crop = _draw_op(draw, dims, shapes[-1][0], flags)
+        nxt = _shape_of(m, shapes[-1])
         if nxt is None:
             continue
         layers.append(m)
-        cur = nxt
+        shapes.append(nxt)
         flags.wrapping |= wrap
         flags.crops |= crop
     if not layers:
-        layers, cur = [nn.Identity()], shape
-    return nn.Sequential(*layers).eval(), shape, _unit(draw, cur[1:]), flags
+        layers, shapes = [nn.Identity()], [shape, shape]
+    model = nn.Sequential(*layers).eval()
+    # the model's output, or (one time in four) an intermediate layer by its module name
+    i = len(layers) - 1
+    if len(layers) > 1 and draw(st.integers(0, 3)) == 0:
+        i = draw(st.integers(0, len(layers) - 2))
+    target = {} if i == len(layers) - 1 else {"layer": str(i)}
+    out = shapes[i + 1]
+    return Case(model, shape, _unit(draw, out[1:]), flags, target, nn.Sequential(*layers[:i + 1]),
+                channel=_channel(draw, out[0]))
 
 
 @st.composite
@@ -245,47 +314,66 @@ def dags(draw):
         flags.crops |= crop
     if not steps:
         steps, mods, shapes = [("op", 0, None, 0)], [nn.Identity()], shapes + [shape]
-    model = Dag(steps, mods).eval()
-    return model, shape, _unit(draw, shapes[-1][1:]), flags
+    # one time in three the model returns a dict {"out": last node, "aux": an earlier one}
+    aux = draw(st.integers(1, len(shapes) - 1)) if draw(st.integers(0, 2)) == 0 else None
+    model = Dag(steps, mods, aux).eval()
+    key = None if aux is None else draw(st.sampled_from(["out", "aux"]))
+    out = shapes[-1] if key in (None, "out") else shapes[aux]
+    target = {} if key is None else {"output": key}
+    pick = None if key is None else (lambda y, k=key: y[k])
+    return Case(model, shape, _unit(draw, out[1:]), flags, target, model, pick, _channel(draw, out[0]))
 
 
 # ----------------------------------------------------------------------------- the checks
-def _diff(name, got, want, model, shape, unit) -> str:
+def _diff(name, got, want, case) -> str:
     extra = np.argwhere(got & ~want)[:8].tolist()
     missing = np.argwhere(want & ~got)[:8].tolist()
-    return (f"{name} differs from the perturbation oracle for unit {unit}, input {shape}:\n"
+    return (f"{name} differs from the perturbation oracle:\n"
             f"  extra positions (first 8): {extra} of {int((got & ~want).sum())}\n"
-            f"  missing positions (first 8): {missing} of {int((want & ~got).sum())}\n{model}")
+            f"  missing positions (first 8): {missing} of {int((want & ~got).sum())}\n{case!r}")
 
 
-def check_all_routes(model, shape, unit, flags, key):
+def _stat(key, what):
+    _stats[f"{key} {what}"] = _stats.get(f"{key} {what}", 0) + 1
+
+
+def check_all_routes(case: Case, key: str):
     """In the long profile a failure is recorded and the run goes on (the test fails at the
     end, listing every finding); in CI hypothesis stops and shrinks the first one."""
     if time.monotonic() - _started.setdefault(key, time.monotonic()) > BUDGET:
         return                       # out of time: the examples left are not run nor counted
     _counts[key] = _counts.get(key, 0) + 1
     if PROFILE != "long":
-        return _check(model, shape, unit, flags)
+        return _check(case, key)
     try:
-        _check(model, shape, unit, flags)
+        _check(case, key)
     except Exception as e:  # noqa: BLE001 - every failure is a finding to report
-        _findings.setdefault(key, []).append(f"{type(e).__name__}: {e}\n  input {shape} unit {unit}\n{model}")
+        _findings.setdefault(key, []).append(f"{type(e).__name__}: {e}\n{case!r}")
 
 
-def _check(model, shape, unit, flags):
-    o = perturbation_rf(model, shape, unit)
+def _check(case: Case, key: str):
+    model, shape, unit, flags = case.model, case.shape, case.unit, case.flags
+    _stat(key, "layer=" if "layer" in case.target else "output=" if "output" in case.target else "model-output")
+    omodel = case.oracle_model or model
+    o = perturbation_rf(omodel, shape, unit, pick=case.pick)
     assert o.box == o.bisected, f"oracle: mask hull {o.box} vs bisection {o.bisected}"
     empty = tuple((0, -1) for _ in unit)      # rfprobe's box of an empty set (measure.box_of)
-    a = rfprobe.analyze(model, shape)
+    a = rfprobe.analyze(model, shape, **case.target)
     assert a.input_shape == tuple(shape)
     exact = a.region(unit, bounded=True)
     assert exact.global_cause is None, exact.global_cause
     got = exact.input_mask()
-    assert (got == o.mask).all(), _diff("exact bounded set", got, o.mask, model, shape, unit)
+    assert (got == o.mask).all(), _diff("exact bounded set", got, o.mask, case)
     assert a.box(unit, bounded=True) == (o.box or empty)
-    e = rfprobe.probe(model, unit, shape)
-    assert (e.mask == o.mask).all(), _diff("gradient probe", e.mask, o.mask, model, shape, unit)
+    e = rfprobe.probe(model, unit, shape, **case.target)
+    assert (e.mask == o.mask).all(), _diff("gradient probe", e.mask, o.mask, case)
     assert e.box == (o.box or empty)
+    if case.channel is not None:          # one channel: its RF can be smaller (concat)
+        oc = perturbation_rf(omodel, shape, unit, pick=case.pick, channel=case.channel, seeds=(0,))
+        ec = rfprobe.probe(model, unit, shape, channel=case.channel, **case.target)
+        assert (ec.mask == oc.mask).all(), _diff(f"probe of channel {case.channel}", ec.mask, oc.mask, case)
+        _stat(key, "channel")
+    _stat(key, "empty" if o.box is None else "nonempty")
     if a.status == "ok" and not flags.wrapping:
         closed = tuple((u * s - p, u * s - p + r - 1) for u, r, s, p in zip(unit, a.size, a.stride, a.padding))
         clipped = tuple((max(lo, 0), min(hi, n - 1)) for (lo, hi), n in zip(closed, shape[1:]))
@@ -294,9 +382,11 @@ def _check(model, shape, unit, flags):
             assert not (inside and not flags.crops), f"closed-form box {closed} is inside, oracle empty"
             return
         assert all(c_lo <= lo and hi <= c_hi for (c_lo, c_hi), (lo, hi) in zip(clipped, o.box)), \
-            f"closed-form box {closed} does not hold the oracle's box {o.box}\n{model}"
+            f"closed-form box {closed} does not hold the oracle's box {o.box}\n{case!r}"
+        _stat(key, "closed-hull")
         if inside and not flags.crops:
-            assert closed == o.box, f"closed-form box {closed} vs oracle {o.box} (inside the input)\n{model}"
+            assert closed == o.box, f"closed-form box {closed} vs oracle {o.box} (inside the input)\n{case!r}"
+            _stat(key, "closed-exact")
 
 
 @pytest.mark.parametrize("dims", [1, 2, 3])
@@ -306,8 +396,7 @@ def test_chains_agree_with_oracle(dims):
     @settings(max_examples=n, **SETTINGS)
     @given(chains(dims))
     def run(case):
-        model, shape, unit, flags = case
-        check_all_routes(model, shape, unit, flags, f"chain{dims}")
+        check_all_routes(case, f"chain{dims}")
 
     run()
     _no_findings(f"chain{dims}")
@@ -317,8 +406,7 @@ def test_dags_agree_with_oracle():
     @settings(max_examples=EXAMPLES["dag"], **SETTINGS)
     @given(dags())
     def run(case):
-        model, shape, unit, flags = case
-        check_all_routes(model, shape, unit, flags, "dag")
+        check_all_routes(case, "dag")
 
     run()
     _no_findings("dag")
@@ -329,7 +417,9 @@ def _no_findings(key):
     log = os.environ.get("RFPROBE_FUZZ_LOG")
     if log:
         with open(log, "a") as f:
-            f.write(f"{PROFILE} {key}: {_counts.get(key, 0)} examples, {len(found)} findings\n")
+            f.write(f"{PROFILE} {key}: {_counts.get(key, 0)} examples, {len(found)} findings; "
+                    + ", ".join(f"{k.split(' ', 1)[1]} {v}" for k, v in sorted(_stats.items())
+                                if k.split(" ")[0] == key) + "\n")
             for text in found:
                 f.write(f"--- finding in {key}\n{text}\n")
     assert not found, f"{len(found)} of {_counts.get(key)} examples disagree; first:\n" + "\n".join(found[:3])
