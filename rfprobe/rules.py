@@ -453,6 +453,31 @@ def cat(call: Call) -> list[InputDep]:
     return deps
 
 
+def flip(call: Call) -> list[InputDep]:
+    """``torch.flip(x, dims)``: output ``j`` reads ``n - 1 - j`` on each flipped spatial axis."""
+    k = call.data[0]
+    ndim = len(call.shape(k))
+    dims = call.arg(1, "dims")
+    dims = {d - ndim if d >= 0 else d for d in ([dims] if isinstance(dims, int) else dims)}
+    return [InputDep(k, tuple(Mapped(lambda j, b, n=n: [n - 1 - j], n) if d in dims else identity(n)
+                              for d, n in zip(call.in_layouts[k], call.spatial_in(k))))]
+
+
+def roll(call: Call) -> list[InputDep]:
+    """``torch.roll(x, shifts, dims)``: output ``j`` reads ``(j - shift) mod n`` on each rolled
+    spatial axis (a roll of the flattened tensor has no rule)."""
+    k = call.data[0]
+    ndim = len(call.shape(k))
+    shifts, dims = call.arg(1, "shifts"), call.arg(2, "dims", None)
+    if dims is None or (isinstance(dims, (list, tuple)) and not dims):
+        raise UnknownOpError("torch.roll without dims rolls the flattened tensor; rfprobe has no rule")
+    shifts = [shifts] if isinstance(shifts, int) else list(shifts)
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    by = {(d - ndim if d >= 0 else d): sh for d, sh in zip(dims, shifts)}
+    return [InputDep(k, tuple(Mapped(lambda j, b, n=n, sh=by[d]: [(j - sh) % n], n) if d in by else identity(n)
+                              for d, n in zip(call.in_layouts[k], call.spatial_in(k))))]
+
+
 def copy_from(call: Call) -> list[InputDep]:
     """``x.copy_(src)``: afterwards ``x`` holds ``src`` (broadcast), not its old values."""
     return elementwise(call)[1:] if 0 in call.data else elementwise(call)
@@ -588,6 +613,7 @@ RULES.update({
     "scaled_dot_product_attention": global_rule("scaled_dot_product_attention (attention over positions)"),
     "local_response_norm": elementwise,  # across channels only
     "multi_head_attention_forward": global_rule("multi-head attention (attention over positions)"),
+    "flip": flip, "roll": roll,
     "copy_": copy_from, "fill_": constant, "zero_": constant, "zeros_like": constant,
     "ones_like": constant, "full_like": constant, "empty_like": constant,
 })

@@ -357,3 +357,55 @@ def test_interpolate_rule_matches_pytorch_forward_weights(mode, align):
             for j in range(want.shape[0]):
                 got[j, fn(j, True)] = True
             assert (got == want).all(), (mode, align, n, sf)
+
+
+def test_one_and_three_dimensional_models():
+    """1-D: reflect pad, transposed conv, linear upsampling; 3-D: a trilinear upsample after a
+    strided conv and a residual add. Exact boxes equal the probe for every phase."""
+    class OneD(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv1d(1, 2, 3, stride=2)
+            self.t = nn.ConvTranspose1d(2, 2, 4, stride=2, padding=1)
+
+        def forward(self, x):
+            y = self.t(F.relu(self.c(F.pad(x, (2, 2), mode="reflect"))))
+            return F.interpolate(y, scale_factor=1.5, mode="linear", align_corners=False)
+
+    class ThreeD(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv3d(1, 2, 3, stride=2, padding=1)
+            self.s = nn.Conv3d(1, 2, 1)
+
+        def forward(self, x):
+            up = F.interpolate(self.c(x), size=x.shape[-3:], mode="trilinear", align_corners=True)
+            return up + self.s(x)
+
+    from rfprobe.probe import probe_many
+    for model, shape in ((OneD(), (1, 17)), (ThreeD(), (1, 7, 6, 5))):
+        a = rfprobe.analyze(model, input_shape=shape)
+        out = a.output_shape[2:]
+        units = sorted({tuple(n // 2 + ph for n in out) for ph in range(3)}
+                       | {tuple(0 for _ in out), tuple(n - 1 for n in out)})
+        for unit, e in zip(units, probe_many(model, units, input_shape=shape)):
+            assert (e.mask == a.region(unit, bounded=True).input_mask()).all(), (type(model).__name__, unit)
+        assert a.status == "varies"
+
+
+def test_flip_and_roll():
+    """flip on the width and roll by 3 on the height, after a conv3/p1 on 12x12. Hand-computed
+    for unit (0, 0): the roll reads conv row (0 - 3) mod 12 = 9, whose conv reads rows 8..10;
+    the flip reads conv column 11, whose conv reads columns 10..11 (12 is padding)."""
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = conv(1, 1, 3, padding=1)
+
+        def forward(self, x):
+            return torch.roll(torch.flip(self.c(x), dims=[3]), shifts=3, dims=2)
+    a = rfprobe.analyze(M(), input_shape=(1, 12, 12))
+    assert a.region((0, 0), bounded=True).box == ((8, 10), (10, 11))
+    units = [(0, 0), (5, 5), (11, 11), (2, 9)]
+    for unit, e in zip(units, probe_units(M(), units, (1, 12, 12))):
+        assert (e.mask == a.region(unit, bounded=True).input_mask()).all(), unit

@@ -87,8 +87,9 @@ ZOO = [
     ("regnet_x_400mf", "trunk_output", {}),
     ("shufflenet_v2_x0_5", "conv5", {}),
     ("mnasnet0_5", "layers", {}),
-    ("googlenet", "inception5b", {"aux_logits": False, "init_weights": False}),
-    ("inception_v3", "Mixed_7c", {"aux_logits": False, "init_weights": False}),
+    # transform_input: per-channel affine via x[:, 0], unsqueeze and cat on channels
+    ("googlenet", "inception5b", {"aux_logits": False, "init_weights": False, "transform_input": True}),
+    ("inception_v3", "Mixed_7c", {"aux_logits": False, "init_weights": False, "transform_input": True}),
 ]
 
 
@@ -96,7 +97,7 @@ ZOO = [
 def test_zoo_routes_agree(name, layer, kw):
     kw = dict(kw)
     """Route against route only (no number copied from rfprobe): closed form box == exact box,
-    exact set == probe, and the stride is a power of two that divides the input reduction."""
+    exact set == probe, and the effective stride is the trunk's total downsampling (16 or 32)."""
     r = rfprobe.verify(getattr(tv, name)(weights=None, **kw).eval(), layer=layer)
     check_routes(r)
     s = r.stride[0]
@@ -140,8 +141,8 @@ def test_cli_verify_resnet50_layer4(capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "427x427" in out and "OK" in out
-    code = main(["verify", "torchvision.models:resnet50", "--layer", "layer4", "--expect-size", "400"])
+    code = main(["verify", "torchvision.models:resnet18", "--layer", "layer4", "--expect-size", "400"])
     assert code == 1
-    code = main(["verify", "torchvision.models:resnet50", "--layer", "layer9"])
+    code = main(["verify", "torchvision.models:resnet18", "--layer", "layer9"])
     err = capsys.readouterr().err
     assert code == 2 and "layer4" in err
