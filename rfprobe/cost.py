@@ -379,7 +379,8 @@ def collapse(stack, *, strict: bool = True, in_channels: int = 1, channels: int 
     cls = [nn.Conv1d, nn.Conv2d, nn.Conv3d][dims - 1]
     k = tuple(w.shape[2:])
     conv = cls(in_c, out_c, k, stride=acc.stride, padding=acc.padding, dilation=acc.dilation,
-               groups=groups, bias=has_bias, device=first.weight.device, dtype=first.weight.dtype)
+               groups=groups, bias=has_bias, device="meta", dtype=first.weight.dtype)
+    conv = conv.to_empty(device=first.weight.device)   # no random init: the user's RNG stays put
     with torch.no_grad():
         conv.weight.copy_(w)
         if has_bias:

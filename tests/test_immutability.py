@@ -74,6 +74,13 @@ class _Mixed(nn.Module):
         return self.b(self.bn(self.a(x.double())).float())
 
 
+def _linear_net() -> nn.Module:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AvgPool2d(2), nn.Conv2d(4, 2, 3, dilation=2))
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-1, 1)
+    return net.eval()
+
+
 def _f64_net() -> nn.Module:
     return _bn_net(False).double()
 
@@ -84,6 +91,7 @@ MODELS = {
     "hooks+grads": _hooked_net,
     "float64": lambda: (_f64_net(), None),
     "mixed-dtypes": lambda: (_Mixed(), None),
+    "linear-stack": lambda: (_linear_net(), None),   # collapse succeeds on this one
 }
 
 
@@ -105,6 +113,8 @@ ENTRY_POINTS = {
     "probe-actual": lambda m: rfprobe.probe(m, mode="actual"),
     "probe-actual-inputs": lambda m: rfprobe.probe(m, mode="actual", inputs=torch.rand(
         1, 3, 16, 16, generator=torch.Generator().manual_seed(1))),
+    "probe_many": lambda m: rfprobe.probe_many(m, [(0, 0), (-1, -1)]),
+    "collapse": lambda m: rfprobe.collapse(m, strict=False),
     "verify": lambda m: rfprobe.verify(m),
     "erf": lambda m: rfprobe.erf(m, n=2),
     "cost": lambda m: rfprobe.cost(m, input_shape=(3, 16, 16)),
