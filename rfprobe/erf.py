@@ -434,7 +434,7 @@ def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: An
             tracer = _ProbeMode(graph.dims, structural=False)
             try:
                 with torch.enable_grad():
-                    _run(twin, x, tracer)
+                    _run(twin, x.clone(), tracer)   # the model may write into its input in place
                     ok = (target.id < len(tracer.nodes)
                           and tracer.nodes[target.id].shape[1:] == target.shape[1:])
                     if not ok:

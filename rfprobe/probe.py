@@ -539,7 +539,7 @@ def _gradient(twin, graph: Graph, target_id: int, units, channel, structural, in
     tracer.protect = target_id  # its tensor survives in-place ops that follow it
     try:
         with torch.enable_grad(), direct_algorithms(device):
-            _run(twin, x, tracer)
+            _run(twin, x.clone(), tracer)   # a clone: the model may write into its input in place
             if target_id >= len(tracer.keep) or tracer.nodes[target_id].shape != graph.nodes[target_id].shape:
                 raise ModelError("the model ran differently under the probe than under the trace "
                                  "(data-dependent control flow?); pass input_shape= to fix the input")

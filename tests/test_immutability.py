@@ -317,3 +317,27 @@ def test_snapshot_sees_every_kind_of_change():
     torch.rand(1)
     with pytest.raises(AssertionError, match="RNG"):
         assert_settings_unchanged(settings)
+
+
+class _WritesIntoInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 3, 3)
+
+    def forward(self, x):
+        x.mul_(2)                  # in place, on the input
+        return self.c(x)
+
+
+def test_model_writing_into_its_input():
+    """A forward that modifies its input in place must still be probed (the probe's input is a
+    leaf that requires grad: the model gets a copy), and the user's ``inputs`` stay as they were.
+    conv3: 3x3 by hand."""
+    model = _WritesIntoInput()
+    x = torch.rand(2, 3, 9, 9, generator=torch.Generator().manual_seed(0))
+    x0 = x.clone()
+    assert rfprobe.probe(model).size == (3, 3)
+    assert rfprobe.verify(model).ok
+    rfprobe.probe(model, mode="actual", inputs=x)
+    rfprobe.erf(model, inputs=x)
+    assert torch.equal(x, x0)
