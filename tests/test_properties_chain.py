@@ -34,7 +34,7 @@ EXAMPLES = 10_000 if FUZZ == "long" else int(FUZZ) if FUZZ.isdigit() else 200
 # largest input (positions) a chain may need; keeps every example to a few milliseconds
 BUDGET = {1: 2000, 2: 2500, 3: 3000}
 
-PROFILE = settings(max_examples=EXAMPLES, deadline=None, database=None,
+PROFILE = settings(max_examples=EXAMPLES, deadline=None, database=None, print_blob=True,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 CONV = [nn.Conv1d, nn.Conv2d, nn.Conv3d]
