@@ -1,8 +1,10 @@
 """Property test: random small DAGs agree across routes.
 
 Hypothesis builds small ``nn.Module`` graphs out of convs (strided, dilated, padded),
-transposed convs, max/avg pools, ``F.interpolate`` (nearest, bilinear), ``F.pad`` (constant,
-reflect, replicate, circular), crops, residual adds and channel concats, and picks random
+transposed convs (strided, dilated, output_padding), max/avg pools (ceil_mode too),
+``F.interpolate`` (nearest, nearest-exact, bilinear, bicubic, area; to any size),
+``pixel_shuffle``, ``F.pad`` (constant, reflect, replicate, circular), crops, residual adds and
+channel concats, and picks random
 output units. For each unit the exact bounded region (``Analysis.region(unit, bounded=True)``)
 must equal the gradient probe's mask position for position; where a closed form exists its box
 must contain the exact box (the formula gives the hull).
@@ -42,7 +44,9 @@ class DAG(nn.Module):
             if op == "conv":
                 self.mods.append(nn.Conv2d(C, C, a["k"], a["s"], a["p"], a["d"]))
             elif op == "convT":
-                self.mods.append(nn.ConvTranspose2d(C, C, a["k"], a["s"], a["p"], a["op"]))
+                self.mods.append(nn.ConvTranspose2d(C, C, a["k"], a["s"], a["p"], a["op"], dilation=a["d"]))
+            elif op == "shuffle":
+                self.mods.append(nn.Conv2d(C, C * a["r"] ** 2, 1))
             elif op == "cat":
                 self.mods.append(nn.Conv2d(2 * C, C, 1))
             else:
@@ -56,9 +60,11 @@ class DAG(nn.Module):
                 y = F.relu(m(xs[0]))
             elif op == "pool":
                 f = F.max_pool2d if a["max"] else F.avg_pool2d
-                y = f(xs[0], a["k"], a["s"], a["p"])
+                y = f(xs[0], a["k"], a["s"], a["p"], ceil_mode=a["ceil"])
+            elif op == "shuffle":
+                y = F.pixel_shuffle(m(xs[0]), a["r"])
             elif op == "up":
-                kw = {"align_corners": a["align"]} if a["mode"] == "bilinear" else {}
+                kw = {"align_corners": a["align"]} if a["mode"] in ("bilinear", "bicubic") else {}
                 y = F.interpolate(xs[0], size=a["size"], mode=a["mode"], **kw)
             elif op == "pad":
                 y = F.pad(xs[0], a["w"], mode=a["mode"])
@@ -82,22 +88,28 @@ def dags(draw):
     for _ in range(draw(st.integers(1, 6))):
         i = draw(st.integers(0, len(shapes) - 1)) if draw(st.booleans()) else len(shapes) - 1
         h, w = shapes[i]
-        op = draw(st.sampled_from(["conv", "conv", "convT", "pool", "up", "pad", "crop", "add", "cat"]))
+        op = draw(st.sampled_from(["conv", "conv", "convT", "pool", "up", "pad", "crop", "add", "cat",
+                                   "shuffle"]))
         if op == "conv":
             a = {"k": draw(st.integers(1, 3)), "s": draw(st.integers(1, 2)), "p": draw(st.integers(0, 1)),
                  "d": draw(st.integers(1, 2))}
             new = (_out(h, a["k"], a["s"], a["p"], a["d"]), _out(w, a["k"], a["s"], a["p"], a["d"]))
         elif op == "convT":
-            a = {"k": draw(st.integers(1, 3)), "s": draw(st.integers(1, 2)), "p": 0}
-            a["p"] = draw(st.integers(0, a["k"] - 1))
-            a["op"] = draw(st.integers(0, a["s"] - 1))
-            new = tuple((n - 1) * a["s"] - 2 * a["p"] + a["k"] + a["op"] for n in (h, w))
+            a = {"k": draw(st.integers(1, 3)), "s": draw(st.integers(1, 2)), "d": draw(st.integers(1, 2))}
+            a["p"] = draw(st.integers(0, a["d"] * (a["k"] - 1)))
+            a["op"] = draw(st.integers(0, max(a["s"], a["d"]) - 1))
+            new = tuple((n - 1) * a["s"] - 2 * a["p"] + a["d"] * (a["k"] - 1) + 1 + a["op"] for n in (h, w))
+        elif op == "shuffle":
+            a = {"r": draw(st.integers(2, 3))}
+            new = (h * a["r"], w * a["r"])
         elif op == "pool":
-            a = {"max": draw(st.booleans()), "k": draw(st.integers(2, 3)), "s": draw(st.integers(1, 2))}
+            a = {"max": draw(st.booleans()), "k": draw(st.integers(2, 3)), "s": draw(st.integers(1, 2)),
+                 "ceil": draw(st.booleans())}
             a["p"] = draw(st.integers(0, a["k"] // 2))
-            new = (_out(h, a["k"], a["s"], a["p"]), _out(w, a["k"], a["s"], a["p"]))
+            new = tuple(F.max_pool2d(torch.empty(1, 1, h, w, device="meta"), a["k"], a["s"], a["p"],
+                                     ceil_mode=a["ceil"]).shape[-2:]) if min(h, w) + 2 * a["p"] >= a["k"] else (0, 0)
         elif op == "up":
-            mode = draw(st.sampled_from(["nearest", "bilinear"]))
+            mode = draw(st.sampled_from(["nearest", "bilinear", "nearest-exact", "bicubic", "area"]))
             new = (draw(st.integers(h, 2 * h + 1)), draw(st.integers(w, 2 * w + 1)))
             a = {"mode": mode, "size": new, "align": draw(st.booleans())}
         elif op == "pad":
