@@ -53,7 +53,19 @@ class ManualAttention(nn.Module):
         return (t @ att).reshape(b, c, h, w)
 
 
+class MHA(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(4, 2, batch_first=True)
+
+    def forward(self, y):
+        b, c, h, w = y.shape
+        t = y.flatten(2).transpose(1, 2)
+        return self.mha(t, t, t, need_weights=False)[0].transpose(1, 2).reshape(b, c, h, w)
+
+
 GLOBALS = {
+    "multihead_attention": (lambda: Wrap(MHA()).eval(), "attention"),
     "adaptive_avg_pool": (lambda: Wrap(lambda y: y + F.adaptive_avg_pool2d(y, 1)), "adaptive_avg_pool2d"),
     "adaptive_max_pool": (lambda: Wrap(lambda y: y * nn.AdaptiveMaxPool2d(1)(y)), "adaptive_max_pool2d"),
     "mean_over_space": (lambda: Wrap(lambda y: y - y.mean((2, 3), keepdim=True)), "mean"),
@@ -337,3 +349,38 @@ def test_node_names_are_unique_and_say_where():
     names = [row.name for row in a.layers]
     assert len(names) == len(set(names))
     assert "fn.fc" in names and any(n.startswith("fn:") for n in names)
+
+
+def test_channel_reductions_stay_local():
+    """CBAM-style spatial attention: mean and max over channels (with and without keepdim),
+    concat, conv7/p3, sigmoid gate on a conv3/p1 map: union of 3x3 and 3+6 = 9x9 (hand)."""
+    class CBAM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(1, 4, 3, padding=1)
+            self.att = nn.Conv2d(2, 1, 7, padding=3)
+
+        def forward(self, x):
+            y = self.c(x)
+            s = torch.cat([y.mean(1).unsqueeze(1), y.max(dim=1, keepdim=True)[0]], dim=1)
+            return y * torch.sigmoid(self.att(s))
+    r = rfprobe.verify(CBAM(), input_shape=(1, 16, 16))
+    assert r.ok and r.size == (9, 9), str(r)
+    r = rfprobe.verify(CBAM(), input_shape=(1, 16, 16), unit=(1, 14))
+    assert r.ok and r.probe_box == ((0, 5), (10, 15)), str(r)
+
+
+def test_channels_last_intermediate_is_refused_not_misread():
+    """Between two permutes the spatial axes are dims 1, 2; probing there would read the wrong
+    dims, so selecting it says which module to pick instead."""
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.LayerNorm(4)
+
+        def forward(self, x):
+            return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), Block())
+    assert rfprobe.analyze(net, input_shape=(1, 9, 9)).size == (3, 3)
+    with pytest.raises(ArgumentError, match="channels-last"):
+        rfprobe.analyze(net, input_shape=(1, 9, 9), layer="1.norm")
