@@ -21,8 +21,7 @@ them with :func:`register_rule`.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -535,7 +534,6 @@ def linear(call: Call):
     """``F.linear``/``matmul`` act on the last dim. When that dim is spatial, every output index
     on that axis reads the whole axis: an ``Affine`` with all taps and stride 0 (exact; the
     closed form then has stride 0 there), and ``Global`` when it is the only spatial axis."""
-    k = call.data[0]
     return _whole_axis(call, -1, "linear over a spatial axis (Linear over space)")
 
 

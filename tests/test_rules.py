@@ -5,7 +5,6 @@ Numbers in docstrings are computed by hand; every RF is also checked against the
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
