@@ -7,6 +7,13 @@ Data-dependent control flow simply takes the branch the trace input takes; a mod
 cannot run on ``meta`` (it reads values, e.g. ``.item()``) is traced again on the CPU with
 real values, and ``Graph.notes`` says so.
 
+Each node records which dims of its tensor are the spatial axes (``layout``), so reshapes,
+permutes (channels-last blocks such as ConvNeXt's LayerNorm), slicing and channel shuffles
+keep them; a reshape that merges them loses them (everything after is global, and an
+attention or Linear that then mixes the merged axis is named as the cause). In-place ops
+become nodes of their own. An op without a rule becomes an ``Unknown`` node: it only raises
+(naming the op and its call site) when the selected output depends on it.
+
 >>> import torch.nn as nn
 >>> g = trace(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), (1, 8, 8))
 >>> [n.op for n in g.nodes]

@@ -4,14 +4,16 @@ A rule says, for each spatial axis of an op's output, which indices of each data
 output index reads. Three kinds of per-axis maps cover every op rfprobe knows:
 
 * ``Affine``: output ``j`` reads ``j*stride - padding + t`` for each tap ``t`` (conv, pool,
-  pad as a shift, crop, pixel_unshuffle). These are the ops the closed form handles.
+  pad as a shift, crop, pixel_unshuffle). These are the ops the closed form handles. Stride 0
+  with every index as a tap is "the whole axis" (a Linear or softmax along one spatial axis).
 * ``Mapped``: any other per-index function (transposed conv, upsampling, pixel_shuffle,
   reflect/replicate/circular padding at the border, adaptive pooling): position-dependent.
 * ``Broadcast``: an input of size 1 spread over the axis (squeeze-excitation gates).
 
 An op that couples every position (global pooling, norms over space, attention, ``Linear``
-over space) returns ``GLOBAL`` with the reason. Unknown ops raise ``UnknownOpError``; declare
-them with :func:`register_rule`.
+over space) returns ``Global`` with the reason. An op without a rule is an ``UnknownOpError``
+(raised when the selected output depends on it); declare one with :func:`register_rule`, by
+the function or method name the error shows.
 
 >>> conv = Affine(taps=(0, 2, 4), stride=1, padding=2, n_in=10)   # conv3/d2/p2
 >>> conv.closed
