@@ -79,7 +79,17 @@ def _parse_token(token: str, position: int) -> LayerSpec:
             if options:
                 raise _fail(token, position, f"{head!r} takes no options")
             return LayerSpec(op=head, token=token, position=position)
-        raise _fail(token, position, "unknown layer." + did_you_mean(head, OPS, strip_digits=True)
+        sized = re.fullmatch(r"(convT|conv|maxpool|avgpool|up)(\d.*)", head)
+        if sized:                               # conv3.0, up1.5, conv-3
+            op, size = sized.groups()
+            raise _fail(token, position, f"{'factors' if op == 'up' else 'kernel sizes'} must be whole "
+                        f"numbers like 3 or 1x7, not {size!r}")
+        plain = re.fullmatch(r"([a-z]+)\d+", head)
+        if plain and plain.group(1) in POINTWISE:   # relu2
+            raise _fail(token, position, f"{plain.group(1)!r} takes no size; write {plain.group(1)!r}")
+        lowered = {o.lower(): o for o in OPS}      # 'CONV3' and 'Relu' find their word too
+        hit = nearest(head.lower(), list(lowered), strip_digits=True)
+        raise _fail(token, position, "unknown layer." + (f" Did you mean {lowered[hit]!r}?" if hit else "")
                     + f" Valid layers: {', '.join(OPS)}.")
     op, digits = match.groups()
     if not digits:
