@@ -116,6 +116,23 @@ MIXERS = {"scaled_dot_product_attention": "attention", "multi_head_attention_for
           "einsum": "einsum over positions"}
 
 
+# shape-preserving ops whose meta kernels are Python decompositions (batch_norm ~4 ms, relu ~1 ms
+# a call: most of a BN-heavy trace); on meta their output is just a tensor like their input
+_META_SAME = frozenset("batch_norm relu relu_ relu6 hardtanh hardtanh_ silu gelu sigmoid tanh hardswish "
+                       "leaky_relu leaky_relu_ elu elu_ dropout dropout2d dropout3d".split())
+
+
+def _meta_shortcut(name, args, kwargs, inplace):
+    """The output of a shape-preserving op on a meta tensor, without running its meta kernel
+    (None: run the op)."""
+    if name not in _META_SAME:
+        return None
+    x = args[0] if args else kwargs.get("input")
+    if not isinstance(x, torch.Tensor) or not x.is_meta:
+        return None
+    return x if inplace else torch.empty_like(x)
+
+
 class _Tracer(TorchFunctionMode):
     def __init__(self, dims: int):
         super().__init__()
@@ -130,6 +147,7 @@ class _Tracer(TorchFunctionMode):
         self.taint: dict[int, int] = {}     # node id -> id of the global op it derives from
         self.named_se: set[int] = set()
         self.lost_shapes: set[tuple[int, ...]] = set()   # spatial sizes a reshape merged away
+        self.views: dict[int, tuple] = {}   # id(view made by x[...]) -> (x, index)
         self.protect: int | None = None     # node whose tensor must survive in-place ops (the probe's target)
 
     def post(self, out):
@@ -226,15 +244,43 @@ class _Tracer(TorchFunctionMode):
                    or kwargs.get("inplace") is True)
         if inplace and self.protect is not None and self.of.get(id(tensors[0])) == self.protect:
             self.keep[self.protect] = tensors[0].clone()   # the selected output, before the op mutates it
-        raw = func(*args, **kwargs)
-        # an in-place op returns its input: keep the object the model holds (the probe may not swap it)
-        out = raw if any(raw is t for t in tensors) else self.post(raw)
+        raw = _meta_shortcut(name, args, kwargs, inplace)
+        if raw is None:
+            raw = func(*args, **kwargs)
+        # an in-place op returns its input, a view shares its input's memory: keep the object the
+        # model holds (the probe may not swap it), so writes through it reach the base
+        alias = any(raw is t for t in tensors) or _view_of(raw, tensors)
+        out = raw if alias else self.post(raw)
         outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
         outs = [t for t in outs if t.is_floating_point() or t.is_complex()] or outs[:0]
         for i, t in enumerate(outs):
             layout, deps = self._rule(func, name, args, kwargs, tensors, data, layouts, t, site, i, outs)
             self.add(name, [in_ids[data.index(k)] for k in _dep_args(deps, data)], deps, t, layout, site)
+        if name == "__getitem__" and alias:
+            self.views[id(raw)] = (args[0], args[1])
+        if inplace and raw is tensors[0] and getattr(raw, "_base", None) is not None:
+            self._write_back(raw, name, site)
         return out
+
+    def _write_back(self, view, name, site) -> None:
+        """An in-place op on a view also changes its base: the base becomes a new node that
+        reads the old base and, in the view's slice, the view (as ``base[index] = view``)."""
+        base = view._base
+        if id(base) not in self.of:
+            return
+        b, v = self.of[id(base)], self.of[id(view)]
+        layouts = (self.nodes[b].layout, self.nodes[v].layout)
+        if id(view) in self.views and self.views[id(view)][0] is base:
+            index = self.views[id(view)][1]
+            keep = name not in ("copy_", "fill_", "zero_")   # these overwrite the slice
+            layout, deps = self._guard(lambda: _setitem((base, index, view), (base, view), (0, 1), layouts,
+                                                        self.dims, keep), name, site, layouts[0])
+        else:
+            layout, deps = layouts[0], Unknown(
+                f"op {name!r} at {site or '?'} writes in place into a view of {self.nodes[b].name!r} made "
+                "by an op other than indexing; rfprobe follows in-place writes through x[...] views only")
+        ids = (b, v)
+        self.add(name, [ids[k] for k in _dep_args(deps, (0, 1))], deps, base, layout, site)
 
     def _guard(self, fn, name, site, fallback_layout):
         """Run a rule; an op it refuses becomes an ``Unknown`` node naming the op and call site."""
@@ -283,6 +329,11 @@ class _Tracer(TorchFunctionMode):
         return layout, (deps if isinstance(deps, Global) else tuple(deps))
 
 
+def _view_of(t, tensors) -> bool:
+    base = getattr(t, "_base", None) if isinstance(t, torch.Tensor) else None
+    return base is not None and any(base is x or base is getattr(x, "_base", None) for x in tensors)
+
+
 def _same_sizes(src, layout, out) -> bool:
     """True when ``out`` keeps ``layout``'s dims (sizes may change, e.g. a conv's)."""
     return out.dim() == src.dim() or all(-d <= out.dim() for d in layout)
@@ -307,8 +358,9 @@ def _reduced_layout(name, args, kwargs, src, layout, out):
     return tuple(new)
 
 
-def _setitem(args, tensors, data, layouts, dims):
-    """``x[index] = value``: ``x`` keeps its positions and the written slice reads ``value``."""
+def _setitem(args, tensors, data, layouts, dims, keep_old=False):
+    """``x[index] = value``: ``x`` keeps its positions and the written slice reads ``value``
+    (``keep_old``: the slice also still reads the old ``x``, as after ``x[index].add_(v)``)."""
     x, index, value = args[0], args[1], args[2]
     layout = layouts[0]
     if layout is None:
@@ -324,11 +376,11 @@ def _setitem(args, tensors, data, layouts, dims):
     idx = idx + (slice(None),) * (ndim - len(idx))
     whole_spatial = all(idx[d + ndim] == slice(None) for d in layout)
     whole_rest = all(idx[d] == slice(None) for d in range(ndim) if d - ndim not in layout)
-    if not whole_spatial and whole_rest:
+    if not whole_spatial and whole_rest and not keep_old:
         raise UnknownOpError("assignment into a spatial slice of every channel has no rule "
                              "(positions inside and outside the slice read different tensors)")
     deps = []
-    if not (whole_spatial and whole_rest):
+    if keep_old or not (whole_spatial and whole_rest):
         deps.append(InputDep(0, tuple(rules.identity(x.shape[d]) for d in layout)))
     if isinstance(value, torch.Tensor) and any(tensors[k] is value for k in data):
         k = next(k for k in data if tensors[k] is value)

@@ -409,3 +409,24 @@ def test_flip_and_roll():
     units = [(0, 0), (5, 5), (11, 11), (2, 9)]
     for unit, e in zip(units, probe_units(M(), units, (1, 12, 12))):
         assert (e.mask == a.region(unit, bounded=True).input_mask()).all(), unit
+
+
+def test_inplace_write_through_an_index_view():
+    """``y[:, :, 2:6, :].add_(conv5(x))`` changes ``y`` through a view. Hand-computed: rows 2..5
+    of the result read conv3 (3x3) and conv5 (5x5) of the input, the other rows conv3 only."""
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c3 = conv(1, 2, 3, padding=1)
+            self.c5 = conv(1, 2, 5, padding=2)
+
+        def forward(self, x):
+            y = self.c3(x)
+            y[:, :, 2:6, :].add_(self.c5(x)[:, :, 2:6, :])
+            return y
+    a = rfprobe.analyze(M(), input_shape=(1, 10, 10))
+    assert a.region((3, 5), bounded=True).box == ((1, 5), (3, 7))
+    assert a.region((8, 5), bounded=True).box == ((7, 9), (4, 6))
+    units = [(3, 5), (8, 5), (0, 0), (5, 9)]
+    for unit, e in zip(units, probe_units(M(), units, (1, 10, 10))):
+        assert (e.mask == a.region(unit, bounded=True).input_mask()).all(), unit
