@@ -16,8 +16,8 @@ which gives the theoretical box that may reach into the padding.
 >>> a = analyze(rfprobe.build("conv3 conv3/s2 conv3"))
 >>> a.size, a.stride, a.padding
 ((9, 9), (2, 2), (0, 0))
->>> a.box((1, 1))
-((2, 10), (2, 10))
+>>> a.input_shape, a.box((0, 0))       # the smallest input that holds the whole RF
+((1, 9, 9), ((0, 8), (0, 8)))
 """
 from __future__ import annotations
 

@@ -3,9 +3,9 @@
 >>> import rfprobe
 >>> print(rfprobe.analyze(rfprobe.build("conv3 conv3/s2")))
 layer  op      output        size  stride  padding
-0      conv2d  (1, 1, 6, 6)  3x3   1x1     0x0
-1      conv2d  (1, 1, 2, 2)  5x5   2x2     0x0
-RF 5x5, stride 2x2, padding 0x0 (input (1, 8, 8), output '1')
+0      conv2d  (1, 1, 3, 3)  3x3   1x1     0x0
+1      conv2d  (1, 1, 1, 1)  5x5   2x2     0x0
+RF 5x5, stride 2x2, padding 0x0 (input (1, 5, 5), output '1')
 """
 from __future__ import annotations
 
