@@ -243,8 +243,10 @@ class Case:
     channel: int | None = None
 
     def __repr__(self):
+        steps = f"\nsteps (kind, input, other input, module): {self.model.steps}" \
+            if isinstance(self.model, Dag) else ""
         return (f"Case(shape={self.shape}, unit={self.unit}, target={self.target}, "
-                f"channel={self.channel})\n{self.model}")
+                f"channel={self.channel})\n{self.model}{steps}")
 
 
 def _channel(draw, channels):
@@ -399,9 +401,10 @@ def _known_limitation(case: Case, exact: np.ndarray, oracle: np.ndarray) -> str 
     """Two known limitations of the exact route, each accepted only when its explanation is
     verified on the example itself (else the example fails):
 
-    * ``unshuffle-channel``: pixel_unshuffle puts each phase of a window in its own channel;
-      the exact route tracks one spatial set per tensor, not per channel, so after a channel
-      selection it keeps every phase. Verified: the exact set contains the oracle's and the
+    * ``channel-blind``: the exact route tracks one spatial set per tensor, not per channel.
+      pixel_unshuffle puts each phase of a window in its own channel, and a concat joins
+      channels with different RFs; after a channel selection the exact route still keeps every
+      phase / every input of the concat. Verified: the exact set contains the oracle's and the
       gradient probe (which measures) equals the oracle.
     * ``float32-index``: interpolation source indices are rounded in float32 by the rule (as
       PyTorch does for float32 tensors); the oracle runs in float64, where PyTorch rounds in
@@ -410,11 +413,12 @@ def _known_limitation(case: Case, exact: np.ndarray, oracle: np.ndarray) -> str 
     """
     mods = list(case.model.modules())
     kw = case.target
-    if any(isinstance(m, nn.PixelUnshuffle) for m in mods) and any(isinstance(m, ChannelSlice) for m in mods):
-        if not (oracle & ~exact).any():
-            e = rfprobe.probe(case.model, case.unit, case.shape, **kw)
-            if (e.mask == oracle).all():
-                return "unshuffle-channel"
+    mixes = any(isinstance(m, nn.PixelUnshuffle) for m in mods) or (
+        isinstance(case.model, Dag) and any(step[0] == "cat" for step in case.model.steps))
+    if mixes and any(isinstance(m, ChannelSlice) for m in mods) and not (oracle & ~exact).any():
+        e = rfprobe.probe(case.model, case.unit, case.shape, **kw)
+        if (e.mask == oracle).all():
+            return "channel-blind"
     if any(isinstance(m, (Resize, Up)) for m in mods):
         e32 = rfprobe.probe(case.model, case.unit, case.shape, **kw)
         e64 = rfprobe.probe(case.model, case.unit, case.shape, dtype=torch.float64, **kw)
