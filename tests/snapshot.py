@@ -5,7 +5,7 @@ included): the object's identity and storage pointer, its value bit for bit (NaN
 device, shape, ``requires_grad``, ``.grad`` (bit for bit) and the tensor hooks registered on it;
 for every module: its class, ``training`` flag, every kind of module hook (forward, forward pre,
 with kwargs, always-called, backward, backward pre, full-backward flag, state-dict save and load
-hooks) and the names of its attributes.
+hooks), the names of its attributes and the values of its plain ones (numbers, strings, tuples).
 
 >>> import torch.nn as nn
 >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
@@ -30,6 +30,9 @@ _MODULE_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kw
                  "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called", "_backward_hooks",
                  "_backward_pre_hooks", "_state_dict_hooks", "_state_dict_pre_hooks",
                  "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
+
+
+_PLAIN = (bool, int, float, str, tuple, type(None))
 
 
 def _bits(t: torch.Tensor):
@@ -76,6 +79,9 @@ def snapshot(model: nn.Module) -> dict[str, Any]:
                  "non-persistent buffers": tuple(sorted(getattr(m, "_non_persistent_buffers_set", ())))}
         for attr in _MODULE_HOOKS:
             entry[attr.strip("_").replace("_", " ")] = _hooks(getattr(m, attr, None))
+        for k, v in vars(m).items():
+            if k not in ("training", "_is_full_backward_hook") and isinstance(v, _PLAIN):
+                entry[f"attribute {k}"] = repr(v)
         snap[f"module {name!r}"] = entry
     return snap
 
@@ -94,8 +100,8 @@ def diff(before: dict, after: dict) -> list[str]:
     for key in after.keys() - before.keys():
         out.append(f"{key} appeared")
     for key in before.keys() & after.keys():
-        for field in before[key]:
-            a, b = before[key][field], after[key].get(field)
+        for field in before[key].keys() | after[key].keys():
+            a, b = before[key].get(field), after[key].get(field)
             if a != b:
                 out.append(f"{key}: {field} {_describe(a)} -> {_describe(b)}")
     return sorted(out, key=lambda s: (s.split(":")[0].count("."), s), reverse=True)

@@ -303,6 +303,8 @@ def test_snapshot_sees_every_kind_of_change():
         "tensor hook": lambda n: n[4].weight.register_hook(lambda g: g),
         "state dict hook": lambda n: n[2]._register_state_dict_hook(lambda *a: None),
         "attribute": lambda n: setattr(n[2], "rfprobe_token", "x"),
+        "plain value": lambda n: setattr(n[3], "stride", 3),
+        "momentum": lambda n: setattr(n[1], "momentum", 0.5),
     }
     for what, mutate in mutations.items():
         net, _ = _hooked_net()
