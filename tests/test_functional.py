@@ -134,7 +134,11 @@ def assert_exact_equals_probe(model, shape, phases):
     out_hw = a.output_shape[-2:]
     checked = 0
     units = units_for(out_hw, phases)
-    for unit, e in zip(units, probe_units(model, units, shape)):
+    probes = probe_units(model, units, shape)
+    border = units.index((0, 0))
+    alone = rfprobe.probe(model, unit=(0, 0), input_shape=shape)    # the plain probe agrees too
+    assert (alone.mask == probes[border].mask).all()
+    for unit, e in zip(units, probes):
         exact = a.region(unit, bounded=True).input_mask()
         assert e.mask.shape == exact.shape
         assert (e.mask == exact).all(), (
@@ -187,7 +191,10 @@ def test_pad_modes_border_units(mode):
     a = rfprobe.analyze(model, input_shape=shape)
     h, w = a.output_shape[-2:]
     units = list(itertools.product(range(h), range(w)))
-    for unit, e in zip(units, probe_units(model, units, shape)):
+    probes = probe_units(model, units, shape)
+    for unit in [(0, 0), (h - 1, w - 1)]:
+        assert (rfprobe.probe(model, unit=unit, input_shape=shape).mask == probes[units.index(unit)].mask).all()
+    for unit, e in zip(units, probes):
         exact = a.region(unit, bounded=True).input_mask()
         assert (e.mask == exact).all(), (mode, unit, e.box, a.region(unit, bounded=True).box)
 
