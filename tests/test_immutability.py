@@ -343,3 +343,11 @@ def test_model_writing_into_its_input():
     rfprobe.probe(model, mode="actual", inputs=x)
     rfprobe.erf(model, inputs=x)
     assert torch.equal(x, x0)
+
+
+def test_cli_really_loads_the_users_object():
+    """The CLI row above must exercise `module:attr` (exit 0 or 1), not fail to import it (2);
+    and the object it loaded is the user's, left in training mode."""
+    model = _bn_net(True)
+    assert _cli(model) in (0, 1)
+    assert model.training and model[1].training

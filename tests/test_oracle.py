@@ -1,8 +1,12 @@
 """Every route against the perturbation oracle (tests/oracle.py), on random chains and DAGs.
 
-Profiles: the default ("ci") runs a few hundred examples in about a minute; ``RFPROBE_FUZZ=long``
-runs more than 10,000 across 1D/2D/3D chains and DAGs. ``RFPROBE_FUZZ_LOG=path`` appends one
-line per test with the number of examples it ran.
+Profiles: the default ("ci") runs 400 examples (derandomized) in well under a minute;
+``RFPROBE_FUZZ=long`` runs 10,200 random ones across 1D/2D/3D chains and DAGs (about 12 minutes
+on one core), recording every failure and going on. ``RFPROBE_FUZZ_LOG=path`` appends, per test,
+the number of examples, the findings and which properties were exercised;
+``RFPROBE_FUZZ_SECONDS=s`` caps each test's time in the long profile. For example::
+
+    RFPROBE_FUZZ=long RFPROBE_FUZZ_LOG=fuzz.log OMP_NUM_THREADS=1 pytest tests/test_oracle.py
 
 What must hold, for a random model, input shape and unit (any unit, borders included):
 
