@@ -102,7 +102,7 @@ FIXED_LAYOUT = frozenset(
     [f"{p}{d}d" for d in (1, 2, 3) for p in ("conv", "conv_transpose", "max_pool", "avg_pool", "lp_pool",
                                               "adaptive_avg_pool", "adaptive_max_pool")]
     + [f"max_pool{d}d_with_indices" for d in (1, 2, 3)] + [f"adaptive_max_pool{d}d_with_indices" for d in (1, 2, 3)]
-    + ["pad", "interpolate", "upsample", "pixel_shuffle", "pixel_unshuffle", "batch_norm", "group_norm",
+    + ["interpolate", "upsample", "pixel_shuffle", "pixel_unshuffle", "batch_norm", "group_norm",
        "instance_norm"])
 REDUCTIONS = frozenset("mean sum amax amin max min std var logsumexp prod norm nansum nanmean".split())
 INPLACE_DUNDER = frozenset("__iadd__ __isub__ __imul__ __itruediv__ __ipow__ __iand__ __ior__".split())
@@ -205,12 +205,17 @@ class _Tracer(TorchFunctionMode):
         kind = MIXERS.get(node.op)
         if kind is None:
             return
+        if node.op == "linear":   # a Linear over channels mixes nothing spatial: name only one over positions
+            last = self.nodes[node.inputs[0]].shape[-1] if node.inputs else None
+            if last not in {math.prod(sh) for sh in self.lost_shapes} | {n for sh in self.lost_shapes for n in sh}:
+                return
         for s in node.inputs:
             origin = self.nodes[self.taint.get(s, s)]
             if origin.op in rules.LAYOUT_OPS and origin.id not in self.named_se and origin.id != node.id:
                 self.named_se.add(origin.id)
-                origin.deps = Global(f"{kind}: {node.op} at {node.name!r} mixes every position "
-                                     f"({origin.op} at {origin.name!r} flattened the spatial axes into one)")
+                origin.deps = Global(f"{kind}: {node.op} at {node.name!r} mixes the positions that "
+                                     f"{origin.op} at {origin.name!r} merged into one axis (rfprobe "
+                                     "treats a merged spatial axis as global)")
 
     def _owner(self, module: str) -> tuple[str, str]:
         """Class and path of the innermost user-defined module around ``module`` (not torch.nn's)."""

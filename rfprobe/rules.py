@@ -237,11 +237,9 @@ def pad(call: Call) -> list[InputDep]:
     mode = call.arg(2, "mode", "constant")
     k = call.data[0]
     sizes = call.spatial_in(k)
-    ndim = len(call.shape(k))
     axes = []
-    for a, n_in in enumerate(sizes):
-        dim_from_end = call.dims - a  # 1 = last dim
-        i = 2 * (dim_from_end - 1)
+    for d, n_in in zip(call.in_layouts[k], sizes):
+        i = 2 * (-d - 1)   # pairs run from the last dim backwards (channels-last pads work too)
         left = widths[i] if i < len(widths) else 0
         if left == 0 and (i + 1 >= len(widths) or widths[i + 1] == 0) or mode == "constant":
             axes.append(Affine((0,), 1, left, n_in))

@@ -437,3 +437,23 @@ def test_inplace_write_through_an_index_view():
     units = [(3, 5), (8, 5), (0, 0), (5, 9)]
     for unit, e in zip(units, probe_units(M(), units, (1, 10, 10))):
         assert (e.mask == a.region(unit, bounded=True).input_mask()).all(), unit
+
+
+def test_channels_last_pad_and_roll():
+    """Swin's pattern: pad a channels-last (N, H, W, C) map on H and W (pairs run from the last
+    dim: C, W, H), roll it, permute back. Checked against the probe for corners and centre."""
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = conv(1, 3, 3)
+
+        def forward(self, x):
+            y = self.c(x).permute(0, 2, 3, 1)
+            y = F.pad(y, (0, 0, 1, 2, 0, 3))
+            y = torch.roll(y, shifts=(2, -1), dims=(1, 2))
+            return y.permute(0, 3, 1, 2)
+    a = rfprobe.analyze(M(), input_shape=(1, 9, 8))
+    assert a.output_shape[-2:] == (7 + 3, 6 + 3)
+    units = [(0, 0), (9, 8), (5, 4), (2, 7), (8, 1)]
+    for unit, e in zip(units, probe_units(M(), units, (1, 9, 8))):
+        assert (e.mask == a.region(unit, bounded=True).input_mask()).all(), unit
