@@ -1,6 +1,8 @@
 """The one error family rfprobe raises for mistakes a user can make.
 
 Every message names the argument at fault, shows the bad value and says what to do instead.
+docs/errors.md catalogues each bad input with its class, message and fix (one test per row in
+tests/test_bad_inputs.py). Only ``ModelError`` chains another exception: the user's own.
 
 >>> from rfprobe.errors import RFProbeError, nearest
 >>> issubclass(RFProbeError, ValueError)
