@@ -24,6 +24,7 @@ become nodes of their own. An op without a rule becomes an ``Unknown`` node: it 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import sys
@@ -85,11 +86,19 @@ class Graph:
 def _site() -> str:
     f = sys._getframe(2)
     while f is not None:
-        fn = os.path.abspath(f.f_code.co_filename)
-        if not fn.startswith(_HERE) and not fn.startswith(_TORCH):
-            return f"{os.path.basename(fn)}:{f.f_lineno}"
+        user = _user_file(f.f_code.co_filename)
+        if user:
+            return f"{user}:{f.f_lineno}"
         f = f.f_back
     return ""
+
+
+@functools.lru_cache(maxsize=4096)
+def _user_file(filename: str) -> str:
+    """The base name of a file outside rfprobe and torch ('' for theirs); cached, as every
+    traced op asks for each frame of its stack."""
+    fn = os.path.abspath(filename)
+    return "" if fn.startswith(_HERE) or fn.startswith(_TORCH) else os.path.basename(fn)
 
 
 class Unknown(Global):
