@@ -374,6 +374,8 @@ def probe_many(model, units, input_shape=None, *, layer: str | None = None, outp
     (4, 3, ((25, 39), (25, 39)))
     """
     model = as_model(model)
+    check_dtype(dtype)
+    check_model(model, "structural")
     graph = choose_input(model, input_shape, layer, output, None)
     analysis = analysis_of(graph, layer, output)
     target = graph.node(analysis.target)
@@ -388,6 +390,7 @@ def probe_many(model, units, input_shape=None, *, layer: str | None = None, outp
     if channel is not None and not 0 <= channel < target.shape[1]:
         raise ArgumentError(f"channel={channel} is out of range: the output has {target.shape[1]} channels")
     dev = torch.device(device) if device is not None else _model_device(model)
+    check_memory(graph, model, dtype, dev, None)
     generator = torch.Generator().manual_seed(seed)
     twin = _twin(model, True, dev, dtype, generator)
     spatial = graph.input_shape[1:]
@@ -404,6 +407,7 @@ def probe_many(model, units, input_shape=None, *, layer: str | None = None, outp
     for grp in groups:
         seeds = [us[i] for i in grp]
         grad = _gradient(twin, graph, target.id, seeds, channel, True, None, dev, dtype, generator)
+        check_gradient(grad, "structural")
         if len(grp) > 1:
             inside = np.zeros(grad.shape, dtype=bool)
             for i in grp:
@@ -525,6 +529,7 @@ def _probe_slabs(model, graph, analysis, target, u, channel, plan, device, dtype
     axis_masks = []
     for a, (g, tid, su) in enumerate(plan):
         grad = _gradient(twin, g, tid, [su], channel, True, None, device, dtype, generator)
+        check_gradient(grad, "structural")
         axis_masks.append(_projection(grad != 0, a))
     box = []
     for proj in axis_masks:
