@@ -245,6 +245,8 @@ class _WeightPool:
         self.rng = random.Random(int(generator.initial_seed()) + 2)
 
     def fill(self, p: torch.Tensor) -> None:
+        if p.numel() == 0:
+            return
         values = self.on.setdefault(p.device, self.values.to(p.device))
         pieces, k = [], p.numel()
         while k > 0:

@@ -258,3 +258,22 @@ def test_cuda_gives_the_cpu_masks(make, shape):
     assert all(p.device.type == "cpu" for p in net.parameters())
     many = P.probe_many(net, [(0,) * (len(shape) - 1), (-1,) * (len(shape) - 1)], shape, device="cuda")
     assert all(m.mask.any() for m in many)
+
+
+def test_weight_pool_edge_cases():
+    """The weights come from one random draw: an empty parameter, a tied (shared) conv and a
+    float64 probe all work and give the exact route's set."""
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 3, padding=1)
+            self.empty = nn.Parameter(torch.zeros(0))
+            self.first = nn.Conv2d(1, 2, 5)
+
+        def forward(self, x):
+            return self.conv(self.conv(self.first(x)))      # the same weights twice
+
+    for dtype in (torch.float32, torch.float64):
+        e = rfprobe.probe(Tied(), dtype=dtype)
+        assert e.size == (9, 9)
+        assert_exact(e)
