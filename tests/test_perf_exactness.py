@@ -266,9 +266,9 @@ def test_weight_pool_edge_cases():
     class Tied(nn.Module):
         def __init__(self):
             super().__init__()
+            self.first = nn.Conv2d(1, 2, 5)
             self.conv = nn.Conv2d(2, 2, 3, padding=1)
             self.empty = nn.Parameter(torch.zeros(0))
-            self.first = nn.Conv2d(1, 2, 5)
 
         def forward(self, x):
             return self.conv(self.conv(self.first(x)))      # the same weights twice
