@@ -27,8 +27,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch.nn as nn
 
-from .errors import ArgumentError, GlobalOpError, RFProbeError
+from .errors import ArgumentError, GlobalOpError, ModelError, RFProbeError
 from .graph import Graph, Node, infer_channels, infer_dims, select, trace
+from .render import Rendered
 from .rules import Affine, Broadcast, Global, Mapped
 
 
@@ -268,7 +269,7 @@ class LayerRow:
 
 
 @dataclass(frozen=True, eq=False)
-class Analysis:
+class Analysis(Rendered):
     """Closed form and exact propagation for one output of a model.
 
     ``size``/``stride``/``padding`` are per-axis tuples from the closed form; when the RF varies
@@ -276,6 +277,8 @@ class Analysis:
     smallest over one period of units) and ``status`` is ``'varies'``; when an op couples every
     position ``status`` is ``'global'`` and ``global_causes`` names it.
     """
+
+    _view = "analysis"          # drawn by render.analysis_text/_html/_dict
 
     layers: tuple[LayerRow, ...]
     size: tuple[int, ...] | None
@@ -319,17 +322,8 @@ class Analysis:
             raise GlobalOpError(f"the RF is global: {reg.global_cause}; there is no local box")
         return reg.box
 
-    def __str__(self) -> str:
-        from .render import analysis_text
-        return analysis_text(self)
 
-    def _repr_html_(self) -> str:
-        from .render import analysis_html
-        return analysis_html(self)
 
-    def to_dict(self) -> dict:
-        from .render import analysis_dict
-        return analysis_dict(self)
 
 
 def normalize_unit(unit, out_spatial: Sequence[int], arg: str = "unit") -> tuple[int, ...]:
@@ -413,7 +407,7 @@ def choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=No
     if all(f is not None for f in fixed):
         try:
             g = trace(model, (channels, *fixed), dims)
-        except ModelErrorTypes as e:
+        except ModelError as e:
             err = _diagnose(model, input_shape, dims, e)
             raise err from (e.__cause__ if err is e else None)
         _check_target(g, layer, output, (channels, *fixed))
@@ -429,7 +423,7 @@ def choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=No
             if all(s >= 1 for s in target.spatial):
                 break
         except RFProbeError as e:
-            if not isinstance(e, ModelErrorTypes):
+            if not isinstance(e, ModelError):
                 raise
             first_error = first_error or e
         g = None
@@ -446,8 +440,7 @@ def choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=No
     for _ in range(40):
         target = select(g, layer, output)
         size = list(g.input_shape[1:])
-        if target.spatial is None or any(isinstance(n.deps, Global) for n in g.nodes[:target.id + 1]
-                                         if _reaches(g, n, target)):
+        if target.spatial is None:
             return g
         u = tuple(m // 2 for m in target.spatial) if unit is None else tuple(
             (x % m) for x, m in zip(unit if not isinstance(unit, int) else (unit,) * dims, target.spatial))
@@ -519,12 +512,6 @@ def _shrink(model, g: Graph, fixed, layer, output, unit, channels, dims, upto: i
     return small
 
 
-def _reaches(g: Graph, node: Node, target: Node) -> bool:
-    return True  # conservative: a global op anywhere before the target makes the RF global
-
-
-from .errors import ModelError as _ME  # noqa: E402
-ModelErrorTypes = (_ME,)
 
 
 def _diagnose(model: nn.Module, input_shape, dims: int, error: RFProbeError, retry: bool = True) -> RFProbeError:

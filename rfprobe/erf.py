@@ -40,6 +40,7 @@ import torch
 import torch.nn as nn
 
 from .errors import ArgumentError, ModelError, RFProbeError
+from .render import Rendered
 
 STATISTICS = ("abs", "sq")
 
@@ -122,12 +123,14 @@ def _square_area(shape, centre, side: float) -> float:
 
 
 @dataclass(frozen=True, eq=False)
-class ERF:
+class ERF(Rendered):
     """An effective receptive field: the normalised map and its statistics.
 
     ``map`` has the input's spatial shape and sums to 1. Positions are input indices; the
     continuous coordinate of pixel ``i`` spans ``[i, i+1)`` (used by ``area_ratio``).
     """
+
+    _view = "erf"          # drawn by render.erf_text/_html/_dict
 
     map: np.ndarray = field(repr=False)
     n: int = 1                               # inputs averaged
@@ -237,22 +240,9 @@ class ERF:
                 break
         return _square_area(self.map.shape, c, hi) / float(np.prod(self.map.shape))
 
-    def to_dict(self) -> dict:
-        from .render import erf_dict
-        return erf_dict(self)
 
-    def __str__(self) -> str:
-        from .render import erf_text
-        return erf_text(self)
 
-    def _repr_html_(self) -> str:
-        from .render import erf_html
-        return erf_html(self)
 
-    def plot(self, **kw):
-        """Heatmap of the map with the theoretical box (see ``rfprobe.plot``)."""
-        from .render import plot
-        return plot(self, **kw)
 
 
 def _fraction(v, name: str) -> float:

@@ -55,17 +55,20 @@ from .errors import ArgumentError, ModelError, RFProbeError
 from .graph import Graph, _run, _Tracer, private_copy, select, trace
 from .validate import check_dtype, check_gradient, check_inputs, check_memory, check_model
 from .measure import remember, box_of, coverage_of
+from .render import Rendered
 
 # slab mode is chosen automatically above this many input positions (512x512, 64x64x64)
 SLAB_ABOVE = 1 << 18
 
 
 @dataclass(frozen=True, eq=False)
-class ProbeResult:
+class ProbeResult(Rendered):
     """The empirical RF of one output unit.
 
     In slab mode (``slab`` is not None) only the per-axis projections are measured: ``mask``,
     ``grad`` and ``coverage`` are ``None`` and ``axis_masks`` hold the projections."""
+
+    _view = "probe"          # drawn by render.probe_text/_html/_dict
 
     mask: np.ndarray | None             # bool, the input's spatial shape: True = in the RF
     grad: np.ndarray | None             # |input gradient| summed over channels
@@ -92,17 +95,8 @@ class ProbeResult:
         return tuple(float(proj[lo:hi + 1].mean()) if hi >= lo else 0.0
                      for proj, (lo, hi) in zip(self.axis_masks, self.box))
 
-    def __str__(self) -> str:
-        from .render import probe_text
-        return probe_text(self)
 
-    def _repr_html_(self) -> str:
-        from .render import probe_html
-        return probe_html(self)
 
-    def plot(self, **kw):
-        from .render import plot
-        return plot(self, **kw)
 
 
 # ----------------------------------------------------------------------------- positive values

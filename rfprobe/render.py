@@ -14,6 +14,28 @@ import json
 from typing import Any
 
 
+class Rendered:
+    """Every view of a result, drawn by this module: ``str()``, Jupyter HTML, a JSON-ready dict
+    and a plot. A result class names its view (``_view = "report"``) and this module holds
+    ``report_text``, ``report_html`` and ``report_dict``."""
+
+    _view = ""
+
+    def __str__(self) -> str:
+        return globals()[f"{self._view}_text"](self)
+
+    def _repr_html_(self) -> str:
+        return globals()[f"{self._view}_html"](self)
+
+    def to_dict(self) -> dict:
+        """The result as plain JSON-ready values (``json.dumps(r.to_dict())`` works)."""
+        return globals()[f"{self._view}_dict"](self)
+
+    def plot(self, **kw):
+        """Draw the result (see :func:`rfprobe.plot`; matplotlib is optional)."""
+        return plot(self, **kw)
+
+
 def _x(t) -> str:
     return "-" if t is None else "x".join(str(v) for v in t)
 
@@ -65,6 +87,15 @@ def probe_text(e) -> str:
     trunc = " (truncated by the input border)" if e.truncated else ""
     return (f"probe of {e.target!r} unit {e.unit}: RF {_x(e.size)} box {e.box}, "
             f"coverage {_coverage(e)}{trunc}; input {e.input_shape}, mode {e.mode}")
+
+
+def probe_dict(e) -> dict:
+    return _jsonable({
+        "target": e.target, "unit": e.unit, "size": e.size, "box": e.box, "coverage": e.coverage,
+        "axis_coverage": e.axis_coverage, "truncated": e.truncated, "input_shape": e.input_shape,
+        "output_shape": e.output_shape, "mode": e.mode, "slab": e.slab,
+        "units_probed": e.units_probed,
+    })
 
 
 def _coverage(e) -> str:

@@ -13,11 +13,14 @@ from typing import Any
 from .analytic import Analysis, analysis_of, as_model, choose_input
 from .measure import remember
 from .probe import ProbeResult, probe
+from .render import Rendered
 
 
 @dataclass(frozen=True, eq=False)
-class Report:
+class Report(Rendered):
     """All routes for one unit: closed form, exact propagation, gradient probe."""
+
+    _view = "report"          # drawn by render.report_text/_html/_dict
 
     ok: bool
     size: tuple[int, ...] | None          # the RF size all routes agree on (probe's when not ok)
@@ -35,21 +38,9 @@ class Report:
     def __post_init__(self):
         remember(self, "size", "stride", "padding")   # so pytest can show the table on failure
 
-    def __str__(self) -> str:
-        from .render import report_text
-        return report_text(self)
 
-    def _repr_html_(self) -> str:
-        from .render import report_html
-        return report_html(self)
 
-    def to_dict(self) -> dict:
-        from .render import report_dict
-        return report_dict(self)
 
-    def plot(self, **kw):
-        from .render import plot
-        return plot(self, **kw)
 
 
 def verify(model, unit=None, input_shape=None, *, layer: str | None = None, output: Any = None,
