@@ -28,7 +28,7 @@ import numpy as np
 import torch.nn as nn
 
 from .errors import ArgumentError, GlobalOpError, ModelError, RFProbeError
-from .graph import Graph, Node, infer_channels, infer_dims, select, trace
+from .graph import Graph, Node, infer_channels, infer_dims, one_meta_copy, select, trace
 from .render import Rendered
 from .rules import Affine, Broadcast, Global, Mapped
 
@@ -400,6 +400,11 @@ def resolve_input_shape(model: nn.Module, input_shape, check_channels: bool = Tr
 def choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=None) -> Graph:
     """Trace at the input the user gave, or at the smallest input (per axis) in which the
     centre unit's whole RF fits, so the probe sees it without border truncation."""
+    with one_meta_copy(model):
+        return _choose_input(model, input_shape, layer, output, unit)
+
+
+def _choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=None) -> Graph:
     from .validate import check_unit
     check_unit(unit)
     shape, channels, dims = resolve_input_shape(model, input_shape, check_channels=False)
@@ -412,8 +417,10 @@ def choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=No
             raise err from (e.__cause__ if err is e else None)
         _check_target(g, layer, output, (channels, *fixed))
         return g
-    n, g, first_error = 8, None, None
-    while n <= 4096:
+    g, first_error = None, None
+    # 32 first: most trunks need it (a failed trace at 8 or 16 costs as much as one that works),
+    # and the closed form shrinks the input afterwards anyway
+    for n in (32, 64, 128, 256, 512, 1024, 2048, 4096, 16, 8):
         size = tuple(f if f is not None else n for f in fixed)
         try:
             g = trace(model, (channels, *size), dims)
@@ -427,7 +434,6 @@ def choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=No
                 raise
             first_error = first_error or e
         g = None
-        n *= 2
     if g is None:
         if first_error is not None:
             err = _diagnose(model, input_shape, dims, first_error, retry=False)
@@ -554,6 +560,8 @@ def analyze(model, input_shape=None, *, layer: str | None = None, output: Any = 
     [(3, 3), (3, 3), (5, 5)]
     """
     model = as_model(model)
+    # the fitted input, not just any: whether an op is global can depend on the size (an
+    # adaptive pool to 1x1 of a 1x1 map is the identity)
     graph = choose_input(model, input_shape, layer, output, unit)
     return analysis_of(graph, layer, output)
 
@@ -568,9 +576,6 @@ def analysis_of(graph: Graph, layer=None, output=None) -> Analysis:
                  for n, c in zip(graph.nodes[1:target.id + 1], closed[1:target.id + 1]))
     c = closed[target.id]
     causes = tuple(dict.fromkeys(r.why for r in rows if r.status == "global" and r.why))
-    global_origin = tuple(n.name + ": " + n.deps.why for n in graph.nodes[1:target.id + 1]
-                          if isinstance(n.deps, Global) and n.layout is not None or
-                          (isinstance(n.deps, Global) and n.op in ("mean", "adaptive_avg_pool2d")))
     size = stride = padding = size_min = None
     status = c.status
     if c.status == "ok":

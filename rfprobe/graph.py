@@ -23,6 +23,7 @@ become nodes of their own. An op without a rule becomes an ``Unknown`` node: it 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
@@ -554,17 +555,45 @@ def infer_channels(model: nn.Module) -> int | None:
     return None
 
 
+_SHARED_META: dict[int, nn.Module | None] = {}   # id(model) -> its meta copy, inside one_meta_copy
+
+
+@contextlib.contextmanager
+def one_meta_copy(model: nn.Module):
+    """Within this block every trace of ``model`` reuses one meta copy: choosing an input traces
+    a model at several sizes, and deep-copying it each time cost more than the traces."""
+    key = id(model)
+    owner = key not in _SHARED_META
+    if owner:
+        _SHARED_META[key] = None
+    try:
+        yield
+    finally:
+        if owner:
+            _SHARED_META.pop(key, None)
+
+
+def _meta_twin(model: nn.Module) -> nn.Module:
+    twin = _SHARED_META.get(id(model))
+    if twin is None:
+        twin = private_copy(model, "meta")
+        if id(model) in _SHARED_META:
+            _SHARED_META[id(model)] = twin
+    return twin
+
+
 def private_copy(model: nn.Module, device: str | torch.device = "meta") -> nn.Module:
     """A deep copy of ``model`` that shares nothing with it, hooks removed.
 
     On ``meta`` no parameter memory is copied. The user's object is never touched."""
     memo: dict[int, Any] = {}
     if str(device) == "meta":
+        params = {id(p) for p in model.parameters()}   # isinstance(t, Parameter) is slow per call
         for t in list(model.parameters()) + list(model.buffers()):
             if id(t) in memo:
                 continue
             new = torch.empty_like(t, device="meta")
-            memo[id(t)] = nn.Parameter(new, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else new
+            memo[id(t)] = nn.Parameter(new, requires_grad=t.requires_grad) if id(t) in params else new
     with torch.no_grad():
         twin = copy.deepcopy(model, memo)
     for m in twin.modules():
@@ -626,7 +655,7 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = Non
     dims = dims or len(input_shape) - 1
     notes: list[str] = []
     try:
-        twin = private_copy(model, "meta")
+        twin = _meta_twin(model)
         x = torch.empty((1, *input_shape), device="meta", dtype=_input_dtype(model))
         tracer = _Tracer(dims)
         out = _run(twin, x, tracer)
