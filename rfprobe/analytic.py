@@ -30,7 +30,7 @@ import torch.nn as nn
 from .errors import ArgumentError, GlobalOpError, ModelError, RFProbeError
 from .graph import Graph, Node, infer_channels, infer_dims, one_meta_copy, select, trace
 from .render import Rendered
-from .rules import Affine, Broadcast, Global, Mapped
+from .rules import Affine, Broadcast, Global
 
 
 # ----------------------------------------------------------------------------- formulas

@@ -20,7 +20,6 @@ import argparse
 import copy
 import dataclasses
 import importlib
-import json
 import sys
 
 import torch.nn as nn

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .errors import ArgumentError, ModelError, RFProbeError
+from .errors import ArgumentError, RFProbeError
 from .render import Rendered
 
 STATISTICS = ("abs", "sq")
@@ -372,8 +372,8 @@ def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: An
     ((9, 9), (7, 7), ((1, 7), (1, 7)), 1.0)
     """
     from .analytic import analysis_of, as_model, choose_input, normalize_unit
-    from .graph import _run, infer_dims, private_copy
-    from .probe import _model_device, _ProbeMode
+    from .graph import infer_dims, private_copy
+    from .probe import _model_device, _ProbeMode, backprop_units
 
     if statistic not in STATISTICS:
         raise ArgumentError(f"statistic={statistic!r} must be 'abs' (mean |gradient|) or 'sq' "
@@ -422,29 +422,8 @@ def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: An
                                     f"{tuple(graph.input_shape)}; all inputs need one shape")
             x = x.detach().to(device=dev, dtype=run_dtype).clone().requires_grad_(True)
             tracer = _ProbeMode(graph.dims, structural=False)
-            try:
-                with torch.enable_grad():
-                    _run(twin, x.clone(), tracer)   # the model may write into its input in place
-                    ok = (target.id < len(tracer.nodes)
-                          and tracer.nodes[target.id].shape[1:] == target.shape[1:])
-                    if not ok:
-                        raise ModelError(
-                            "the model ran differently under erf than under the trace (data-dependent "
-                            "control flow, or an op that mixes the batch?); try batch_size=1 or input_shape=")
-                    y = tracer.keep[target.id]
-                    seed_grad = torch.zeros_like(y)
-                    seed_grad[(slice(None), slice(None) if channel is None else channel) + tuple(u)] = 1.0
-                    if not y.requires_grad:
-                        g = torch.zeros_like(x)
-                    else:
-                        (g,) = torch.autograd.grad(y, x, seed_grad, allow_unused=True)
-                        g = torch.zeros_like(x) if g is None else g
-            except RFProbeError:
-                raise
-            except Exception as e:
-                done = [nd.name for nd in tracer.nodes[-3:]]
-                raise ModelError(f"the model raised {type(e).__name__} during erf on input shape "
-                                 f"{tuple(x.shape)}: {e}. It had run up to {done}.") from e
+            g = backprop_units(twin, x, tracer, target.id, target.shape[1:], [u], channel,
+                               what="erf", every_item=True)
             g = g.detach().to(torch.float64)
             stat = g.abs().sum(1) if statistic == "abs" else (g * g).sum(1)
             total += stat.sum(0).cpu().numpy()

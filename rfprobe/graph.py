@@ -466,7 +466,7 @@ def _layout_op(name, args, kwargs, tensors, data, layouts, out, dims, index=0, o
                 continue
             mine = tuple((d + nd) + (1 if d + nd >= dim else 0) - no for d in lay)
             if new is not None and mine != new:
-                raise UnknownOpError(f"stack of tensors whose spatial axes sit in different dims")
+                raise UnknownOpError("stack of tensors whose spatial axes sit in different dims")
             new = mine
             deps.append(InputDep(j, tuple(rules.identity(tensors[j].shape[d]) for d in lay)))
         return new, deps

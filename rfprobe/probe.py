@@ -559,25 +559,38 @@ def _gradient(twin, graph: Graph, target_id: int, units, channel, structural, in
     x.requires_grad_(True)
     tracer = _ProbeMode(graph.dims, structural, pool)
     tracer.protect = target_id  # its tensor survives in-place ops that follow it
+    with direct_algorithms(device):
+        g = backprop_units(twin, x, tracer, target_id, graph.nodes[target_id].shape[1:], units,
+                           channel, what="the probe")
+    return g.detach()[0].abs().sum(0).to(torch.float64).cpu().numpy()
+
+
+def backprop_units(twin: nn.Module, x: torch.Tensor, tracer: _ProbeMode, target_id: int,
+                   want_shape, units, channel: int | None, *, what: str,
+                   every_item: bool = False) -> torch.Tensor:
+    """Run the private copy on ``x`` under ``tracer`` and return the gradient of the seeded
+    units (all channels, or ``channel``) with respect to ``x``; shared by the probe and erf.
+    ``every_item`` seeds the units in every item of the batch (erf), not only the first.
+    The target's shape (without batch) must be ``want_shape``, or the model ran differently."""
     try:
-        with torch.enable_grad(), direct_algorithms(device):
+        with torch.enable_grad():
             _run(twin, x.clone(), tracer)   # a clone: the model may write into its input in place
-            if target_id >= len(tracer.keep) or tracer.nodes[target_id].shape != graph.nodes[target_id].shape:
-                raise ModelError("the model ran differently under the probe than under the trace "
-                                 "(data-dependent control flow?); pass input_shape= to fix the input")
+            if target_id >= len(tracer.keep) or tuple(tracer.nodes[target_id].shape[1:]) != tuple(want_shape):
+                raise ModelError(f"the model ran differently under {what} than under the trace "
+                                 "(data-dependent control flow, or an op that mixes the batch?); "
+                                 "pass input_shape= to fix the input")
             y = tracer.keep[target_id]
-            seed_grad = torch.zeros_like(y)
+            seed = torch.zeros_like(y)
+            item = slice(None) if every_item else 0
             for unit in units:
-                seed_grad[(0, slice(None) if channel is None else channel) + tuple(unit)] = 1.0
+                seed[(item, slice(None) if channel is None else channel) + tuple(unit)] = 1.0
             if not y.requires_grad:
-                g = torch.zeros_like(x)
-            else:
-                (g,) = torch.autograd.grad(y, x, seed_grad, allow_unused=True)
-                g = torch.zeros_like(x) if g is None else g
+                return torch.zeros_like(x)
+            (g,) = torch.autograd.grad(y, x, seed, allow_unused=True)
+            return torch.zeros_like(x) if g is None else g
     except RFProbeError:
         raise
     except Exception as e:
         done = [n.name for n in tracer.nodes[-3:]]
-        raise ModelError(f"the model raised {type(e).__name__} during the probe on input shape "
+        raise ModelError(f"the model raised {type(e).__name__} during {what} on input shape "
                          f"{tuple(x.shape)}: {e}. It had run up to {done}.") from e
-    return g.detach()[0].abs().sum(0).to(torch.float64).cpu().numpy()

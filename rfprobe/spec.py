@@ -21,7 +21,7 @@ True
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, Sequence, Union
 
 import torch.nn as nn

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .analytic import Analysis, analysis_of, as_model, choose_input
+from .analytic import Analysis, as_model
 from .measure import remember
 from .probe import ProbeResult, probe
 from .render import Rendered
