@@ -358,6 +358,13 @@ def as_model(model_or_spec, **build_kw) -> nn.Module:
                         f"{type(model_or_spec).__name__} ({model_or_spec!r:.60})")
 
 
+def _whole(s) -> int:
+    """A size: an int, or a float with no fraction (8.0); 8.5 is an error, not 8."""
+    if isinstance(s, bool) or (isinstance(s, float) and not s.is_integer()):
+        raise ValueError(s)
+    return int(s)
+
+
 def resolve_input_shape(model: nn.Module, input_shape, check_channels: bool = True
                         ) -> tuple[tuple[int, ...] | None, int, int]:
     """(shape or None, channels, dims) from the user's ``input_shape`` and the model.
@@ -374,7 +381,7 @@ def resolve_input_shape(model: nn.Module, input_shape, check_channels: bool = Tr
     try:
         if isinstance(input_shape, (str, bytes)):
             raise TypeError(input_shape)
-        shape = tuple(None if s is None else int(s) for s in input_shape)
+        shape = tuple(None if s is None else _whole(s) for s in input_shape)
     except (TypeError, ValueError):
         raise ArgumentError(f"input_shape={input_shape!r} must be a tuple like (3, 224, 224)") from None
     if dims is not None and len(shape) == dims + 2 and shape[0] == 1:

@@ -20,6 +20,7 @@ import argparse
 import copy
 import dataclasses
 import importlib
+import os
 import sys
 
 import torch.nn as nn
@@ -106,6 +107,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 mismatch, 2 bad input)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `rfprobe ... | head`: the reader left early; that is not an error of ours. Point
+        # stdout at /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv=None) -> int:
     try:
         args = _parser().parse_args(argv)
     except SystemExit as e:          # argparse: --help exits 0, a bad option 2
