@@ -323,9 +323,6 @@ class Analysis(Rendered):
         return reg.box
 
 
-
-
-
 def normalize_unit(unit, out_spatial: Sequence[int], arg: str = "unit") -> tuple[int, ...]:
     """Check and normalise a unit (negative indices count from the end)."""
     if isinstance(unit, int):
@@ -523,8 +520,6 @@ def _shrink(model, g: Graph, fixed, layer, output, unit, channels, dims, upto: i
     if reg.global_cause is not None or any(lo < 0 or hi >= n for (lo, hi), n in zip(reg.box, want)):
         return g
     return small
-
-
 
 
 def _diagnose(model: nn.Module, input_shape, dims: int, error: RFProbeError, retry: bool = True) -> RFProbeError:

@@ -241,10 +241,6 @@ class ERF(Rendered):
         return _square_area(self.map.shape, c, hi) / float(np.prod(self.map.shape))
 
 
-
-
-
-
 def _fraction(v, name: str) -> float:
     try:
         v = float(v)

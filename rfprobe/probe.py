@@ -96,9 +96,6 @@ class ProbeResult(Rendered):
                      for proj, (lo, hi) in zip(self.axis_masks, self.box))
 
 
-
-
-
 # ----------------------------------------------------------------------------- positive values
 _SLACK = 65537  # pool length beyond the largest tensor: offsets to choose from
 

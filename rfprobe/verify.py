@@ -39,16 +39,14 @@ class Report(Rendered):
         remember(self, "size", "stride", "padding")   # so pytest can show the table on failure
 
 
-
-
-
-
 def verify(model, unit=None, input_shape=None, *, layer: str | None = None, output: Any = None,
            device=None) -> Report:
     """Run the closed form, the exact propagation and the gradient probe, and compare.
 
-    ``ok`` is True when the exact route and the probe give the same set of input positions and
-    the closed form's box equals the exact box (where a closed form exists).
+    ``ok`` is True when the exact route and the probe give the same set of input positions.
+    The closed form is the hull: where its box differs from the exact one (a strided dilated
+    kernel leaves edge indices unread), ``diagnoses`` says so, as it names global ops, border
+    truncation, holes and position-dependent RFs.
 
     >>> import rfprobe
     >>> r = verify(rfprobe.build("conv3/s2 conv3"))
