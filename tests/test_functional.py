@@ -115,9 +115,15 @@ class Shuffler(nn.Module):
 
 def probe_units(model, units, shape):
     """Gradient probes of ``units`` (one trace, non-overlapping units share a backward; each
-    result equals ``rfprobe.probe`` of that unit alone, which tests/test_probe.py checks)."""
+    result equals ``rfprobe.probe`` of that unit alone, which tests/test_perf_exactness.py checks)."""
     from rfprobe.probe import probe_many
     return probe_many(model, units, input_shape=shape)
+
+
+def assert_probe_is_exact(model, analysis, units, shape):
+    """The gradient probe's mask of every unit equals the exact route's bounded set."""
+    for unit, e in zip(units, probe_units(model, units, shape)):
+        assert (e.mask == analysis.region(unit, bounded=True).input_mask()).all(), unit
 
 
 def units_for(out_hw, phases):
@@ -253,8 +259,7 @@ def test_pixel_unshuffle_and_getitem_crop():
     assert a.box((0, 0)) == ((2, 3), (0, 1))
     assert a.box((1, 1)) == ((4, 5), (4, 5))
     units = [(0, 0), (3, 2), (6, 3)]
-    for unit, e in zip(units, probe_units(M(), units, (1, 16, 16))):
-        assert (e.mask == a.region(unit, bounded=True).input_mask()).all()
+    assert_probe_is_exact(M(), a, units, (1, 16, 16))
 
 
 def test_spatial_cat_and_split():
@@ -274,8 +279,7 @@ def test_spatial_cat_and_split():
     # output column 0 is y column 6 = right-half column 0 -> input column 6, conv5 p2: 6-2..6+2
     assert a.region((4, 0), bounded=True).box == ((2, 6), (6, 8))
     units = [(0, 0), (4, 0), (7, 5), (3, 2)]
-    for unit, e in zip(units, probe_units(M(), units, (1, 8, 12))):
-        assert (e.mask == a.region(unit, bounded=True).input_mask()).all(), unit
+    assert_probe_is_exact(M(), a, units, (1, 8, 12))
 
 
 def test_inplace_ops_and_channel_shuffle():
@@ -414,8 +418,7 @@ def test_flip_and_roll():
     a = rfprobe.analyze(M(), input_shape=(1, 12, 12))
     assert a.region((0, 0), bounded=True).box == ((8, 10), (10, 11))
     units = [(0, 0), (5, 5), (11, 11), (2, 9)]
-    for unit, e in zip(units, probe_units(M(), units, (1, 12, 12))):
-        assert (e.mask == a.region(unit, bounded=True).input_mask()).all(), unit
+    assert_probe_is_exact(M(), a, units, (1, 12, 12))
 
 
 def test_inplace_write_through_an_index_view():
@@ -435,8 +438,7 @@ def test_inplace_write_through_an_index_view():
     assert a.region((3, 5), bounded=True).box == ((1, 5), (3, 7))
     assert a.region((8, 5), bounded=True).box == ((7, 9), (4, 6))
     units = [(3, 5), (8, 5), (0, 0), (5, 9)]
-    for unit, e in zip(units, probe_units(M(), units, (1, 10, 10))):
-        assert (e.mask == a.region(unit, bounded=True).input_mask()).all(), unit
+    assert_probe_is_exact(M(), a, units, (1, 10, 10))
 
 
 def test_channels_last_pad_and_roll():
@@ -455,5 +457,4 @@ def test_channels_last_pad_and_roll():
     a = rfprobe.analyze(M(), input_shape=(1, 9, 8))
     assert a.output_shape[-2:] == (7 + 3, 6 + 3)
     units = [(0, 0), (9, 8), (5, 4), (2, 7), (8, 1)]
-    for unit, e in zip(units, probe_units(M(), units, (1, 9, 8))):
-        assert (e.mask == a.region(unit, bounded=True).input_mask()).all(), unit
+    assert_probe_is_exact(M(), a, units, (1, 9, 8))
