@@ -76,7 +76,14 @@ class Closed:
 
 
 def closed_forms(graph: Graph) -> tuple[list[Closed], list[str]]:
-    """Closed form of every node, forward through the graph, plus alignment notes."""
+    """Closed form of every node, forward through the graph, plus alignment notes (computed
+    once per graph: choosing the input and the analysis both read them)."""
+    if graph.closed is None:
+        graph.closed = _closed_forms(graph)
+    return graph.closed
+
+
+def _closed_forms(graph: Graph) -> tuple[list[Closed], list[str]]:
     out: list[Closed] = []
     notes: list[str] = []
     for node in graph.nodes:
@@ -514,12 +521,24 @@ def _shrink(model, g: Graph, fixed, layer, output, unit, channels, dims, upto: i
         u = tuple(m // 2 if v is None else v % m for v, m in zip(units, t.spatial))
         if unit is not None and any(v is not None and not -m <= v < m for v, m in zip(units, t.spatial)):
             return g
-        reg = propagate(small, t, u, bounded=False)
+        box = _closed_box(small, t, u)
+        if box is None:    # not translation-invariant at this size: ask the exact route
+            reg = propagate(small, t, u, bounded=False)
+            box = None if reg.global_cause is not None else reg.box
     except RFProbeError:
         return g
-    if reg.global_cause is not None or any(lo < 0 or hi >= n for (lo, hi), n in zip(reg.box, want)):
+    if box is None or any(lo < 0 or hi >= n for (lo, hi), n in zip(box, want)):
         return g
     return small
+
+
+def _closed_box(graph: Graph, target: Node, unit) -> tuple[tuple[int, int], ...] | None:
+    """Per axis (first, last) input index that ``unit`` reads, from the closed form (None when
+    its status is not 'ok'): unit ``u`` reads [u*S - P, u*S - P + r - 1]."""
+    c = closed_forms(graph)[0][target.id]
+    if c.status != "ok":
+        return None
+    return tuple((u * S - P, u * S - P + r - 1) for u, (r, S, P) in zip(unit, c.rsp))
 
 
 def _diagnose(model: nn.Module, input_shape, dims: int, error: RFProbeError, retry: bool = True) -> RFProbeError:

@@ -74,6 +74,7 @@ class Graph:
     outputs: Any                             # the model's output structure with node ids
     module_outputs: dict[str, int]
     notes: list[str] = field(default_factory=list)
+    closed: Any = field(default=None, repr=False, compare=False)   # analytic.closed_forms' cache
 
     def node(self, key: str | int) -> Node:
         if isinstance(key, int):
@@ -239,11 +240,12 @@ class _Tracer(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        name = getattr(func, "__name__", str(func))
-        flat, _ = tree_flatten((args, kwargs))
-        tensors = tuple(x for x in flat if isinstance(x, torch.Tensor))
+        name = getattr(func, "__name__", None) or str(func)
+        if name in rules.IGNORED:       # shape queries and the like: most calls, keep them cheap
+            return func(*args, **kwargs)
+        tensors = _tensors_of(args, kwargs)
         data = tuple(k for k, t in enumerate(tensors) if id(t) in self.of)
-        if not data or name in rules.IGNORED:
+        if not data:
             return func(*args, **kwargs)
         in_ids = [self.of[id(tensors[k])] for k in data]
         site = _site()
@@ -266,7 +268,7 @@ class _Tracer(TorchFunctionMode):
         # model holds (the probe may not swap it), so writes through it reach the base
         alias = any(raw is t for t in tensors) or _view_of(raw, tensors)
         out = raw if alias else self.post(raw)
-        outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+        outs = [out] if isinstance(out, torch.Tensor) else [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
         outs = [t for t in outs if t.is_floating_point() or t.is_complex()] or outs[:0]
         for i, t in enumerate(outs):
             layout, deps = self._rule(func, name, args, kwargs, tensors, data, layouts, t, site, i, outs)
@@ -342,6 +344,36 @@ class _Tracer(TorchFunctionMode):
         if layout is None and not isinstance(deps, Global):
             deps = Global(f"{name} changes the layout so that spatial axes are lost")
         return layout, (deps if isinstance(deps, Global) else tuple(deps))
+
+
+# argument types that hold no tensor: pytree treats them as leaves too
+_LEAVES = (int, float, complex, bool, str, type(None), torch.dtype, torch.device, torch.layout,
+           torch.memory_format, torch.Size, slice, type(Ellipsis))
+
+
+def _tensors_of(args, kwargs) -> tuple[torch.Tensor, ...]:
+    """The tensors among an op's arguments, in ``tree_flatten`` order. Ops take tensors, scalars
+    and flat lists of them; that case is walked here directly (pytree costs ~15 us a call,
+    a third of a traced op), anything else goes through ``tree_flatten``."""
+    out = []
+    for group in (args, kwargs.values()):
+        for a in group:
+            if isinstance(a, torch.Tensor):
+                out.append(a)
+            elif type(a) is list or type(a) is tuple:
+                for b in a:
+                    if isinstance(b, torch.Tensor):
+                        out.append(b)
+                    elif not isinstance(b, _LEAVES):
+                        return _tensors_slow(args, kwargs)
+            elif not isinstance(a, _LEAVES):
+                return _tensors_slow(args, kwargs)
+    return tuple(out)
+
+
+def _tensors_slow(args, kwargs) -> tuple[torch.Tensor, ...]:
+    flat, _ = tree_flatten((args, kwargs))
+    return tuple(x for x in flat if isinstance(x, torch.Tensor))
 
 
 def _view_of(t, tensors) -> bool:
@@ -582,31 +614,113 @@ def _meta_twin(model: nn.Module) -> nn.Module:
     return twin
 
 
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+          "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called",
+          "_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
+          "_load_state_dict_post_hooks")
+
+
 def private_copy(model: nn.Module, device: str | torch.device = "meta") -> nn.Module:
     """A deep copy of ``model`` that shares nothing with it, hooks removed.
 
-    On ``meta`` no parameter memory is copied. The user's object is never touched."""
-    memo: dict[int, Any] = {}
+    On ``meta`` no parameter memory is copied. The user's object is never touched.
+
+    >>> import torch.nn as nn
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3))
+    >>> twin = private_copy(net)
+    >>> twin[0].weight.device.type, twin[0] is net[0], net[0].weight.device.type
+    ('meta', False, 'cpu')
+    """
     if str(device) == "meta":
-        params = {id(p) for p in model.parameters()}   # isinstance(t, Parameter) is slow per call
-        for t in list(model.parameters()) + list(model.buffers()):
-            if id(t) in memo:
-                continue
-            new = torch.empty_like(t, device="meta")
-            memo[id(t)] = nn.Parameter(new, requires_grad=t.requires_grad) if id(t) in params else new
+        with torch.no_grad():
+            return _meta_module(model, {}, {id(p) for p in model.parameters()})
     with torch.no_grad():
-        twin = copy.deepcopy(model, memo)
+        twin = copy.deepcopy(model)
     for m in twin.modules():
-        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-                     "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs",
-                     "_forward_hooks_always_called", "_state_dict_hooks", "_load_state_dict_pre_hooks"):
-            d = getattr(m, attr, None)
-            if isinstance(d, dict):
-                d.clear()
-        m._is_full_backward_hook = None
-    if str(device) != "meta":
-        twin.to(device)
+        _clear_hooks(m)
+    twin.to(device)
     return twin
+
+
+def _clear_hooks(m: nn.Module) -> None:
+    for attr in _HOOKS:
+        d = getattr(m, attr, None)
+        if isinstance(d, dict):
+            d.clear()
+    m._is_full_backward_hook = None
+
+
+# attribute values a copy may share with the user's module: nothing in them can change
+_IMMUTABLE = (int, float, complex, bool, str, bytes, type(None), torch.dtype, torch.device, torch.Size,
+              torch.memory_format, torch.layout, type, range, frozenset)
+
+
+def _plain_module_class(cls: type) -> bool:
+    """True when ``copy.deepcopy`` of a ``cls`` instance would do nothing but deep-copy
+    ``nn.Module.__getstate__``'s dict into ``__setstate__`` (no custom copy or pickle protocol,
+    no slots, not scripted)."""
+    return (getattr(cls, "__deepcopy__", None) is None and cls.__reduce_ex__ is nn.Module.__reduce_ex__
+            and cls.__reduce__ is nn.Module.__reduce__ and cls.__getstate__ is nn.Module.__getstate__
+            and not hasattr(cls, "__slots__") and not issubclass(cls, torch.jit.ScriptModule))
+
+
+def _meta_module(m: nn.Module, memo: dict[int, Any], params: set[int]) -> nn.Module:
+    """``m`` copied onto meta the way ``copy.deepcopy`` would, but built directly: parameters
+    and buffers become meta tensors (plain tensor attributes are copied as they are, as
+    ``.to(device)`` moves them not), child modules are copied the same way,
+    hook dicts start empty, immutable attributes are shared and anything else is deep-copied.
+    Choosing an input traces a model more than once, and ``deepcopy`` of a 600-module densenet
+    cost 30 ms, a third of one forward at 224."""
+    if id(m) in memo:
+        return memo[id(m)]
+    cls = type(m)
+    if not _plain_module_class(cls):
+        _meta_tensors(m, memo, params)
+        twin = copy.deepcopy(m, memo)
+        for sub in twin.modules():
+            _clear_hooks(sub)
+        return twin
+    twin = cls.__new__(cls)
+    memo[id(m)] = twin
+    state = {}
+    for k, v in m.__getstate__().items():
+        if k in ("_parameters", "_buffers"):
+            state[k] = type(v)((n, None if t is None else _meta_tensor(t, memo, params)) for n, t in v.items())
+        elif k == "_modules":
+            state[k] = type(v)((n, None if c is None else _meta_module(c, memo, params)) for n, c in v.items())
+        elif k in _HOOKS:
+            state[k] = type(v)()
+        elif k == "_is_full_backward_hook":
+            state[k] = None
+        elif isinstance(v, torch.Tensor) and id(v) in memo:   # a parameter or buffer held twice
+            state[k] = memo[id(v)]
+        elif type(v) in _IMMUTABLE:
+            state[k] = v
+        elif type(v) in (tuple, list, set) and all(type(x) in _IMMUTABLE for x in v):
+            state[k] = v if type(v) is tuple else type(v)(v)   # e.g. _non_persistent_buffers_set
+        else:
+            state[k] = copy.deepcopy(v, memo)
+    twin.__setstate__(state)   # as deepcopy does: Conv2d's adds padding_mode to old pickles
+    return twin
+
+
+def _meta_tensor(t: torch.Tensor, memo: dict[int, Any], params: set[int]) -> torch.Tensor:
+    """A meta tensor like ``t`` (a Parameter again if ``t`` is one of the model's), one per
+    original so tied weights stay tied."""
+    new = memo.get(id(t))
+    if new is None:
+        new = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+        if id(t) in params or isinstance(t, nn.Parameter):
+            new = nn.Parameter(new, requires_grad=t.requires_grad)
+        memo[id(t)] = new
+    return new
+
+
+def _meta_tensors(m: nn.Module, memo: dict[int, Any], params: set[int]) -> None:
+    """Enter every parameter and buffer under ``m`` in ``memo`` as meta, so ``deepcopy`` of an
+    unusual module copies no parameter memory."""
+    for t in list(m.parameters()) + list(m.buffers()):
+        _meta_tensor(t, memo, params)
 
 
 def _run(twin: nn.Module, x: torch.Tensor, tracer: _Tracer):
@@ -620,7 +734,8 @@ def _run(twin: nn.Module, x: torch.Tensor, tracer: _Tracer):
 
     def post(m, inp, out):
         tracer.module_stack.pop()
-        first = next((t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)), None)
+        first = out if isinstance(out, torch.Tensor) else next(
+            (t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)), None)
         if first is not None and id(first) in tracer.of and names[m]:
             tracer.module_outputs[names[m]] = tracer.of[id(first)]
 
