@@ -55,6 +55,11 @@ def _ok(t) -> bool:
             and t.numel() > 0 and not t.is_inference())
 
 
+def _ok_any_layout(t) -> bool:
+    """As _ok, but any strides: for ops that make their input contiguous first."""
+    return (type(t) in _TENSOR_TYPES and t.is_meta and t.numel() > 0 and not t.is_inference())
+
+
 def _new(shape, dtype, grad: bool):
     """An output like torch's: contiguous on meta; a non-leaf requiring grad when autograd
     records the op (any differentiable input requires grad under grad mode)."""
@@ -96,6 +101,8 @@ def _bind(args: tuple, kwargs: dict, names: tuple, defaults: tuple):
     """Arguments by name for a signature (names, defaults for the trailing ones); None when a
     keyword is unknown or given twice, or too few/many positional arguments."""
     n = len(names)
+    if not kwargs and len(args) == n:
+        return args   # the common fully positional call: nothing to fill in
     if len(args) > n:
         return None
     out = list(args) + [_MISSING] * (n - len(args))
@@ -228,7 +235,7 @@ def _batch_norm(args, kwargs):
 
 def _layer_norm(args, kwargs):
     """layer_norm: the last len(normalized_shape) sizes equal normalized_shape; weight and
-    bias have exactly that shape; output like input."""
+    bias have exactly that shape; output of the input's shape, contiguous."""
     b = _bind(args, kwargs, ("input", "normalized_shape", "weight", "bias", "eps"),
               (None, None, 1e-5))
     if b is None:
@@ -238,7 +245,9 @@ def _layer_norm(args, kwargs):
         ns = (ns,)
     if type(ns) not in (tuple, list, torch.Size) or not ns or type(eps) not in (float, int):
         return None
-    if not _ok(x) or x.dtype not in _FLOATS or x.dim() < len(ns):
+    # any input layout: torch's native_layer_norm starts with input.contiguous(), so the
+    # output is contiguous (convnext normalises permuted, channels-last tensors)
+    if not _ok_any_layout(x) or x.dtype not in _FLOATS or x.dim() < len(ns):
         return None
     ns = tuple(ns)
     if tuple(x.shape[x.dim() - len(ns):]) != ns:
