@@ -29,20 +29,21 @@ SETTINGS = settings(max_examples=250, deadline=None, derandomize=True,
 RAISED = object()
 
 
+def props(t):
+    """Everything rule 2 compares, taken at one moment (an in-place op run by torch later
+    may change its input's autograd state: the answer is judged as it was given)."""
+    if isinstance(t, tuple):
+        return tuple(props(x) for x in t)
+    return {"type": type(t), "shape": tuple(t.shape), "dtype": t.dtype, "device": t.device,
+            "stride": t.stride(), "contiguous": t.is_contiguous(),
+            "requires_grad": t.requires_grad, "is_leaf": t.is_leaf}
+
+
 def same(a, b) -> None:
-    """Rule 2: the answer looks exactly like torch's result."""
-    assert type(a) is type(b), (type(a), type(b))
-    if isinstance(b, tuple):
-        for x, y in zip(a, b, strict=True):
-            same(x, y)
-        return
-    assert a.shape == b.shape, (a.shape, b.shape)
-    assert a.dtype == b.dtype, (a.dtype, b.dtype)
-    assert a.device == b.device
-    assert a.stride() == b.stride(), (a.stride(), b.stride())
-    assert a.is_contiguous() == b.is_contiguous()
-    assert a.requires_grad == b.requires_grad, (a.requires_grad, b.requires_grad)
-    assert a.is_leaf == b.is_leaf, (a.is_leaf, b.is_leaf)
+    """Rule 2: the answer (or its props taken before torch ran) looks exactly like torch's."""
+    a = a if isinstance(a, dict) or isinstance(a, tuple) and a and isinstance(a[0], dict) else props(a)
+    b = props(b)
+    assert a == b, (a, b)
 
 
 def check(name: str, fn, args: tuple, kwargs: dict, grad: bool, ordinary: bool) -> str:
@@ -51,6 +52,7 @@ def check(name: str, fn, args: tuple, kwargs: dict, grad: bool, ordinary: bool) 
     with torch.set_grad_enabled(grad), warnings.catch_warnings():
         warnings.simplefilter("ignore")   # torch's deprecation notes for odd ranks
         got = meta_result(name, args, kwargs)
+        before = None if got is None else props(got)
         try:
             ref = fn(*args, **kwargs)
         except Exception:
@@ -61,14 +63,14 @@ def check(name: str, fn, args: tuple, kwargs: dict, grad: bool, ordinary: bool) 
     if got is None:
         assert not ordinary, f"{name}{args, kwargs} is ordinary and valid but was not answered"
         return "none"
-    same(got, ref)
+    same(before, ref)
     if ref is args[0] or got is args[0]:
         assert got is ref, f"{name}: in place/identity differs"
     return "answered"
 
 
 # ---------------------------------------------------------------- inputs
-KINDS = ["plain"] * 6 + ["leaf_grad", "nonleaf_grad", "noncontig", "view"]
+KINDS = ["plain"] * 6 + ["leaf_grad", "nonleaf_grad", "noncontig", "view", "view_of_leaf_grad"]
 
 
 def tensor(shape, dtype=torch.float32, kind="plain"):
@@ -80,6 +82,9 @@ def tensor(shape, dtype=torch.float32, kind="plain"):
         return torch.empty(shape + (2,), device="meta", dtype=dtype)[..., 0]
     if kind == "view":
         return torch.empty((2,) + shape, device="meta", dtype=dtype)[1]
+    if kind == "view_of_leaf_grad" and dtype.is_floating_point:
+        with torch.enable_grad():   # in place on it raises under grad mode
+            return torch.empty((2,) + shape, device="meta", dtype=dtype, requires_grad=True)[1]
     if kind in ("leaf_grad", "nonleaf_grad") and dtype.is_floating_point:
         t = torch.empty(shape, device="meta", dtype=dtype, requires_grad=True)
         return t.clone() if kind == "nonleaf_grad" else t
@@ -107,7 +112,7 @@ class Draw:
         """A tensor; anything but a plain float32 one makes the call exotic."""
         kind = self(kinds)
         if kind != "plain" or dtype != torch.float32:
-            if kind in ("noncontig", "view"):
+            if kind in ("noncontig", "view", "view_of_leaf_grad"):
                 self.ordinary = False
             if dtype != torch.float32:
                 self.ordinary = False
@@ -257,10 +262,42 @@ def test_binary(data):
     kwargs = {}
     if name.startswith(("add", "sub")) and d(st.booleans()):
         kwargs["alpha"] = d(st.sampled_from([2, 0.5, True]), lambda v: v is not True)
+    grad = d.grad()
     ordinary = d.ordinary
-    if name.endswith("_") and not name.startswith("__") or name.startswith("__i"):
-        ordinary = ordinary and a.requires_grad is False
-    check(name, BINARY[name], (a, other), kwargs, d.grad(), ordinary)
+    if _is_inplace(name):
+        # rule 4: an in-place op that would make `a` require grad is left to torch
+        other_grad = isinstance(other, torch.Tensor) and other.requires_grad
+        ordinary = ordinary and not a.requires_grad and not (grad and other_grad)
+    check(name, BINARY[name], (a, other), kwargs, grad, ordinary)
+
+
+def _is_inplace(name: str) -> bool:
+    return name.endswith("_") and not name.startswith("__") or name.startswith("__i")
+
+
+@pytest.mark.parametrize("name", [n for n in BINARY if _is_inplace(n)]
+                         + ["relu", "relu_", "hardswish", "sigmoid_", "dropout"])
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("self_kind,other_kind", [
+    ("plain", "plain"), ("plain", "leaf_grad"), ("plain", "nonleaf_grad"), ("leaf_grad", "plain"),
+    ("nonleaf_grad", "plain"), ("nonleaf_grad", "leaf_grad"), ("view_of_leaf_grad", "plain"),
+    ("view", "plain")])
+def test_inplace_autograd_rules(name, grad, self_kind, other_kind):
+    """Rule 4 on every combination: same object back when torch succeeds without changing
+    self's requires_grad; None when torch raises (a leaf or a view of one requiring grad,
+    under grad mode) or when self would start requiring grad."""
+    a = tensor((2, 3), kind=self_kind)
+    if name in BINARY:
+        args, kwargs, fn = (a, tensor((2, 3), kind=other_kind)), {}, BINARY[name]
+    else:
+        fn = {"relu": F.relu, "hardswish": F.hardswish, "dropout": F.dropout}.get(name) or UNARY[name]
+        args, kwargs = (a,), ({} if name.endswith("_") else {"inplace": True})
+    changes_grad = grad and not a.requires_grad and any(t.requires_grad for t in args[1:])
+    outcome = check(name, fn, args, kwargs, grad, ordinary=False)
+    if self_kind in ("plain", "nonleaf_grad") and not (other_kind != "plain" and grad and self_kind == "plain"):
+        assert outcome == "answered", (outcome, name)
+    if changes_grad:
+        assert outcome != "answered"
 
 
 UNARY = {
@@ -423,12 +460,13 @@ class Compare(TorchFunctionMode):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
         got = meta_result(name, args, kwargs)
+        before = None if got is None else props(got)
         if name in OPS and all(t.is_contiguous() for t in _tensors(args, kwargs)):
             self.seen[name] += 1   # rule 3: only calls on contiguous tensors must be answered
         out = func(*args, **kwargs)
         if got is not None:
             self.answered[name] += 1
-            same(got, out)
+            same(before, out)
             if got is args[0] or out is args[0]:
                 assert got is out, name
         return out
