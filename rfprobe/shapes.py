@@ -46,6 +46,7 @@ _empty = torch.empty
 _grad_on = torch.is_grad_enabled
 _result_type = torch.result_type
 _can_cast = torch.can_cast
+_autocast = torch._C._is_any_autocast_enabled
 
 
 def _ok(t) -> bool:
@@ -704,8 +705,8 @@ def meta_result(name: str, args: tuple, kwargs: dict) -> Any | None:
     True
     """
     f = OPS.get(name)
-    if f is None:
-        return None
+    if f is None or _autocast():
+        return None   # autocast changes dtypes (it leaves meta alone today: not relied on)
     try:
         return f(args, kwargs)
     except Exception:   # an argument of a type no check foresaw: torch decides

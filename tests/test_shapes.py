@@ -36,7 +36,7 @@ def props(t):
         return tuple(props(x) for x in t)
     return {"type": type(t), "shape": tuple(t.shape), "dtype": t.dtype, "device": t.device,
             "stride": t.stride(), "contiguous": t.is_contiguous(),
-            "requires_grad": t.requires_grad, "is_leaf": t.is_leaf}
+            "requires_grad": t.requires_grad, "is_leaf": t.is_leaf, "inference": t.is_inference()}
 
 
 def same(a, b) -> None:
@@ -49,7 +49,8 @@ def same(a, b) -> None:
 def check(name: str, fn, args: tuple, kwargs: dict, grad: bool, ordinary: bool) -> str:
     """Answer first (meta_result must not change anything), then let torch run the same call
     on meta without any mode; compare. Returns 'raised', 'answered' or 'none'."""
-    with torch.set_grad_enabled(grad), warnings.catch_warnings():
+    mode = torch.inference_mode() if grad == "inference" else torch.set_grad_enabled(grad)
+    with mode, warnings.catch_warnings():
         warnings.simplefilter("ignore")   # torch's deprecation notes for odd ranks
         got = meta_result(name, args, kwargs)
         before = None if got is None else props(got)
@@ -122,7 +123,8 @@ class Draw:
         return self(dtypes, lambda d: d == torch.float32)
 
     def grad(self):
-        return self(st.booleans())
+        """Grad mode on or off, or inference mode."""
+        return self(st.sampled_from([False, True, True, False, "inference"]))
 
 
 # ---------------------------------------------------------------- families
@@ -267,7 +269,7 @@ def test_binary(data):
     if _is_inplace(name):
         # rule 4: an in-place op that would make `a` require grad is left to torch
         other_grad = isinstance(other, torch.Tensor) and other.requires_grad
-        ordinary = ordinary and not a.requires_grad and not (grad and other_grad)
+        ordinary = ordinary and not a.requires_grad and not (grad is True and other_grad)
     check(name, BINARY[name], (a, other), kwargs, grad, ordinary)
 
 
