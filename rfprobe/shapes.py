@@ -434,18 +434,21 @@ def _dropout(rank: int | None):
         if b is None:
             return None
         x, p, training, inplace = b
-        if not _ok(x) or x.dtype not in _FLOATS or not _num(p) or not 0.0 <= p <= 1.0:
+        if not _num(p) or not 0.0 <= p <= 1.0 or type(training) is not bool or type(inplace) is not bool:
             return None
-        if type(training) is not bool or type(inplace) is not bool:
+        if rank is None and (not training or p == 0):
+            # torch returns the input itself, in place or not, whatever its layout or
+            # autograd state: nothing is computed (an eval-mode nn.Dropout(inplace=True)
+            # after a flatten gets a view)
+            if type(x) in _TENSOR_TYPES and x.is_meta and x.dtype in _FLOATS:
+                return x
             return None
-        if rank is not None and x.dim() != rank:
+        if not _ok(x) or x.dtype not in _FLOATS:
             return None
+        if rank is not None and (x.dim() != rank or not training or p == 0):
+            return None   # wrong ranks warn or raise; the ranked eval paths: left to torch
         if inplace:
             return x if _inplace_ok(x) else None
-        if not training or p == 0:
-            if rank is not None:
-                return None   # the ranked forms' eval paths differ by rank: leave to torch
-            return x
         return _new(x.shape, x.dtype, _grad(x))
     return dropout
 

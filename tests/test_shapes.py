@@ -475,7 +475,7 @@ class Compare(TorchFunctionMode):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small", "densenet121", "convnext_tiny"])
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small", "densenet121", "convnext_tiny", "efficientnet_b0"])
 @pytest.mark.parametrize("grad", [False, True])
 def test_torchvision_models(arch, grad):
     torchvision = pytest.importorskip("torchvision")
