@@ -430,8 +430,9 @@ def _choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=N
         return g
     g, first_error = None, None
     # 32 first: most trunks need it (a failed trace at 8 or 16 costs as much as one that works),
-    # and the closed form shrinks the input afterwards anyway
-    for n in (32, 64, 128, 256, 512, 1024, 2048, 4096, 16, 8):
+    # and the closed form shrinks the input afterwards anyway; 224 (and its multiples) for the
+    # models that split their maps into 7x7 windows (maxvit)
+    for n in (32, 64, 128, 224, 256, 448, 512, 896, 1024, 2048, 4096, 16, 8):
         size = tuple(f if f is not None else n for f in fixed)
         try:
             g = trace(model, (channels, *size), dims)

@@ -39,8 +39,9 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from . import render, rules
-from .errors import ArgumentError, ModelError, RFProbeError, UnknownOpError, did_you_mean
+from .errors import ArgumentError, ModelError, ResourceError, RFProbeError, UnknownOpError, did_you_mean
 from .rules import Call, Global, InputDep
+from .validate import available_bytes
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _TORCH = os.path.dirname(os.path.abspath(torch.__file__))
@@ -161,6 +162,15 @@ class _Tracer(TorchFunctionMode):
         self.lost_shapes: set[tuple[int, ...]] = set()   # spatial sizes a reshape merged away
         self.views: dict[int, tuple] = {}   # id(view made by x[...]) -> (x, index)
         self.protect: int | None = None     # node whose tensor must survive in-place ops (the probe's target)
+        self.budget: int | None = None      # bytes a trace with real values may keep (None: no limit)
+        self.spent = 0
+
+    def _spend(self, t: torch.Tensor) -> None:
+        """Count what a real-valued trace keeps, and stop it before it exhausts the memory (an
+        input size search can reach 4096^2, where a real trace of a big model cannot run)."""
+        self.spent += t.numel() * t.element_size()
+        if self.spent > self.budget:
+            raise ResourceError(render.trace_memory(self.spent, self.budget, tuple(self.keep[0].shape)))
 
     def post(self, out):
         """What the probe does to an op's output before it is recorded (here: nothing)."""
@@ -178,6 +188,8 @@ class _Tracer(TorchFunctionMode):
         self.nodes.append(node)
         self.of[id(t)] = node.id
         self.keep.append(t)
+        if self.budget is not None:
+            self._spend(t)
         self._taint(node)
         return node.id
 
@@ -764,8 +776,11 @@ def _run(twin: nn.Module, x: torch.Tensor, tracer: _Tracer):
                 m.__dict__["forward"] = f
 
 
+# torch's messages for an input too small (or of a size the model cannot split): the same on
+# the CPU, so a real-valued trace is not tried
 _SHAPE_ERRORS = ("Kernel size can't be greater", "too small", "Output size is", "non-positive",
-                 "Calculated output size", "Padding size should be less", "Expected input's")
+                 "Calculated output size", "Padding size should be less", "Expected input's",
+                 "is invalid for input of size")
 
 
 def _input_dtype(model: nn.Module) -> torch.dtype:
@@ -799,6 +814,8 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = Non
             x = torch.rand((1, *input_shape), dtype=_input_dtype(model),
                            generator=torch.Generator().manual_seed(0))  # the user's RNG stays put
             tracer = _Tracer(dims)
+            free = available_bytes(torch.device("cpu"))
+            tracer.budget = None if free is None else free // 2
             with torch.no_grad():
                 out = _run(twin, x, tracer)
         except RFProbeError:

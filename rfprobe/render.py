@@ -497,6 +497,17 @@ def fallback_note(error_type: str, error: str) -> str:
             "branches, whose ops rfprobe has not seen")
 
 
+def trace_memory(spent: int, budget: int, input_shape: tuple[int, ...]) -> str:
+    """Why a trace with real values was stopped."""
+    return (f"tracing the model with real values on an input of shape {input_shape} (it cannot run on "
+            f"meta tensors) kept {_bytes(spent)}, above half the free memory ({_bytes(budget)}), so "
+            "rfprobe stopped it. Pass a smaller input_shape=(C, H, W) that the model accepts")
+
+
+def _bytes(n: float) -> str:
+    return f"{n / 2 ** 30:.2f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.1f} MiB"
+
+
 # ----------------------------------------------------------------------------- command line
 CLI_DESCRIPTION = ("Exact receptive fields of PyTorch models, computed three ways (closed form, "
                    "exact propagation, gradient probe) and checked against each other. "
