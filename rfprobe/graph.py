@@ -646,7 +646,7 @@ def private_copy(model: nn.Module, device: str | torch.device = "meta") -> nn.Mo
     """
     if str(device) == "meta":
         with torch.no_grad():
-            return _meta_module(model, {}, {id(p) for p in model.parameters()})
+            return _meta_module(model, {})
     with torch.no_grad():
         twin = copy.deepcopy(model)
     for m in twin.modules():
@@ -664,10 +664,11 @@ def _clear_hooks(m: nn.Module) -> None:
 
 
 # attribute values a copy may share with the user's module: nothing in them can change
-_IMMUTABLE = (int, float, complex, bool, str, bytes, type(None), torch.dtype, torch.device, torch.Size,
-              torch.memory_format, torch.layout, type, range, frozenset)
+_IMMUTABLE = frozenset([int, float, complex, bool, str, bytes, type(None), torch.dtype, torch.device, torch.Size,
+                        torch.memory_format, torch.layout, type, range, frozenset])
 
 
+@functools.lru_cache(maxsize=None)
 def _plain_module_class(cls: type) -> bool:
     """True when ``copy.deepcopy`` of a ``cls`` instance would do nothing but deep-copy
     ``nn.Module.__getstate__``'s dict into ``__setstate__`` (no custom copy or pickle protocol,
@@ -677,7 +678,7 @@ def _plain_module_class(cls: type) -> bool:
             and not hasattr(cls, "__slots__") and not issubclass(cls, torch.jit.ScriptModule))
 
 
-def _meta_module(m: nn.Module, memo: dict[int, Any], params: set[int]) -> nn.Module:
+def _meta_module(m: nn.Module, memo: dict[int, Any]) -> nn.Module:
     """``m`` copied onto meta the way ``copy.deepcopy`` would, but built directly: parameters
     and buffers become meta tensors (plain tensor attributes are copied as they are, as
     ``.to(device)`` moves them not), child modules are copied the same way,
@@ -688,52 +689,59 @@ def _meta_module(m: nn.Module, memo: dict[int, Any], params: set[int]) -> nn.Mod
         return memo[id(m)]
     cls = type(m)
     if not _plain_module_class(cls):
-        _meta_tensors(m, memo, params)
+        _meta_tensors(m, memo)
         twin = copy.deepcopy(m, memo)
         for sub in twin.modules():
             _clear_hooks(sub)
         return twin
     twin = cls.__new__(cls)
     memo[id(m)] = twin
-    state = {}
-    for k, v in m.__getstate__().items():
-        if k in ("_parameters", "_buffers"):
-            state[k] = type(v)((n, None if t is None else _meta_tensor(t, memo, params)) for n, t in v.items())
-        elif k == "_modules":
-            state[k] = type(v)((n, None if c is None else _meta_module(c, memo, params)) for n, c in v.items())
-        elif k in _HOOKS:
+    state = m.__getstate__()     # a new dict: its values are replaced in place
+    for k, v in state.items():
+        kind = _STATE_KIND.get(k)
+        if kind is None:
+            if type(v) in _IMMUTABLE:
+                continue
+            if isinstance(v, torch.Tensor) and id(v) in memo:   # a parameter or buffer held twice
+                state[k] = memo[id(v)]
+            elif type(v) in (tuple, list, set) and all(type(x) in _IMMUTABLE for x in v):
+                if type(v) is not tuple:
+                    state[k] = type(v)(v)       # e.g. _non_persistent_buffers_set
+            else:
+                state[k] = copy.deepcopy(v, memo)
+        elif kind == "tensors":
+            state[k] = type(v)((n, None if t is None else _meta_tensor(t, memo)) for n, t in v.items())
+        elif kind == "modules":
+            state[k] = type(v)((n, None if c is None else _meta_module(c, memo)) for n, c in v.items())
+        elif kind == "hooks":
             state[k] = type(v)()
-        elif k == "_is_full_backward_hook":
-            state[k] = None
-        elif isinstance(v, torch.Tensor) and id(v) in memo:   # a parameter or buffer held twice
-            state[k] = memo[id(v)]
-        elif type(v) in _IMMUTABLE:
-            state[k] = v
-        elif type(v) in (tuple, list, set) and all(type(x) in _IMMUTABLE for x in v):
-            state[k] = v if type(v) is tuple else type(v)(v)   # e.g. _non_persistent_buffers_set
         else:
-            state[k] = copy.deepcopy(v, memo)
+            state[k] = None
     twin.__setstate__(state)   # as deepcopy does: Conv2d's adds padding_mode to old pickles
     return twin
 
 
-def _meta_tensor(t: torch.Tensor, memo: dict[int, Any], params: set[int]) -> torch.Tensor:
+_STATE_KIND = {"_parameters": "tensors", "_buffers": "tensors", "_modules": "modules",
+               "_is_full_backward_hook": "none", **{h: "hooks" for h in _HOOKS}}
+
+
+def _meta_tensor(t: torch.Tensor, memo: dict[int, Any]) -> torch.Tensor:
     """A meta tensor like ``t`` (a Parameter again if ``t`` is one of the model's), one per
     original so tied weights stay tied."""
     new = memo.get(id(t))
     if new is None:
         new = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
-        if id(t) in params or isinstance(t, nn.Parameter):
+        if type(t) is nn.Parameter or (type(t) is not torch.Tensor and isinstance(t, nn.Parameter)):
             new = nn.Parameter(new, requires_grad=t.requires_grad)
         memo[id(t)] = new
     return new
 
 
-def _meta_tensors(m: nn.Module, memo: dict[int, Any], params: set[int]) -> None:
+def _meta_tensors(m: nn.Module, memo: dict[int, Any]) -> None:
     """Enter every parameter and buffer under ``m`` in ``memo`` as meta, so ``deepcopy`` of an
     unusual module copies no parameter memory."""
     for t in list(m.parameters()) + list(m.buffers()):
-        _meta_tensor(t, memo, params)
+        _meta_tensor(t, memo)
 
 
 def _run(twin: nn.Module, x: torch.Tensor, tracer: _Tracer):
