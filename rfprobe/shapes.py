@@ -569,7 +569,13 @@ def _avg_pool(n: int):
         if n > 1 and b[6] is not None and (type(b[6]) is not int or b[6] == 0):
             return None
         shape = _pool_geometry(x, n, k, s, p, 1, ceil)
-        return None if shape is None else _new(shape, x.dtype, _grad(x))
+        if shape is None:
+            return None
+        if n == 3:   # avg_pool3d alone also wants the unpadded input >= kernel
+            kk = _ints(k, 3)
+            if any(x.shape[x.dim() - 3 + i] < kk[i] for i in range(3)):
+                return None   # "input image ... smaller than kernel size"
+        return _new(shape, x.dtype, _grad(x))
     return avg_pool
 
 
@@ -601,8 +607,8 @@ def _adaptive_avg_pool(n: int):
 
 # ---------------------------------------------------------------- pad
 def _pad(args, kwargs):
-    """F.pad: pairs (left, right) from the last axis backwards. constant: any pads leaving
-    sizes >= 1; reflect (pad < size), replicate, circular (pad <= size): non-negative pads on
+    """F.pad: pairs (left, right) from the last axis backwards, all >= 0. constant: any
+    rank; reflect (pad < size), replicate, circular (pad <= size): non-negative pads on
     the last 1-3 axes of a batched or unbatched input, no value=."""
     b = _bind(args, kwargs, ("input", "pad", "mode", "value"), ("constant", None))
     if b is None:
@@ -619,8 +625,8 @@ def _pad(args, kwargs):
         return None
     shape = list(x.shape)
     if mode == "constant":
-        if value is not None and not _num(value):
-            return None
+        if value is not None and not _num(value) or min(pad) < 0:
+            return None   # negative pads return narrowed views (or their clones): left to torch
     elif mode in ("reflect", "replicate", "circular"):
         if value is not None or m > 3 or nd not in (m + 1, m + 2) or min(pad) < 0:
             return None
@@ -633,9 +639,6 @@ def _pad(args, kwargs):
             return None   # "Padding size should be less than the corresponding input dimension"
         if mode == "circular" and (lo > shape[i] or hi > shape[i]):
             return None   # "Padding value causes wrapping around more than once"
-        # negative pads first narrow the input (torch's narrow() needs a length >= 0)
-        if shape[i] + min(lo, 0) + min(hi, 0) < 1:
-            return None
         shape[i] += lo + hi
         if shape[i] < 1:
             return None
