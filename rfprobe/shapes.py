@@ -344,7 +344,7 @@ def _broadcast(a, b):
     return out
 
 
-def _binary(kind: str, inplace: bool, reverse: bool = False):
+def _binary(kind: str, inplace: bool):
     """add/sub/mul/div with a tensor or Python-number operand, torch.result_type promotion
     (true division makes integers floating), alpha= for add/sub; in place the result must
     broadcast to self's shape and cast to self's dtype, and self is returned."""
