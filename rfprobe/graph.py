@@ -38,7 +38,7 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from . import render, rules
+from . import render, rules, shapes
 from .errors import ArgumentError, ModelError, ResourceError, RFProbeError, UnknownOpError, did_you_mean
 from .rules import Call, Global, InputDep
 from .validate import available_bytes
@@ -95,6 +95,28 @@ def _site() -> str:
             return f"{user}:{f.f_lineno}"
         f = f.f_back
     return ""
+
+
+class _Site:
+    """The user-code call site of the op being traced, looked up only when a message or a
+    global node needs it (walking the stack for every op was a tenth of a trace). Read it only
+    while that op is being traced: the stack is the op's then."""
+
+    __slots__ = ("value",)
+
+    def __init__(self):
+        self.value = None
+
+    def __str__(self) -> str:
+        if self.value is None:
+            self.value = _site()
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __bool__(self) -> bool:
+        return bool(str(self))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -163,6 +185,7 @@ class _Tracer(TorchFunctionMode):
         self.views: dict[int, tuple] = {}   # id(view made by x[...]) -> (x, index)
         self.protect: int | None = None     # node whose tensor must survive in-place ops (the probe's target)
         self.budget: int | None = None      # bytes a trace with real values may keep (None: no limit)
+        self.meta = False                   # tracing on meta tensors: results of known ops are built, not run
         self.spent = 0
 
     def _spend(self, t: torch.Tensor) -> None:
@@ -184,6 +207,8 @@ class _Tracer(TorchFunctionMode):
         n = self.counts.get(base, 0)
         self.counts[base] = n + 1
         name = base if (n == 0 and base) else f"{base + ':' if base else ''}{op}#{n}"
+        # the call site matters where a message may quote it: ops that are global or unknown
+        site = str(site) if isinstance(deps, Global) else ""
         node = Node(len(self.nodes), name, op, module, tuple(inputs), deps, tuple(t.shape), layout, site)
         self.nodes.append(node)
         self.of[id(t)] = node.id
@@ -261,7 +286,7 @@ class _Tracer(TorchFunctionMode):
         if not data:
             return func(*args, **kwargs)
         in_ids = [self.of[id(tensors[k])] for k in data]
-        site = _site()
+        site = _Site()
         layouts = tuple(self.nodes[self.of[id(t)]].layout if id(t) in self.of else None for t in tensors)
         if name == "__setitem__":
             out = func(*args, **kwargs)
@@ -274,7 +299,7 @@ class _Tracer(TorchFunctionMode):
                    or kwargs.get("inplace") is True)
         if inplace and self.protect is not None and self.of.get(id(tensors[0])) == self.protect:
             self.keep[self.protect] = tensors[0].clone()   # the selected output, before the op mutates it
-        raw = _meta_shortcut(name, args, kwargs, inplace)
+        raw = shapes.meta_result(name, args, kwargs) if self.meta else None
         if raw is None:
             raw = func(*args, **kwargs)
         # an in-place op returns its input, a view shares its input's memory: keep the object the
@@ -807,6 +832,7 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = Non
         twin = _meta_twin(model)
         x = torch.empty((1, *input_shape), device="meta", dtype=_input_dtype(model))
         tracer = _Tracer(dims)
+        tracer.meta = True
         out = _run(twin, x, tracer)
     except RFProbeError:
         raise
