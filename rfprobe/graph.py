@@ -151,23 +151,6 @@ MIXERS = {"scaled_dot_product_attention": "attention", "multi_head_attention_for
           "einsum": "einsum over positions"}
 
 
-# shape-preserving ops whose meta kernels are Python decompositions (batch_norm ~4 ms, relu ~1 ms
-# a call: most of a BN-heavy trace); on meta their output is just a tensor like their input
-_META_SAME = frozenset("batch_norm relu relu_ relu6 hardtanh hardtanh_ silu gelu sigmoid tanh hardswish "
-                       "leaky_relu leaky_relu_ elu elu_ dropout dropout2d dropout3d".split())
-
-
-def _meta_shortcut(name, args, kwargs, inplace):
-    """The output of a shape-preserving op on a meta tensor, without running its meta kernel
-    (None: run the op)."""
-    if name not in _META_SAME:
-        return None
-    x = args[0] if args else kwargs.get("input")
-    if not isinstance(x, torch.Tensor) or not x.is_meta:
-        return None
-    return x if inplace else torch.empty_like(x)
-
-
 class _Tracer(TorchFunctionMode):
     def __init__(self, dims: int):
         super().__init__()
