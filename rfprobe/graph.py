@@ -47,7 +47,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _TORCH = os.path.dirname(os.path.abspath(torch.__file__))
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
     """One op in the traced graph (node 0 is the model input)."""
 
@@ -155,6 +155,7 @@ class _Tracer(TorchFunctionMode):
     def __init__(self, dims: int):
         super().__init__()
         self.dims = dims
+        self.trailing = tuple(range(-dims, 0))
         self.nodes: list[Node] = []
         self.of: dict[int, int] = {}        # id(tensor) -> node id
         self.keep: list[torch.Tensor] = []  # keeps traced tensors alive so ids stay unique
@@ -212,7 +213,7 @@ class _Tracer(TorchFunctionMode):
                 if cls and path != node.module:
                     node.deps = Global(f"{node.deps.why} in {cls} {path!r}")
             return
-        if node.deps is None:
+        if node.deps is None or not self.taint:
             return
         tainted = [(d, s) for d, s in zip(node.deps, node.inputs) if s in self.taint]
         if not tainted:
@@ -265,12 +266,20 @@ class _Tracer(TorchFunctionMode):
         if name in rules.IGNORED:       # shape queries and the like: most calls, keep them cheap
             return func(*args, **kwargs)
         tensors = _tensors_of(args, kwargs)
-        data = tuple(k for k, t in enumerate(tensors) if id(t) in self.of)
+        of, nodes = self.of, self.nodes
+        data, in_ids, layouts = [], [], []
+        for k, t in enumerate(tensors):
+            i = of.get(id(t))
+            if i is None:
+                layouts.append(None)
+            else:
+                data.append(k)
+                in_ids.append(i)
+                layouts.append(nodes[i].layout)
         if not data:
             return func(*args, **kwargs)
-        in_ids = [self.of[id(tensors[k])] for k in data]
+        data, layouts = tuple(data), tuple(layouts)
         site = _Site()
-        layouts = tuple(self.nodes[self.of[id(t)]].layout if id(t) in self.of else None for t in tensors)
         if name == "__setitem__":
             out = func(*args, **kwargs)
             t = args[0]
@@ -325,13 +334,16 @@ class _Tracer(TorchFunctionMode):
         try:
             return fn()
         except UnknownOpError as e:
-            where = f"op {name!r} at {site or '?'} (module {self.module_stack[-1] or '<model>'!r})"
-            return fallback_layout, Unknown(f"{where}: {e}")
+            return fallback_layout, self._refused(name, site, e)
+
+    def _refused(self, name, site, error) -> Unknown:
+        return Unknown(f"op {name!r} at {site or '?'} (module {self.module_stack[-1] or '<model>'!r}): {error}")
 
     def _rule(self, func, name, args, kwargs, tensors, data, layouts, out, site, index=0, outs=()):
         main = layouts[data[0]]
-        trailing = tuple(range(-self.dims, 0))
-        if all(layouts[k] is None for k in data):
+        trailing = self.trailing
+        ref = next((layouts[k] for k in data if layouts[k] is not None), None)
+        if ref is None:
             # a reshape back to a spatial shape that a flatten lost (e.g. after attention over
             # flattened positions): the spatial axes are back, every position still global
             back = (name in rules.LAYOUT_OPS and out.dim() >= self.dims + 1
@@ -343,7 +355,6 @@ class _Tracer(TorchFunctionMode):
             if layout is None and main is not None:
                 self.lost_shapes.add(tuple(tensors[data[0]].shape[d] for d in main))
             return layout, deps
-        ref = next(layouts[k] for k in data if layouts[k] is not None)
         if name in REDUCTIONS:
             layout = _reduced_layout(name, args, kwargs, tensors[data[0]], ref, out)
         else:
@@ -354,14 +365,15 @@ class _Tracer(TorchFunctionMode):
                 f"op {name!r} at {site or '?'} (module {self.module_stack[-1] or '<model>'!r}) has no "
                 f"receptive-field rule. Declare one: rfprobe.register_rule({name!r}, 'pointwise' | "
                 f"'channel' | 'global' | function).")
-        if name in FIXED_LAYOUT and main != tuple(range(-self.dims, 0)):
+        if name in FIXED_LAYOUT and main != trailing:
             return layout, Unknown(f"op {name!r} at {site or '?'} runs on a tensor whose spatial axes are "
                                    f"dims {main} of shape {tuple(tensors[data[0]].shape)}, not the trailing "
                                    f"{self.dims}; rfprobe has no rule for that")
         call = Call(name, args, kwargs, data, tensors, layouts, tuple(out.shape), self.dims, layout)
-        layout_, deps = self._guard(lambda: (layout, rule(call)), name, site, layout)
-        if isinstance(deps, Unknown):
-            return layout_, deps
+        try:
+            deps = rule(call)
+        except UnknownOpError as e:     # the rule refuses this use of the op
+            return layout, self._refused(name, site, e)
         if layout is None and not isinstance(deps, Global):
             deps = Global(f"{name} changes the layout so that spatial axes are lost")
         return layout, (deps if isinstance(deps, Global) else tuple(deps))

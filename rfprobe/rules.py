@@ -162,10 +162,15 @@ def elementwise(call: Call) -> list[InputDep]:
             deps.append(InputDep(k, Global(f"{call.name} broadcasts tensors whose spatial axes sit in "
                                            f"different dims ({layout} vs {call.out_layout})")))
             continue
-        sizes = call.spatial_in(k)
-        axes = tuple(Broadcast() if n == 1 and m != 1 else identity(n) for n, m in zip(sizes, out))
-        deps.append(InputDep(k, axes))
+        deps.append(InputDep(k, _pointwise_axes(call.spatial_in(k), out)))
     return deps
+
+
+@functools.lru_cache(maxsize=4096)
+def _pointwise_axes(sizes: tuple[int, ...], out: tuple[int, ...]) -> tuple[AxisMap, ...]:
+    """Identity per axis, or ``Broadcast`` where the input has size 1 and the output not
+    (cached: a trace asks for the same few size pairs hundreds of times)."""
+    return tuple(Broadcast() if n == 1 and m != 1 else identity(n) for n, m in zip(sizes, out))
 
 
 def channel_only(call: Call) -> list[InputDep]:
@@ -175,10 +180,15 @@ def channel_only(call: Call) -> list[InputDep]:
 
 def _window(call: Call, kernel, stride, padding, dilation) -> list[InputDep]:
     k = call.data[0]
-    n_in = call.spatial_in(k)
-    axes = tuple(Affine(tuple(range(0, d * (kk - 1) + 1, d)), s, p, n)
+    return [InputDep(k, _window_axes(tuple(kernel), tuple(stride), tuple(padding), tuple(dilation),
+                                     call.spatial_in(k)))]
+
+
+@functools.lru_cache(maxsize=4096)
+def _window_axes(kernel, stride, padding, dilation, n_in) -> tuple[Affine, ...]:
+    """Per axis: output ``j`` reads ``j*s - p + t*d`` for ``t < k`` (cached, as above)."""
+    return tuple(Affine(tuple(range(0, d * (kk - 1) + 1, d)), s, p, n)
                  for kk, s, p, d, n in zip(kernel, stride, padding, dilation, n_in))
-    return [InputDep(k, axes)]
 
 
 def _same_padding(call: Call, kernel, dilation) -> tuple[tuple[int, ...], tuple[int, ...]]:
