@@ -476,6 +476,8 @@ def _choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=N
         size = list(g.input_shape[1:])
         if target.spatial is None:
             return g
+        if closed_forms(g)[0][target.id].status == "global":
+            return g   # no size holds a global RF (the exact route would walk the graph to say so)
         u = tuple(m // 2 for m in target.spatial) if unit is None else tuple(
             (x % m) for x, m in zip(unit if not isinstance(unit, int) else (unit,) * dims, target.spatial))
         reg = propagate(g, target, u, bounded=False)
