@@ -30,7 +30,7 @@ import numpy as np
 import torch.nn as nn
 
 from .errors import ArgumentError, GlobalOpError, ModelError, RFProbeError
-from .graph import Graph, Node, infer_channels, infer_dims, one_meta_copy, select, trace
+from .graph import Graph, Node, infer_channels, infer_dims, one_meta_copy, replay, select, trace
 from .render import Rendered
 from .rules import Affine, Broadcast, Global
 
@@ -414,7 +414,14 @@ def choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=No
     """Trace at the input the user gave, or at the smallest input (per axis) in which the
     centre unit's whole RF fits, so the probe sees it without border truncation."""
     with one_meta_copy(model), _no_gc():
-        return _choose_input(model, input_shape, layer, output, unit)
+        graph = _choose_input(model, input_shape, layer, output, unit)
+    graph.recording = None    # what a replay needs keeps the meta copy alive: not past this call
+    return graph
+
+
+def _trace_at(model, g: Graph, shape) -> Graph:
+    """``model`` traced at ``shape``, replayed from ``g``'s recording where that is sound."""
+    return replay(g, shape) or trace(model, shape, g.dims, record=True)
 
 
 @contextlib.contextmanager
@@ -451,7 +458,7 @@ def _choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=N
     for n in (32, 64, 128, 224, 256, 448, 512, 896, 1024, 2048, 4096, 16, 8):
         size = tuple(f if f is not None else n for f in fixed)
         try:
-            g = trace(model, (channels, *size), dims)
+            g = trace(model, (channels, *size), dims, record=True)
             target = select(g, layer, output)
             if target.spatial is None:      # flattened or pooled away: no input size helps
                 _check_target(g, layer, output, (channels, *size))
@@ -498,7 +505,7 @@ def _choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=N
                 need.append(max(cur + 2 * (max(-lo, 0) + max(hi - cur + 1, 0)), hi - lo + 1))
         if need == size:
             return _shrink(model, g, fixed, layer, output, unit, channels, dims)
-        g = trace(model, (channels, *need), dims)
+        g = _trace_at(model, g, (channels, *need))
     return g
 
 
@@ -533,7 +540,7 @@ def _shrink(model, g: Graph, fixed, layer, output, unit, channels, dims, upto: i
     if want == size:
         return g
     try:
-        small = trace(model, (channels, *want), dims)
+        small = _trace_at(model, g, (channels, *want))
         t = select(small, layer, output)
         if t.spatial is None or any(m < 1 for m in t.spatial):
             return g

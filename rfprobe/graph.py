@@ -77,6 +77,7 @@ class Graph:
     module_outputs: dict[str, int]
     notes: list[str] = field(default_factory=list)
     closed: Any = field(default=None, repr=False, compare=False)   # analytic.closed_forms' cache
+    recording: Any = field(default=None, repr=False, compare=False)  # what replay() needs (meta traces)
 
     def node(self, key: str | int) -> Node:
         if isinstance(key, int):
@@ -124,7 +125,8 @@ def _user_file(filename: str) -> str:
     """The base name of a file outside rfprobe and torch ('' for theirs); cached, as every
     traced op asks for each frame of its stack."""
     fn = os.path.abspath(filename)
-    return "" if fn.startswith(_HERE) or fn.startswith(_TORCH) else os.path.basename(fn)
+    # with the separator: torchvision/ is a user file, not torch/
+    return "" if fn.startswith(_HERE + os.sep) or fn.startswith(_TORCH + os.sep) else os.path.basename(fn)
 
 
 class Unknown(Global):
@@ -139,6 +141,8 @@ FIXED_LAYOUT = frozenset(
     + [f"max_pool{d}d_with_indices" for d in (1, 2, 3)] + [f"adaptive_max_pool{d}d_with_indices" for d in (1, 2, 3)]
     + ["interpolate", "upsample", "pixel_shuffle", "pixel_unshuffle", "batch_norm", "group_norm",
        "instance_norm"])
+# shape queries that can tell the model a spatial size (dim, dtype, device... cannot)
+_SIZE_READS = frozenset("__get__ size numel stride __len__ __format__ __repr__ tolist item __array__".split())
 REDUCTIONS = frozenset("mean sum amax amin max min std var logsumexp prod norm nansum nanmean".split())
 INPLACE_DUNDER = frozenset("__iadd__ __isub__ __imul__ __itruediv__ __ipow__ __iand__ __ior__".split())
 RESHAPES = frozenset("view reshape flatten unflatten squeeze unsqueeze view_as reshape_as".split())
@@ -170,6 +174,8 @@ class _Tracer(TorchFunctionMode):
         self.protect: int | None = None     # node whose tensor must survive in-place ops (the probe's target)
         self.budget: int | None = None      # bytes a trace with real values may keep (None: no limit)
         self.meta = False                   # tracing on meta tensors: results of known ops are built, not run
+        self.calls: list | None = None      # (func, name, args, kwargs, module, out) of each recorded op
+        self.read_sizes = False             # the model's own code read a spatial size (see replay)
         self.spent = 0
 
     def _spend(self, t: torch.Tensor) -> None:
@@ -264,6 +270,8 @@ class _Tracer(TorchFunctionMode):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", None) or str(func)
         if name in rules.IGNORED:       # shape queries and the like: most calls, keep them cheap
+            if name in _SIZE_READS and self.calls is not None and not self.read_sizes:
+                self.read_sizes = self._reads_space(func, name, args)
             return func(*args, **kwargs)
         tensors = _tensors_of(args, kwargs)
         of, nodes = self.of, self.nodes
@@ -286,6 +294,8 @@ class _Tracer(TorchFunctionMode):
             layout, deps = self._guard(lambda: _setitem(args, tensors, data, layouts, self.dims), name, site,
                                        layouts[0])
             self.add(name, [in_ids[data.index(k)] for k in _dep_args(deps, data)], deps, t, layout, site)
+            if self.calls is not None:
+                self.calls.append((func, name, _frozen(args), _frozen(kwargs), self.module_stack[-1], out))
             return out
         inplace = ((name.endswith("_") and not name.startswith("__")) or name in INPLACE_DUNDER
                    or kwargs.get("inplace") is True)
@@ -307,7 +317,26 @@ class _Tracer(TorchFunctionMode):
             self.views[id(raw)] = (args[0], args[1])
         if inplace and raw is tensors[0] and getattr(raw, "_base", None) is not None:
             self._write_back(raw, name, site)
+        if self.calls is not None:
+            self.calls.append((func, name, _frozen(args), _frozen(kwargs), self.module_stack[-1], out))
         return out
+
+    def _reads_space(self, func, name, args) -> bool:
+        """Whether a shape query reads a spatial size of a traced tensor (``x.shape``,
+        ``x.size()``, ``x.size(-1)``...): the model's code may then compute with it, and a trace
+        at another size cannot be replayed from this one."""
+        t = args[0] if args else None
+        i = self.of.get(id(t)) if isinstance(t, torch.Tensor) else None
+        layout = None if i is None else self.nodes[i].layout
+        if layout is None:
+            return False
+        if name == "__get__":
+            return getattr(getattr(func, "__self__", None), "__name__", "") == "shape"
+        if name == "size" and len(args) > 1 and isinstance(args[1], int):
+            return (args[1] % t.dim()) - t.dim() in layout
+        if name == "__len__":
+            return -t.dim() in layout
+        return True
 
     def _write_back(self, view, name, site) -> None:
         """An in-place op on a view also changes its base: the base becomes a new node that
@@ -402,6 +431,18 @@ def _tensors_of(args, kwargs) -> tuple[torch.Tensor, ...]:
             elif not isinstance(a, _LEAVES):
                 return _tensors_slow(args, kwargs)
     return tuple(out)
+
+
+def _frozen(v):
+    """``v`` with its lists and dicts copied: the model may append to a list after passing it
+    (densenet's ``cat(features)``), and a replay needs the arguments as they were."""
+    if type(v) is list:
+        return [_frozen(a) for a in v]
+    if type(v) is tuple:
+        return tuple(_frozen(a) for a in v) if any(type(a) in (list, tuple, dict) for a in v) else v
+    if type(v) is dict:
+        return {k: _frozen(a) for k, a in v.items()}
+    return v
 
 
 def _tensors_slow(args, kwargs) -> tuple[torch.Tensor, ...]:
@@ -817,8 +858,9 @@ def _input_dtype(model: nn.Module) -> torch.dtype:
                 torch.float32)
 
 
-def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = None) -> Graph:
-    """Trace ``model`` on an input of ``input_shape`` = (C, *spatial) (batch 1 is added)."""
+def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = None, record: bool = False) -> Graph:
+    """Trace ``model`` on an input of ``input_shape`` = (C, *spatial) (batch 1 is added).
+    ``record``: keep what :func:`replay` needs on the graph (``graph.recording``)."""
     if not isinstance(model, nn.Module):
         raise ArgumentError(f"model must be a torch.nn.Module, not {type(model).__name__}")
     dims = dims or len(input_shape) - 1
@@ -828,6 +870,7 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = Non
         x = torch.empty((1, *input_shape), device="meta", dtype=_input_dtype(model))
         tracer = _Tracer(dims)
         tracer.meta = True
+        tracer.calls = [] if record else None
         out = _run(twin, x, tracer)
     except RFProbeError:
         raise
@@ -855,7 +898,68 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = Non
                 f"the model raised {type(e).__name__} on an input of shape {(1, *input_shape)} "
                 f"(input_shape={tuple(input_shape)}): {e}. rfprobe had traced up to {done}.") from e
     outputs = _map_outputs(out, tracer)
-    return Graph(tracer.nodes, dims, tuple(input_shape), outputs, tracer.module_outputs, notes)
+    graph = Graph(tracer.nodes, dims, tuple(input_shape), outputs, tracer.module_outputs, notes)
+    if tracer.calls is not None and not tracer.read_sizes and not any(isinstance(n.deps, Unknown) for n in tracer.nodes):
+        graph.recording = (tracer, x)
+    return graph
+
+
+def replay(graph: Graph, input_shape: tuple[int, ...]) -> Graph | None:
+    """The graph ``trace`` would give at ``input_shape``, from the ops ``graph``'s trace
+    recorded, without running the model's code again; None when that cannot be vouched for.
+
+    A model whose own code never read a spatial size (``x.shape``, ``x.size(-1)``...) and never
+    read a value (no real-valued fallback) makes the same calls with the same arguments at any
+    input size: only the tensors differ. So each recorded op runs again on the new tensors,
+    through the same tracer code (results, rules, names): what changes with the size (output
+    shapes, the maps' extents, a size-1 axis broadcasting or not) is recomputed, nothing is
+    copied. Any difference in what an op returns (another number of outputs), any error, or
+    a different node sequence gives None, and the caller traces the model for real.
+    """
+    if graph.recording is None:
+        return None
+    old, x_old = graph.recording
+    tracer = _Tracer(graph.dims)
+    tracer.meta = True
+    tracer.calls = []               # so the result can be replayed in turn
+    tracer.module_types = old.module_types
+    x = torch.empty((1, *input_shape), device="meta", dtype=x_old.dtype)
+    new = {id(x_old): x}
+
+    def swap(v):
+        if isinstance(v, torch.Tensor):
+            return new.get(id(v), v)
+        if type(v) is list or type(v) is tuple:
+            return type(v)(swap(a) for a in v)
+        if type(v) is dict:
+            return {k: swap(a) for k, a in v.items()}
+        return v
+
+    try:
+        tracer.add("input", (), None, x, tuple(range(-graph.dims, 0)))
+        with torch.random.fork_rng(devices=[]):
+            for func, name, args, kwargs, module, out in old.calls:
+                tracer.module_stack = [module]
+                got = tracer.__torch_function__(func, (), swap(args), swap(kwargs))
+                before = [out] if isinstance(out, torch.Tensor) else tree_flatten(out)[0]
+                after = [got] if isinstance(got, torch.Tensor) else tree_flatten(got)[0]
+                if len(before) != len(after):
+                    return None
+                for a, b in zip(before, after):
+                    if isinstance(a, torch.Tensor) != isinstance(b, torch.Tensor):
+                        return None
+                    if isinstance(a, torch.Tensor):
+                        new[id(a)] = b
+    except Exception:     # the model would raise at this size, or behave otherwise: trace it
+        return None
+    if [(n.name, n.op, n.inputs) for n in tracer.nodes] != [(n.name, n.op, n.inputs) for n in graph.nodes]:
+        return None
+    for mine, theirs in zip(tracer.nodes, graph.nodes):
+        mine.site = theirs.site     # the user's call site, which the replay does not run
+    result = Graph(tracer.nodes, graph.dims, tuple(input_shape), graph.outputs, graph.module_outputs,
+                   list(graph.notes))
+    result.recording = (tracer, x)
+    return result
 
 
 def _map_outputs(out, tracer):
