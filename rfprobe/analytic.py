@@ -102,6 +102,8 @@ def _closed_forms(graph: Graph) -> tuple[list[Closed], list[str]]:
         result = None
         for dep, src in zip(node.deps, node.inputs):
             c = out[src]
+            if isinstance(dep.axes, Global):      # this input reaches the output everywhere
+                c = Closed(None, "global", f"{node.name}: {dep.axes.why}")
             if c.status != "ok":
                 result = c if result is None or result.status != "global" else result
                 continue
@@ -249,6 +251,9 @@ def propagate(graph: Graph, target: Node, unit: Sequence[int], bounded: bool) ->
             continue
         for dep, src in zip(node.deps, node.inputs):
             if isinstance(regions.get(src), str):
+                continue
+            if isinstance(dep.axes, Global):      # every position of this input reaches the unit
+                regions[src] = f"{node.name}: {dep.axes.why}"
                 continue
             mapped = []
             for p in reg:

@@ -270,6 +270,10 @@ class _Tracer(TorchFunctionMode):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", None) or str(func)
         if name in rules.IGNORED:       # shape queries and the like: most calls, keep them cheap
+            if name == "__get__" and args and id(args[0]) in self.of:
+                view = self._view_property(func, types, args[0])
+                if view is not None:
+                    return view
             if name in _SIZE_READS and self.calls is not None and not self.read_sizes:
                 self.read_sizes = self._reads_space(func, name, args)
             return func(*args, **kwargs)
@@ -320,6 +324,17 @@ class _Tracer(TorchFunctionMode):
         if self.calls is not None:
             self.calls.append((func, name, _frozen(args), _frozen(kwargs), self.module_stack[-1], out))
         return out
+
+    def _view_property(self, func, types, x):
+        """``x.mT``, ``x.T`` (and ``.mH``, ``.H`` of a real tensor) are properties, not calls:
+        traced as the transpose/permute they are, so the positions they move stay tracked
+        (a property access is otherwise not an op, and the path through it would be lost)."""
+        prop = getattr(getattr(func, "__self__", None), "__name__", "")
+        if prop in ("mT", "mH") and x.dim() >= 2 and (prop == "mT" or not x.is_complex()):
+            return self.__torch_function__(torch.Tensor.transpose, types, (x, -2, -1), {})
+        if prop in ("T", "H") and (prop == "T" or not x.is_complex()):
+            return self.__torch_function__(torch.Tensor.permute, types, (x, *range(x.dim() - 1, -1, -1)), {})
+        return None
 
     def _reads_space(self, func, name, args) -> bool:
         """Whether a shape query reads a spatial size of a traced tensor (``x.shape``,

@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch.nn as nn
 
@@ -78,3 +79,30 @@ def test_a_real_valued_trace_stops_before_it_exhausts_the_memory(monkeypatch):
     monkeypatch.setattr(rfprobe.graph, "available_bytes", lambda device: 2 * 2 ** 20)
     with pytest.raises(rfprobe.errors.ResourceError, match=r"shape \(1, 1, 512, 512\).*MiB.*input_shape="):
         rfprobe.analyze(net, input_shape=(1, 512, 512))
+
+
+class _Transposed(nn.Module):
+    """Adds its map to its own transpose, through the ``.mT`` property."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y + y.mT
+
+
+def test_a_transpose_through_the_mT_property_is_traced():
+    """Unit (2, 9) reads the conv window at (2, 9) and, through ``.mT``, the one at (9, 2) (the
+    probe sees both). A property access is not a call: untraced, the second window was silently
+    lost. Traced, the add of a map and its transpose pairs different axes, which the per-axis
+    rules cannot say, so the RF is reported global with that cause: an over-statement made
+    visibly, never a smaller set."""
+    probe = rfprobe.probe(_Transposed(), input_shape=(1, 12, 12), unit=(2, 9))
+    want = np.zeros((12, 12), bool)
+    want[1:4, 8:11] = want[8:11, 1:4] = True
+    assert (probe.mask == want).all()
+    a = rfprobe.analyze(_Transposed(), input_shape=(1, 12, 12))
+    assert a.status == "global"
+    assert any("transpose" in c or "different dims" in c for c in a.global_causes), a.global_causes
