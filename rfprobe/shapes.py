@@ -194,6 +194,23 @@ def _vec(t, c: int, dt) -> bool:
     return t is None or (_ok(t) and t.dim() == 1 and t.shape[0] == c and t.dtype is dt)
 
 
+def _norm_ok(x, w, bias, rm, rv, batch_stats, momentum, eps, min_rank: int) -> bool:
+    """The checks batch_norm and instance_norm share: flags and numbers of the right types; a
+    float input of rank >= ``min_rank``; weight, bias and running stats None or one value per
+    channel; stats both or neither, required when the batch's own are not used, and not
+    requiring grad (updated in place, not differentiable: left to torch)."""
+    if type(batch_stats) is not bool or type(eps) not in (float, int) or type(momentum) not in (float, int):
+        return False
+    if not _ok(x) or x.dim() < min_rank or x.dtype not in _FLOATS:
+        return False
+    c, dt = x.shape[1], x.dtype
+    if not (_vec(w, c, dt) and _vec(bias, c, dt) and _vec(rm, c, dt) and _vec(rv, c, dt)):
+        return False
+    if (rm is None) != (rv is None) or (not batch_stats and rm is None):
+        return False
+    return not ((rm is not None and rm.requires_grad) or (rv is not None and rv.requires_grad))
+
+
 _BN_F = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
 _BN_T = ("input", "weight", "bias", "running_mean", "running_var", "training", "momentum", "eps",
          "cudnn_enabled")
@@ -215,18 +232,10 @@ def _batch_norm(args, kwargs):
         if b is None:
             return None
         x, rm, rv, w, bias, training, momentum, eps = b
-    if type(training) is not bool or type(eps) not in (float, int) or type(momentum) not in (float, int):
-        return None
-    if not _ok(x) or x.dim() < 2 or x.dtype not in _FLOATS:
+    if not _norm_ok(x, w, bias, rm, rv, training, momentum, eps, 2):
         return None
     dt, s = x.dtype, x.shape
     c = s[1]
-    if not (_vec(w, c, dt) and _vec(bias, c, dt) and _vec(rm, c, dt) and _vec(rv, c, dt)):
-        return None
-    if (rm is None) != (rv is None) or (not training and rm is None):
-        return None
-    if (rm is not None and rm.requires_grad) or (rv is not None and rv.requires_grad):
-        return None   # stats updated in place / not differentiable: leave it to torch
     if training and x.numel() // c == 1:
         # F.batch_norm: "Expected more than 1 value per channel when training"; torch.batch_norm
         # divides by n - 1 updating the running variance
@@ -291,18 +300,10 @@ def _instance_norm(args, kwargs):
     if b is None:
         return None
     x, rm, rv, w, bias, use, momentum, eps = b
-    if type(use) is not bool or type(eps) not in (float, int) or type(momentum) not in (float, int):
-        return None
-    if not _ok(x) or x.dim() < 3 or x.dtype not in _FLOATS:
+    if not _norm_ok(x, w, bias, rm, rv, use, momentum, eps, 3):
         return None
     s, dt = x.shape, x.dtype
     c = s[1]
-    if not (_vec(w, c, dt) and _vec(bias, c, dt) and _vec(rm, c, dt) and _vec(rv, c, dt)):
-        return None
-    if (rm is None) != (rv is None) or (not use and rm is None):
-        return None
-    if (rm is not None and rm.requires_grad) or (rv is not None and rv.requires_grad):
-        return None
     if use and x.numel() // (s[0] * c) == 1:
         return None   # "Expected more than 1 spatial element when training"
     return _new(s, dt, _grad(x, w, bias))
