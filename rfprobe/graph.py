@@ -314,6 +314,8 @@ class _Tracer(TorchFunctionMode):
         out = raw if alias else self.post(raw)
         outs = [out] if isinstance(out, torch.Tensor) else [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
         outs = [t for t in outs if t.is_floating_point() or t.is_complex()] or outs[:0]
+        if not outs and raw is not None and not isinstance(raw, (torch.Tensor, tuple, list)):
+            self.read_sizes = True   # not a tensor: maybe a size in disguise (x.untyped_storage())
         for i, t in enumerate(outs):
             layout, deps = self._rule(func, name, args, kwargs, tensors, data, layouts, t, site, i, outs)
             self.add(name, [in_ids[data.index(k)] for k in _dep_args(deps, data)], deps, t, layout, site)
@@ -346,7 +348,7 @@ class _Tracer(TorchFunctionMode):
         if layout is None:
             return False
         if name == "__get__":
-            return getattr(getattr(func, "__self__", None), "__name__", "") == "shape"
+            return getattr(getattr(func, "__self__", None), "__name__", "") in ("shape", "nbytes")
         if name == "size" and len(args) > 1 and isinstance(args[1], int):
             return (args[1] % t.dim()) - t.dim() in layout
         if name == "__len__":

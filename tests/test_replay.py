@@ -123,6 +123,18 @@ class _ReadsShape(nn.Module):
         return y[..., : y.shape[-1] // 2]   # the crop depends on the size it read
 
 
+class _CountsElements(nn.Module):
+    """Reads a size through something that is not a shape query (its storage's size)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y[..., : int((y.untyped_storage().nbytes() // 4) ** 0.5) // 2]
+
+
 class _ReadsChannels(nn.Module):
     def __init__(self):
         super().__init__()
@@ -145,8 +157,9 @@ def test_a_size_dependent_number_of_outputs_is_not_replayed():
 
 
 def test_a_model_that_reads_a_spatial_size_is_traced_again():
-    g = trace(_ReadsShape(), (1, 8, 8), record=True)
-    assert g.recording is None and replay(g, (1, 8, 12)) is None
+    for model in (_ReadsShape(), _CountsElements()):
+        g = trace(model, (1, 8, 8), record=True)
+        assert g.recording is None and replay(g, (1, 8, 12)) is None
     assert trace(_ReadsChannels(), (1, 8, 8), record=True).recording is not None
     assert check(_ReadsChannels(), (1, 8, 8), (1, 11, 5))
 
