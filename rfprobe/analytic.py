@@ -98,6 +98,11 @@ def _closed_forms(graph: Graph) -> tuple[list[Closed], list[str]]:
             prior = next((out[s] for s in node.inputs if out[s].status == "global"), None)
             out.append(prior or Closed(None, "global", f"{node.name}: {node.deps.why}"))
             continue
+        if len(node.deps) == 1 and not isinstance(node.deps[0].axes, Global) and all(
+                type(m) is Affine and m.taps == (0,) and m.stride == 1 and m.padding == 0
+                for m in node.deps[0].axes):
+            out.append(out[node.inputs[0]])   # one input read in place (pointwise ops): same form
+            continue
         paths = []
         result = None
         for dep, src in zip(node.deps, node.inputs):
