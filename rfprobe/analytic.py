@@ -98,7 +98,7 @@ def _closed_forms(graph: Graph) -> tuple[list[Closed], list[str]]:
             prior = next((out[s] for s in node.inputs if out[s].status == "global"), None)
             out.append(prior or Closed(None, "global", f"{node.name}: {node.deps.why}"))
             continue
-        if len(node.deps) == 1 and not isinstance(node.deps[0].axes, Global) and all(
+        if len(node.deps) == 1 and not isinstance(node.deps[0].axes, Global) and node.deps[0].perm is None and all(
                 type(m) is Affine and m.taps == (0,) and m.stride == 1 and m.padding == 0
                 for m in node.deps[0].axes):
             out.append(out[node.inputs[0]])   # one input read in place (pointwise ops): same form
@@ -111,6 +111,10 @@ def _closed_forms(graph: Graph) -> tuple[list[Closed], list[str]]:
                 c = Closed(None, "global", f"{node.name}: {dep.axes.why}")
             if c.status != "ok":
                 result = c if result is None or result.status != "global" else result
+                continue
+            if dep.perm is not None:   # unit (i, j) reads (j, i): no per-axis formula follows it
+                result = result or Closed(None, "varies", f"{node.name}: {node.op} pairs the axes of "
+                                          f"{graph.nodes[src].name!r} in another order (a transpose)")
                 continue
             rsp = []
             for (r, S, P), m in zip(c.rsp, dep.axes):
@@ -263,6 +267,8 @@ def propagate(graph: Graph, target: Node, unit: Sequence[int], bounded: bool) ->
             mapped = []
             for p in reg:
                 axes = tuple(np.unique(m.deps(ix, bounded)) for m, ix in zip(dep.axes, p))
+                if dep.perm is not None:     # output axis a read the input's axis perm[a]
+                    axes = tuple(axes[dep.perm.index(b)] for b in range(len(axes)))
                 if all(len(a) for a in axes):
                     mapped.append(axes)
             regions[src] = _simplify(regions.get(src, []) + mapped)

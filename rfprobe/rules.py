@@ -100,10 +100,13 @@ class Global:
 
 @dataclass(frozen=True)
 class InputDep:
-    """How the op's output depends on one data input: per-axis maps, or ``Global``."""
+    """How the op's output depends on one data input: per-axis maps, or ``Global``. Output axis
+    ``a`` reads input axis ``a``, or ``perm[a]`` where the input holds its spatial axes in
+    another order (a map added to its own transpose)."""
 
     arg: int                                  # position of the input among the call's tensors
     axes: tuple[AxisMap, ...] | Global
+    perm: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,13 @@ def elementwise(call: Call) -> list[InputDep]:
             deps.append(InputDep(k, Global(f"{call.name} mixes a tensor without spatial axes into space")))
             continue
         if call.out_layout is not None and tuple(layout) != tuple(call.out_layout):
+            if sorted(layout) == sorted(call.out_layout):
+                # the same dims, holding the spatial axes in another order (x + x.mT): output
+                # axis a reads the input's axis that sits in output axis a's dim
+                sizes = tuple(call.tensors[k].shape[d] for d in call.out_layout)
+                deps.append(InputDep(k, _pointwise_axes(sizes, out),
+                                     tuple(layout.index(d) for d in call.out_layout)))
+                continue
             deps.append(InputDep(k, Global(f"{call.name} broadcasts tensors whose spatial axes sit in "
                                            f"different dims ({layout} vs {call.out_layout})")))
             continue

@@ -82,27 +82,53 @@ def test_a_real_valued_trace_stops_before_it_exhausts_the_memory(monkeypatch):
 
 
 class _Transposed(nn.Module):
-    """Adds its map to its own transpose, through the ``.mT`` property."""
+    """Adds its map to its own transpose, through the ``.mT`` property (a 1x3 kernel, so a
+    swapped axis shows)."""
 
     def __init__(self):
         super().__init__()
-        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        self.conv = nn.Conv2d(1, 1, (1, 3), padding=(0, 1))
 
     def forward(self, x):
         y = self.conv(x)
         return y + y.mT
 
 
+class _Rotated3d(nn.Module):
+    """Adds a 3D map to itself with its axes rotated (D, H, W) -> (H, W, D)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(1, 1, (1, 3, 5), padding=(0, 1, 2))
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y + y.permute(0, 1, 3, 4, 2)
+
+
 def test_a_transpose_through_the_mT_property_is_traced():
-    """Unit (2, 9) reads the conv window at (2, 9) and, through ``.mT``, the one at (9, 2) (the
-    probe sees both). A property access is not a call: untraced, the second window was silently
-    lost. Traced, the add of a map and its transpose pairs different axes, which the per-axis
-    rules cannot say, so the RF is reported global with that cause: an over-statement made
-    visibly, never a smaller set."""
+    """Unit (2, 9) reads the 1x3 window at row 2, columns 8-10 and, through ``.mT``, the one
+    of y[9, 2]: row 9, columns 1-3. A property access is not a call: untraced, the second
+    window was silently lost. The add pairs the map's axes with its transpose's, so no per-axis
+    formula follows the unit: the RF varies with position, and the exact route gives both
+    windows, as the probe does."""
     probe = rfprobe.probe(_Transposed(), input_shape=(1, 12, 12), unit=(2, 9))
     want = np.zeros((12, 12), bool)
-    want[1:4, 8:11] = want[8:11, 1:4] = True
+    want[2, 8:11] = want[9, 1:4] = True
     assert (probe.mask == want).all()
     a = rfprobe.analyze(_Transposed(), input_shape=(1, 12, 12))
-    assert a.status == "global"
-    assert any("transpose" in c or "different dims" in c for c in a.global_causes), a.global_causes
+    assert a.status == "varies" and "transpose" in " ".join(r.why for r in a.layers)
+    assert (a.region((2, 9), bounded=True).input_mask() == want).all()
+    # along axis 0 (axis 1 at the centre, 6): unit (0, 6) reads row 0 and, transposed, row 6:
+    # 7 rows; along axis 1: unit (6, 0) reads columns -1..1 and 5..7: 9 columns
+    assert a.size == (7, 9) and a.size_min == (1, 3)
+    assert rfprobe.verify(_Transposed(), input_shape=(1, 12, 12), unit=(2, 9)).ok
+
+
+@pytest.mark.parametrize("unit", [(1, 4, 6), (5, 0, 2)])
+def test_rotated_axes_in_3d_match_the_probe(unit):
+    """The rotation's direction matters: the exact set must be the probe's, position for
+    position (an inverted permutation would read the wrong axes)."""
+    r = rfprobe.verify(_Rotated3d(), input_shape=(1, 8, 8, 8), unit=unit)
+    assert r.ok, str(r)
+    assert r.analysis.status == "varies"
