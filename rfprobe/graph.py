@@ -450,6 +450,11 @@ def _tensors_of(args, kwargs) -> tuple[torch.Tensor, ...]:
     return tuple(out)
 
 
+def _tensors_slow(args, kwargs) -> tuple[torch.Tensor, ...]:
+    flat, _ = tree_flatten((args, kwargs))
+    return tuple(x for x in flat if isinstance(x, torch.Tensor))
+
+
 def _frozen(v):
     """``v`` with its lists and dicts copied: the model may append to a list after passing it
     (densenet's ``cat(features)``), and a replay needs the arguments as they were."""
@@ -460,11 +465,6 @@ def _frozen(v):
     if type(v) is dict:
         return {k: _frozen(a) for k, a in v.items()}
     return v
-
-
-def _tensors_slow(args, kwargs) -> tuple[torch.Tensor, ...]:
-    flat, _ = tree_flatten((args, kwargs))
-    return tuple(x for x in flat if isinstance(x, torch.Tensor))
 
 
 def _view_of(t, tensors) -> bool:
