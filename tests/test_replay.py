@@ -102,46 +102,42 @@ class _Dense(nn.Module):
         return torch.cat(features, 1)
 
 
-class _Split(nn.Module):
+class _Head(nn.Module):
+    """A padded 3x3 conv and a head that each subclass writes (``tail``)."""
+
+    channels = 1
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, self.channels, 3, padding=1)
+
+    def forward(self, x):
+        return self.tail(self.conv(x))
+
+
+class _Split(_Head):
     """The number of pieces depends on the width, without reading it: the replay must notice."""
 
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 1, 3, padding=1)
-
-    def forward(self, x):
-        return torch.cat([p * 2 for p in torch.split(self.conv(x), 4, dim=-1)], -1)
+    def tail(self, y):
+        return torch.cat([p * 2 for p in torch.split(y, 4, dim=-1)], -1)
 
 
-class _ReadsShape(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 1, 3, padding=1)
-
-    def forward(self, x):
-        y = self.conv(x)
+class _ReadsShape(_Head):
+    def tail(self, y):
         return y[..., : y.shape[-1] // 2]   # the crop depends on the size it read
 
 
-class _CountsElements(nn.Module):
+class _CountsElements(_Head):
     """Reads a size through something that is not a shape query (its storage's size)."""
 
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 1, 3, padding=1)
-
-    def forward(self, x):
-        y = self.conv(x)
+    def tail(self, y):
         return y[..., : int((y.untyped_storage().nbytes() // 4) ** 0.5) // 2]
 
 
-class _ReadsChannels(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+class _ReadsChannels(_Head):
+    channels = 4
 
-    def forward(self, x):
-        y = self.conv(x)
+    def tail(self, y):
         return y[:, : y.size(1) // 2]       # a channel count: not a spatial size
 
 
