@@ -3,7 +3,7 @@
 Tracing a model on ``meta`` costs almost only torch's own meta kernels, most of them Python
 decompositions (``torch/_refs``, ``torch/_meta_registrations.py``) that take 100-1700 us per
 call. The shape, dtype and autograd state of the result of a conv, a norm, a pointwise op, a
-pool, a cat or a pad follow from a few integer formulas, and an empty tensor on meta costs
+pool, a cat, a pad or a mean follow from a few integer formulas, and an empty tensor on meta costs
 about 2 us. :func:`meta_result` answers those calls directly.
 
 The contract is "never wrong, only sometimes None": an answer is given only when every
@@ -606,6 +606,41 @@ def _adaptive_avg_pool(n: int):
     return adaptive
 
 
+# ---------------------------------------------------------------- mean
+def _mean(args, kwargs):
+    """mean over ``dim`` (an int, a non-empty list of distinct in-range dims, or None for all)
+    of a floating input, keepdim a bool; dtype= and an empty dim list are left to torch.
+    (torch's meta kernel for it is a Python reference, ~0.4 ms a call: the head of every
+    trunk that ends in ``x.mean([2, 3])``.)"""
+    if len(args) < 2 and "dim" not in kwargs and kwargs:
+        return None   # torch.mean(x, keepdim=...) without a dim: torch's signature refuses it
+    b = _bind(args, kwargs, ("input", "dim", "keepdim"), (None, False))
+    if b is None:
+        return None
+    x, dim, keepdim = b
+    if not _ok(x) or x.dtype not in _FLOATS or type(keepdim) is not bool:
+        return None
+    nd = x.dim()
+    if nd == 0:
+        return None
+    if dim is None:
+        dims = range(nd)
+    else:
+        dims = _ints(dim, 1) if type(dim) is int else (tuple(dim) if type(dim) in (tuple, list) else None)
+        if not dims or any(type(d) is not int or not -nd <= d < nd for d in dims):
+            return None
+        dims = [d % nd for d in dims]
+        if len(set(dims)) != len(dims):
+            return None   # "dim ... appears multiple times in the list of dims"
+    shape = list(x.shape)
+    for d in sorted(dims, reverse=True):
+        if keepdim:
+            shape[d] = 1
+        else:
+            del shape[d]
+    return _new(shape, x.dtype, _grad(x))
+
+
 # ---------------------------------------------------------------- pad
 def _pad(args, kwargs):
     """F.pad: pairs (left, right) from the last axis backwards, all >= 0. constant: any
@@ -674,7 +709,7 @@ for _n in (1, 2, 3):
 OPS["dropout"] = _dropout(None)
 OPS.update(batch_norm=_batch_norm, layer_norm=_layer_norm, group_norm=_group_norm,
            instance_norm=_instance_norm, linear=_linear, softmax=_softmax,
-           log_softmax=_softmax, cat=_cat, concat=_cat, concatenate=_cat, pad=_pad)
+           log_softmax=_softmax, cat=_cat, concat=_cat, concatenate=_cat, pad=_pad, mean=_mean)
 for _k in ("add", "sub", "mul", "div"):
     OPS[_k] = _binary(_k, False)
     OPS[_k + "_"] = _binary(_k, True)

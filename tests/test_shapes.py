@@ -377,6 +377,30 @@ def test_cat(data):
     check(name, getattr(torch, name), (ts,), {"dim": dim}, d.grad(), d.ordinary)
 
 
+@SETTINGS
+@given(st.data())
+def test_mean(data):
+    d = Draw(data)
+    rank = d(st.integers(0, 4), lambda r: r > 0)
+    x = d.t([d(st.integers(1, 3)) for _ in range(rank)], d.dtype())
+    form = d(st.sampled_from(["list", "int", "none", "tuple", "empty", "dup"]),
+             lambda f: f not in ("empty", "dup"))
+    n = max(rank, 1)
+    some = [d(st.integers(-n - 1, n), lambda v: -rank <= v < rank) for _ in range(d(st.integers(1, 3)))]
+    if form in ("list", "tuple") and len({v % n for v in some}) != len(some):
+        d.ordinary = False    # a repeated dim: torch raises
+    dim = {"list": some, "tuple": tuple(some), "int": some[0], "none": None, "empty": [],
+           "dup": [some[0], some[0]]}[form]
+    args = (x,) if form == "none" and d(st.booleans()) else (x, dim)
+    kwargs = {}
+    if d(st.booleans()):
+        kwargs["keepdim"] = d(st.sampled_from([True, False, 1]), lambda v: type(v) is bool)
+    if d(st.integers(0, 9)) == 0:
+        kwargs["dtype"] = torch.float64
+        d.ordinary = False
+    check("mean", torch.mean, args, kwargs, d.grad(), d.ordinary)
+
+
 @settings(SETTINGS, max_examples=400)
 @given(st.data())
 def test_pools(data):
@@ -478,7 +502,8 @@ class Compare(TorchFunctionMode):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small", "densenet121", "convnext_tiny", "efficientnet_b0"])
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small", "densenet121", "convnext_tiny", "efficientnet_b0",
+                                  "mnasnet0_5"])
 @pytest.mark.parametrize("grad", [False, True])
 def test_torchvision_models(arch, grad):
     torchvision = pytest.importorskip("torchvision")
