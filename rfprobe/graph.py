@@ -176,6 +176,7 @@ class _Tracer(TorchFunctionMode):
         self.meta = False                   # tracing on meta tensors: results of known ops are built, not run
         self.calls: list | None = None      # (func, name, args, kwargs, module, out) of each recorded op
         self.read_sizes = False             # the model's own code read a spatial size (see replay)
+        self.private_args = False           # the calls' arguments are rfprobe's own (a replay's)
         self.spent = 0
 
     def _spend(self, t: torch.Tensor) -> None:
@@ -299,7 +300,7 @@ class _Tracer(TorchFunctionMode):
                                        layouts[0])
             self.add(name, [in_ids[data.index(k)] for k in _dep_args(deps, data)], deps, t, layout, site)
             if self.calls is not None:
-                self.calls.append((func, name, _frozen(args), _frozen(kwargs), self.module_stack[-1], out))
+                self._record(func, name, args, kwargs, out)
             return out
         inplace = ((name.endswith("_") and not name.startswith("__")) or name in INPLACE_DUNDER
                    or kwargs.get("inplace") is True)
@@ -324,8 +325,15 @@ class _Tracer(TorchFunctionMode):
         if inplace and raw is tensors[0] and getattr(raw, "_base", None) is not None:
             self._write_back(raw, name, site)
         if self.calls is not None:
-            self.calls.append((func, name, _frozen(args), _frozen(kwargs), self.module_stack[-1], out))
+            self._record(func, name, args, kwargs, out)
         return out
+
+    def _record(self, func, name, args, kwargs, out) -> None:
+        """Keep the call for :func:`replay`, its arguments as they are now (a replay's own
+        arguments are already private copies, which the model's code never sees)."""
+        if not self.private_args:
+            args, kwargs = _frozen(args), _frozen(kwargs)
+        self.calls.append((func, name, args, kwargs, self.module_stack[-1], out))
 
     def _view_property(self, func, types, x):
         """``x.mT``, ``x.T`` (and ``.mH``, ``.H`` of a real tensor) are properties, not calls:
@@ -939,6 +947,7 @@ def replay(graph: Graph, input_shape: tuple[int, ...]) -> Graph | None:
     tracer = _Tracer(graph.dims)
     tracer.meta = True
     tracer.calls = []               # so the result can be replayed in turn
+    tracer.private_args = True      # swap() below builds new lists, tuples and dicts
     tracer.module_types = old.module_types
     x = torch.empty((1, *input_shape), device="meta", dtype=x_old.dtype)
     new = {id(x_old): x}
