@@ -10,6 +10,12 @@ classifier head (``layer=``); the forward is of that same trunk (a ``features`` 
 whole model for ``layer=`` trunks: its head is a global pool and one Linear, under 1% of it).
 Random weights, eval mode. ``status``/``RF``/``input`` say what analyze found: ``global`` rows
 (squeeze-excitation, attention) stop after the first trace.
+
+``floor`` is what any design that runs the model's own code on meta tensors pays at least,
+timed in the same round: the private meta copy of the model plus one pass of the model's code
+with every op's result built by ``rfprobe.shapes`` (no graph, no rule, no node, no second
+size). ``floor / forward`` near or above 1 means the target cannot be met by making rfprobe's
+own work cheaper, only by not running the model's code (or not copying it).
 """
 from __future__ import annotations
 
@@ -24,6 +30,11 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rfprobe  # noqa: E402
 from common import fwd, machine, side_by_side  # noqa: E402
+from torch.overrides import TorchFunctionMode  # noqa: E402
+
+from rfprobe import shapes  # noqa: E402
+from rfprobe.graph import private_copy  # noqa: E402
+from rfprobe.rules import IGNORED  # noqa: E402
 
 # name -> (trunk: 'features' attribute or a layer= name, constructor kwargs)
 TRUNKS = {
@@ -55,6 +66,29 @@ TRUNKS = {
 }
 
 
+class _ResultsOnly(TorchFunctionMode):
+    """Each op's result as rfprobe's trace builds it (``shapes.meta_result``, else torch's meta
+    kernel), and nothing else: the cheapest way to run a model's code on meta."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", None) or str(func)
+        out = None if name in IGNORED else shapes.meta_result(name, args, kwargs)
+        return func(*args, **kwargs) if out is None else out
+
+
+def floor(model: torch.nn.Module, shape: tuple[int, ...]):
+    """The floor described in the module docstring, as one callable (the input's size does
+    not change what a pass on meta costs: ``shape`` is one the model accepts)."""
+    x = torch.empty(1, *shape, device="meta")
+
+    def run():
+        twin = private_copy(model, "meta")
+        with _ResultsOnly():
+            twin(x)
+    return run
+
+
 def main(argv=None) -> int:
     import torchvision
 
@@ -66,8 +100,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", str(os.cpu_count() or 1))))
     print(f"machine: {machine()}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
           f"reps {args.reps}\n")
-    print("| model | trunk | status | RF | input chosen | analyze ms | forward ms | analyze / forward |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | trunk | status | RF | input chosen | analyze ms | forward ms | analyze / forward "
+          "| floor ms | floor / forward |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     worst = 0.0
     for name, (trunk, kw) in TRUNKS.items():
         if args.only and name not in args.only:
@@ -79,15 +114,17 @@ def main(argv=None) -> int:
             target, layer, forward_of = model.features, None, model.features
         else:
             target, layer, forward_of = model, trunk, model
-        t = side_by_side({"analyze": lambda: rfprobe.analyze(target, layer=layer),
-                          "fwd": fwd(forward_of, natural)}, args.reps)
         a = rfprobe.analyze(target, layer=layer)
+        t = side_by_side({"analyze": lambda: rfprobe.analyze(target, layer=layer),
+                          "fwd": fwd(forward_of, natural),
+                          "floor": floor(target, a.input_shape)}, args.reps)
         ratio = t["analyze"] / t["fwd"]
         worst = max(worst, ratio)
         size = "-" if a.size is None else "x".join(map(str, a.size))
         shape = "x".join(map(str, a.input_shape[1:]))
         print(f"| {name} | {trunk} | {a.status} | {size} | {shape} | {t['analyze'] * 1e3:.1f} | "
-              f"{t['fwd'] * 1e3:.1f} | {ratio:.2f} |", flush=True)
+              f"{t['fwd'] * 1e3:.1f} | {ratio:.2f} | {t['floor'] * 1e3:.1f} | {t['floor'] / t['fwd']:.2f} |",
+              flush=True)
     print(f"\nworst analyze / forward: {worst:.2f}")
     return 0
 
