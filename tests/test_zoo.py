@@ -146,3 +146,42 @@ def test_cli_verify_resnet50_layer4(capsys):
     code = main(["verify", "torchvision.models:resnet18", "--layer", "layer9"])
     err = capsys.readouterr().err
     assert code == 2 and "layer4" in err
+
+
+VIDEO = [
+    # r3d_18: stem (3,7,7) at stride (1,2,2); layer1: four 3x3x3 convs; layer2: four more, the
+    # first at stride 2 on every axis. time 3 + 4*2 = 11, + 2 = 13 at stride 2, + 3*2*2 = 25;
+    # space 7 + 4*2*2 = 23, + 2*2 = 27 at stride 4, + 3*2*4 = 51
+    ("r3d_18", "layer2", (25, 51, 51), (2, 4, 4)),
+    # mc3_18: the same stem and layer1; layer2 convs are (1,3,3), the first at stride (1,2,2):
+    # time stays 11; space 51 as above
+    ("mc3_18", "layer2", (11, 51, 51), (1, 4, 4)),
+    # r2plus1d_18: stem (1,7,7) at stride (1,2,2) then (3,1,1); layer1: four (2+1)D convs, each
+    # (1,3,3) then (3,1,1). time 1 + 2 + 4*2 = 11; space 7 + 4*2*2 = 23
+    ("r2plus1d_18", "layer1", (11, 23, 23), (1, 2, 2)),
+]
+
+
+@pytest.mark.parametrize("name,layer,size,stride", VIDEO, ids=[n for n, *_ in VIDEO])
+def test_video_models_3d(name, layer, size, stride):
+    """torchvision's video ResNets (3D, (2+1)D and mixed convolutions; the input's rank and
+    channels inferred from the first Conv3d): sizes and strides derived above by hand, and the
+    routes agree."""
+    torch.manual_seed(0)
+    r = rfprobe.verify(getattr(tv.video, name)(weights=None).eval(), layer=layer)
+    check_routes(r)
+    assert r.size == size and r.stride == stride, str(r)
+
+
+def test_dilated_segmentation_backbone():
+    """fcn_resnet50's backbone: ResNet-50 with layer3 and layer4 dilated instead of strided
+    (dilation 2 and 4). The effective stride stays 8, the RF grows as with strides; every
+    route agrees, and the closed form's stride is the backbone's output stride."""
+    seg = pytest.importorskip("torchvision.models.segmentation")
+    torch.manual_seed(0)
+    backbone = seg.fcn_resnet50(weights=None, weights_backbone=None).backbone.eval()
+    r = rfprobe.verify(backbone, layer="layer4")
+    check_routes(r)
+    assert r.stride == (8, 8)
+    dilations = {m.dilation for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)}
+    assert {(2, 2), (4, 4)} <= dilations     # the case this test is for
