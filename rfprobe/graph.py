@@ -1059,15 +1059,23 @@ def _pick(graph: Graph, layer, output) -> Node:
     return graph.nodes[out]
 
 
-def _unknown_ancestor(graph: Graph, node: Node) -> Node | None:
+def ancestors(graph: Graph, node: Node) -> list[Node]:
+    """``node`` and every node it reads from, directly or not, in execution order.
+
+    >>> import torch.nn as nn
+    >>> g = trace(nn.Sequential(nn.Conv2d(1, 1, 3), nn.ReLU()), (1, 8, 8))
+    >>> [n.op for n in ancestors(g, g.nodes[-1])]
+    ['input', 'conv2d', 'relu']
+    """
     seen, todo = set(), [node.id]
     while todo:
         i = todo.pop()
-        if i in seen:
-            continue
-        seen.add(i)
-        n = graph.nodes[i]
-        if isinstance(n.deps, Unknown):
-            return n
-        todo.extend(n.inputs)
-    return None
+        if i not in seen:
+            seen.add(i)
+            todo.extend(graph.nodes[i].inputs)
+    return [graph.nodes[i] for i in sorted(seen)]
+
+
+def _unknown_ancestor(graph: Graph, node: Node) -> Node | None:
+    """The first op without a rule that ``node`` depends on, if any."""
+    return next((n for n in ancestors(graph, node) if isinstance(n.deps, Unknown)), None)

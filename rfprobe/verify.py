@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .analytic import Analysis, as_model
+from .graph import ancestors
 from .measure import remember
 from .probe import ProbeResult, probe
 from .render import Rendered
@@ -113,11 +114,22 @@ def _hull_explanation(a, closed_box, exact_box) -> str:
             "a strided dilated kernel or a pad/crop leaves the formula's edge indices unread")
 
 
+# ops that pass values on but no gradient: the exact route follows the values, the probe stops
+GRADIENT_STOPS = frozenset({"detach", "detach_"})
+
+
 def _probe_explanations(a: Analysis) -> list[str]:
     out = []
     if a.status == "global":
         out.append("the analytic route says global but the probe saw a local RF: the global op "
                    "may not reach the probed output")
-    out.append("possible causes: an op whose gradient is zero where its output still depends on "
-               "the input (detach, integer ops, argmax routing), or a rule that does not match the op")
+    stops = [n for n in ancestors(a.graph, a.graph.node(a.target)) if n.op in GRADIENT_STOPS]
+    if stops:
+        names = ", ".join(f"{n.name!r}" for n in stops[:3]) + (f" and {len(stops) - 3} more" if len(stops) > 3 else "")
+        out.append(f"the path through {names} ({stops[0].op}) carries values but no gradient: the "
+                   "unit does depend on the positions behind it (the exact route follows the values); "
+                   "the gradient probe cannot see past it")
+    else:
+        out.append("possible causes: an op whose gradient is zero where its output still depends on "
+                   "the input (integer ops, argmax routing), or a rule that does not match the op")
     return out

@@ -458,3 +458,40 @@ def test_channels_last_pad_and_roll():
     assert a.output_shape[-2:] == (7 + 3, 6 + 3)
     units = [(0, 0), (9, 8), (5, 4), (2, 7), (8, 1)]
     assert_probe_is_exact(M(), a, units, (1, 9, 8))
+
+
+class _DetachedBranch(nn.Module):
+    """A 3x3 branch added to a 7x7 (padding 2) branch whose value is detached (or not)."""
+
+    def __init__(self, detach: bool):
+        super().__init__()
+        self.detach = detach
+        self.near = conv(1, 1, 3)
+        self.far = conv(1, 1, 7, padding=2)
+
+    def forward(self, x):
+        far = self.far(x)
+        return self.near(x) + (far.detach() if self.detach else far)
+
+
+def test_detach_is_named_when_the_probe_cannot_see_past_it():
+    """detach() passes values on, so the unit does depend on the 7x7 branch's positions (a
+    perturbation there moves the output), but no gradient: the probe sees only the 3x3 branch.
+    verify reports the mismatch and names the detach; without it the routes agree."""
+    torch.manual_seed(0)
+    r = rfprobe.verify(_DetachedBranch(detach=True), input_shape=(1, None, None))
+    (u, v) = r.probe.unit
+    assert not r.ok
+    assert r.exact_box == ((u - 2, u + 4), (v - 2, v + 4))        # the 7x7 branch, padding 2
+    assert r.probe_box == ((u, u + 2), (v, v + 2))                # the 3x3 branch only
+    assert any("'detach#0' (detach) carries values but no gradient" in d for d in r.diagnoses), r.diagnoses
+    # the third route: a perturbation outside the 3x3 box, inside the 7x7 one, moves the unit
+    model = _DetachedBranch(detach=True).eval()
+    x = torch.rand(1, *r.probe.input_shape, dtype=torch.float64)
+    model = model.double()
+    with torch.no_grad():
+        y0 = model(x)[0, 0, u, v]
+        x[0, 0, u - 2, v - 2] += 1.0
+        assert model(x)[0, 0, u, v] != y0
+    plain = rfprobe.verify(_DetachedBranch(detach=False), input_shape=(1, None, None))
+    assert plain.ok and not any("detach" in d for d in plain.diagnoses)
