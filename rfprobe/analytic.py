@@ -327,11 +327,19 @@ class Analysis(Rendered):
         return self.status == "global"
 
     @property
+    def output_spatial(self) -> tuple[int, ...]:
+        """The selected output's spatial sizes, in the input's axis order (wherever its spatial
+        axes sit: (N, C, H, W) or channels-last)."""
+        if self.graph is not None:
+            return self.graph.node(self.target).spatial
+        return tuple(self.output_shape[-(len(self.input_shape) - 1):])
+
+    @property
     def centre_unit(self) -> tuple[int, ...]:
-        return tuple(n // 2 for n in self.output_shape[-len(self.input_shape) + 1:])
+        return tuple(n // 2 for n in self.output_spatial)
 
     def _unit(self, unit) -> tuple[int, ...]:
-        return normalize_unit(unit, self.output_shape[-(len(self.input_shape) - 1):])
+        return normalize_unit(unit, self.output_spatial)
 
     def region(self, unit=None, bounded: bool = False) -> Region:
         """Exact set of input positions of ``unit`` (default: the centre unit)."""

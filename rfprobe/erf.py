@@ -370,6 +370,7 @@ def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: An
     from .analytic import analysis_of, as_model, choose_input, normalize_unit
     from .graph import infer_dims, private_copy
     from .probe import _model_device, _ProbeMode, backprop_units
+    from .validate import check_channel
 
     if statistic not in STATISTICS:
         raise ArgumentError(f"statistic={statistic!r} must be 'abs' (mean |gradient|) or 'sq' "
@@ -389,8 +390,7 @@ def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: An
     analysis = analysis_of(graph, layer, output)
     target = graph.node(analysis.target)
     u = analysis.centre_unit if unit is None else normalize_unit(unit, target.spatial)
-    if channel is not None and not (isinstance(channel, int) and 0 <= channel < target.shape[1]):
-        raise ArgumentError(f"channel={channel!r} is out of range: the output has {target.shape[1]} channels")
+    check_channel(channel, target)
     theoretical = analysis.size if analysis.status in ("ok", "varies") else None
     box = None
     if analysis.status != "global":
@@ -418,7 +418,7 @@ def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: An
                                     f"{tuple(graph.input_shape)}; all inputs need one shape")
             x = x.detach().to(device=dev, dtype=run_dtype).clone().requires_grad_(True)
             tracer = _ProbeMode(graph.dims, structural=False)
-            g = backprop_units(twin, x, tracer, target.id, target.shape[1:], [u], channel,
+            g = backprop_units(twin, x, tracer, target, [u], channel,
                                what="erf", every_item=True)
             g = g.detach().to(torch.float64)
             stat = g.abs().sum(1) if statistic == "abs" else (g * g).sum(1)

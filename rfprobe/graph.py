@@ -65,6 +65,27 @@ class Node:
     def spatial(self) -> tuple[int, ...] | None:
         return None if self.layout is None else tuple(self.shape[d] for d in self.layout)
 
+    @property
+    def channel_dim(self) -> int | None:
+        """The dim holding channels (negative): the one that is neither the batch (dim 0) nor
+        spatial, as in (N, C, H, W) or channels-last (N, H, W, C); None for other shapes."""
+        if self.layout is None or len(self.shape) != len(self.layout) + 2:
+            return None
+        rank = len(self.shape)
+        rest = [d for d in range(-rank + 1, 0) if d not in self.layout]
+        return rest[0] if len(rest) == 1 else None
+
+    def unit_index(self, unit, channel: int | None = None, item: Any = 0) -> tuple:
+        """Index of ``unit`` (one index per spatial axis, in the input's axis order) in this
+        node's tensor: batch ``item``, every channel or ``channel``, wherever the spatial axes
+        and the channels sit."""
+        index: list[Any] = [slice(None)] * len(self.shape)
+        index[0] = item
+        index[self.channel_dim] = slice(None) if channel is None else channel
+        for d, u in zip(self.layout, unit):
+            index[d] = u
+        return tuple(index)
+
 
 @dataclass
 class Graph:
@@ -1015,10 +1036,10 @@ def select(graph: Graph, layer: str | None = None, output: Any = None) -> Node:
     rfprobe.errors.ArgumentError: layer='cnov' is not a module or node of this model. Did you mean 'conv'? ...
     """
     node = _pick(graph, layer, output)
-    if node.layout is not None and node.layout != tuple(range(-graph.dims, 0)):
+    if node.layout is not None and node.channel_dim is None:
         raise ArgumentError(f"the output of {node.name!r} (shape {node.shape}) keeps its spatial axes in dims "
-                            f"{node.layout}, not last (channels-last, e.g. between permutes); select the "
-                            "module that permutes back, whose output is (N, C, *spatial)")
+                            f"{node.layout} among {len(node.shape)}: rfprobe probes outputs shaped (N, C, "
+                            "*spatial) or channels-last (N, *spatial, C); select a module whose output is")
     unknown = _unknown_ancestor(graph, node)
     if unknown is not None:
         raise UnknownOpError(f"{unknown.deps.why} The selected output {node.name!r} depends on it "

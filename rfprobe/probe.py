@@ -52,8 +52,8 @@ from torch.utils._pytree import tree_map
 
 from .analytic import Analysis, analysis_of, as_model, choose_input, normalize_unit, propagate
 from .errors import ArgumentError, ModelError, RFProbeError
-from .graph import Graph, _run, _Tracer, private_copy, select, trace
-from .validate import check_dtype, check_gradient, check_inputs, check_memory, check_model
+from .graph import Graph, Node, _run, _Tracer, private_copy, select, trace
+from .validate import check_channel, check_dtype, check_gradient, check_inputs, check_memory, check_model
 from .measure import remember, box_of, coverage_of
 from .render import Rendered
 
@@ -327,8 +327,7 @@ def probe(model, unit=None, input_shape=None, *, layer: str | None = None, outpu
     analysis = analysis_of(graph, layer, output)
     target = graph.node(analysis.target)
     u = analysis.centre_unit if unit is None else normalize_unit(unit, target.spatial)
-    if channel is not None and not 0 <= channel < target.shape[1]:
-        raise ArgumentError(f"channel={channel} is out of range: the output has {target.shape[1]} channels")
+    check_channel(channel, target)
     dev = torch.device(device) if device is not None else _model_device(model)
     structural = mode == "structural"
     spatial = graph.input_shape[1:]
@@ -380,8 +379,7 @@ def probe_many(model, units, input_shape=None, *, layer: str | None = None, outp
         raise ArgumentError(f"units={units!r} must be a list of units, e.g. [(0, 0), (-1, -1)]") from None
     if not us:
         raise ArgumentError("units=[] is empty: give at least one output unit")
-    if channel is not None and not 0 <= channel < target.shape[1]:
-        raise ArgumentError(f"channel={channel} is out of range: the output has {target.shape[1]} channels")
+    check_channel(channel, target)
     dev = torch.device(device) if device is not None else _model_device(model)
     check_memory(graph, model, dtype, dev, None)
     generator = torch.Generator().manual_seed(seed)
@@ -557,22 +555,24 @@ def _gradient(twin, graph: Graph, target_id: int, units, channel, structural, in
     tracer = _ProbeMode(graph.dims, structural, pool)
     tracer.protect = target_id  # its tensor survives in-place ops that follow it
     with direct_algorithms(device):
-        g = backprop_units(twin, x, tracer, target_id, graph.nodes[target_id].shape[1:], units,
+        g = backprop_units(twin, x, tracer, graph.nodes[target_id], units,
                            channel, what="the probe")
     return g.detach()[0].abs().sum(0).to(torch.float64).cpu().numpy()
 
 
-def backprop_units(twin: nn.Module, x: torch.Tensor, tracer: _ProbeMode, target_id: int,
-                   want_shape, units, channel: int | None, *, what: str,
+def backprop_units(twin: nn.Module, x: torch.Tensor, tracer: _ProbeMode, target: Node,
+                   units, channel: int | None, *, what: str,
                    every_item: bool = False) -> torch.Tensor:
     """Run the private copy on ``x`` under ``tracer`` and return the gradient of the seeded
     units (all channels, or ``channel``) with respect to ``x``; shared by the probe and erf.
     ``every_item`` seeds the units in every item of the batch (erf), not only the first.
-    The target's shape (without batch) must be ``want_shape``, or the model ran differently."""
+    ``target`` is the selected output's node in the analysis graph: the run must produce a
+    tensor of its shape at the same position, or the model ran differently."""
     try:
         with torch.enable_grad():
             _run(twin, x.clone(), tracer)   # a clone: the model may write into its input in place
-            if target_id >= len(tracer.keep) or tuple(tracer.nodes[target_id].shape[1:]) != tuple(want_shape):
+            target_id = target.id
+            if target_id >= len(tracer.keep) or tuple(tracer.nodes[target_id].shape[1:]) != tuple(target.shape[1:]):
                 raise ModelError(f"the model ran differently under {what} than under the trace "
                                  "(data-dependent control flow, or an op that mixes the batch?); "
                                  "pass input_shape= to fix the input")
@@ -580,7 +580,7 @@ def backprop_units(twin: nn.Module, x: torch.Tensor, tracer: _ProbeMode, target_
             seed = torch.zeros_like(y)
             item = slice(None) if every_item else 0
             for unit in units:
-                seed[(item, slice(None) if channel is None else channel) + tuple(unit)] = 1.0
+                seed[target.unit_index(unit, channel, item)] = 1.0
             if not y.requires_grad:
                 return torch.zeros_like(x)
             (g,) = torch.autograd.grad(y, x, seed, allow_unused=True)

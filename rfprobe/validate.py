@@ -159,3 +159,14 @@ def check_unit(unit, arg: str = "unit") -> None:
     if not ok:
         raise ArgumentError(f"{arg}={unit!r} must be an int or a tuple of ints, one per spatial axis of "
                             "the output, e.g. (3, 4); negative counts from the end")
+
+
+def check_channel(channel, target) -> None:
+    """``channel`` is None or the index of one channel of the selected output (a graph node;
+    its channels may sit in dim 1 or last, channels-last)."""
+    if channel is None:
+        return
+    n = target.shape[target.channel_dim]
+    if isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel < n:
+        raise ArgumentError(f"channel={channel!r} is out of range: the output has {n} channels "
+                            f"(shape {target.shape}); give an int in 0..{n - 1}, or None for all")

@@ -5,6 +5,7 @@ Numbers in docstrings are computed by hand; every RF is also checked against the
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -369,9 +370,11 @@ def test_channel_reductions_stay_local():
     assert r.ok and r.probe_box == ((0, 5), (10, 15)), str(r)
 
 
-def test_channels_last_intermediate_is_refused_not_misread():
-    """Between two permutes the spatial axes are dims 1, 2; probing there would read the wrong
-    dims, so selecting it says which module to pick instead."""
+def test_channels_last_outputs_are_probed_where_their_axes_sit():
+    """Between two permutes the spatial axes are dims 1, 2 and the channels last: the unit is
+    seeded there (not in dims 2, 3), so the probe equals the exact route, and the RF is the
+    same as after the permute back. An output whose spatial axes come in another order
+    (N, W, H, C) is indexed per input axis all the same."""
     class Block(nn.Module):
         def __init__(self):
             super().__init__()
@@ -379,7 +382,43 @@ def test_channels_last_intermediate_is_refused_not_misread():
 
         def forward(self, x):
             return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-    net = nn.Sequential(nn.Conv2d(1, 4, 3), Block())
-    assert rfprobe.analyze(net, input_shape=(1, 9, 9)).size == (3, 3)
-    with pytest.raises(ArgumentError, match="channels-last"):
-        rfprobe.analyze(net, input_shape=(1, 9, 9), layer="1.norm")
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), Block(), nn.Conv2d(4, 4, 3))
+    inside = rfprobe.verify(net, input_shape=(1, None, None), layer="1.norm", unit=(2, 5))
+    after = rfprobe.verify(net, input_shape=(1, None, None), layer="1", unit=(2, 5))
+    assert inside.analysis.output_shape[-1] == 4 and after.analysis.output_shape[1] == 4
+    assert inside.ok and after.ok, (str(inside), str(after))
+    assert inside.exact_box == after.exact_box == ((2, 4), (5, 7))   # a 3x3 conv, unit (2, 5)
+    assert inside.probe_box == inside.exact_box
+
+    class Swapped(nn.Module):     # (N, C, H, W) -> (N, W, H, C)
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(2, 3, 3, stride=2)
+            self.d = nn.Conv2d(3, 5, (1, 3))
+
+        def forward(self, x):
+            return self.d(self.c(x)).permute(0, 3, 2, 1)
+    r = rfprobe.verify(Swapped(), input_shape=(2, 21, 17), unit=(1, 2))
+    assert r.analysis.output_shape == (1, 6, 10, 5)     # W: (17-3)//2+1 - 2 = 6, H: (21-3)//2+1 = 10, C = 5
+    assert r.ok and r.size == (3, 7) and r.probe_box == r.exact_box == ((2, 4), (4, 10)), str(r)
+    one = rfprobe.probe(Swapped(), (1, 2), input_shape=(2, 21, 17), channel=4)   # the last dim's
+    assert one.box == r.probe_box
+    with pytest.raises(ArgumentError, match=r"channel=5 is out of range: the output has 5 channels"):
+        rfprobe.probe(Swapped(), (1, 2), input_shape=(2, 21, 17), channel=5)
+    f = rfprobe.erf(Swapped(), n=2, input_shape=(2, 21, 17), unit=(1, 2))    # seeded the same way
+    rows, cols = np.nonzero(f.map)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (2, 4, 4, 10)
+
+
+def test_an_output_with_spatial_axes_among_other_dims_is_refused():
+    """(N, 1, C, H, W) for a 2D input: which dim holds the channels is not clear, so rfprobe
+    says what it probes instead of guessing."""
+    class Extra(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(1, 3, 3)
+
+        def forward(self, x):
+            return self.c(x).unsqueeze(1)
+    with pytest.raises(ArgumentError, match=r"\(N, C, \*spatial\) or channels-last \(N, \*spatial, C\)"):
+        rfprobe.probe(Extra(), input_shape=(1, 9, 9))
