@@ -185,3 +185,16 @@ def test_dilated_segmentation_backbone():
     assert r.stride == (8, 8)
     dilations = {m.dilation for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)}
     assert {(2, 2), (4, 4)} <= dilations     # the case this test is for
+
+
+def test_swin_features_channels_last_and_global():
+    """swin_t's trunk ends channels-last, (N, H, W, C): it is probed where its axes sit. Its
+    windows are flattened into one axis before attention, which rfprobe treats as global; the
+    probe (an independent route) sees the whole input too."""
+    torch.manual_seed(0)
+    r = rfprobe.verify(tv.swin_t(weights=None).eval().features)
+    a = r.analysis
+    assert a.output_shape[-1] == 768 and a.output_shape[1] != 768
+    assert a.status == "global" and "attention" in a.global_causes[0], a.global_causes
+    assert r.ok, str(r)
+    assert all(lo == 0 and hi == n - 1 for (lo, hi), n in zip(r.probe.box, r.probe.input_shape[1:]))
