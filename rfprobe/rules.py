@@ -301,17 +301,73 @@ def _tuple_f(v, n):
 
 def interpolate(call: Call) -> list[InputDep]:
     """``F.interpolate``: nearest, nearest-exact, (bi/tri)linear, bicubic, area; with and without
-    align_corners. Source indices are computed as PyTorch's kernels do (float32 arithmetic)."""
+    align_corners; bilinear and bicubic with antialias. Source indices are computed as
+    PyTorch's CPU kernels do (float32 arithmetic; antialias in the tensor's own precision)."""
     mode = call.arg(3, "mode", "nearest")
     align = bool(call.arg(4, "align_corners", None))
     k = call.data[0]
     sizes_in = call.spatial_in(k)
     sizes_out = call.spatial_out
     scales = _scales(call, sizes_in, sizes_out)
+    antialias = bool(call.arg(6, "antialias", False))
+    wide = np.float64 if str(call.tensors[k].dtype) == "torch.float64" else np.float32
+    # PyTorch's CPU antialias kernel reads other rows along H when W stays 1 (every output row
+    # reads the first one's; its backward does not): the map follows what the forward computes
+    narrow = len(sizes_in) == 2 and sizes_in[-1] == 1 and sizes_out[-1] == 1
     axes = []
-    for n_in, n_out, sf in zip(sizes_in, sizes_out, scales):
-        axes.append(Mapped(_interp_axis(mode, align, n_in, n_out, sf), n_in))
+    for a, (n_in, n_out, sf) in enumerate(zip(sizes_in, sizes_out, scales)):
+        fn = (_interp_aa_axis(mode, align, n_in, n_out, sf, wide, narrow and a == 0) if antialias else
+              _interp_axis(mode, align, n_in, n_out, sf))
+        axes.append(Mapped(fn, n_in))
     return [InputDep(k, tuple(axes))]
+
+
+def _interp_aa_axis(mode: str, align: bool, n_in: int, n_out: int, sf: float | None, wide=np.float32,
+                    narrow: bool = False):
+    """``F.interpolate(..., antialias=True)`` (bilinear, bicubic): output ``j`` reads the inputs
+    whose filter weight is nonzero, the filter widened by the scale when downsampling.
+    ``narrow``: the map of H when W is 1 before and after (see ``interpolate``)."""
+    taps = _aa_taps(mode, align, n_in, n_out, sf, wide is np.float64, narrow)
+    return lambda j, bounded: list(taps[j])
+
+
+@functools.lru_cache(maxsize=256)
+def _aa_taps(mode: str, align: bool, n_in: int, n_out: int, sf: float | None, double: bool, narrow: bool = False):
+    """Per output index, the input indices with a nonzero antialiasing weight, read from
+    PyTorch's own CPU kernel. Its weights are exactly zero only at the filter's edge, where the
+    compiled code's rounding (fused multiply-adds in the cubic filter) decides: a formula
+    mirrored in Python missed taps of weight 1e-14. One call, on a tiny input: channel ``c`` is
+    one-hot at every input index ``i = c (mod K)``, K wider than any output's window
+    (``_compute_weights_aa`` in UpSampleKernel.cpp: centre ``scale * (j + 0.5)``, half-width
+    ``support``), so each nonzero output names exactly one tap."""
+    import torch
+    import torch.nn.functional as F
+    interp = 2 if mode == "bilinear" else 4
+    if align:
+        scale = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    else:
+        scale = 1.0 / sf if sf else n_in / n_out
+    support = interp * 0.5 * max(scale, 1.0)
+    k = int(np.ceil(support)) * 2 + 5          # the window (at most 2 ceil(support) + 1) and a margin
+    if narrow:
+        k = n_in     # the kernel's quirk reads other rows than the window: one channel per row
+    dtype = torch.float64 if double else torch.float32
+    # the other axis keeps size 2, or 1 where the model's does (``narrow``: the kernel's weights
+    # differ then)
+    w = 1 if narrow else 2
+    x = torch.zeros(1, k, n_in, w, dtype=dtype)
+    rows = torch.arange(n_in)
+    x[0, rows % k, rows, :] = 1.0
+    size = {"scale_factor": (sf, 1.0)} if sf else {"size": (n_out, w)}
+    y = F.interpolate(x, mode=mode, align_corners=align, antialias=True, **size)[0, :, :, 0]
+    if y.shape[1] != n_out:
+        y = F.interpolate(x, size=(n_out, w), mode=mode, align_corners=align, antialias=True)[0, :, :, 0]
+    taps = []
+    for j in range(n_out):
+        first = 0 if narrow else int(scale * (j + 0.5) - support + 0.5) - 2     # a little before the window
+        found = sorted(first + (c - first) % k for c in torch.nonzero(y[:, j]).flatten().tolist())
+        taps.append(tuple(i for i in found if 0 <= i < n_in))
+    return tuple(taps)
 
 
 def _interp_axis(mode: str, align: bool, n_in: int, n_out: int, sf: float | None):

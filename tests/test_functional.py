@@ -495,3 +495,64 @@ def test_detach_is_named_when_the_probe_cannot_see_past_it():
         assert model(x)[0, 0, u, v] != y0
     plain = rfprobe.verify(_DetachedBranch(detach=False), input_shape=(1, None, None))
     assert plain.ok and not any("detach" in d for d in plain.diagnoses)
+
+
+class _Resize(nn.Module):
+    def __init__(self, **kw):
+        super().__init__()
+        self.kw = kw
+
+    def forward(self, x):
+        return F.interpolate(x, **self.kw)
+
+
+def test_antialiased_downsampling_widens_the_window():
+    """antialias=True stretches the filter by the scale when downsampling. Bilinear by 1/2: the
+    triangle's half-width is 2 input pixels around centre 2j + 1, so output j reads 2j - 1 ..
+    2j + 2 (clipped to the input); without antialias it reads 2j .. 2j + 1."""
+    net = _Resize(scale_factor=0.5, mode="bilinear", antialias=True)
+    a = rfprobe.analyze(net, input_shape=(1, 12, 12))
+    for j in range(6):
+        want = (max(2 * j - 1, 0), min(2 * j + 2, 11))
+        assert a.region((j, j), bounded=True).box == (want, want), j
+    plain = rfprobe.analyze(_Resize(scale_factor=0.5, mode="bilinear"), input_shape=(1, 12, 12))
+    assert plain.region((3, 3), bounded=True).box == ((6, 7), (6, 7))
+
+
+@pytest.mark.parametrize("mode,kw", [("bilinear", {"scale_factor": 0.4}), ("bicubic", {"scale_factor": 0.6}),
+                                     ("bicubic", {"size": (10, 7)}), ("bilinear", {"size": (5, 9), "align_corners": True})])
+def test_antialiased_resize_matches_the_probe(mode, kw):
+    """Against the gradient probe (PyTorch's backward kernel), every unit: the bicubic filter's
+    edge taps can weigh 1e-14 (rounding in the compiled kernel), still in the RF."""
+    net = nn.Sequential(conv(1, 2, 3, padding=1), _Resize(mode=mode, antialias=True, **kw))
+    shape = (1, 23, 19)
+    a = rfprobe.analyze(net, input_shape=shape)
+    for unit in itertools.product(*(range(n) for n in a.output_spatial)):
+        r = rfprobe.verify(net, unit=unit, input_shape=shape)
+        assert r.ok, (unit, str(r))
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_antialiased_resize_of_a_single_column_follows_the_forward(mode):
+    """With W = 1 kept, PyTorch's CPU antialias forward makes every output row read the first
+    row's inputs, while its backward reads each row's own window (a kernel quirk of this torch
+    version). The RF is what the forward reads: the exact route equals a perturbation of the
+    model's input (a third route), and verify reports that the gradient disagrees."""
+    torch.manual_seed(0)
+    net = nn.Sequential(conv(1, 1, (3, 1), padding=(1, 0)), _Resize(size=(4, 1), mode=mode, antialias=True))
+    net = net.double().eval()
+    a = rfprobe.analyze(net, input_shape=(1, 9, 1))
+    x = torch.rand(1, 1, 9, 1, dtype=torch.float64)
+    with torch.no_grad():
+        y = net(x)
+        moved = np.zeros((4, 9), dtype=bool)
+        for i in range(9):
+            for step in (10.0, -10.0):
+                xp = x.clone()
+                xp[0, 0, i, 0] += step
+                moved[:, i] |= (net(xp)[0, 0, :, 0] != y[0, 0, :, 0]).numpy()
+    for j in range(4):
+        assert (a.region((j, 0), bounded=True).input_mask()[:, 0] == moved[j]).all(), j
+    quirk = bool((moved == moved[0]).all())           # every row reads the same inputs
+    r = rfprobe.verify(net, unit=(3, 0), input_shape=(1, 9, 1))
+    assert r.ok != quirk, str(r)
