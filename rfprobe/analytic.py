@@ -399,8 +399,9 @@ def resolve_input_shape(model: nn.Module, input_shape, check_channels: bool = Tr
                         ) -> tuple[tuple[int, ...] | None, int, int]:
     """(shape or None, channels, dims) from the user's ``input_shape`` and the model.
 
-    ``check_channels=False`` trusts the user's channel count (the first conv registered need not
-    be the first one applied); :func:`choose_input` then checks it only if the model fails."""
+    ``check_channels=False`` trusts the user's channel count and spatial rank (the first conv
+    registered need not be the first one applied: a 2D model may run a Conv1d along rows);
+    :func:`choose_input` then checks them only if the model fails."""
     dims = infer_dims(model)
     channels = infer_channels(model)
     if input_shape is None:
@@ -416,7 +417,7 @@ def resolve_input_shape(model: nn.Module, input_shape, check_channels: bool = Tr
         raise ArgumentError(f"input_shape={input_shape!r} must be a tuple like (3, 224, 224)") from None
     if dims is not None and len(shape) == dims + 2 and shape[0] == 1:
         shape = shape[1:]  # a batch of one given explicitly
-    if dims is not None and len(shape) != dims + 1:
+    if dims is not None and len(shape) != dims + 1 and check_channels:
         raise ArgumentError(f"input_shape={input_shape!r} has rank {len(input_shape)} but this model "
                             f"takes (C, {', '.join('L' if dims == 1 else 'HWD'[i] for i in range(dims))})"
                             f": give {dims + 1} numbers, channels first, no batch")

@@ -443,7 +443,9 @@ class _Tracer(TorchFunctionMode):
         if name in FIXED_LAYOUT and main != trailing:
             return layout, Unknown(f"op {name!r} at {site or '?'} runs on a tensor whose spatial axes are "
                                    f"dims {main} of shape {tuple(tensors[data[0]].shape)}, not the trailing "
-                                   f"{self.dims}; rfprobe has no rule for that")
+                                   f"{self.dims}; rfprobe has no rule for that (a spatial axis folded into "
+                                   "the batch, e.g. a Conv1d run along each row: an nn.Conv2d with a (1, k) "
+                                   "kernel computes the same and is followed)")
         call = Call(name, args, kwargs, data, tensors, layouts, tuple(out.shape), self.dims, layout)
         try:
             deps = rule(call)
@@ -1042,7 +1044,7 @@ def select(graph: Graph, layer: str | None = None, output: Any = None) -> Node:
                             "*spatial) or channels-last (N, *spatial, C); select a module whose output is")
     unknown = _unknown_ancestor(graph, node)
     if unknown is not None:
-        raise UnknownOpError(f"{unknown.deps.why} The selected output {node.name!r} depends on it "
+        raise UnknownOpError(f"{unknown.deps.why.rstrip('.')}. The selected output {node.name!r} depends on it "
                              f"(node {unknown.name!r}).")
     return node
 

@@ -481,7 +481,8 @@ def getitem(call: Call) -> tuple[tuple[int, ...] | None, list[InputDep]]:
         if isinstance(item, int):
             if in_dim - ndim in layout:
                 raise UnknownOpError(f"indexing spatial axis {layout.index(in_dim - ndim)} with {item!r} "
-                                     "removes it; rfprobe needs every spatial axis in the output")
+                                     "removes it; rfprobe needs every spatial axis in the output (a slice "
+                                     f"keeps it: {item!r}:{item + 1 if item != -1 else ''})")
             in_dim += 1
             continue
         if not isinstance(item, slice):

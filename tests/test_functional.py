@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import rfprobe
+from rfprobe.errors import ArgumentError, UnknownOpError
 
 
 def conv(i, o, k=3, **kw):
@@ -556,3 +557,56 @@ def test_antialiased_resize_of_a_single_column_follows_the_forward(mode):
     quirk = bool((moved == moved[0]).all())           # every row reads the same inputs
     r = rfprobe.verify(net, unit=(3, 0), input_shape=(1, 9, 1))
     assert r.ok != quirk, str(r)
+
+
+class _ECA(nn.Module):
+    """ECA-Net's channel attention: a Conv1d across the pooled channels gates a 2D map. The
+    Conv1d is registered first, so the model's first conv says 1D."""
+
+    def __init__(self):
+        super().__init__()
+        self.eca = nn.Conv1d(1, 1, 3, padding=1, bias=False)
+        self.body = conv(3, 4, 3)
+
+    def forward(self, x):
+        y = self.body(x)
+        w = torch.sigmoid(self.eca(y.mean((2, 3)).unsqueeze(1))).squeeze(1)
+        return y * w[:, :, None, None]
+
+
+def test_explicit_input_rank_wins_over_the_first_registered_conv():
+    """A 2D model whose first registered conv is a Conv1d: the user's (C, H, W) is taken as
+    given (it was refused as 'takes (C, L)'), and the gate is found global."""
+    a = rfprobe.analyze(_ECA(), input_shape=(3, 16, 16))
+    assert a.input_shape == (3, 16, 16) and a.status == "global"
+    r = rfprobe.verify(_ECA(), input_shape=(3, 16, 16))
+    assert r.ok and r.probe.box == ((0, 15), (0, 15))
+    with pytest.raises(ArgumentError, match=r"input_shape=\(3, 16\).*the model raised"):
+        rfprobe.analyze(_ECA(), input_shape=(3, 16))     # wrong for the Conv2d: still an argument error
+
+
+def test_unsupported_row_tricks_say_what_to_write_instead():
+    """Rows folded into the batch for a Conv1d, and a row picked with an int index: both are
+    refused with the call site, a full sentence, and what computes the same and is followed."""
+    class Folded(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv1d(2, 2, 5, padding=2)
+
+        def forward(self, x):
+            b, c, h, w = x.shape
+            r = self.c1(x.permute(0, 2, 1, 3).reshape(b * h, c, w))
+            return r.reshape(b, h, c, w).permute(0, 2, 1, 3)
+
+    class Picked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv1d(2, 2, 3)
+
+        def forward(self, x):
+            return torch.stack([self.c1(x[:, :, i, :]) for i in range(x.shape[2])], dim=2)
+
+    with pytest.raises(UnknownOpError, match=r"Conv2d with a \(1, k\) kernel.*\)\. The selected output"):
+        rfprobe.analyze(Folded(), input_shape=(2, 8, 8))
+    with pytest.raises(UnknownOpError, match=r"a slice keeps it: 0:1\)\. The selected output"):
+        rfprobe.analyze(Picked(), input_shape=(2, 8, 8))
