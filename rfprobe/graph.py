@@ -335,7 +335,8 @@ class _Tracer(TorchFunctionMode):
         alias = any(raw is t for t in tensors) or _view_of(raw, tensors)
         out = raw if alias else self.post(raw)
         outs = [out] if isinstance(out, torch.Tensor) else [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
-        outs = [t for t in outs if t.is_floating_point() or t.is_complex()] or outs[:0]
+        # values, and masks (bool) computed from them; integer results (indices) are not followed
+        outs = [t for t in outs if t.is_floating_point() or t.is_complex() or t.dtype is torch.bool] or outs[:0]
         if not outs and raw is not None and not isinstance(raw, (torch.Tensor, tuple, list)):
             self.read_sizes = True   # not a tensor: maybe a size in disguise (x.untyped_storage())
         for i, t in enumerate(outs):

@@ -656,6 +656,15 @@ where maximum minimum lerp addcmul addcdiv
 dropout dropout_ dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout
 contiguous clone to float double half bfloat16 type type_as detach requires_grad_
 """.split())
+# ops whose bool result is a mask of the data: traced like values (the positions a mask is
+# computed from are read by whatever it selects or fills), though no gradient passes them
+MASK_NAMES = frozenset("""
+gt lt ge le eq ne greater less greater_equal less_equal not_equal
+__gt__ __lt__ __ge__ __le__ __eq__ __ne__
+logical_and logical_or logical_xor logical_not __and__ __or__ __xor__ __invert__ __rand__ __ror__ __rxor__
+bitwise_and bitwise_or bitwise_xor bitwise_not isnan isinf isfinite isposinf isneginf signbit
+masked_fill masked_fill_
+""".split())
 CHANNEL_NAMES = frozenset("""
 view reshape flatten unflatten permute transpose chunk split narrow squeeze unsqueeze
 expand expand_as repeat channel_shuffle native_channel_shuffle unbind select stack
@@ -664,12 +673,12 @@ swapaxes swapdims movedim moveaxis t tensor_split split_with_sizes view_as resha
 # outputs of these are never data (shapes, sizes, flags): they are skipped by the tracer
 IGNORED = frozenset("""
 dim size numel __get__ is_contiguous __len__ stride data_ptr element_size is_floating_point
-is_complex __bool__ __format__ __repr__ __setstate__ item tolist __hash__ __eq__ __ne__ __lt__ __le__
-__gt__ __ge__ __bool__ get_device has_names _has_compatible_shallow_copy_type __array__
+is_complex __bool__ __format__ __repr__ __setstate__ item tolist __hash__ __bool__ get_device has_names
+_has_compatible_shallow_copy_type __array__
 """.split())
 
 RULES: dict[str, Rule] = {}
-for _n in POINTWISE_NAMES:
+for _n in POINTWISE_NAMES | MASK_NAMES:
     RULES[_n] = elementwise
 for _d in (1, 2, 3):
     RULES[f"conv{_d}d"] = conv

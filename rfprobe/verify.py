@@ -12,6 +12,7 @@ from typing import Any
 
 from .analytic import Analysis, as_model
 from .graph import ancestors
+from .rules import MASK_NAMES
 from .measure import remember
 from .probe import ProbeResult, probe
 from .render import Rendered
@@ -115,7 +116,8 @@ def _hull_explanation(a, closed_box, exact_box) -> str:
 
 
 # ops that pass values on but no gradient: the exact route follows the values, the probe stops
-GRADIENT_STOPS = frozenset({"detach", "detach_"})
+# (a detach; a bool mask made by a comparison, which the op it selects or fills with reads)
+GRADIENT_STOPS = frozenset({"detach", "detach_"}) | (MASK_NAMES - {"masked_fill", "masked_fill_"})
 
 
 def _probe_explanations(a: Analysis) -> list[str]:
@@ -124,11 +126,14 @@ def _probe_explanations(a: Analysis) -> list[str]:
         out.append("the analytic route says global but the probe saw a local RF: the global op "
                    "may not reach the probed output")
     stops = [n for n in ancestors(a.graph, a.graph.node(a.target)) if n.op in GRADIENT_STOPS]
+    first = {n.id for n in stops}
+    stops = [n for n in stops if not first.intersection(n.inputs)]   # where each chain starts (not ~mask)
     if stops:
-        names = ", ".join(f"{n.name!r}" for n in stops[:3]) + (f" and {len(stops) - 3} more" if len(stops) > 3 else "")
-        out.append(f"the path through {names} ({stops[0].op}) carries values but no gradient: the "
-                   "unit does depend on the positions behind it (the exact route follows the values); "
-                   "the gradient probe cannot see past it")
+        names = ", ".join(f"{n.name!r} ({n.op})" for n in stops[:3]) + (
+            f" and {len(stops) - 3} more" if len(stops) > 3 else "")
+        out.append(f"the path through {names} carries values but no gradient (a detach, or a bool "
+                   "mask from a comparison): the unit does depend on the positions behind it (the "
+                   "exact route follows the values); the gradient probe cannot see past it")
     else:
         out.append("possible causes: an op whose gradient is zero where its output still depends on "
                    "the input (integer ops, argmax routing), or a rule that does not match the op")

@@ -610,3 +610,48 @@ def test_unsupported_row_tricks_say_what_to_write_instead():
         rfprobe.analyze(Folded(), input_shape=(2, 8, 8))
     with pytest.raises(UnknownOpError, match=r"a slice keeps it: 0:1\)\. The selected output"):
         rfprobe.analyze(Picked(), input_shape=(2, 8, 8))
+
+
+class _Masked(nn.Module):
+    """A 3x3 value branch selected or filled by a mask computed from a 5x5 branch."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how = how
+        self.gate = conv(1, 1, 5)
+        self.value = conv(1, 1, 3)
+
+    def forward(self, x):
+        v = self.value(x)[..., 1:-1, 1:-1]
+        mask = self.gate(x) > 0
+        if self.how == "where":
+            return torch.where(mask, v, -v)
+        if self.how == "masked_fill":
+            return v.masked_fill(~mask, 0.0)
+        return v * mask.float()
+
+
+@pytest.mark.parametrize("how", ["where", "masked_fill", "mul"])
+def test_a_mask_computed_from_the_input_is_part_of_the_rf(how):
+    """The mask's 5x5 positions decide the unit's value: a perturbation there moves it (the
+    oracle, a third route), so the exact route has them (it had only the value's 3x3). No
+    gradient passes a comparison, so the probe misses them and verify names the mask."""
+    shape = (1, 9, 9)
+    a = rfprobe.analyze(_Masked(how), input_shape=shape)
+    assert a.size == (5, 5)
+    torch.manual_seed(0)
+    net = _Masked(how).double()
+    x = torch.rand(1, *shape, dtype=torch.float64) - 0.5
+    with torch.no_grad():
+        y = net(x)
+        moved = np.zeros((5, 5) + shape[1:], dtype=bool)   # per output unit, per input position
+        for i, j in itertools.product(range(9), range(9)):
+            for step in (1e3, -1e3):     # one of the two flips the mask wherever the gate reads
+                xp = x.clone()
+                xp[0, 0, i, j] += step
+                moved[:, :, i, j] |= (net(xp)[0, 0] != y[0, 0]).numpy()
+    for unit in [(0, 0), (2, 3), (4, 4)]:
+        assert (a.region(unit, bounded=True).input_mask() == moved[unit]).all(), unit
+    r = rfprobe.verify(_Masked(how), input_shape=shape)
+    assert not r.ok
+    assert any("(gt) carries values but no gradient" in d for d in r.diagnoses), r.diagnoses
