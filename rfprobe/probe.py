@@ -157,6 +157,29 @@ def _maxpool_surrogate(x, kernel_size, stride=None, padding=0, dilation=1, ceil_
     return (out, torch.zeros(out.shape, dtype=torch.long, device=x.device)) if return_indices else out
 
 
+def _maxunpool_surrogate(x, indices, kernel_size, stride=None, padding=0, output_size=None, dims=2):
+    """max-unpool's structural geometry: every pooled value reaches its whole window (its index
+    may name any position in it), a depthwise transposed conv with a ones kernel, cut or
+    zero-padded to the size the real op gives. The surrogate max pool's indices are not used."""
+    def t(v):
+        return tuple(v) if isinstance(v, (list, tuple)) else (v,) * dims
+    k, p = t(kernel_size), t(padding)
+    s = k if stride is None or stride == [] or stride == () else t(stride)
+    ref = [F.max_unpool1d, F.max_unpool2d, F.max_unpool3d][dims - 1]
+    with torch.no_grad():
+        out_shape = ref(torch.empty(x.shape, device="meta"), torch.empty(x.shape, dtype=torch.long, device="meta"),
+                        k, s, p, output_size).shape
+    c = x.shape[1]
+    w = torch.ones((c, 1, *k), dtype=x.dtype, device=x.device)
+    conv_t = [F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d][dims - 1]
+    y = conv_t(x, w, None, s, p, 0, c)
+    y = y[(slice(None), slice(None)) + tuple(slice(0, m) for m in out_shape[2:])]
+    grow = []
+    for a in reversed(range(dims)):
+        grow += [0, out_shape[2 + a] - y.shape[2 + a]]
+    return F.pad(y, grow) if any(grow) else y
+
+
 _DROPOUT = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout"}
 
 
@@ -185,6 +208,12 @@ class _ProbeMode(_Tracer):
 
             def func(*a, _d=dims, **kw):  # noqa: F811 - swap in the surrogate, same signature
                 return _maxpool_surrogate(*a, dims=_d, **kw)
+            func.__name__ = name
+        if self.structural and name.startswith("max_unpool") and name[10:11].isdigit():
+            dims = int(name[10])
+
+            def func(*a, _d=dims, **kw):  # noqa: F811 - the window's geometry, not the indices
+                return _maxunpool_surrogate(*a, dims=_d, **kw)
             func.__name__ = name
         if self.structural and name.startswith("adaptive_max_pool"):
             dims = int(name[17])

@@ -254,6 +254,26 @@ def conv_transpose(call: Call) -> list[InputDep]:
     return [InputDep(k, tuple(axes))]
 
 
+def max_unpool(call: Call) -> list[InputDep]:
+    """``F.max_unpool*d(input, indices, kernel_size, stride, padding, output_size)``: each pooled
+    value goes back to the position its index names, inside its own pooling window, so output
+    ``j`` reads every pooled unit whose window ``[i*s - p, i*s - p + k - 1]`` holds ``j`` (the
+    transposed geometry of the pool). Assumes the indices come from the matching max pool, as
+    the op's contract says; they depend on the same windows, so the values' path covers them."""
+    n = call.dims
+    kernel = _tuple(call.arg(2, "kernel_size"), n)
+    stride_arg = call.arg(3, "stride", None)
+    stride = kernel if stride_arg is None else _tuple(stride_arg, n)
+    padding = _tuple(call.arg(4, "padding", 0), n)
+    k = call.data[0]
+    axes = []
+    for kk, s, p, n_in in zip(kernel, stride, padding, call.spatial_in(k)):
+        def fn(j, bounded, kk=kk, s=s, p=p):
+            return [(j + p - t) // s for t in range(kk) if (j + p - t) % s == 0]
+        axes.append(Mapped(fn, n_in))
+    return [InputDep(k, tuple(axes))]
+
+
 def pad(call: Call) -> list[InputDep]:
     """``F.pad(input, pad, mode, value)``: a shift (negative pads crop); in the bounded route,
     reflect/replicate/circular map border indices back inside, constant drops them."""
@@ -683,6 +703,7 @@ for _n in POINTWISE_NAMES | MASK_NAMES:
 for _d in (1, 2, 3):
     RULES[f"conv{_d}d"] = conv
     RULES[f"conv_transpose{_d}d"] = conv_transpose
+    RULES[f"max_unpool{_d}d"] = max_unpool
     for _p in ("max_pool", "avg_pool", "lp_pool"):
         RULES[f"{_p}{_d}d"] = pool
     RULES[f"max_pool{_d}d_with_indices"] = pool

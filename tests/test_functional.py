@@ -655,3 +655,47 @@ def test_a_mask_computed_from_the_input_is_part_of_the_rf(how):
     r = rfprobe.verify(_Masked(how), input_shape=shape)
     assert not r.ok
     assert any("(gt) carries values but no gradient" in d for d in r.diagnoses), r.diagnoses
+
+
+class _SegNetish(nn.Module):
+    """SegNet's pattern: max pool with indices, a conv, max unpool back to the input's size."""
+
+    def __init__(self, k=2, s=2, p=0):
+        super().__init__()
+        self.enc = conv(1, 2, 3, padding=1)
+        self.pool = nn.MaxPool2d(k, s, p, return_indices=True)
+        self.mid = conv(2, 2, 3, padding=1)
+        self.unpool = nn.MaxUnpool2d(k, s, p)
+        self.dec = conv(2, 1, 3, padding=1)
+
+    def forward(self, x):
+        y, idx = self.pool(self.enc(x))
+        return self.dec(self.unpool(self.mid(y), idx, output_size=x.shape[-2:]))
+
+
+def test_max_unpool_sends_each_value_back_to_its_window():
+    """Pool 2/2 then unpool 2/2: output j gets pooled unit j // 2 back (the index names a
+    position in its window), which read input 2*(j // 2) .. 2*(j // 2) + 1 (hand-derived)."""
+    net = nn.Sequential()
+    pool, unpool = nn.MaxPool2d(2, 2, return_indices=True), nn.MaxUnpool2d(2, 2)
+
+    class Round(nn.Module):
+        def forward(self, x):
+            y, idx = pool(x)
+            return unpool(y, idx, output_size=x.shape[-2:])
+    net = Round()
+    a = rfprobe.analyze(net, input_shape=(1, 9, 9))
+    for j in range(8):
+        lo = 2 * (j // 2)
+        assert a.region((j, j), bounded=True).box == ((lo, lo + 1), (lo, lo + 1)), j
+    assert a.region((8, 8), bounded=True).size == (0, 0)    # the odd last row: no window wrote it
+
+
+@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (3, 3, 0)])
+def test_segnet_unpool_matches_the_probe(k, s, p):
+    """Against the gradient probe, whose structural max pool passes gradient to the whole
+    window and whose unpool spreads each value over it (not the surrogate's indices)."""
+    net = _SegNetish(k, s, p)
+    for unit in [(0, 0), (1, 1), (5, 6), (8, 8), (15, 15), (7, 4)]:
+        r = rfprobe.verify(net, unit=unit, input_shape=(1, 16, 16))
+        assert r.ok, (unit, str(r))
