@@ -77,11 +77,14 @@ class Node:
 
     def unit_index(self, unit, channel: int | None = None, item: Any = 0) -> tuple:
         """Index of ``unit`` (one index per spatial axis, in the input's axis order) in this
-        node's tensor: batch ``item``, every channel or ``channel``, wherever the spatial axes
-        and the channels sit."""
-        index: list[Any] = [slice(None)] * len(self.shape)
-        index[0] = item
-        index[self.channel_dim] = slice(None) if channel is None else channel
+        node's tensor: batch ``item`` (dim 0, when the tensor has more dims than spatial ones),
+        every channel or ``channel``, wherever the spatial axes and the channels sit."""
+        rank = len(self.shape)
+        index: list[Any] = [slice(None)] * rank
+        if rank > len(self.layout) and -rank not in self.layout:
+            index[0] = item
+        if self.channel_dim is not None and channel is not None:
+            index[self.channel_dim] = channel
         for d, u in zip(self.layout, unit):
             index[d] = u
         return tuple(index)
@@ -1039,7 +1042,7 @@ def select(graph: Graph, layer: str | None = None, output: Any = None) -> Node:
     rfprobe.errors.ArgumentError: layer='cnov' is not a module or node of this model. Did you mean 'conv'? ...
     """
     node = _pick(graph, layer, output)
-    if node.layout is not None and node.channel_dim is None:
+    if node.layout is not None and node.layout != tuple(range(-graph.dims, 0)) and node.channel_dim is None:
         raise ArgumentError(f"the output of {node.name!r} (shape {node.shape}) keeps its spatial axes in dims "
                             f"{node.layout} among {len(node.shape)}: rfprobe probes outputs shaped (N, C, "
                             "*spatial) or channels-last (N, *spatial, C); select a module whose output is")

@@ -254,6 +254,44 @@ def conv_transpose(call: Call) -> list[InputDep]:
     return [InputDep(k, tuple(axes))]
 
 
+def einsum(call: Call):
+    """``torch.einsum(equation, *operands)``: a spatial axis whose letter stays in the output,
+    in the same place, is read pointwise (channel mixing such as ``'bchw,oc->bohw'``); one
+    summed away is global (attention pooling ``'bnhw,bchw->bnc'``); one moved elsewhere, an
+    ellipsis or the sublist form is refused (declare a rule for it)."""
+    eq = call.args[0] if call.args else None
+    if not isinstance(eq, str):
+        raise UnknownOpError("einsum in the sublist form has no rule; write the equation as a string")
+    eq = eq.replace(" ", "")
+    if "..." in eq:
+        raise UnknownOpError(f"einsum {eq!r} uses '...', which rfprobe does not map to spatial axes; "
+                             "spell every dim out")
+    lhs, arrow, rhs = eq.partition("->")
+    subs = lhs.split(",")
+    if not arrow:   # implicit output: the letters used once, in alphabetical order
+        rhs = "".join(sorted(c for c in set(lhs) if c.isalpha() and lhs.count(c) == 1))
+    deps = []
+    for k in call.data:
+        layout = call.in_layouts[k]
+        if layout is None or k >= len(subs):
+            deps.append(InputDep(k, Global(f"einsum {eq!r} mixes a tensor without spatial axes into space")))
+            continue
+        sub = subs[k]
+        axes = []
+        for a, d in enumerate(layout):
+            letter = sub[len(sub) + d]
+            if letter not in rhs:
+                return Global(f"einsum {eq!r} sums over spatial axis {letter!r} (einsum over positions)")
+            where_out = rhs.index(letter) - len(rhs)
+            if call.out_layout is None or where_out != call.out_layout[a]:
+                raise UnknownOpError(f"einsum {eq!r} moves spatial axis {letter!r} to another dim; "
+                                     "rfprobe follows einsums that keep them in place")
+            n_in, n_out = call.tensors[k].shape[d], call.out_shape[where_out]
+            axes.append(Broadcast() if n_in == 1 and n_out != 1 else identity(n_in))
+        deps.append(InputDep(k, tuple(axes)))
+    return deps
+
+
 def max_unpool(call: Call) -> list[InputDep]:
     """``F.max_unpool*d(input, indices, kernel_size, stride, padding, output_size)``: each pooled
     value goes back to the position its index names, inside its own pooling window, so output
@@ -722,7 +760,7 @@ RULES.update({
     "scaled_dot_product_attention": global_rule("scaled_dot_product_attention (attention over positions)"),
     "local_response_norm": elementwise,  # across channels only
     "multi_head_attention_forward": global_rule("multi-head attention (attention over positions)"),
-    "flip": flip, "roll": roll,
+    "flip": flip, "roll": roll, "einsum": einsum,
     "copy_": copy_from, "fill_": constant, "zero_": constant, "zeros_like": constant,
     "ones_like": constant, "full_like": constant, "empty_like": constant,
 })

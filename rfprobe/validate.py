@@ -166,6 +166,9 @@ def check_channel(channel, target) -> None:
     its channels may sit in dim 1 or last, channels-last)."""
     if channel is None:
         return
+    if target.channel_dim is None:
+        raise ArgumentError(f"channel={channel!r} but the output (shape {target.shape}) has no channel "
+                            "dim besides the batch and the spatial axes; leave channel=None")
     n = target.shape[target.channel_dim]
     if isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel < n:
         raise ArgumentError(f"channel={channel!r} is out of range: the output has {n} channels "

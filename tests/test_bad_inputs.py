@@ -56,6 +56,17 @@ class Raises(nn.Module):
         raise RuntimeError("boom from the user's forward")
 
 
+class ChannelsLastSplit(nn.Module):
+    """Channels moved last, then split in two dims: no single channel dim to seed."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 3, 3)
+
+    def forward(self, x):
+        return self.c(x).permute(0, 2, 3, 1).unflatten(-1, (1, 3))
+
+
 class Classifier(nn.Module):
     def __init__(self):
         super().__init__()
@@ -159,8 +170,8 @@ CASES = {
     "unknown-op": (lambda: rfprobe.analyze(Cumsum()), UnknownOpError, ["'cumsum'", "register_rule"]),
     "mode-typo": (lambda: rfprobe.probe(net3(), mode="structual"), ArgumentError, ["mode='structual'", "'actual'"]),
     "channel-out-of-range": (lambda: rfprobe.probe(net3(), channel=9), ArgumentError, ["channel=9", "3 channels"]),
-    "output-layout": (lambda: rfprobe.probe(nn.Sequential(nn.Conv2d(3, 3, 3), nn.Unflatten(1, (1, 3)))), ArgumentError,
-                      ["(1, 1, 3, 30, 30)", "(N, C, *spatial) or channels-last (N, *spatial, C)"]),
+    "output-layout": (lambda: rfprobe.probe(ChannelsLastSplit()), ArgumentError,
+                      ["(1, 30, 30, 1, 3)", "(N, C, *spatial) or channels-last (N, *spatial, C)"]),
     "inputs-in-structural-mode": (lambda: rfprobe.probe(net3(), inputs=torch.rand(1, 3, 9, 9)), ArgumentError,
                                   ["inputs=", "mode='actual'"]),
 }

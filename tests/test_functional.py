@@ -699,3 +699,47 @@ def test_segnet_unpool_matches_the_probe(k, s, p):
     for unit in [(0, 0), (1, 1), (5, 6), (8, 8), (15, 15), (7, 4)]:
         r = rfprobe.verify(net, unit=unit, input_shape=(1, 16, 16))
         assert r.ok, (unit, str(r))
+
+
+class _Einsum(nn.Module):
+    def __init__(self, eq: str, self_product: bool = False):
+        super().__init__()
+        self.eq, self.self_product = eq, self_product
+        self.c = conv(2, 4, 3)
+        self.w = nn.Parameter(torch.randn(3, 4))
+
+    def forward(self, x):
+        y = self.c(x)
+        return torch.einsum(self.eq, y, y) if self.self_product else torch.einsum(self.eq, y, self.w)
+
+
+@pytest.mark.parametrize("eq,self_product", [("bchw,oc->bohw", False), ("b c h w, o c -> b o h w", False),
+                                             ("bchw,bchw->bchw", True), ("bchw,bchw->bhw", True)])
+def test_einsum_that_keeps_spatial_axes_in_place_is_pointwise(eq, self_product):
+    """Channel mixing written as an einsum reads each position where it is: the conv's 3x3,
+    equal to the probe's set (the last equation also sums the channels away, leaving (N, H, W))."""
+    net = _Einsum(eq, self_product)
+    r = rfprobe.verify(net, input_shape=(2, 12, 12), unit=(2, 5))
+    assert r.ok and r.analysis.status == "ok" and r.exact_box == ((2, 4), (5, 7)), str(r)
+
+
+def test_einsum_over_positions_is_global_and_moves_are_refused():
+    """Summing a spatial axis away is global, with the equation named; an einsum that moves a
+    spatial axis to another dim, or hides it in '...', is refused rather than guessed."""
+    a = rfprobe.analyze(_Einsum("bchw,bchw->bc", True), input_shape=(2, 12, 12))
+    assert a.status == "global" and "'bchw,bchw->bc' sums over spatial axis 'h'" in a.global_causes[0]
+
+    class Pooled(nn.Module):      # attention pooling: weights over positions, summed away
+        def __init__(self):
+            super().__init__()
+            self.c = conv(2, 4, 3)
+
+        def forward(self, x):
+            y = self.c(x)
+            return torch.einsum("bchw,bdhw->bcd", y, y).mean(-1)[..., None, None] * y
+    g = rfprobe.analyze(Pooled(), input_shape=(2, 12, 12))
+    assert g.status == "global" and any("sums over spatial axis" in c for c in g.global_causes), g.global_causes
+    with pytest.raises(UnknownOpError, match="moves spatial axis 'h'"):
+        rfprobe.analyze(_Einsum("bchw,bchw->bcwh", True), input_shape=(2, 12, 12))
+    with pytest.raises(UnknownOpError, match="uses '...'"):
+        rfprobe.analyze(_Einsum("...hw,oc->...hw"), input_shape=(2, 12, 12))
