@@ -606,6 +606,19 @@ def _layout_op(name, args, kwargs, tensors, data, layouts, out, dims, index=0, o
         return keep(perm.index(d % nd) - nd for d in layout)
     if name in ("channel_shuffle", "native_channel_shuffle"):
         return keep(layout)
+    if name == "unfold":
+        if no != nd + 1:    # F.unfold (im2col), which shares the name: positions merged into one axis
+            raise UnknownOpError("F.unfold (im2col) puts every window's positions into one axis, which "
+                                 "rfprobe does not follow; a conv (or x.unfold(dim, size, step) per "
+                                 "spatial dim) computes the same windows")
+        dim = (args[1] if len(args) > 1 else kwargs["dimension"]) % nd
+        size = args[2] if len(args) > 2 else kwargs["size"]
+        step = args[3] if len(args) > 3 else kwargs["step"]
+        # x.unfold(dim, size, step): window j of that dim reads j*step .. j*step + size - 1,
+        # its elements along a new last dim (like channels); every other dim moves one left
+        axes = tuple(rules.Affine(tuple(range(size)), step, 0, src.shape[d]) if d == dim - nd
+                     else rules.identity(src.shape[d]) for d in layout)
+        return tuple(d - 1 for d in layout), [InputDep(k, axes)]
     if name in ("expand", "expand_as", "broadcast_to"):
         axes = tuple(rules.Broadcast() if src.shape[d] == 1 and out.shape[d] != 1 else rules.identity(src.shape[d])
                      for d in layout)

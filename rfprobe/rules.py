@@ -727,6 +727,7 @@ CHANNEL_NAMES = frozenset("""
 view reshape flatten unflatten permute transpose chunk split narrow squeeze unsqueeze
 expand expand_as repeat channel_shuffle native_channel_shuffle unbind select stack
 swapaxes swapdims movedim moveaxis t tensor_split split_with_sizes view_as reshape_as broadcast_to
+unfold
 """.split())
 # outputs of these are never data (shapes, sizes, flags): they are skipped by the tracer
 IGNORED = frozenset("""

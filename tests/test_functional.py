@@ -743,3 +743,35 @@ def test_einsum_over_positions_is_global_and_moves_are_refused():
         rfprobe.analyze(_Einsum("bchw,bchw->bcwh", True), input_shape=(2, 12, 12))
     with pytest.raises(UnknownOpError, match="uses '...'"):
         rfprobe.analyze(_Einsum("...hw,oc->...hw"), input_shape=(2, 12, 12))
+
+
+class _Windows(nn.Module):
+    """A strided average pool written with Tensor.unfold windows on both spatial dims."""
+
+    def __init__(self, size, step):
+        super().__init__()
+        self.size, self.step = size, step
+        self.c = conv(1, 2, 3)
+
+    def forward(self, x):
+        w = self.c(x).unfold(3, self.size, self.step).unfold(2, self.size, self.step)
+        return w.mean((-1, -2))      # (N, C, nH, nW, size, size) -> (N, C, nH, nW)
+
+
+@pytest.mark.parametrize("size,step", [(3, 2), (4, 1), (2, 3)])
+def test_tensor_unfold_windows_equal_the_pool_they_compute(size, step):
+    """x.unfold(dim, size, step) on spatial dims: the same RF as AvgPool2d(size, step) after the
+    conv (the pool's own rule, a different route), and the probe agrees; F.unfold (im2col,
+    which shares the name) is refused with what to write instead."""
+    net = _Windows(size, step)
+    a = rfprobe.analyze(net, input_shape=(1, 16, 16))
+    pool = rfprobe.analyze(nn.Sequential(net.c, nn.AvgPool2d(size, step)), input_shape=(1, 16, 16))
+    assert (a.size, a.stride, a.padding) == (pool.size, pool.stride, pool.padding)
+    r = rfprobe.verify(net, input_shape=(1, 16, 16), unit=(1, 2))
+    assert r.ok, str(r)
+
+    class Im2col(nn.Module):
+        def forward(self, x):
+            return F.fold(F.unfold(x, 3), (8, 8), 3)
+    with pytest.raises(UnknownOpError, match=r"F.unfold \(im2col\)"):
+        rfprobe.analyze(Im2col(), input_shape=(1, 8, 8))
