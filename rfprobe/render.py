@@ -508,6 +508,57 @@ def _bytes(n: float) -> str:
     return f"{n / 2 ** 30:.2f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.1f} MiB"
 
 
+# ----------------------------------------------------------------------------- verify's findings
+def global_coupling(cause: str) -> str:
+    return f"global coupling: {cause}"
+
+
+def hull(closed_box, exact_box) -> str:
+    return (f"closed-form box {closed_box} is the hull; the exact set spans {exact_box}: "
+            "a strided dilated kernel or a pad/crop leaves the formula's edge indices unread")
+
+
+def varies(size_min, size) -> str:
+    return (f"the RF varies with position: sizes {size_min} to {size} "
+            "per axis (the closed form needs a fixed stride and offset)")
+
+
+def holes(coverage: float) -> str:
+    return f"holes: only {coverage:.3g} of the box is in the RF (dilation or stride gridding)"
+
+
+def routes_differ(extra: int, missing: int, axis: int | None = None) -> str:
+    if axis is None:
+        return (f"exact propagation and gradient probe differ: the probe has {extra} "
+                f"positions the exact route lacks and misses {missing}")
+    return (f"exact propagation and gradient probe differ on axis {axis} (slab mode): the "
+            f"probe has {extra} indices the exact route lacks and misses {missing}")
+
+
+def truncated(exact_box, spatial) -> str:
+    return (f"border truncation: the unit's RF {exact_box} does not fit in the input "
+            f"{spatial}; the probed box is clipped")
+
+
+def probe_saw_local() -> str:
+    return ("the analytic route says global but the probe saw a local RF: the global op "
+            "may not reach the probed output")
+
+
+def gradient_stops(stops) -> str:
+    """``stops``: the nodes (a detach, a bool mask) the gradient cannot pass, first ones first."""
+    names = ", ".join(f"{n.name!r} ({n.op})" for n in stops[:3]) + (
+        f" and {len(stops) - 3} more" if len(stops) > 3 else "")
+    return (f"the path through {names} carries values but no gradient (a detach, or a bool "
+            "mask from a comparison): the unit does depend on the positions behind it (the "
+            "exact route follows the values); the gradient probe cannot see past it")
+
+
+def possible_causes() -> str:
+    return ("possible causes: an op whose gradient is zero where its output still depends on "
+            "the input (integer ops, argmax routing), or a rule that does not match the op")
+
+
 # ----------------------------------------------------------------------------- command line
 CLI_DESCRIPTION = ("Exact receptive fields of PyTorch models, computed three ways (closed form, "
                    "exact propagation, gradient probe) and checked against each other. "

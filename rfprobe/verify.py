@@ -15,6 +15,7 @@ from .graph import ancestors
 from .rules import MASK_NAMES
 from .measure import remember
 from .probe import ProbeResult, probe
+from . import render
 from .render import Rendered
 
 
@@ -65,7 +66,7 @@ def verify(model, unit=None, input_shape=None, *, layer: str | None = None, outp
     exact_mask = exact.input_mask()
     if a.status == "global":
         for cause in a.global_causes:
-            diagnoses.append(f"global coupling: {cause}")
+            diagnoses.append(render.global_coupling(cause))
         exact_box = closed_box = None
     else:
         unb = a.region(unit, bounded=False)
@@ -75,14 +76,11 @@ def verify(model, unit=None, input_shape=None, *, layer: str | None = None, outp
             closed_box = tuple((u * s - p, u * s - p + r - 1)
                                for u, r, s, p in zip(unit, a.size, a.stride, a.padding))
             if closed_box != exact_box:
-                why = _hull_explanation(a, closed_box, exact_box)
-                diagnoses.append(why)
+                diagnoses.append(render.hull(closed_box, exact_box))
         else:
-            diagnoses.append(f"the RF varies with position: sizes {a.size_min} to {a.size} "
-                             "per axis (the closed form needs a fixed stride and offset)")
+            diagnoses.append(render.varies(a.size_min, a.size))
         if unb.coverage < 1.0:
-            diagnoses.append(f"holes: only {unb.coverage:.3g} of the box is in the RF "
-                             "(dilation or stride gridding)")
+            diagnoses.append(render.holes(unb.coverage))
     if e.mask is None:   # slab mode: the probe measured each axis's projection (probe(full=True) for the map)
         probe_mask = exact_mask_ax = None
         for ax, proj in enumerate(e.axis_masks):
@@ -93,26 +91,18 @@ def verify(model, unit=None, input_shape=None, *, layer: str | None = None, outp
         if probe_mask is not None:
             extra = int((probe_mask & ~exact_mask_ax).sum())
             missing = int((exact_mask_ax & ~probe_mask).sum())
-            mismatches.append(f"exact propagation and gradient probe differ on axis {ax} (slab mode): the "
-                              f"probe has {extra} indices the exact route lacks and misses {missing}")
+            mismatches.append(render.routes_differ(extra, missing, ax))
             diagnoses.extend(_probe_explanations(a))
     elif (exact_mask != e.mask).any():
         extra = int((e.mask & ~exact_mask).sum())
         missing = int((exact_mask & ~e.mask).sum())
-        mismatches.append(f"exact propagation and gradient probe differ: the probe has {extra} "
-                          f"positions the exact route lacks and misses {missing}")
+        mismatches.append(render.routes_differ(extra, missing))
         diagnoses.extend(_probe_explanations(a))
     if e.truncated:
-        diagnoses.append(f"border truncation: the unit's RF {exact_box} does not fit in the input "
-                         f"{e.input_shape[1:]}; the probed box is clipped")
+        diagnoses.append(render.truncated(exact_box, e.input_shape[1:]))
     size = a.size if a.status == "ok" and not mismatches else e.size
     return Report(not mismatches, size, a.stride, a.padding, closed_box, exact_box, exact.box,
                   e.box, tuple(mismatches), tuple(dict.fromkeys(diagnoses)), a, e)
-
-
-def _hull_explanation(a, closed_box, exact_box) -> str:
-    return (f"closed-form box {closed_box} is the hull; the exact set spans {exact_box}: "
-            "a strided dilated kernel or a pad/crop leaves the formula's edge indices unread")
 
 
 # ops that pass values on but no gradient: the exact route follows the values, the probe stops
@@ -123,18 +113,9 @@ GRADIENT_STOPS = frozenset({"detach", "detach_"}) | (MASK_NAMES - {"masked_fill"
 def _probe_explanations(a: Analysis) -> list[str]:
     out = []
     if a.status == "global":
-        out.append("the analytic route says global but the probe saw a local RF: the global op "
-                   "may not reach the probed output")
+        out.append(render.probe_saw_local())
     stops = [n for n in ancestors(a.graph, a.graph.node(a.target)) if n.op in GRADIENT_STOPS]
     first = {n.id for n in stops}
     stops = [n for n in stops if not first.intersection(n.inputs)]   # where each chain starts (not ~mask)
-    if stops:
-        names = ", ".join(f"{n.name!r} ({n.op})" for n in stops[:3]) + (
-            f" and {len(stops) - 3} more" if len(stops) > 3 else "")
-        out.append(f"the path through {names} carries values but no gradient (a detach, or a bool "
-                   "mask from a comparison): the unit does depend on the positions behind it (the "
-                   "exact route follows the values); the gradient probe cannot see past it")
-    else:
-        out.append("possible causes: an op whose gradient is zero where its output still depends on "
-                   "the input (integer ops, argmax routing), or a rule that does not match the op")
+    out.append(render.gradient_stops(stops) if stops else render.possible_causes())
     return out
