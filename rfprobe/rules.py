@@ -226,10 +226,11 @@ def pool(call: Call) -> list[InputDep]:
     """``F.max_pool*d`` / ``F.avg_pool*d`` / ``F.lp_pool*d``: kernel, stride (default kernel),
     padding, dilation; ceil_mode only changes the output size, which the trace records."""
     n = call.dims
-    kernel = _tuple(call.arg(1, "kernel_size"), n)
-    stride = call.arg(2, "stride", None)
+    lp = call.name.startswith("lp_pool")    # F.lp_pool*d(input, norm_type, kernel_size, stride, ...)
+    kernel = _tuple(call.arg(2 if lp else 1, "kernel_size"), n)
+    stride = call.arg(3 if lp else 2, "stride", None)
     stride = kernel if stride is None or stride == [] or stride == () else _tuple(stride, n)
-    if call.name.startswith("lp_pool"):
+    if lp:
         return _window(call, kernel, stride, (0,) * n, (1,) * n)
     padding = _tuple(call.arg(3, "padding", 0), n)
     dilation = _tuple(call.arg(4, "dilation", 1), n) if call.name.startswith("max") else (1,) * n

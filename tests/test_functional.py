@@ -775,3 +775,17 @@ def test_tensor_unfold_windows_equal_the_pool_they_compute(size, step):
             return F.fold(F.unfold(x, 3), (8, 8), 3)
     with pytest.raises(UnknownOpError, match=r"F.unfold \(im2col\)"):
         rfprobe.analyze(Im2col(), input_shape=(1, 8, 8))
+
+
+@pytest.mark.parametrize("pool", [nn.LPPool2d(2, 3), nn.LPPool2d(2, 3, stride=2), nn.LPPool2d(1, (2, 3), (3, 2), ceil_mode=True)])
+def test_lp_pool_reads_its_kernel_not_its_norm(pool):
+    """F.lp_pool2d(x, norm_type, kernel_size, stride): the same windows as AvgPool2d with that
+    kernel and stride (another op's rule), and the probe agrees (the kernel was read from
+    norm_type's place)."""
+    net = nn.Sequential(conv(1, 1, 3), nn.Sigmoid(), pool)
+    a = rfprobe.analyze(net, input_shape=(1, 20, 20))
+    avg = rfprobe.analyze(nn.Sequential(conv(1, 1, 3), nn.AvgPool2d(pool.kernel_size, pool.stride,
+                                                                   ceil_mode=pool.ceil_mode)), input_shape=(1, 20, 20))
+    assert (a.size, a.stride) == (avg.size, avg.stride)
+    r = rfprobe.verify(net, input_shape=(1, 20, 20), unit=(1, 2))
+    assert r.ok, str(r)
