@@ -167,7 +167,7 @@ FIXED_LAYOUT = frozenset(
        "instance_norm"])
 # shape queries that can tell the model a spatial size (dim, dtype, device... cannot)
 _SIZE_READS = frozenset("__get__ size numel stride __len__ __format__ __repr__ tolist item __array__".split())
-REDUCTIONS = frozenset("mean sum amax amin max min std var logsumexp prod norm nansum nanmean".split())
+REDUCTIONS = frozenset("mean sum amax amin max min std var logsumexp prod norm nansum nanmean argmax argmin".split())
 INPLACE_DUNDER = frozenset("__iadd__ __isub__ __imul__ __itruediv__ __ipow__ __iand__ __ior__".split())
 RESHAPES = frozenset("view reshape flatten unflatten squeeze unsqueeze view_as reshape_as".split())
 PERMUTES = frozenset("permute transpose swapaxes swapdims movedim moveaxis t".split())
@@ -338,8 +338,7 @@ class _Tracer(TorchFunctionMode):
         alias = any(raw is t for t in tensors) or _view_of(raw, tensors)
         out = raw if alias else self.post(raw)
         outs = [out] if isinstance(out, torch.Tensor) else [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
-        # values, and masks (bool) computed from them; integer results (indices) are not followed
-        outs = [t for t in outs if t.is_floating_point() or t.is_complex() or t.dtype is torch.bool] or outs[:0]
+        # values, masks (bool) and indices (argmax) computed from them: all are followed
         if not outs and raw is not None and not isinstance(raw, (torch.Tensor, tuple, list)):
             self.read_sizes = True   # not a tensor: maybe a size in disguise (x.untyped_storage())
         for i, t in enumerate(outs):

@@ -546,11 +546,11 @@ def probe_saw_local() -> str:
 
 
 def gradient_stops(stops) -> str:
-    """``stops``: the nodes (a detach, a bool mask) the gradient cannot pass, first ones first."""
+    """``stops``: the nodes (a detach, a bool mask, argmax) the gradient cannot pass, first ones first."""
     names = ", ".join(f"{n.name!r} ({n.op})" for n in stops[:3]) + (
         f" and {len(stops) - 3} more" if len(stops) > 3 else "")
-    return (f"the path through {names} carries values but no gradient (a detach, or a bool "
-            "mask from a comparison): the unit does depend on the positions behind it (the "
+    return (f"the path through {names} carries values but no gradient (a detach, a bool mask "
+            "from a comparison, or argmax indices): the unit does depend on the positions behind it (the "
             "exact route follows the values); the gradient probe cannot see past it")
 
 

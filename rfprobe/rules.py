@@ -645,7 +645,10 @@ def batch_norm(call: Call):
 
 
 def reduction(call: Call):
-    """``mean``/``sum``/``amax``... over dims: global if a spatial dim is reduced."""
+    """``mean``/``sum``/``amax``/``argmax``... over dims: global when every spatial dim is
+    reduced (or a reduced one is dropped); over some of them with ``keepdim`` (strip pooling,
+    coordinate attention), each output reads the whole of those axes and its own index on
+    the others."""
     dim = call.arg(1, "dim", None)
     k = call.data[0]
     layout = call.in_layouts[k]
@@ -654,9 +657,14 @@ def reduction(call: Call):
         return Global(f"{call.name} over the whole tensor")
     dims = [dim] if isinstance(dim, int) else list(dim)
     dims = [d - ndim if d >= 0 else d for d in dims]
-    if any(d in layout for d in dims):
+    if not any(d in layout for d in dims):
+        return channel_only(call)
+    kept = len(call.out_shape) == ndim      # keepdim: every axis still there, the reduced ones of size 1
+    if not kept or all(d in dims for d in layout):
         return Global(f"{call.name} over spatial dims (global pooling)")
-    return channel_only(call)
+    axes = tuple(Affine(tuple(range(n)), 0, 0, n) if d in dims else identity(n)
+                 for d, n in zip(layout, call.spatial_in(k)))
+    return [InputDep(k, axes)]
 
 
 def softmax(call: Call):
@@ -756,6 +764,7 @@ RULES.update({
     "cat": cat, "concat": cat, "concatenate": cat,
     "batch_norm": batch_norm,
     "mean": reduction, "sum": reduction, "amax": reduction, "amin": reduction, "max": reduction,
+    "min": reduction, "argmax": reduction, "argmin": reduction,
     "std": reduction, "var": reduction, "logsumexp": reduction,
     "softmax": softmax, "log_softmax": softmax, "linear": linear, "matmul": linear,
     "group_norm": norm_over_space, "instance_norm": norm_over_space, "layer_norm": norm_over_space,

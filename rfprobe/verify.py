@@ -106,8 +106,8 @@ def verify(model, unit=None, input_shape=None, *, layer: str | None = None, outp
 
 
 # ops that pass values on but no gradient: the exact route follows the values, the probe stops
-# (a detach; a bool mask made by a comparison, which the op it selects or fills with reads)
-GRADIENT_STOPS = frozenset({"detach", "detach_"}) | (MASK_NAMES - {"masked_fill", "masked_fill_"})
+# (a detach; a bool mask made by a comparison; the indices argmax returns)
+GRADIENT_STOPS = frozenset({"detach", "detach_", "argmax", "argmin"}) | (MASK_NAMES - {"masked_fill", "masked_fill_"})
 
 
 def _probe_explanations(a: Analysis) -> list[str]:

@@ -612,6 +612,24 @@ def test_unsupported_row_tricks_say_what_to_write_instead():
         rfprobe.analyze(Picked(), input_shape=(2, 8, 8))
 
 
+def _perturbed(net: nn.Module, shape, steps=(1e3, -1e3, 1e6, -1e6), seed: int = 0) -> np.ndarray:
+    """The perturbation route: ``moved[(*out_position, *in_position)]`` is True when adding a
+    step to that input position (all channels) changes that output position (any channel), in
+    float64 from a random input. Two signs, large: enough to flip a mask or move an argmax."""
+    torch.manual_seed(seed)
+    net = net.double().eval()
+    x = torch.rand(1, *shape, dtype=torch.float64) - 0.5
+    with torch.no_grad():
+        y = net(x)
+        moved = np.zeros(tuple(y.shape[2:]) + tuple(shape[1:]), dtype=bool)
+        for pos in itertools.product(*(range(n) for n in shape[1:])):
+            for step in steps:
+                xp = x.clone()
+                xp[(0, slice(None)) + pos] += step
+                moved[(Ellipsis,) + pos] |= (net(xp) != y)[0].any(0).numpy()
+    return moved
+
+
 class _Masked(nn.Module):
     """A 3x3 value branch selected or filled by a mask computed from a 5x5 branch."""
 
@@ -639,17 +657,7 @@ def test_a_mask_computed_from_the_input_is_part_of_the_rf(how):
     shape = (1, 9, 9)
     a = rfprobe.analyze(_Masked(how), input_shape=shape)
     assert a.size == (5, 5)
-    torch.manual_seed(0)
-    net = _Masked(how).double()
-    x = torch.rand(1, *shape, dtype=torch.float64) - 0.5
-    with torch.no_grad():
-        y = net(x)
-        moved = np.zeros((5, 5) + shape[1:], dtype=bool)   # per output unit, per input position
-        for i, j in itertools.product(range(9), range(9)):
-            for step in (1e3, -1e3):     # one of the two flips the mask wherever the gate reads
-                xp = x.clone()
-                xp[0, 0, i, j] += step
-                moved[:, :, i, j] |= (net(xp)[0, 0] != y[0, 0]).numpy()
+    moved = _perturbed(_Masked(how), shape)
     for unit in [(0, 0), (2, 3), (4, 4)]:
         assert (a.region(unit, bounded=True).input_mask() == moved[unit]).all(), unit
     r = rfprobe.verify(_Masked(how), input_shape=shape)
@@ -789,3 +797,59 @@ def test_lp_pool_reads_its_kernel_not_its_norm(pool):
     assert (a.size, a.stride) == (avg.size, avg.stride)
     r = rfprobe.verify(net, input_shape=(1, 20, 20), unit=(1, 2))
     assert r.ok, str(r)
+
+
+
+class _ArgmaxGate(nn.Module):
+    """A 3x3 branch scaled by the index of the largest of three 5x5-branch channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = conv(1, 2, 3)
+        self.b = conv(1, 3, 5, padding=1)
+
+    def forward(self, x):
+        return self.a(x) * self.b(x).argmax(1, keepdim=True).to(x.dtype)
+
+
+class _Strips(nn.Module):
+    """Strip pooling: a column mean and a row max added back to every position."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = conv(1, 2, 3)
+
+    def forward(self, x):
+        y = self.a(x)
+        return y + y.mean(2, keepdim=True) + y.amax(3, keepdim=True)
+
+
+@pytest.mark.parametrize("make", [_ArgmaxGate, _Strips], ids=["argmax", "strips"])
+def test_argmax_indices_and_strip_pooling_match_a_perturbation(make):
+    """argmax's indices are followed like values (the 5x5 branch decides the scale: it was
+    dropped, status ok with the 3x3); a mean or max over one spatial axis with keepdim reads
+    that whole axis and only its own index on the other (a cross, not global)."""
+    shape = (1, 10, 10)
+    a = rfprobe.analyze(make(), input_shape=shape)
+    moved = _perturbed(make(), shape)
+    units = [(0, 0), (3, 4), (7, 7)] if make is _Strips else [(0, 0), (2, 3), (5, 5)]
+    for unit in units:
+        assert (a.region(unit, bounded=True).input_mask() == moved[unit]).all(), unit
+    if make is _ArgmaxGate:
+        r = rfprobe.verify(make(), input_shape=shape)
+        assert any("'argmax#0' (argmax) carries values but no gradient" in d for d in r.diagnoses), r.diagnoses
+    else:
+        assert a.status != "global"
+
+
+def test_integer_indices_into_an_op_without_a_rule_are_refused_not_dropped():
+    class Gather(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = conv(1, 2, 3)
+
+        def forward(self, x):
+            y = self.a(x)
+            return torch.gather(y, 1, y.argmax(1, keepdim=True))
+    with pytest.raises(UnknownOpError, match="'gather'"):
+        rfprobe.analyze(Gather(), input_shape=(1, 10, 10))
