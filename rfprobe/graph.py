@@ -916,6 +916,17 @@ _SHAPE_ERRORS = ("Kernel size can't be greater", "too small", "Output size is", 
                  "is invalid for input of size")
 
 
+def _forward_hooks(model: nn.Module) -> list[str]:
+    """Where the user's model (or torch, globally) has forward or forward-pre hooks."""
+    kinds = ("_forward_hooks", "_forward_pre_hooks")
+    where = [repr(name or "<model>") for name, m in model.named_modules()
+             if any(getattr(m, k, None) for k in kinds)]
+    from torch.nn.modules import module as _nn_module
+    if getattr(_nn_module, "_global_forward_hooks", None) or getattr(_nn_module, "_global_forward_pre_hooks", None):
+        where.append("every module (global hooks)")
+    return where
+
+
 def _input_dtype(model: nn.Module) -> torch.dtype:
     """The dtype of the model's first floating (or complex) parameter: its input's, most likely."""
     return next((p.dtype for p in model.parameters() if p.is_floating_point() or p.is_complex()),
@@ -929,6 +940,9 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = Non
         raise ArgumentError(f"model must be a torch.nn.Module, not {type(model).__name__}")
     dims = dims or len(input_shape) - 1
     notes: list[str] = []
+    hooked = _forward_hooks(model)
+    if hooked:
+        notes.append(render.hooks_note(hooked))
     try:
         twin = _meta_twin(model)
         x = torch.empty((1, *input_shape), device="meta", dtype=_input_dtype(model))

@@ -497,6 +497,15 @@ def fallback_note(error_type: str, error: str) -> str:
             "branches, whose ops rfprobe has not seen")
 
 
+def hooks_note(where: list[str]) -> str:
+    """The note a graph carries when the user's model has forward hooks, which rfprobe's
+    private copy runs without."""
+    shown = ", ".join(where[:4]) + (f" and {len(where) - 4} more" if len(where) > 4 else "")
+    return (f"forward hooks on {shown} were not run: rfprobe traces a private copy without hooks, "
+            "so that they cannot write into your objects. A hook that changes a module's input or "
+            "output changes the model: remove it, or put its computation in a module")
+
+
 def trace_memory(spent: int, budget: int, input_shape: tuple[int, ...]) -> str:
     """Why a trace with real values was stopped."""
     return (f"tracing the model with real values on an input of shape {input_shape} (it cannot run on "
