@@ -40,6 +40,7 @@ import torch
 import torch.nn as nn
 
 from .errors import ArgumentError, RFProbeError
+from .probe import gradients_allowed
 from .render import Rendered
 
 STATISTICS = ("abs", "sq")
@@ -346,6 +347,7 @@ def _couples_batch(twin: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in twin.modules())
 
 
+@gradients_allowed
 def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: Any = None,
         unit=None, channel: int | None = None, statistic: str = "abs", input_shape=None,
         batch_size: int = 8, dtype: torch.dtype | None = None, device=None, seed: int = 0,

@@ -39,6 +39,7 @@ Actual mode (``mode="actual"``) uses the model's real weights and an input of yo
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
 from dataclasses import dataclass, field
@@ -317,6 +318,18 @@ def _twin(model: nn.Module, structural: bool, device: torch.device, dtype: torch
 
 
 # ----------------------------------------------------------------------------- public API
+def gradients_allowed(fn):
+    """Run ``fn`` with autograd available even inside ``torch.inference_mode()`` (a notebook cell
+    or an eval loop may wrap the call): there every tensor made is an inference tensor, no
+    gradient is recorded, and the probe measured an empty RF without saying why."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.inference_mode(False):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+@gradients_allowed
 def probe(model, unit=None, input_shape=None, *, layer: str | None = None, output: Any = None,
           channel: int | None = None, mode: str = "structural", inputs: torch.Tensor | None = None,
           device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
@@ -372,6 +385,7 @@ def probe(model, unit=None, input_shape=None, *, layer: str | None = None, outpu
     return _result(grad, graph, analysis, target, u, (u,), mode)
 
 
+@gradients_allowed
 def probe_many(model, units, input_shape=None, *, layer: str | None = None, output: Any = None,
                channel: int | None = None, device: str | torch.device | None = None,
                dtype: torch.dtype = torch.float32, seed: int = 0) -> tuple[ProbeResult, ...]:

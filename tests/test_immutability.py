@@ -351,3 +351,17 @@ def test_cli_really_loads_the_users_object():
     model = _bn_net(True)
     assert _cli(model) in (0, 1)
     assert model.training and model[1].training
+
+
+def test_inside_inference_mode_the_probe_still_measures():
+    """Inside torch.inference_mode() no gradient is recorded: the probe used to return an empty
+    RF (and verify blamed 'integer ops'). Every gradient route now runs outside it, gives the
+    exact route's answer, and the caller's mode is back afterwards."""
+    net = rfprobe.build("conv3 relu conv3/s2 conv3", in_channels=2)
+    want = rfprobe.analyze(net).size
+    with torch.inference_mode():
+        assert rfprobe.probe(net).size == want
+        assert rfprobe.verify(net).ok
+        assert rfprobe.probe_many(net, [(0, 0), (-1, -1)])[0].size == want
+        assert rfprobe.erf(net, n=2).theoretical == want
+        assert torch.is_inference_mode_enabled()
