@@ -22,6 +22,7 @@ which gives the theoretical box that may reach into the padding.
 from __future__ import annotations
 
 import contextlib
+import operator
 import gc
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -358,10 +359,12 @@ class Analysis(Rendered):
 
 def normalize_unit(unit, out_spatial: Sequence[int], arg: str = "unit") -> tuple[int, ...]:
     """Check and normalise a unit (negative indices count from the end)."""
-    if isinstance(unit, int):
+    if isinstance(unit, int) and not isinstance(unit, bool):
         unit = (unit,) * len(out_spatial)
     try:
-        unit = tuple(int(u) for u in unit)
+        if isinstance(unit, bool) or any(isinstance(u, bool) for u in unit):
+            raise TypeError(unit)
+        unit = tuple(operator.index(u) for u in unit)     # 2 or np.int64(2), not 1.5
     except TypeError:
         raise ArgumentError(f"{arg}={unit!r} must be a tuple of ints, one per spatial axis") from None
     if len(unit) != len(out_spatial):

@@ -70,7 +70,7 @@ def load(target: str, in_channels: int | None = None, dims: int = 2) -> nn.Modul
             raise ArgumentError(f"{target!r} is not an nn.Module (nor makes one)")
         return model.eval()
     from .spec import build
-    return build(target, in_channels=in_channels or 1, dims=dims).eval()
+    return build(target, in_channels=1 if in_channels is None else in_channels, dims=dims).eval()
 
 
 def _demo() -> int:
@@ -81,8 +81,17 @@ def _demo() -> int:
     return 0 if all(r.ok for g in groups for _, r, _ in g) else 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line on stderr, as every other error here (its
+    own prints the usage block first)."""
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message} (see {self.prog.split()[0]} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rfprobe", description=render.CLI_DESCRIPTION)
+    parser = _Parser(prog="rfprobe", description=render.CLI_DESCRIPTION)
     sub = parser.add_subparsers(dest="cmd")
     for name in ("verify", "table"):
         p = sub.add_parser(name, help=render.CLI_HELP[name])
@@ -149,7 +158,14 @@ def _compare(args) -> int:
 
 
 def _verify(model, args) -> int:
+    from .validate import check_expectation
     from .verify import verify
+    for what in ("size", "stride", "padding"):    # bad expectations are bad input (2), before any work
+        want = _ints(getattr(args, f"expect_{what}"), f"--expect-{what}")
+        try:
+            check_expectation(what, want, None)
+        except ArgumentError as e:
+            raise ArgumentError(f"--expect-{what}: {e}") from None
     r = verify(model, _ints(args.unit, "--unit"), _ints(args.input, "--input"), layer=args.layer)
     n = len(r.probe.size)
     failed = []

@@ -372,7 +372,7 @@ def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: An
     from .analytic import analysis_of, as_model, choose_input, normalize_unit
     from .graph import infer_dims, private_copy
     from .probe import _model_device, _ProbeMode, backprop_units
-    from .validate import check_channel
+    from .validate import check_channel, check_device
 
     if statistic not in STATISTICS:
         raise ArgumentError(f"statistic={statistic!r} must be 'abs' (mean |gradient|) or 'sq' "
@@ -401,7 +401,7 @@ def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: An
         except RFProbeError:
             box = None
 
-    dev = torch.device(device) if device is not None else _model_device(model)
+    dev = check_device(device) if device is not None else _model_device(model)
     twin = private_copy(model, dev)
     if dtype is not None:
         twin = twin.to(dtype)

@@ -54,7 +54,7 @@ from torch.utils._pytree import tree_map
 from .analytic import Analysis, analysis_of, as_model, choose_input, normalize_unit, propagate
 from .errors import ArgumentError, ModelError, RFProbeError
 from .graph import Graph, Node, _run, _Tracer, private_copy, select, trace
-from .validate import check_channel, check_dtype, check_gradient, check_inputs, check_memory, check_model
+from .validate import check_channel, check_device, check_dtype, check_gradient, check_inputs, check_memory, check_model
 from .measure import remember, box_of, coverage_of
 from .render import Rendered
 
@@ -370,7 +370,7 @@ def probe(model, unit=None, input_shape=None, *, layer: str | None = None, outpu
     target = graph.node(analysis.target)
     u = analysis.centre_unit if unit is None else normalize_unit(unit, target.spatial)
     check_channel(channel, target)
-    dev = torch.device(device) if device is not None else _model_device(model)
+    dev = check_device(device) if device is not None else _model_device(model)
     structural = mode == "structural"
     spatial = graph.input_shape[1:]
     if structural and full is not True and (full is False or math.prod(spatial) > SLAB_ABOVE):
@@ -423,7 +423,7 @@ def probe_many(model, units, input_shape=None, *, layer: str | None = None, outp
     if not us:
         raise ArgumentError("units=[] is empty: give at least one output unit")
     check_channel(channel, target)
-    dev = torch.device(device) if device is not None else _model_device(model)
+    dev = check_device(device) if device is not None else _model_device(model)
     check_memory(graph, model, dtype, dev, None)
     generator = torch.Generator().manual_seed(seed)
     twin = _twin(model, True, dev, dtype, generator)

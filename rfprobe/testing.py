@@ -21,20 +21,9 @@ from typing import Any
 
 import pytest
 
-from .errors import ArgumentError
+from .validate import check_expectation
 from .measure import RFTuple
 from .verify import Report, verify
-
-
-def _expected(name: str, value, n: int) -> tuple[int, ...] | None:
-    """An int (every axis) or one int per axis, checked; None stays None."""
-    if value is None:
-        return None
-    values = tuple(value) if isinstance(value, (list, tuple)) else (value,) * n
-    if len(values) != n or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise ArgumentError(f"{name}={value!r} must be an int or {n} ints (one per spatial axis) "
-                            f"for this {n}-D output")
-    return values
 
 
 def assert_receptive_field(model, size=None, stride=None, padding=None, **kw: Any) -> None:
@@ -46,9 +35,11 @@ def assert_receptive_field(model, size=None, stride=None, padding=None, **kw: An
     >>> import rfprobe
     >>> assert_receptive_field(rfprobe.build("conv3/s2 conv3"), size=7, stride=(2, 2), padding=0)
     """
+    for what, want in (("size", size), ("stride", stride), ("padding", padding)):
+        check_expectation(what, want, None)     # a bad expectation is an argument error, before any work
     r = verify(model, **kw)
     n = len(r.probe.size)
-    wants = [(what, _expected(what, want, n), got) for what, want, got in
+    wants = [(what, check_expectation(what, want, n), got) for what, want, got in
              (("size", size, r.size), ("stride", stride, r.stride), ("padding", padding, r.padding))]
     problems = []
     if not r.ok:

@@ -173,3 +173,43 @@ def check_channel(channel, target) -> None:
     if isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel < n:
         raise ArgumentError(f"channel={channel!r} is out of range: the output has {n} channels "
                             f"(shape {target.shape}); give an int in 0..{n - 1}, or None for all")
+
+
+def check_device(device) -> torch.device:
+    """``device`` as a ``torch.device`` that exists here: a string or device naming a backend
+    torch knows ('cpu', 'cuda', 'cuda:1', 'mps'), and for CUDA a GPU that is there."""
+    try:
+        if not isinstance(device, (str, torch.device)):
+            raise TypeError(device)
+        dev = torch.device(device)
+    except (TypeError, RuntimeError, ValueError):
+        raise ArgumentError(f"device={device!r} is not a device: use 'cpu', 'cuda' or 'cuda:N' "
+                            "(a string or a torch.device)") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ArgumentError(f"device={device!r} but CUDA is not available here; use device='cpu' "
+                                "(or None: the model's own device)")
+        if dev.index is not None and dev.index >= count:
+            raise ArgumentError(f"device={device!r} but this machine has {count} CUDA device(s): "
+                                f"cuda:0..cuda:{count - 1}")
+    return dev
+
+
+# the smallest value each expectation can have: no RF has a size below 1 or a negative stride
+_LEAST = {"size": 1, "stride": 0, "padding": None}   # stride 0: a whole axis read (Linear over space)
+
+
+def check_expectation(name: str, value, n: int | None) -> tuple[int, ...] | None:
+    """An int (every axis) or one int per axis, checked; None stays None. ``n`` None: the
+    number of axes is not known yet (only the values are checked)."""
+    if value is None:
+        return None
+    values = tuple(value) if isinstance(value, (list, tuple)) else (value,) * (n or 1)
+    least = _LEAST[name]
+    if (n is not None and len(values) != n) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                      and (least is None or v >= least) for v in values):
+        floor = "" if least is None else f" of at least {least}"
+        raise ArgumentError(f"{name}={value!r} must be an int{floor} or one such int per spatial axis"
+                            + (f" for this {n}-D output" if n is not None else ""))
+    return values

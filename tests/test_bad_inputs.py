@@ -11,6 +11,7 @@ import os
 import re
 import traceback
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -170,6 +171,7 @@ CASES = {
     "unknown-op": (lambda: rfprobe.analyze(Cumsum()), UnknownOpError, ["'cumsum'", "register_rule"]),
     "mode-typo": (lambda: rfprobe.probe(net3(), mode="structual"), ArgumentError, ["mode='structual'", "'actual'"]),
     "channel-out-of-range": (lambda: rfprobe.probe(net3(), channel=9), ArgumentError, ["channel=9", "3 channels"]),
+    "device-unknown": (lambda: rfprobe.probe(net3(), device="gpu"), ArgumentError, ["device='gpu'", "'cpu'"]),
     "output-layout": (lambda: rfprobe.probe(ChannelsLastSplit()), ArgumentError,
                       ["(1, 30, 30, 1, 3)", "(N, C, *spatial) or channels-last (N, *spatial, C)"]),
     "inputs-in-structural-mode": (lambda: rfprobe.probe(net3(), inputs=torch.rand(1, 3, 9, 9)), ArgumentError,
@@ -229,3 +231,16 @@ def test_catalogue_matches_docs():
         doc = f.read()
     ids = set(re.findall(r"^\| `([a-z0-9-]+)` \|", doc, flags=re.M))
     assert ids == set(CASES), f"undocumented: {set(CASES) - ids}; untested: {ids - set(CASES)}"
+
+
+def test_fractional_units_and_impossible_expectations_are_argument_errors():
+    """unit=(1.5, 2) was truncated to (1, 2); size=-1 failed as an AssertionError (a test
+    failure) instead of saying the argument is impossible."""
+    from rfprobe.testing import assert_receptive_field
+    a = rfprobe.analyze(net3(), (3, 9, 9))
+    with pytest.raises(ArgumentError, match=r"unit=\(1.5, 2\) must be a tuple of ints"):
+        a.region((1.5, 2))
+    assert a.region((np.int64(1), 2)).box == a.region((1, 2)).box
+    for kw in ({"size": -1}, {"stride": -2}, {"size": (3, 0)}):
+        with pytest.raises(ArgumentError, match="must be an int of at least"):
+            assert_receptive_field(net3(), **kw)

@@ -172,3 +172,17 @@ def test_installed_script():
                         capture_output=True, text=True, timeout=120, env=env)
     assert ok.returncode == 0, ok.stderr
     assert "OK: all routes agree, RF 7x7" in ok.stdout
+
+
+@pytest.mark.parametrize("argv", [["verify"], ["frob"], ["verify", "conv3", "--dims", "x"],
+                                  ["verify", "conv3", "--bogus"], ["compare"],
+                                  ["verify", "conv3", "--in-channels", "0"],
+                                  ["verify", "conv3", "--expect-stride", "-1"]])
+def test_bad_command_lines_exit_2_with_one_line(argv, capsys):
+    """argparse's own errors (missing or unknown arguments) are one line too, like every other
+    bad input; --in-channels 0 is refused (it was taken as 1) and an impossible expectation is
+    bad input (2), not a failed check (1)."""
+    from rfprobe.cli import main
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("rfprobe"), err
