@@ -372,7 +372,7 @@ def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: An
     from .analytic import analysis_of, as_model, choose_input, normalize_unit
     from .graph import infer_dims, private_copy
     from .probe import _model_device, _ProbeMode, backprop_units
-    from .validate import check_channel, check_device
+    from .validate import check_channel, check_device, check_dtype
 
     if statistic not in STATISTICS:
         raise ArgumentError(f"statistic={statistic!r} must be 'abs' (mean |gradient|) or 'sq' "
@@ -381,6 +381,10 @@ def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: An
         raise ArgumentError(f"n={n!r} must be a positive int: the number of inputs to average over")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ArgumentError(f"batch_size={batch_size!r} must be a positive int")
+    if dtype is not None:
+        check_dtype(dtype)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ArgumentError(f"seed={seed!r} must be an int")
     model = as_model(model)
     if inputs is not None:
         shape, inputs = _first_shape(inputs)

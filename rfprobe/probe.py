@@ -343,6 +343,8 @@ def probe(model, unit=None, input_shape=None, *, layer: str | None = None, outpu
     it; ``None`` (default) uses slab mode when the input has more than ``SLAB_ABOVE`` positions.
     ``max_memory``: bytes the full probe may use (default: half the free memory); estimated from
     the traced shapes before running, and refused with ``ResourceError`` above it.
+    ``inputs`` (``mode='actual'``): one input, (C, *spatial) or (1, C, *spatial); a batch of
+    several is refused (``rfprobe.erf`` averages over many).
 
     >>> import rfprobe
     >>> e = probe(rfprobe.build("conv3/d4"))
@@ -364,7 +366,9 @@ def probe(model, unit=None, input_shape=None, *, layer: str | None = None, outpu
         check_inputs(inputs)
         if mode != "actual":
             raise ArgumentError("inputs= is for mode='actual'; structural mode chooses its own input")
-        input_shape = tuple(inputs.shape[1:]) if inputs.dim() >= 3 else tuple(inputs.shape)
+        input_shape = _shape_of_inputs(model, inputs, input_shape)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ArgumentError(f"seed={seed!r} must be an int")
     graph = choose_input(model, input_shape, layer, output, unit)
     analysis = analysis_of(graph, layer, output)
     target = graph.node(analysis.target)
@@ -414,7 +418,7 @@ def probe_many(model, units, input_shape=None, *, layer: str | None = None, outp
     graph = choose_input(model, input_shape, layer, output, None)
     analysis = analysis_of(graph, layer, output)
     target = graph.node(analysis.target)
-    if isinstance(units, (int, tuple)) and (isinstance(units, int) or all(isinstance(v, int) for v in units)):
+    if isinstance(units, (int, str)) or (isinstance(units, tuple) and all(isinstance(v, int) for v in units)):
         raise ArgumentError(f"units={units!r} must be a list of units, e.g. [(0, 0), (-1, -1)]")
     try:
         us = [normalize_unit(v, target.spatial, "units") for v in units]
@@ -490,6 +494,30 @@ def _result(grad: np.ndarray, graph: Graph, analysis: Analysis, target, u, probe
     return ProbeResult(mask, grad, box, tuple(b - a + 1 for a, b in box), coverage_of(mask, box),
                        truncated, graph.input_shape, u, tuple(probed), target.name, mode, target.shape,
                        analysis, None, axis_masks)
+
+
+def _shape_of_inputs(model: nn.Module, inputs: torch.Tensor, input_shape) -> tuple[int, ...]:
+    """(C, *spatial) of actual mode's ``inputs``, given as (C, *spatial) or (1, C, *spatial):
+    the model's spatial rank tells which (a (C, H, W) image lost its channels before)."""
+    from .graph import infer_dims
+    dims = infer_dims(model)
+    if input_shape is not None:
+        dims = len(tuple(input_shape)) - 1
+    shape = tuple(inputs.shape)
+    if dims is None:
+        dims = len(shape) - 2 if len(shape) >= 3 else len(shape) - 1
+    if len(shape) == dims + 2:
+        if shape[0] != 1:
+            raise ArgumentError(f"inputs has a batch of {shape[0]} (shape {shape}): the probe measures one "
+                                "input; pass inputs[i:i + 1], or average over many with rfprobe.erf")
+        shape = shape[1:]
+    elif len(shape) != dims + 1:
+        raise ArgumentError(f"inputs has shape {shape}, but this model takes {dims} spatial axes: give "
+                            f"(C, *spatial) or (1, C, *spatial)")
+    if input_shape is not None and tuple(input_shape) != shape:
+        raise ArgumentError(f"input_shape={tuple(input_shape)!r} disagrees with inputs of shape {shape}; "
+                            "give one of them")
+    return shape
 
 
 def _model_device(model: nn.Module) -> torch.device:

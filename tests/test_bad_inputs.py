@@ -244,3 +244,25 @@ def test_fractional_units_and_impossible_expectations_are_argument_errors():
     for kw in ({"size": -1}, {"stride": -2}, {"size": (3, 0)}):
         with pytest.raises(ArgumentError, match="must be an int of at least"):
             assert_receptive_field(net3(), **kw)
+
+
+def test_actual_mode_inputs_are_read_with_the_models_rank():
+    """A (C, H, W) image is one input with C channels (its channels were taken as the batch: a
+    1-channel image gave a 1-D answer); a batch of several, or a conflicting input_shape, is
+    refused rather than silently cut."""
+    net = rfprobe.build("conv3 conv3", in_channels=1)
+    r = rfprobe.probe(net, mode="actual", inputs=torch.rand(1, 9, 9))
+    assert r.input_shape == (1, 9, 9) and r.box == ((2, 6), (2, 6))
+    with pytest.raises(ArgumentError, match="inputs has a batch of 3"):
+        rfprobe.probe(net, mode="actual", inputs=torch.rand(3, 1, 9, 9))
+    with pytest.raises(ArgumentError, match=r"input_shape=\(1, 8, 8\) disagrees"):
+        rfprobe.probe(net, mode="actual", inputs=torch.rand(1, 9, 9), input_shape=(1, 8, 8))
+
+
+@pytest.mark.parametrize("call", [lambda: rfprobe.erf(net3(), n=1, input_shape=(3, 9, 9), dtype=torch.int64),
+                                  lambda: rfprobe.probe(net3(), seed="x"),
+                                  lambda: rfprobe.erf(net3(), n=1, input_shape=(3, 9, 9), seed=1.5),
+                                  lambda: rfprobe.probe_many(net3(), "centre")])
+def test_more_bad_arguments_are_argument_errors(call):
+    with pytest.raises(ArgumentError):
+        call()

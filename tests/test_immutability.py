@@ -340,7 +340,7 @@ def test_model_writing_into_its_input():
     x0 = x.clone()
     assert rfprobe.probe(model).size == (3, 3)
     assert rfprobe.verify(model).ok
-    rfprobe.probe(model, mode="actual", inputs=x)
+    rfprobe.probe(model, mode="actual", inputs=x[:1])     # one input (a batch is refused)
     rfprobe.erf(model, inputs=x)
     assert torch.equal(x, x0)
 
