@@ -442,7 +442,8 @@ class _Tracer(TorchFunctionMode):
             return layout, Unknown(
                 f"op {name!r} at {site or '?'} (module {self.module_stack[-1] or '<model>'!r}) has no "
                 f"receptive-field rule. Declare one: rfprobe.register_rule({name!r}, 'pointwise' | "
-                f"'channel' | 'global' | function).")
+                f"'channel' | 'global' | function): 'pointwise' only if each output position reads "
+                f"just its own input position, 'global' is always safe (it reports every position).")
         if name in FIXED_LAYOUT and main != trailing:
             return layout, Unknown(f"op {name!r} at {site or '?'} runs on a tensor whose spatial axes are "
                                    f"dims {main} of shape {tuple(tensors[data[0]].shape)}, not the trailing "
