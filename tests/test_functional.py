@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import rfprobe
+from tests.models import ConvThen
 from rfprobe.errors import ArgumentError, UnknownOpError
 
 
@@ -812,16 +813,9 @@ class _ArgmaxGate(nn.Module):
         return self.a(x) * self.b(x).argmax(1, keepdim=True).to(x.dtype)
 
 
-class _Strips(nn.Module):
+def _Strips():
     """Strip pooling: a column mean and a row max added back to every position."""
-
-    def __init__(self):
-        super().__init__()
-        self.a = conv(1, 2, 3)
-
-    def forward(self, x):
-        y = self.a(x)
-        return y + y.mean(2, keepdim=True) + y.amax(3, keepdim=True)
+    return ConvThen(lambda y: y + y.mean(2, keepdim=True) + y.amax(3, keepdim=True), cout=2)
 
 
 @pytest.mark.parametrize("make", [_ArgmaxGate, _Strips], ids=["argmax", "strips"])
@@ -843,16 +837,9 @@ def test_argmax_indices_and_strip_pooling_match_a_perturbation(make):
 
 
 def test_integer_indices_into_an_op_without_a_rule_are_refused_not_dropped():
-    class Gather(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = conv(1, 2, 3)
-
-        def forward(self, x):
-            y = self.a(x)
-            return torch.gather(y, 1, y.argmax(1, keepdim=True))
+    gather = ConvThen(lambda y: torch.gather(y, 1, y.argmax(1, keepdim=True)), cout=2)
     with pytest.raises(UnknownOpError, match="'gather'"):
-        rfprobe.analyze(Gather(), input_shape=(1, 10, 10))
+        rfprobe.analyze(gather, input_shape=(1, 10, 10))
 
 
 def test_forward_hooks_are_not_run_and_the_note_says_so():

@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import rfprobe
+from tests.models import ConvThen
 from rfprobe import rules
 from rfprobe.errors import ArgumentError, UnknownOpError
 
@@ -414,18 +415,10 @@ def test_an_output_with_spatial_axes_among_other_dims_is_refused():
     """(N, H, W, 1, C) for a 2D input: spatial axes not last and no single channel dim, so
     rfprobe says what it probes instead of guessing. With the spatial axes last, extra dims
     are fine: (N, 1, C, H, W) is seeded on every channel."""
-    class Split(nn.Module):
-        def __init__(self, last):
-            super().__init__()
-            self.last = last
-            self.c = nn.Conv2d(1, 3, 3)
-
-        def forward(self, x):
-            y = self.c(x)
-            return y.unsqueeze(1) if self.last else y.permute(0, 2, 3, 1).unflatten(-1, (1, 3))
+    split = ConvThen(lambda y: y.permute(0, 2, 3, 1).unflatten(-1, (1, 3)), cout=3)
     with pytest.raises(ArgumentError, match=r"\(N, C, \*spatial\) or channels-last \(N, \*spatial, C\)"):
-        rfprobe.probe(Split(last=False), input_shape=(1, 9, 9))
-    r = rfprobe.verify(Split(last=True), input_shape=(1, 9, 9), unit=(4, 1))
+        rfprobe.probe(split, input_shape=(1, 9, 9))
+    r = rfprobe.verify(ConvThen(lambda y: y.unsqueeze(1), cout=3), input_shape=(1, 9, 9), unit=(4, 1))
     assert r.ok and r.exact_box == ((4, 6), (1, 3)), str(r)
 
 
@@ -433,17 +426,9 @@ def test_outputs_without_a_channel_dim_are_probed_and_channel_is_refused():
     """(N, H, W) (channels squeezed away) and (H, W) (batch and channels indexed away): the
     unit is seeded on the spatial axes, the batch item where there is one; channel= has
     nothing to pick from and says so."""
-    class Squeezed(nn.Module):
-        def __init__(self, keep_batch):
-            super().__init__()
-            self.keep_batch = keep_batch
-            self.c = nn.Conv2d(1, 1, 3)
-
-        def forward(self, x):
-            y = self.c(x)
-            return y.squeeze(1) if self.keep_batch else y[0, 0]
-    for keep in (True, False):
-        r = rfprobe.verify(Squeezed(keep), input_shape=(1, 9, 9), unit=(1, 2))
+    squeezed = ConvThen(lambda y: y.squeeze(1))
+    for net in (squeezed, ConvThen(lambda y: y[0, 0])):
+        r = rfprobe.verify(net, input_shape=(1, 9, 9), unit=(1, 2))
         assert r.ok and r.exact_box == ((1, 3), (2, 4)) == r.probe_box, str(r)
     with pytest.raises(ArgumentError, match="has no channel dim"):
-        rfprobe.probe(Squeezed(True), input_shape=(1, 9, 9), channel=0)
+        rfprobe.probe(squeezed, input_shape=(1, 9, 9), channel=0)
