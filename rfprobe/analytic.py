@@ -478,6 +478,8 @@ def _choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=N
             err = _diagnose(model, input_shape, dims, e)
             raise err from (e.__cause__ if err is e else None)
         _check_target(g, layer, output, (channels, *fixed))
+        if unit is not None:       # the input is the user's: the unit must exist in its output
+            normalize_unit(unit, select(g, layer, output).spatial)
         return g
     g, first_error = None, None
     # 32 first: most trunks need it (a failed trace at 8 or 16 costs as much as one that works),

@@ -303,6 +303,11 @@ def _batches(inputs, n: int, shape, generator, dtype, batch_size: int):
             chunk = x[start:start + min(batch_size, left)]
             if len(chunk) == 0:
                 break
+            if chunk.is_floating_point() and not bool(torch.isfinite(chunk).all()):
+                bad = int((~torch.isfinite(chunk)).sum())
+                raise ArgumentError(f"inputs has {bad} NaN or infinite values in items {n - left}.."
+                                    f"{n - left + len(chunk) - 1}: their gradients are NaN and the "
+                                    "average would be meaningless; pass finite values")
             yield chunk
             left -= len(chunk)
             if left <= 0:

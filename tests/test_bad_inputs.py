@@ -266,3 +266,11 @@ def test_actual_mode_inputs_are_read_with_the_models_rank():
 def test_more_bad_arguments_are_argument_errors(call):
     with pytest.raises(ArgumentError):
         call()
+
+
+def test_erf_refuses_non_finite_inputs_and_analyze_checks_the_unit_of_a_fixed_input():
+    net = rfprobe.build("conv3 conv3")
+    with pytest.raises(ArgumentError, match="NaN or infinite"):
+        rfprobe.erf(net, inputs=torch.full((2, 1, 9, 9), float("nan")))
+    with pytest.raises(ArgumentError, match=r"unit=\(100, 0\) is out of range"):
+        rfprobe.analyze(net, (1, 9, 9), unit=(100, 0))
