@@ -88,6 +88,13 @@ def identity(n: int) -> Affine:
     return Affine((0,), 1, 0, n)
 
 
+@functools.lru_cache(maxsize=None)
+def whole_axis(n: int) -> Affine:
+    """Every output ``j`` reads all ``n`` input indices (stride 0): a reduction or a Linear
+    along that axis."""
+    return Affine(tuple(range(n)), 0, 0, n)
+
+
 AxisMap = Affine | Mapped | Broadcast
 
 
@@ -247,12 +254,18 @@ def conv_transpose(call: Call) -> list[InputDep]:
     padding = _tuple(call.arg(4, "padding", 0), n)
     dilation = _tuple(call.arg(7, "dilation", 1), n)
     k = call.data[0]
+    return [InputDep(k, _transposed_axes(kernel, stride, padding, dilation, call.spatial_in(k)))]
+
+
+def _transposed_axes(kernel, stride, padding, dilation, sizes) -> tuple[AxisMap, ...]:
+    """A window's transposed geometry per axis: output ``j`` reads every input ``i`` whose
+    window ``i*s - p + t*d`` (t < k) lands on ``j`` (transposed convs, max unpool)."""
     axes = []
-    for kk, s, p, d, n_in in zip(kernel, stride, padding, dilation, call.spatial_in(k)):
+    for kk, s, p, d, n_in in zip(kernel, stride, padding, dilation, sizes):
         def fn(j, bounded, kk=kk, s=s, p=p, d=d):
             return [(j + p - t * d) // s for t in range(kk) if (j + p - t * d) % s == 0]
         axes.append(Mapped(fn, n_in))
-    return [InputDep(k, tuple(axes))]
+    return tuple(axes)
 
 
 def einsum(call: Call):
@@ -305,12 +318,7 @@ def max_unpool(call: Call) -> list[InputDep]:
     stride = kernel if stride_arg is None else _tuple(stride_arg, n)
     padding = _tuple(call.arg(4, "padding", 0), n)
     k = call.data[0]
-    axes = []
-    for kk, s, p, n_in in zip(kernel, stride, padding, call.spatial_in(k)):
-        def fn(j, bounded, kk=kk, s=s, p=p):
-            return [(j + p - t) // s for t in range(kk) if (j + p - t) % s == 0]
-        axes.append(Mapped(fn, n_in))
-    return [InputDep(k, tuple(axes))]
+    return [InputDep(k, _transposed_axes(kernel, stride, padding, (1,) * n, call.spatial_in(k)))]
 
 
 def pad(call: Call) -> list[InputDep]:
@@ -662,8 +670,7 @@ def reduction(call: Call):
     kept = len(call.out_shape) == ndim      # keepdim: every axis still there, the reduced ones of size 1
     if not kept or all(d in dims for d in layout):
         return Global(f"{call.name} over spatial dims (global pooling)")
-    axes = tuple(Affine(tuple(range(n)), 0, 0, n) if d in dims else identity(n)
-                 for d, n in zip(layout, call.spatial_in(k)))
+    axes = tuple(whole_axis(n) if d in dims else identity(n) for d, n in zip(layout, call.spatial_in(k)))
     return [InputDep(k, axes)]
 
 
@@ -692,7 +699,7 @@ def _whole_axis(call: Call, dim: int, why: str):
         return channel_only(call) if call.name in ("linear", "matmul") else elementwise(call)
     if len(layout) == 1 or len(call.data) > 1:
         return Global(why)
-    axes = tuple(Affine(tuple(range(n)), 0, 0, n) if d == dim else identity(n)
+    axes = tuple(whole_axis(n) if d == dim else identity(n)
                  for d, n in zip(layout, call.spatial_in(k)))
     return [InputDep(k, axes)]
 
