@@ -41,6 +41,7 @@ import torch.nn as nn
 
 from .errors import ArgumentError, RFProbeError
 from .probe import gradients_allowed
+from .validate import check_finite
 from .render import Rendered
 
 STATISTICS = ("abs", "sq")
@@ -303,11 +304,8 @@ def _batches(inputs, n: int, shape, generator, dtype, batch_size: int):
             chunk = x[start:start + min(batch_size, left)]
             if len(chunk) == 0:
                 break
-            if chunk.is_floating_point() and not bool(torch.isfinite(chunk).all()):
-                bad = int((~torch.isfinite(chunk)).sum())
-                raise ArgumentError(f"inputs has {bad} NaN or infinite values in items {n - left}.."
-                                    f"{n - left + len(chunk) - 1}: their gradients are NaN and the "
-                                    "average would be meaningless; pass finite values")
+            if chunk.is_floating_point():
+                check_finite(chunk, f" in items {n - left}..{n - left + len(chunk) - 1}")
             yield chunk
             left -= len(chunk)
             if left <= 0:
@@ -376,8 +374,8 @@ def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: An
     """
     from .analytic import analysis_of, as_model, choose_input, normalize_unit
     from .graph import infer_dims, private_copy
-    from .probe import _model_device, _ProbeMode, backprop_units
-    from .validate import check_channel, check_device, check_dtype
+    from .probe import _ProbeMode, backprop_units, run_device
+    from .validate import check_channel, check_dtype, check_seed
 
     if statistic not in STATISTICS:
         raise ArgumentError(f"statistic={statistic!r} must be 'abs' (mean |gradient|) or 'sq' "
@@ -388,8 +386,7 @@ def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: An
         raise ArgumentError(f"batch_size={batch_size!r} must be a positive int")
     if dtype is not None:
         check_dtype(dtype)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ArgumentError(f"seed={seed!r} must be an int")
+    check_seed(seed)
     model = as_model(model)
     if inputs is not None:
         shape, inputs = _first_shape(inputs)
@@ -410,7 +407,7 @@ def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: An
         except RFProbeError:
             box = None
 
-    dev = check_device(device) if device is not None else _model_device(model)
+    dev = run_device(model, device)
     twin = private_copy(model, dev)
     if dtype is not None:
         twin = twin.to(dtype)

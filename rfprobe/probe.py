@@ -54,7 +54,8 @@ from torch.utils._pytree import tree_map
 from .analytic import Analysis, analysis_of, as_model, choose_input, normalize_unit, propagate
 from .errors import ArgumentError, ModelError, RFProbeError
 from .graph import Graph, Node, _run, _Tracer, private_copy, select, trace
-from .validate import check_channel, check_device, check_dtype, check_gradient, check_inputs, check_memory, check_model
+from .validate import (check_channel, check_device, check_dtype, check_gradient, check_inputs, check_memory,
+                       check_model, check_seed)
 from .measure import remember, box_of, coverage_of
 from .render import Rendered
 
@@ -131,14 +132,20 @@ class _Support(torch.autograd.Function):
         return torch.where(g != 0, ctx.pool.like(g), 0.0), None
 
 
+def _window_args(dims: int, kernel_size, stride, padding, dilation=1):
+    """A pool's kernel, dilation, padding and stride per axis (ints or sequences, as torch takes
+    them; no stride means the kernel's)."""
+    def t(v):
+        return tuple(v) if isinstance(v, (list, tuple)) else (v,) * dims
+    k = t(kernel_size)
+    return k, t(dilation), t(padding), k if stride is None or stride == [] or stride == () else t(stride)
+
+
 def _maxpool_surrogate(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                        return_indices=False, dims=2):
     """A pool with max-pool's exact geometry that passes gradient to the whole window:
     a depthwise conv with a ones kernel, padded on the right as ceil_mode would."""
-    def t(v):
-        return tuple(v) if isinstance(v, (list, tuple)) else (v,) * dims
-    k, d, p = t(kernel_size), t(dilation), t(padding)
-    s = k if stride is None or stride == [] or stride == () else t(stride)
+    k, d, p, s = _window_args(dims, kernel_size, stride, padding, dilation)
     ref = [torch.nn.functional.max_pool1d, torch.nn.functional.max_pool2d,
            torch.nn.functional.max_pool3d][dims - 1]
     with torch.no_grad():
@@ -162,10 +169,7 @@ def _maxunpool_surrogate(x, indices, kernel_size, stride=None, padding=0, output
     """max-unpool's structural geometry: every pooled value reaches its whole window (its index
     may name any position in it), a depthwise transposed conv with a ones kernel, cut or
     zero-padded to the size the real op gives. The surrogate max pool's indices are not used."""
-    def t(v):
-        return tuple(v) if isinstance(v, (list, tuple)) else (v,) * dims
-    k, p = t(kernel_size), t(padding)
-    s = k if stride is None or stride == [] or stride == () else t(stride)
+    k, _, p, s = _window_args(dims, kernel_size, stride, padding)
     ref = [F.max_unpool1d, F.max_unpool2d, F.max_unpool3d][dims - 1]
     with torch.no_grad():
         out_shape = ref(torch.empty(x.shape, device="meta"), torch.empty(x.shape, dtype=torch.long, device="meta"),
@@ -367,14 +371,13 @@ def probe(model, unit=None, input_shape=None, *, layer: str | None = None, outpu
         if mode != "actual":
             raise ArgumentError("inputs= is for mode='actual'; structural mode chooses its own input")
         input_shape = _shape_of_inputs(model, inputs, input_shape)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ArgumentError(f"seed={seed!r} must be an int")
+    check_seed(seed)
     graph = choose_input(model, input_shape, layer, output, unit)
     analysis = analysis_of(graph, layer, output)
     target = graph.node(analysis.target)
     u = analysis.centre_unit if unit is None else normalize_unit(unit, target.spatial)
     check_channel(channel, target)
-    dev = check_device(device) if device is not None else _model_device(model)
+    dev = run_device(model, device)
     structural = mode == "structural"
     spatial = graph.input_shape[1:]
     if structural and full is not True and (full is False or math.prod(spatial) > SLAB_ABOVE):
@@ -427,7 +430,7 @@ def probe_many(model, units, input_shape=None, *, layer: str | None = None, outp
     if not us:
         raise ArgumentError("units=[] is empty: give at least one output unit")
     check_channel(channel, target)
-    dev = check_device(device) if device is not None else _model_device(model)
+    dev = run_device(model, device)
     check_memory(graph, model, dtype, dev, None)
     generator = torch.Generator().manual_seed(seed)
     twin = _twin(model, True, dev, dtype, generator)
@@ -520,7 +523,11 @@ def _shape_of_inputs(model: nn.Module, inputs: torch.Tensor, input_shape) -> tup
     return shape
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def run_device(model: nn.Module, device) -> torch.device:
+    """Where a gradient route runs: ``device`` (checked), else the model's own device (its first
+    parameter not on meta), else the CPU."""
+    if device is not None:
+        return check_device(device)
     for p in model.parameters():
         if p.device.type != "meta":
             return p.device

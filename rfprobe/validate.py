@@ -46,10 +46,21 @@ def check_inputs(inputs) -> None:
     if inputs.is_complex() or not inputs.is_floating_point():
         raise ArgumentError(f"inputs has dtype {inputs.dtype}: the gradient probe needs a real "
                             "floating input; convert it with inputs.float()")
+    check_finite(inputs)
+
+
+def check_finite(inputs, where: str = "") -> None:
+    """Real ``inputs`` hold no NaN or infinity (every gradient would be NaN); ``where`` says
+    which items, for inputs that come in batches."""
     if inputs.device.type != "meta" and not bool(torch.isfinite(inputs).all()):
         bad = int((~torch.isfinite(inputs)).sum())
-        raise ArgumentError(f"inputs has {bad} NaN or infinite values: a non-finite input makes every "
-                            "gradient NaN; pass finite values")
+        raise ArgumentError(f"inputs has {bad} NaN or infinite values{where}: a non-finite input makes "
+                            "every gradient NaN; pass finite values")
+
+
+def check_seed(seed) -> None:
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ArgumentError(f"seed={seed!r} must be an int")
 
 
 def _tensors(model: nn.Module) -> Iterable[tuple[str, torch.Tensor]]:
