@@ -1072,7 +1072,8 @@ def select(graph: Graph, layer: str | None = None, output: Any = None) -> Node:
     if node.layout is not None and node.layout != tuple(range(-graph.dims, 0)) and node.channel_dim is None:
         raise ArgumentError(f"the output of {node.name!r} (shape {node.shape}) keeps its spatial axes in dims "
                             f"{node.layout} among {len(node.shape)}: rfprobe probes outputs shaped (N, C, "
-                            "*spatial) or channels-last (N, *spatial, C); select a module whose output is")
+                            "*spatial) or channels-last (N, *spatial, C); select a module whose output "
+                            "has that shape")
     unknown = _unknown_ancestor(graph, node)
     if unknown is not None:
         raise UnknownOpError(f"{unknown.deps.why.rstrip('.')}. The selected output {node.name!r} depends on it "
