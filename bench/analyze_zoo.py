@@ -13,7 +13,7 @@ Random weights, eval mode. ``status``/``RF``/``input`` say what analyze found: `
 
 ``floor`` is what any design that runs the model's own code on meta tensors pays at least,
 timed in the same round: the private meta copy of the model plus one pass of the model's code
-with every op's result built by ``rfprobe.shapes`` (no graph, no rule, no node, no second
+with every op's result built by ``rfprobe.ops.meta`` (no graph, no rule, no node, no second
 size). ``floor / forward`` near or above 1 means the target cannot be met by making rfprobe's
 own work cheaper, only by not running the model's code (or not copying it).
 """
@@ -32,9 +32,8 @@ import rfprobe  # noqa: E402
 from common import fwd, machine, side_by_side  # noqa: E402
 from torch.overrides import TorchFunctionMode  # noqa: E402
 
-from rfprobe import shapes  # noqa: E402
-from rfprobe.graph import private_copy  # noqa: E402
-from rfprobe.rules import IGNORED  # noqa: E402
+from rfprobe.ops import OPS, QUERY, meta_result  # noqa: E402
+from rfprobe.trace import private_copy  # noqa: E402
 
 # name -> (trunk: 'features' attribute or a layer= name, constructor kwargs)
 TRUNKS = {
@@ -67,13 +66,14 @@ TRUNKS = {
 
 
 class _ResultsOnly(TorchFunctionMode):
-    """Each op's result as rfprobe's trace builds it (``shapes.meta_result``, else torch's meta
+    """Each op's result as rfprobe's trace builds it (``rfprobe.ops.meta_result``, else torch's meta
     kernel), and nothing else: the cheapest way to run a model's code on meta."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", None) or str(func)
-        out = None if name in IGNORED else shapes.meta_result(name, args, kwargs)
+        op = OPS.get(name)
+        out = None if op is None or op.kind == QUERY else meta_result(name, args, kwargs)
         return func(*args, **kwargs) if out is None else out
 
 

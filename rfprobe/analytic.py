@@ -31,9 +31,9 @@ import numpy as np
 import torch.nn as nn
 
 from .errors import ArgumentError, GlobalOpError, ModelError, RFProbeError
-from .graph import Graph, Node, infer_channels, infer_dims, one_meta_copy, replay, select, trace
+from .trace import Graph, Node, infer_channels, infer_dims, one_meta_copy, replay, select, trace
 from .render import Rendered
-from .rules import Affine, Broadcast, Global
+from .ops import Affine, Broadcast, Global
 
 
 # ----------------------------------------------------------------------------- formulas

@@ -82,7 +82,7 @@ def cost(model_or_spec, input_shape=None, *, in_channels: int = 1, channels: int
 
 
 def _macs(model: nn.Module, input_shape) -> int:
-    from .graph import private_copy
+    from .trace import private_copy
     total = 0
 
     def hook(m, inp, out):

@@ -373,8 +373,8 @@ def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: An
     ((9, 9), (7, 7), ((1, 7), (1, 7)), 1.0)
     """
     from .analytic import analysis_of, as_model, choose_input, normalize_unit
-    from .graph import infer_dims, private_copy
-    from .probe import _ProbeMode, backprop_units, run_device
+    from .trace import Tracer, infer_dims, private_copy
+    from .probe import ProbePolicy, backprop_units, run_device
     from .validate import check_channel, check_dtype, check_seed
 
     if statistic not in STATISTICS:
@@ -425,7 +425,7 @@ def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: An
                 raise ArgumentError(f"inputs have shape {tuple(x.shape[1:])} per item but the first had "
                                     f"{tuple(graph.input_shape)}; all inputs need one shape")
             x = x.detach().to(device=dev, dtype=run_dtype).clone().requires_grad_(True)
-            tracer = _ProbeMode(graph.dims, structural=False)
+            tracer = Tracer(graph.dims, ProbePolicy(structural=False))
             g = backprop_units(twin, x, tracer, target, [u], channel,
                                what="erf", every_item=True)
             g = g.detach().to(torch.float64)

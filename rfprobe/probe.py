@@ -48,12 +48,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils._pytree import tree_map
 
 from .analytic import Analysis, analysis_of, as_model, choose_input, normalize_unit, propagate
 from .errors import ArgumentError, ModelError, RFProbeError
-from .graph import Graph, Node, _run, _Tracer, private_copy, select, trace
+from .trace import Graph, Node, Policy, Tracer, infer_dims, private_copy, run, select, trace
 from .validate import (check_channel, check_device, check_dtype, check_gradient, check_inputs, check_memory,
                        check_model, check_seed)
 from .measure import remember, box_of, coverage_of
@@ -132,114 +131,28 @@ class _Support(torch.autograd.Function):
         return torch.where(g != 0, ctx.pool.like(g), 0.0), None
 
 
-def _window_args(dims: int, kernel_size, stride, padding, dilation=1):
-    """A pool's kernel, dilation, padding and stride per axis (ints or sequences, as torch takes
-    them; no stride means the kernel's)."""
-    def t(v):
-        return tuple(v) if isinstance(v, (list, tuple)) else (v,) * dims
-    k = t(kernel_size)
-    return k, t(dilation), t(padding), k if stride is None or stride == [] or stride == () else t(stride)
+class ProbePolicy(Policy):
+    """The gradient probe's tracing policy: structural mode swaps in each op's surrogate (its
+    record's, :mod:`rfprobe.ops`: max pools that pass gradient to the whole window, dropout
+    off) and replaces every new output by positive values (:class:`_Support`); no rules are
+    computed (the probe measures). The tracer still records every op under the names the
+    analytic routes gave them, so the probe finds its target by name."""
 
+    rules = False
 
-def _maxpool_surrogate(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-                       return_indices=False, dims=2):
-    """A pool with max-pool's exact geometry that passes gradient to the whole window:
-    a depthwise conv with a ones kernel, padded on the right as ceil_mode would."""
-    k, d, p, s = _window_args(dims, kernel_size, stride, padding, dilation)
-    ref = [torch.nn.functional.max_pool1d, torch.nn.functional.max_pool2d,
-           torch.nn.functional.max_pool3d][dims - 1]
-    with torch.no_grad():
-        out_shape = ref(torch.empty(x.shape, device="meta"), k, s, p, d, ceil_mode).shape
-    pads = []
-    for a in reversed(range(dims)):
-        n = x.shape[2 + a]
-        need = (out_shape[2 + a] - 1) * s[a] + d[a] * (k[a] - 1) + 1  # span the outputs read
-        right = max(need - n - p[a], 0)
-        pads += [p[a], right]
-    y = torch.nn.functional.pad(x, pads)
-    c = x.shape[1]
-    w = torch.ones((c, 1, *k), dtype=x.dtype, device=x.device)
-    conv = [torch.nn.functional.conv1d, torch.nn.functional.conv2d, torch.nn.functional.conv3d][dims - 1]
-    out = conv(y, w, None, s, 0, d, c)
-    out = out[(slice(None), slice(None)) + tuple(slice(0, m) for m in out_shape[2:])]
-    return (out, torch.zeros(out.shape, dtype=torch.long, device=x.device)) if return_indices else out
-
-
-def _maxunpool_surrogate(x, indices, kernel_size, stride=None, padding=0, output_size=None, dims=2):
-    """max-unpool's structural geometry: every pooled value reaches its whole window (its index
-    may name any position in it), a depthwise transposed conv with a ones kernel, cut or
-    zero-padded to the size the real op gives. The surrogate max pool's indices are not used."""
-    k, _, p, s = _window_args(dims, kernel_size, stride, padding)
-    ref = [F.max_unpool1d, F.max_unpool2d, F.max_unpool3d][dims - 1]
-    with torch.no_grad():
-        out_shape = ref(torch.empty(x.shape, device="meta"), torch.empty(x.shape, dtype=torch.long, device="meta"),
-                        k, s, p, output_size).shape
-    c = x.shape[1]
-    w = torch.ones((c, 1, *k), dtype=x.dtype, device=x.device)
-    conv_t = [F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d][dims - 1]
-    y = conv_t(x, w, None, s, p, 0, c)
-    y = y[(slice(None), slice(None)) + tuple(slice(0, m) for m in out_shape[2:])]
-    grow = []
-    for a in reversed(range(dims)):
-        grow += [0, out_shape[2 + a] - y.shape[2 + a]]
-    return F.pad(y, grow) if any(grow) else y
-
-
-_DROPOUT = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout"}
-
-
-class _ProbeMode(_Tracer):
-    """The tracer (same node names and ids as the analytic routes) plus the structural
-    substitutions; it computes no RF rules (the probe measures)."""
-
-    def __init__(self, dims: int, structural: bool, pool: _Pool | None = None):
-        super().__init__(dims)
+    def __init__(self, structural: bool, pool: _Pool | None = None):
         self.structural = structural
         self.pool = pool
-        self.tolerant = True
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        name = getattr(func, "__name__", "")
-        if self.structural and name in _DROPOUT:
-            # off, but still recorded as a node: node ids must match the trace's (the trace
-            # records dropout too), else the probe seeds the wrong node or refuses the model
-            if len(args) > 2:
-                args = (*args[:2], False, *args[3:])
-            else:
-                kwargs = {**kwargs, ("train" if "train" in kwargs else "training"): False}
-        if self.structural and name.startswith("max_pool") and name[8:9].isdigit():
-            dims = int(name[8])
+    def substitute(self, op, func, args, kwargs):
+        return op.surrogate(func, args, kwargs) if self.structural else (func, args, kwargs)
 
-            def func(*a, _d=dims, **kw):  # noqa: F811 - swap in the surrogate, same signature
-                return _maxpool_surrogate(*a, dims=_d, **kw)
-            func.__name__ = name
-        if self.structural and name.startswith("max_unpool") and name[10:11].isdigit():
-            dims = int(name[10])
-
-            def func(*a, _d=dims, **kw):  # noqa: F811 - the window's geometry, not the indices
-                return _maxunpool_surrogate(*a, dims=_d, **kw)
-            func.__name__ = name
-        if self.structural and name.startswith("adaptive_max_pool"):
-            dims = int(name[17])
-            avg = [F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d][dims - 1]
-            with_idx = kwargs.get("return_indices", len(args) > 2 and args[2]) or name.endswith("indices")
-
-            def func(x, output_size, return_indices=False, _avg=avg, _w=with_idx):  # noqa: F811
-                y = _avg(x, output_size)
-                return (y, torch.zeros(y.shape, dtype=torch.long, device=y.device)) if _w else y
-            func.__name__ = name
-        return super().__torch_function__(func, types, args, kwargs)
-
-    def post(self, out, *_):
+    def post(self, out):
         if not self.structural:
             return out
         pool = self.pool
         return tree_map(lambda t: _Support.apply(t, pool) if isinstance(t, torch.Tensor)
                         and t.is_floating_point() and t.requires_grad else t, out)
-
-    def _rule(self, *args, **kwargs):
-        return None, None  # the probe needs no rule: it measures
 
 
 @contextlib.contextmanager
@@ -463,9 +376,9 @@ def probe_many(model, units, input_shape=None, *, layer: str | None = None, outp
                 continue
         else:
             grp_runs = [grp]
-        for run in grp_runs:
-            i = run[0]
-            g = grad if run == grp else _gradient(twin, graph, target.id, [us[i]], channel, True, None,
+        for one in grp_runs:
+            i = one[0]
+            g = grad if one == grp else _gradient(twin, graph, target.id, [us[i]], channel, True, None,
                                                   dev, dtype, generator)
             out[i] = _result(g, graph, analysis, target, us[i], (us[i],), "structural")
     return tuple(out)
@@ -502,7 +415,6 @@ def _result(grad: np.ndarray, graph: Graph, analysis: Analysis, target, u, probe
 def _shape_of_inputs(model: nn.Module, inputs: torch.Tensor, input_shape) -> tuple[int, ...]:
     """(C, *spatial) of actual mode's ``inputs``, given as (C, *spatial) or (1, C, *spatial):
     the model's spatial rank tells which (a (C, H, W) image lost its channels before)."""
-    from .graph import infer_dims
     dims = infer_dims(model)
     if input_shape is not None:
         dims = len(tuple(input_shape)) - 1
@@ -630,31 +542,32 @@ def _gradient(twin, graph: Graph, target_id: int, units, channel, structural, in
             x = x.unsqueeze(0)
         x = x[:1]
     x.requires_grad_(True)
-    tracer = _ProbeMode(graph.dims, structural, pool)
-    tracer.protect = target_id  # its tensor survives in-place ops that follow it
+    target = graph.nodes[target_id]
+    # the target's tensor survives in-place ops that follow it
+    tracer = Tracer(graph.dims, ProbePolicy(structural, pool), protect=target.name)
     with direct_algorithms(device):
         g = backprop_units(twin, x, tracer, graph.nodes[target_id], units,
                            channel, what="the probe")
     return g.detach()[0].abs().sum(0).to(torch.float64).cpu().numpy()
 
 
-def backprop_units(twin: nn.Module, x: torch.Tensor, tracer: _ProbeMode, target: Node,
+def backprop_units(twin: nn.Module, x: torch.Tensor, tracer: Tracer, target: Node,
                    units, channel: int | None, *, what: str,
                    every_item: bool = False) -> torch.Tensor:
     """Run the private copy on ``x`` under ``tracer`` and return the gradient of the seeded
     units (all channels, or ``channel``) with respect to ``x``; shared by the probe and erf.
     ``every_item`` seeds the units in every item of the batch (erf), not only the first.
     ``target`` is the selected output's node in the analysis graph: the run must produce a
-    tensor of its shape at the same position, or the model ran differently."""
+    node of the same name and shape, or the model ran differently."""
     try:
         with torch.enable_grad():
-            _run(twin, x.clone(), tracer)   # a clone: the model may write into its input in place
-            target_id = target.id
-            if target_id >= len(tracer.keep) or tuple(tracer.nodes[target_id].shape[1:]) != tuple(target.shape[1:]):
+            run(twin, x.clone(), tracer)   # a clone: the model may write into its input in place
+            mine = next((n for n in tracer.nodes if n.name == target.name), None)
+            if mine is None or tuple(mine.shape[1:]) != tuple(target.shape[1:]):
                 raise ModelError(f"the model ran differently under {what} than under the trace "
                                  "(data-dependent control flow, or an op that mixes the batch?); "
                                  "pass input_shape= to fix the input")
-            y = tracer.keep[target_id]
+            y = tracer.keep[mine.id]
             seed = torch.zeros_like(y)
             item = slice(None) if every_item else 0
             for unit in units:

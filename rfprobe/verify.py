@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .analytic import Analysis, as_model
-from .graph import ancestors
-from .rules import MASK_NAMES
+from .ops import gradient_stops
+from .trace import ancestors
 from .measure import remember
 from .probe import ProbeResult, probe
 from . import render
@@ -105,16 +105,16 @@ def verify(model, unit=None, input_shape=None, *, layer: str | None = None, outp
                   e.box, tuple(mismatches), tuple(dict.fromkeys(diagnoses)), a, e)
 
 
-# ops that pass values on but no gradient: the exact route follows the values, the probe stops
-# (a detach; a bool mask made by a comparison; the indices argmax returns)
-GRADIENT_STOPS = frozenset({"detach", "detach_", "argmax", "argmin"}) | (MASK_NAMES - {"masked_fill", "masked_fill_"})
 
 
 def _probe_explanations(a: Analysis) -> list[str]:
     out = []
     if a.status == "global":
         out.append(render.probe_saw_local())
-    stops = [n for n in ancestors(a.graph, a.graph.node(a.target)) if n.op in GRADIENT_STOPS]
+    # ops that pass values on but no gradient (a detach, a comparison's mask, argmax's
+    # indices): the exact route follows the values, the probe stops there
+    stops_here = gradient_stops()
+    stops = [n for n in ancestors(a.graph, a.graph.node(a.target)) if n.op in stops_here]
     first = {n.id for n in stops}
     stops = [n for n in stops if not first.intersection(n.inputs)]   # where each chain starts (not ~mask)
     out.append(render.gradient_stops(stops) if stops else render.possible_causes())

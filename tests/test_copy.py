@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 import rfprobe
-from rfprobe.graph import private_copy
+from rfprobe.trace import private_copy
 
 
 def _describe(model: nn.Module) -> list:

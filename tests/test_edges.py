@@ -52,8 +52,8 @@ def test_the_size_search_finds_a_size_the_model_can_split_into_windows(monkeypat
     the first size tried that 7 divides. (Splitting an axis into windows is reported global,
     a known over-statement, and the cause says so.)"""
     copies = []
-    real = rfprobe.graph.private_copy
-    monkeypatch.setattr(rfprobe.graph, "private_copy", lambda m, device="meta": copies.append(str(device)) or real(m, device))
+    real = rfprobe.trace.tracer.private_copy
+    monkeypatch.setattr(rfprobe.trace.tracer, "private_copy", lambda m, device="meta": copies.append(str(device)) or real(m, device))
     a = rfprobe.analyze(_Windows())
     assert a.input_shape == (1, 224, 224)
     assert "cpu" not in copies      # torch's reshape error is a size error: no real-valued retry
@@ -76,7 +76,7 @@ def test_a_real_valued_trace_stops_before_it_exhausts_the_memory(monkeypatch):
     ResourceError naming input_shape, instead of swapping or being killed."""
     net = _ReadsValues()
     assert rfprobe.analyze(net, input_shape=(1, 64, 64)).size == (13, 13)   # it runs at all
-    monkeypatch.setattr(rfprobe.graph, "available_bytes", lambda device: 2 * 2 ** 20)
+    monkeypatch.setattr(rfprobe.trace.tracer, "available_bytes", lambda device: 2 * 2 ** 20)
     with pytest.raises(rfprobe.errors.ResourceError, match=r"shape \(1, 1, 512, 512\).*MiB.*input_shape="):
         rfprobe.analyze(net, input_shape=(1, 512, 512))
 

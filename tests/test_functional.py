@@ -357,7 +357,7 @@ def test_interpolate_rule_matches_pytorch_forward_weights(mode, align):
     """An independent oracle: interpolating one-hot inputs through PyTorch's forward kernel
     gives the weight matrix; its nonzero pattern must equal the rule's per-index map for
     non-power-of-two scales (1.7, 3, 2.5, 0.6, 1/3, 7/3, 5) and sizes."""
-    from rfprobe.rules import _interp_axis
+    from rfprobe.ops.resample import _interp_axis
     for n in (5, 7, 11, 13):
         for sf in (1.7, 3, 2.5, 0.6, 1 / 3, 7 / 3, 5):
             x = torch.eye(n).view(n, 1, n, 1).expand(n, 1, n, 2).contiguous()

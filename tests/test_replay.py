@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 import rfprobe
 from rfprobe.errors import RFProbeError
-from rfprobe.graph import one_meta_copy, replay, trace
-from rfprobe.rules import Affine, Broadcast, Global
+from rfprobe.trace import one_meta_copy, replay, trace
+from rfprobe.ops import Affine, Broadcast, Global
 
 
 def _axis(m, n_out: int):

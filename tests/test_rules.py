@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import rfprobe
 from tests.models import ConvThen
 from rfprobe import rules
+from rfprobe.ops import OPS
 from rfprobe.errors import ArgumentError, UnknownOpError
 
 
@@ -240,7 +241,7 @@ def test_register_rule_by_function_and_by_word():
         a = rfprobe.analyze(Cumsum(), input_shape=(1, 10, 10))
         assert a.status == "global" and "cumsum" in a.global_causes[0]
     finally:
-        del rules.RULES["cumsum"]
+        del OPS["cumsum"]
     with pytest.raises(rfprobe.RFProbeError, match="pointwise"):
         rfprobe.register_rule("cumsum", "pointwize")
 
@@ -260,8 +261,8 @@ def test_register_pointwise_word():
     try:
         assert rfprobe.verify(M(), input_shape=(1, 8, 8)).size == (3, 3)
     finally:
-        rules.RULES.pop("special_erfcx", None)
-        rules.RULES.pop("erfcx", None)
+        OPS.pop("special_erfcx", None)
+        OPS.pop("erfcx", None)
 
 
 # ----------------------------------------------------------------------------- selection

@@ -4,7 +4,9 @@ Tracing a model on ``meta`` costs almost only torch's own meta kernels, most of 
 decompositions (``torch/_refs``, ``torch/_meta_registrations.py``) that take 100-1700 us per
 call. The shape, dtype and autograd state of the result of a conv, a norm, a pointwise op, a
 pool, a cat, a pad or a mean follow from a few integer formulas, and an empty tensor on meta costs
-about 2 us. :func:`meta_result` answers those calls directly.
+about 2 us. Each function here answers one op family's calls directly; an op's record
+(:class:`rfprobe.ops.Op`, field ``meta``) names its answer, and :func:`rfprobe.ops.meta_result`
+asks it.
 
 The contract is "never wrong, only sometimes None": an answer is given only when every
 condition torch checks on that path was checked here too (ranks, channels, groups, kernel and
@@ -17,24 +19,19 @@ runs the op itself.
 >>> import torch
 >>> x = torch.empty(1, 3, 8, 8, device="meta")
 >>> w = torch.empty(4, 3, 3, 3, device="meta")
->>> meta_result("conv2d", (x, w), {"stride": 2}).shape      # (8 - 3) // 2 + 1 = 3
+>>> conv(2)((x, w), {"stride": 2}).shape      # (8 - 3) // 2 + 1 = 3
 torch.Size([1, 4, 3, 3])
->>> meta_result("conv2d", (x, w), {"padding": 1}).shape
+>>> conv(2)((x, w), {"padding": 1}).shape
 torch.Size([1, 4, 8, 8])
->>> meta_result("conv2d", (torch.empty(1, 3, 2, 2, device="meta"), w), {}) is None   # too small: torch raises
+>>> conv(2)((torch.empty(1, 3, 2, 2, device="meta"), w), {}) is None   # too small: torch raises
 True
->>> meta_result("add_", (x, x), {}) is x                    # in place: the same object
-True
->>> meta_result("frobnicate", (x,), {}) is None             # not in the table
+>>> binary("add", True)((x, x), {}) is x       # in place: the same object
 True
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-__all__ = ["meta_result", "OPS"]
 
 _Tensor = torch.Tensor
 _Parameter = torch.nn.Parameter
@@ -46,7 +43,6 @@ _empty = torch.empty
 _grad_on = torch.is_grad_enabled
 _result_type = torch.result_type
 _can_cast = torch.can_cast
-_autocast = torch._C._is_any_autocast_enabled
 
 
 def _ok(t) -> bool:
@@ -146,7 +142,7 @@ _CONV_NAMES = ("input", "weight", "bias", "stride", "padding", "dilation", "grou
 _CONV_DEFAULTS = (None, 1, 0, 1, 1)
 
 
-def _conv(n: int):
+def conv(n: int):
     """conv1d/2d/3d (batched input only): out = (in + 2p - d(k-1) - 1) // s + 1 per axis, which
     must be >= 1; channels = groups * weight.shape[1]; 'same' needs stride 1; 'valid' = 0."""
     def conv(args, kwargs):
@@ -216,7 +212,7 @@ _BN_T = ("input", "weight", "bias", "running_mean", "running_var", "training", "
          "cudnn_enabled")
 
 
-def _batch_norm(args, kwargs):
+def batch_norm(args, kwargs):
     """F.batch_norm and torch.batch_norm (told apart by cudnn_enabled, which only the latter
     has and requires): output like input; running stats required in eval mode; F's training
     mode needs more than one value per channel (N * prod(spatial) > 1)."""
@@ -243,7 +239,7 @@ def _batch_norm(args, kwargs):
     return _new(s, dt, _grad(x, w, bias))
 
 
-def _layer_norm(args, kwargs):
+def layer_norm(args, kwargs):
     """layer_norm: the last len(normalized_shape) sizes equal normalized_shape; weight and
     bias have exactly that shape; output of the input's shape, contiguous."""
     b = _bind(args, kwargs, ("input", "normalized_shape", "weight", "bias", "eps"),
@@ -269,7 +265,7 @@ def _layer_norm(args, kwargs):
     return _new(x.shape, dt, _grad(x, w, bias))
 
 
-def _group_norm(args, kwargs):
+def group_norm(args, kwargs):
     """F.group_norm: C divisible by num_groups; weight and bias of C elements; F's check that
     there is more than one value per group (N*C//G * prod(spatial) > 1)."""
     b = _bind(args, kwargs, ("input", "num_groups", "weight", "bias", "eps"), (None, None, 1e-5))
@@ -289,7 +285,7 @@ def _group_norm(args, kwargs):
     return _new(s, dt, _grad(x, w, bias))
 
 
-def _instance_norm(args, kwargs):
+def instance_norm(args, kwargs):
     """F.instance_norm (not torch.instance_norm: cudnn_enabled -> None): input of rank >= 3
     with more than one spatial position when using input statistics."""
     if len(args) >= 9 or "cudnn_enabled" in kwargs:
@@ -309,7 +305,7 @@ def _instance_norm(args, kwargs):
     return _new(s, dt, _grad(x, w, bias))
 
 
-def _linear(args, kwargs):
+def linear(args, kwargs):
     """linear: input (..., in) @ weight (out, in).T + bias (out,) -> (..., out)."""
     b = _bind(args, kwargs, ("input", "weight", "bias"), (None,))
     if b is None:
@@ -345,7 +341,7 @@ def _broadcast(a, b):
     return out
 
 
-def _binary(kind: str, inplace: bool):
+def binary(kind: str, inplace: bool):
     """add/sub/mul/div with a tensor or Python-number operand, torch.result_type promotion
     (true division makes integers floating), alpha= for add/sub; in place the result must
     broadcast to self's shape and cast to self's dtype, and self is returned."""
@@ -395,7 +391,7 @@ def _num(v) -> bool:
     return type(v) is int or type(v) is float
 
 
-def _unary(names: tuple, defaults: tuple, always_inplace: bool = False, check=None):
+def unary(names: tuple, defaults: tuple, always_inplace: bool = False, check=None):
     """A pointwise op that keeps shape and dtype (floating inputs only). ``names`` after the
     input are its extra arguments (with defaults); 'inplace' among them, or a trailing '_' in
     the op's name, makes it in place: the input itself is returned."""
@@ -427,7 +423,7 @@ def _unary(names: tuple, defaults: tuple, always_inplace: bool = False, check=No
     return unary
 
 
-def _dropout(rank: int | None):
+def dropout(rank: int | None):
     """F.dropout/dropout1d/2d/3d: p in [0, 1]; the ranked forms need a batched input of that
     rank. Outside training (or p == 0) torch returns the input itself, as in place does."""
     def dropout(args, kwargs):
@@ -454,7 +450,7 @@ def _dropout(rank: int | None):
     return dropout
 
 
-def _softmax(args, kwargs):
+def softmax(args, kwargs):
     """softmax/log_softmax along an explicit dim; dtype= (a cast) and dim=None (deprecated
     implicit dim) are left to torch."""
     b = _bind(args, kwargs, ("input", "dim", "_stacklevel", "dtype"), (None, 3, None))
@@ -471,7 +467,7 @@ def _softmax(args, kwargs):
 
 
 # ---------------------------------------------------------------- cat
-def _cat(args, kwargs):
+def cat(args, kwargs):
     """cat/concat: one dtype, equal ranks, all sizes but dim's equal; the sum along dim.
     Empty tensors (torch's legacy 1-D rule) and mixed dtypes are left to torch."""
     b = _bind(args, kwargs, ("tensors", "dim"), (0,))
@@ -538,7 +534,7 @@ def _pool_geometry(x, n, kernel, stride, padding, dilation, ceil):
     return shape
 
 
-def _max_pool(n: int):
+def max_pool(n: int):
     """max_pool1d/2d/3d; return_indices=True (a tuple) is left to torch."""
     def max_pool(args, kwargs):
         b = _bind(args, kwargs, ("input", "kernel_size", "stride", "padding", "dilation",
@@ -553,7 +549,7 @@ def _max_pool(n: int):
     return max_pool
 
 
-def _avg_pool(n: int):
+def avg_pool(n: int):
     """avg_pool1d/2d/3d; divisor_override (2d/3d only) must be a nonzero int."""
     names = ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
     defaults = (None, 0, False, True)
@@ -580,7 +576,7 @@ def _avg_pool(n: int):
     return avg_pool
 
 
-def _adaptive_avg_pool(n: int):
+def adaptive_avg_pool(n: int):
     """adaptive_avg_pool1d/2d/3d: output_size an int or n entries (None keeps the input's
     size, as F's 2d/3d wrappers do); every size >= 1."""
     def adaptive(args, kwargs):
@@ -607,7 +603,7 @@ def _adaptive_avg_pool(n: int):
 
 
 # ---------------------------------------------------------------- mean
-def _mean(args, kwargs):
+def mean(args, kwargs):
     """mean over ``dim`` (an int, a non-empty list of distinct in-range dims, or None for all)
     of a floating input, keepdim a bool; dtype= and an empty dim list are left to torch.
     (torch's meta kernel for it is a Python reference, ~0.4 ms a call: the head of every
@@ -642,7 +638,7 @@ def _mean(args, kwargs):
 
 
 # ---------------------------------------------------------------- pad
-def _pad(args, kwargs):
+def pad(args, kwargs):
     """F.pad: pairs (left, right) from the last axis backwards, all >= 0. constant: any
     rank; reflect (pad < size), replicate, circular (pad <= size): non-negative pads on
     the last 1-3 axes of a batched or unbatched input, no value=."""
@@ -682,74 +678,16 @@ def _pad(args, kwargs):
 
 
 # ---------------------------------------------------------------- the table
-_ACT = {   # name -> (extra argument names, their defaults)
-    "relu": (("inplace",), (False,)),
-    "relu6": (("inplace",), (False,)),
-    "hardtanh": (("min_val", "max_val", "inplace"), (-1.0, 1.0, False)),
-    "silu": (("inplace",), (False,)),
-    "gelu": (("approximate",), ("none",)),
-    "sigmoid": ((), ()),
-    "tanh": ((), ()),
-    "hardswish": (("inplace",), (False,)),
-    "hardsigmoid": (("inplace",), (False,)),
-    "leaky_relu": (("negative_slope", "inplace"), (0.01, False)),
-    "elu": (("alpha", "inplace"), (1.0, False)),
-    "mish": (("inplace",), (False,)),
-    "softplus": (("beta", "threshold"), (1.0, 20.0)),
-}
-_CHECKS = {"hardtanh": lambda lo, hi, inplace: lo <= hi}
+def activation(names: tuple, defaults: tuple, check=None):
+    """The answers for an activation ``f(x, *names)`` and its explicit in-place form ``f_``
+    (``relu_``, ``F.elu_``, ``torch.sigmoid_``), which takes no ``inplace`` argument.
 
-OPS: dict[str, Any] = {}
-for _n in (1, 2, 3):
-    OPS[f"conv{_n}d"] = _conv(_n)
-    OPS[f"max_pool{_n}d"] = _max_pool(_n)
-    OPS[f"avg_pool{_n}d"] = _avg_pool(_n)
-    OPS[f"adaptive_avg_pool{_n}d"] = _adaptive_avg_pool(_n)
-    OPS[f"dropout{_n}d"] = _dropout(_n + 2)
-OPS["dropout"] = _dropout(None)
-OPS.update(batch_norm=_batch_norm, layer_norm=_layer_norm, group_norm=_group_norm,
-           instance_norm=_instance_norm, linear=_linear, softmax=_softmax,
-           log_softmax=_softmax, cat=_cat, concat=_cat, concatenate=_cat, pad=_pad, mean=_mean)
-for _k in ("add", "sub", "mul", "div"):
-    OPS[_k] = _binary(_k, False)
-    OPS[_k + "_"] = _binary(_k, True)
-for _dunder, _k in (("add", "add"), ("sub", "sub"), ("mul", "mul"), ("truediv", "div")):
-    OPS[f"__{_dunder}__"] = _binary(_k, False)
-    OPS[f"__i{_dunder}__"] = _binary(_k, True)
-OPS["__radd__"] = _binary("add", False)
-OPS["__rmul__"] = _binary("mul", False)
-for _k, (_names, _defaults) in _ACT.items():
-    OPS[_k] = _unary(_names, _defaults, check=_CHECKS.get(_k))
-    # the explicit in-place forms (relu_, F.elu_, torch.sigmoid_...) take no 'inplace'
-    _names2 = tuple(x for x in _names if x != "inplace")
-    _defaults2 = tuple(d for x, d in zip(_names[len(_names) - len(_defaults):], _defaults) if x != "inplace")
-    _check = _CHECKS.get(_k)
-    OPS[_k + "_"] = _unary(_names2, _defaults2, always_inplace=True,
-                           check=(lambda lo, hi: lo <= hi) if _check else None)
-del _n, _k, _dunder, _names, _defaults, _names2, _defaults2, _check
-
-
-def meta_result(name: str, args: tuple, kwargs: dict) -> Any | None:
-    """The result torch would return for op ``name`` (the ``__name__`` a TorchFunctionMode
-    sees) called with ``args``/``kwargs`` on meta tensors, built without running its meta
-    kernel; None when unsure, so the caller runs the op and torch raises its own errors.
-
-    A new tensor has torch's shape, dtype, contiguity and autograd state (a non-leaf that
-    requires grad when autograd would record the op); an in-place op returns ``args[0]``.
-
-    >>> import torch
-    >>> x = torch.empty(2, 8, 5, 5, device="meta")
-    >>> meta_result("max_pool2d", (x, 3), {"stride": 2, "ceil_mode": True}).shape   # ceil(2/2)+1 = 2
-    torch.Size([2, 8, 2, 2])
-    >>> meta_result("cat", ([x, x],), {"dim": 1}).shape
-    torch.Size([2, 16, 5, 5])
-    >>> meta_result("add", (x, torch.empty(3, 1, 1, device="meta")), {}) is None   # 8 vs 3: torch raises
-    True
+    >>> relu, relu_ = activation(("inplace",), (False,))
+    >>> x = torch.empty(1, 2, 3, 3, device="meta")
+    >>> relu((x,), {}).shape, relu_((x,), {}) is x
+    (torch.Size([1, 2, 3, 3]), True)
     """
-    f = OPS.get(name)
-    if f is None or _autocast():
-        return None   # autocast changes dtypes (it leaves meta alone today: not relied on)
-    try:
-        return f(args, kwargs)
-    except Exception:   # an argument of a type no check foresaw: torch decides
-        return None
+    names2 = tuple(x for x in names if x != "inplace")
+    defaults2 = tuple(d for x, d in zip(names[len(names) - len(defaults):], defaults) if x != "inplace")
+    check2 = (lambda lo, hi: lo <= hi) if check else None
+    return unary(names, defaults, check=check), unary(names2, defaults2, always_inplace=True, check=check2)

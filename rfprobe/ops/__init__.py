@@ -1,0 +1,131 @@
+"""Everything rfprobe knows about each op, one record per op name, grouped by family.
+
+An op's record (:class:`Op`) holds its receptive-field rule, its layout role, its answer on
+meta tensors, the structural probe's surrogate, whether gradients pass it and how it is named
+when it mixes positions. The tracer, the shape answers, the probe and verify read the records;
+nothing else keeps a list of op names. The families:
+
+* :mod:`rfprobe.ops.window`: convolutions, pooling, transposed convolutions, unpooling;
+* :mod:`rfprobe.ops.pointwise`: activations, arithmetic, dropout, casts, masks, constants;
+* :mod:`rfprobe.ops.resample`: interpolation, pixel (un)shuffle, padding, flips, rolls;
+* :mod:`rfprobe.ops.layout`: reshapes, permutes, pieces, indexing, cat, shape queries;
+* :mod:`rfprobe.ops.reduce`: reductions, norms, softmax, Linear, attention, einsum.
+
+Adding an op is one record in its family's ``RECORDS`` (and one test); a user declares one
+with :func:`register_rule`.
+
+>>> OPS["conv2d"].rule is window.conv, OPS["conv2d"].fixed_layout
+(True, True)
+>>> OPS["argmax"].gradient, OPS["size"].kind
+(False, 'query')
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from ..errors import UnknownOpError
+from . import layout, pointwise, reduce, resample, window
+from .maps import (INDEX, LAYOUT, QUERY, REDUCTION, VALUE, WRITE, Affine, AxisMap, Broadcast, Call, Global,
+                   InputDep, LayoutRule, Mapped, Op, Rule, global_rule, identity, per_axis, whole_axis)
+from .pointwise import channel_only, elementwise
+from .layout import setitem
+from .reduce import reduced_layout
+
+__all__ = ["OPS", "Op", "Rule", "LayoutRule", "Call", "InputDep", "Global", "Affine", "Mapped", "Broadcast",
+           "AxisMap", "identity", "whole_axis", "per_axis", "global_rule", "elementwise", "channel_only",
+           "register_rule", "meta_result", "gradient_stops", "setitem", "reduced_layout",
+           "VALUE", "LAYOUT", "INDEX", "WRITE", "REDUCTION", "QUERY"]
+
+FAMILIES = (window, pointwise, resample, layout, reduce)
+
+
+def _collect() -> dict[str, Op]:
+    table: dict[str, Op] = {}
+    for family in FAMILIES:
+        for op in family.RECORDS:
+            if op.name in table:
+                raise RuntimeError(f"op {op.name!r} has two records ({family.__name__} and another family)")
+            table[op.name] = op
+    return table
+
+
+# name -> record: the one table; a traced call finds its op with one lookup
+OPS: dict[str, Op] = _collect()
+_BUILT_IN = frozenset(OPS)
+
+
+def register_rule(name: str, rule: Rule | str) -> None:
+    """Declare a rule for an op rfprobe does not know, by function or method name.
+
+    ``rule`` is a function ``Call -> list[InputDep] | Global`` or one of the words
+    ``"pointwise"`` (no spatial effect), ``"channel"`` (moves channels only) or ``"global"``.
+    The op's other knowledge (its meta answer, surrogate...) is kept where it has a record.
+
+    >>> register_rule("my_gate", "pointwise")
+    >>> OPS["my_gate"].rule is elementwise
+    True
+    >>> del OPS["my_gate"]
+    """
+    if isinstance(rule, str):
+        words = {"pointwise": elementwise, "channel": channel_only,
+                 "global": global_rule("{name} (declared global)")}
+        if rule not in words:
+            raise UnknownOpError(f"register_rule: rule {rule!r} is not one of {sorted(words)}; "
+                                 "or pass a function Call -> list[InputDep] | Global")
+        rule = words[rule]
+    if not callable(rule):
+        raise UnknownOpError(f"register_rule: rule must be callable or a word, not {rule!r}")
+    old = OPS.get(name)
+    # a record keeps its other knowledge; layout ops and queries keep their role (the rule
+    # of an op whose output moves dims comes from that role)
+    OPS[name] = Op(name, rule) if old is None else dataclasses.replace(old, rule=rule)
+
+
+_autocast = torch._C._is_any_autocast_enabled
+
+
+def meta_result(name: str, args: tuple, kwargs: dict) -> Any | None:
+    """The result torch would return for op ``name`` (the ``__name__`` a TorchFunctionMode
+    sees) called with ``args``/``kwargs`` on meta tensors, built without running its meta
+    kernel (the op's record names the answer, :mod:`rfprobe.ops.meta`); None when unsure, so
+    the caller runs the op and torch raises its own errors.
+
+    A new tensor has torch's shape, dtype, contiguity and autograd state (a non-leaf that
+    requires grad when autograd would record the op); an in-place op returns ``args[0]``.
+
+    >>> x = torch.empty(2, 8, 5, 5, device="meta")
+    >>> meta_result("max_pool2d", (x, 3), {"stride": 2, "ceil_mode": True}).shape   # ceil(2/2)+1 = 2
+    torch.Size([2, 8, 2, 2])
+    >>> meta_result("cat", ([x, x],), {"dim": 1}).shape
+    torch.Size([2, 16, 5, 5])
+    >>> meta_result("add", (x, torch.empty(3, 1, 1, device="meta")), {}) is None   # 8 vs 3: torch raises
+    True
+    >>> meta_result("frobnicate", (x,), {}) is None             # no record
+    True
+    """
+    op = OPS.get(name)
+    return None if op is None else answer(op, args, kwargs)
+
+
+def answer(op: Op, args: tuple, kwargs: dict) -> Any | None:
+    """:func:`meta_result` for a record already looked up (the tracer's path)."""
+    f = op.meta
+    if f is None or _autocast():
+        return None   # autocast changes dtypes (it leaves meta alone today: not relied on)
+    try:
+        return f(args, kwargs)
+    except Exception:   # an argument of a type no check foresaw: torch decides
+        return None
+
+
+def gradient_stops() -> frozenset[str]:
+    """Ops whose result passes values on but no gradient (a detach, a comparison's mask,
+    argmax's indices): the exact route follows them, the probe stops there.
+
+    >>> {"detach", "gt", "argmax"} <= gradient_stops(), "masked_fill" in gradient_stops()
+    (True, False)
+    """
+    return frozenset(name for name, op in OPS.items() if not op.gradient)

@@ -1,0 +1,339 @@
+"""Layout and indexing: ops that move, merge or split dims, slice, index, join or write.
+
+Each layout rule returns the output's spatial dims (``None`` when a reshape merges spatial axes
+into one, after which every position is global) and how each output index maps to the
+input's: reshapes and permutes keep positions (the spatial axes move to other dims, as in a
+channels-last block), slices crop (start, step), ``cat`` on a spatial dim shifts, ``expand``
+broadcasts, ``repeat`` wraps. Shape queries (``x.shape``, ``x.size()``) are listed here too:
+they return no data and are not traced.
+
+>>> import torch
+>>> x, out = torch.empty(1, 3, 4, 5), torch.empty(1, 4, 5, 3)
+>>> call = Call("permute", (x, 0, 2, 3, 1), {}, (0,), (x,), ((-2, -1),), tuple(out.shape), 2)
+>>> permute(call)[0]          # channels last: H and W now sit in dims -3 and -2
+(-3, -2)
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import UnknownOpError
+from . import meta
+from .maps import (INDEX, LAYOUT, QUERY, WRITE, Affine, Broadcast, Call, Global, InputDep, Mapped, Op,
+                   identity)
+
+def getitem(call: Call) -> tuple[tuple[int, ...] | None, list[InputDep]]:
+    """``x[...]``: slices of spatial axes are crops (start, step); ints, ``None``, ``...`` and
+    one 1-D index tensor on the other dims only move dims. Returns (output layout, deps)."""
+    k = call.data[0]
+    index = call.args[1]
+    if not isinstance(index, tuple):
+        index = (index,)
+    ndim = len(call.shape(k))
+    layout = call.in_layouts[k]
+    used = sum(1 for i in index if i is not None and i is not Ellipsis)
+    dots = [i for i, item in enumerate(index) if item is Ellipsis]
+    if dots:
+        e = dots[0]
+        index = index[:e] + (slice(None),) * (ndim - used) + index[e + 1:]
+    used = sum(1 for i in index if i is not None)
+    index = index + (slice(None),) * max(ndim - used, 0)
+    in_dim = out_dim = 0
+    where: dict[int, int] = {}          # input dim -> output dim
+    advanced = 0
+    for item in index:
+        if item is None:
+            out_dim += 1
+            continue
+        if in_dim >= ndim:
+            break
+        if isinstance(item, bool) or (hasattr(item, "dtype") and str(getattr(item, "dtype")) == "torch.bool"):
+            raise UnknownOpError(f"boolean-mask indexing {item!r:.40} has no rule")
+        if isinstance(item, int):
+            if in_dim - ndim in layout:
+                raise UnknownOpError(f"indexing spatial axis {layout.index(in_dim - ndim)} with {item!r} "
+                                     "removes it; rfprobe needs every spatial axis in the output (a slice "
+                                     f"keeps it: {item!r}:{item + 1 if item != -1 else ''})")
+            in_dim += 1
+            continue
+        if not isinstance(item, slice):
+            advanced += 1
+            if in_dim - ndim in layout or advanced > 1 or getattr(item, "ndim", 1) != 1:
+                raise UnknownOpError(f"advanced indexing with {type(item).__name__} on dim {in_dim} has no rule")
+        where[in_dim] = out_dim
+        in_dim += 1
+        out_dim += 1
+    n_out = len(call.out_shape)
+    axes = []
+    new_layout = []
+    for d in layout:
+        start, stop, step = index_slice(index, d + ndim, call.shape(k)[d])
+        axes.append(Affine((0,), step, -start, call.shape(k)[d]))
+        new_layout.append(where[d + ndim] - n_out)
+    return tuple(new_layout), [InputDep(k, tuple(axes))]
+
+
+def index_slice(index, dim: int, n: int) -> tuple[int, int, int]:
+    """(start, stop, step) of the slice that indexes input ``dim`` (after None/... expansion)."""
+    in_dim = 0
+    for item in index:
+        if item is None:
+            continue
+        if in_dim == dim:
+            return item.indices(n)
+        in_dim += 1
+    return 0, n, 1
+
+
+def cat(call: Call) -> list[InputDep]:
+    """``torch.cat``: on a channel dim every input keeps its positions; on a spatial dim output
+    index ``j`` reads ``j - offset`` of the input that starts at ``offset``."""
+    dim = call.arg(1, "dim", 0)
+    ndim = len(call.out_shape)
+    dim = dim - ndim if dim >= 0 else dim
+    deps, offset = [], 0
+    for k, t in enumerate(call.tensors):
+        if k in call.data and call.in_layouts[k] is None:
+            deps.append(InputDep(k, Global(f"{call.name} joins a tensor without spatial axes")))
+        elif k in call.data:
+            axes = tuple(Affine((0,), 1, offset, n) if d == dim else identity(n)
+                         for d, n in zip(call.in_layouts[k], call.spatial_in(k)))
+            deps.append(InputDep(k, axes))
+        if t.dim() == ndim:
+            offset += t.shape[dim]
+    return deps
+
+
+
+
+def setitem(args, tensors, data, layouts, keep_old=False):
+    """``x[index] = value``: ``x`` keeps its positions and the written slice reads ``value``
+    (``keep_old``: the slice also still reads the old ``x``, as after ``x[index].add_(v)``)."""
+    x, index, value = args[0], args[1], args[2]
+    layout = layouts[0]
+    if layout is None:
+        return None, Global("__setitem__ into a tensor without spatial axes")
+    idx = index if isinstance(index, tuple) else (index,)
+    ndim = x.dim()
+    dots = [i for i, item in enumerate(idx) if item is Ellipsis]
+    used = sum(1 for i in idx if i is not None and i is not Ellipsis)
+    if dots:
+        idx = idx[:dots[0]] + (slice(None),) * (ndim - used) + idx[dots[0] + 1:]
+    if any(item is None or not isinstance(item, (slice, int)) for item in idx):
+        raise UnknownOpError(f"assignment x[{index!r:.40}] = ... with this index has no rule")
+    idx = idx + (slice(None),) * (ndim - len(idx))
+    whole_spatial = all(idx[d + ndim] == slice(None) for d in layout)
+    whole_rest = all(idx[d] == slice(None) for d in range(ndim) if d - ndim not in layout)
+    if not whole_spatial and whole_rest and not keep_old:
+        raise UnknownOpError("assignment into a spatial slice of every channel has no rule "
+                             "(positions inside and outside the slice read different tensors)")
+    deps = []
+    if keep_old or not (whole_spatial and whole_rest):
+        deps.append(InputDep(0, tuple(identity(x.shape[d]) for d in layout)))
+    if isinstance(value, torch.Tensor) and any(tensors[k] is value for k in data):
+        k = next(k for k in data if tensors[k] is value)
+        vl = layouts[k]
+        axes = []
+        for a, d in enumerate(layout):
+            if any(i is not slice(None) and isinstance(i, int) for i in idx[d + ndim:d + ndim + 1]):
+                raise UnknownOpError("assignment with an int index on a spatial axis has no rule")
+            start, stop, step = idx[d + ndim].indices(x.shape[d])
+            if vl is None or value.dim() < -d or value.shape[d] == 1:
+                axes.append(Broadcast())
+            else:
+                axes.append(Mapped(lambda j, b, s=start, st=step, e=stop:
+                                         [(j - s) // st] if s <= j < e and (j - s) % st == 0 else [],
+                                         value.shape[d]))
+        deps.append(InputDep(k, tuple(axes) if vl is not None or all(isinstance(m, Broadcast) for m in axes)
+                             else Global("__setitem__ writes a tensor without spatial axes into space")))
+    return layout, deps
+
+
+def _keep(call: Call, new) -> tuple:
+    """The input's positions unchanged, its spatial axes now in dims ``new``."""
+    k = call.data[0]
+    src = call.tensors[k]
+    return tuple(new), [InputDep(k, tuple(identity(src.shape[d]) for d in call.in_layouts[k]))]
+
+
+def reshape(call: Call):
+    """view/reshape/flatten/squeeze...: a spatial axis survives where the same size has the same
+    number of elements to its right; merged or split spatial axes are global."""
+    src = call.tensors[call.data[0]]
+    new = _reshape_layout(tuple(src.shape), call.out_shape, call.in_layouts[call.data[0]])
+    if new is None:
+        return None, Global(f"{call.name} merges or splits spatial axes {tuple(src.shape)} -> "
+                            f"{call.out_shape} (every position can reach every output)")
+    return _keep(call, new)
+
+
+def permute(call: Call):
+    """permute/transpose/movedim...: the spatial axes move with their dims."""
+    nd = call.tensors[call.data[0]].dim()
+    perm = _perm(call.name, call.args, call.kwargs, nd)
+    return _keep(call, (perm.index(d % nd) - nd for d in call.in_layouts[call.data[0]]))
+
+
+def channel_shuffle(call: Call):
+    """Channels only: every position stays where it is."""
+    return _keep(call, call.in_layouts[call.data[0]])
+
+
+def unfold(call: Call):
+    """``x.unfold(dim, size, step)``: window j of that dim reads j*step .. j*step + size - 1,
+    its elements along a new last dim (like channels); every other dim moves one left."""
+    k = call.data[0]
+    src, layout = call.tensors[k], call.in_layouts[k]
+    nd = src.dim()
+    if len(call.out_shape) != nd + 1:   # F.unfold (im2col), which shares the name: positions merged into one axis
+        raise UnknownOpError("F.unfold (im2col) puts every window's positions into one axis, which "
+                             "rfprobe does not follow; a conv (or x.unfold(dim, size, step) per "
+                             "spatial dim) computes the same windows")
+    dim = (call.args[1] if len(call.args) > 1 else call.kwargs["dimension"]) % nd
+    size = call.args[2] if len(call.args) > 2 else call.kwargs["size"]
+    step = call.args[3] if len(call.args) > 3 else call.kwargs["step"]
+    axes = tuple(Affine(tuple(range(size)), step, 0, src.shape[d]) if d == dim - nd
+                 else identity(src.shape[d]) for d in layout)
+    return tuple(d - 1 for d in layout), [InputDep(k, axes)]
+
+
+def expand(call: Call):
+    """expand/broadcast_to: a size-1 spatial axis spread over the output is broadcast."""
+    k = call.data[0]
+    src, layout = call.tensors[k], call.in_layouts[k]
+    axes = tuple(Broadcast() if src.shape[d] == 1 and call.out_shape[d] != 1 else identity(src.shape[d])
+                 for d in layout)
+    return tuple(layout), [InputDep(k, axes)]
+
+
+def repeat(call: Call):
+    """``x.repeat(...)``: a repeated spatial axis wraps, output j reads j mod n."""
+    k = call.data[0]
+    src, layout = call.tensors[k], call.in_layouts[k]
+    axes = tuple(identity(src.shape[d]) if call.out_shape[d] == src.shape[d] else
+                 Mapped(lambda j, b, n=src.shape[d]: [j % n], src.shape[d]) for d in layout)
+    return tuple(layout), [InputDep(k, axes)]
+
+
+def stack(call: Call):
+    """``torch.stack``: a new dim before the spatial ones; every input keeps its positions."""
+    nd = call.tensors[call.data[0]].dim()
+    no = len(call.out_shape)
+    dim = call.kwargs.get("dim", call.args[1] if len(call.args) > 1 else 0) % no
+    deps, new = [], None
+    for j in call.data:
+        lay = call.in_layouts[j]
+        if lay is None:
+            deps.append(InputDep(j, Global("stack of a tensor without spatial axes")))
+            continue
+        mine = tuple((d + nd) + (1 if d + nd >= dim else 0) - no for d in lay)
+        if new is not None and mine != new:
+            raise UnknownOpError("stack of tensors whose spatial axes sit in different dims")
+        new = mine
+        deps.append(InputDep(j, tuple(identity(call.tensors[j].shape[d]) for d in lay)))
+    return new, deps
+
+
+def piece(call: Call):
+    """chunk/split/narrow/unbind/select: a piece of a spatial dim is a crop at its offset."""
+    k = call.data[0]
+    src, layout = call.tensors[k], call.in_layouts[k]
+    nd = src.dim()
+    name = call.name
+    dim = _piece_dim(name, call.args, call.kwargs) % nd
+    if name in ("unbind", "select"):
+        if dim - nd in layout:
+            raise UnknownOpError(f"{name} on spatial dim {dim} removes that axis; rfprobe needs every "
+                                 "spatial axis in the output")
+        return _keep(call, (d + (1 if d + nd < dim else 0) for d in layout))
+    if dim - nd not in layout:
+        return _keep(call, layout)
+    if name == "narrow":
+        offset = call.args[2] if len(call.args) > 2 else call.kwargs["start"]
+    else:
+        offset = sum(shape[dim] for shape in call.out_shapes[:call.index])
+    offset = offset % src.shape[dim] if offset < 0 else offset
+    axes = tuple(Affine((0,), 1, -offset, src.shape[d]) if d == dim - nd else identity(src.shape[d])
+                 for d in layout)
+    return tuple(layout), [InputDep(k, axes)]
+
+
+def write(call: Call):
+    """``x[index] = value`` (the tracer calls :func:`setitem` with its own arguments)."""
+    return setitem(call.args, call.tensors, call.data, call.in_layouts)
+
+
+def _piece_dim(name, args, kwargs) -> int:
+    if "dim" in kwargs:
+        return kwargs["dim"]
+    if name in ("chunk", "split", "tensor_split", "split_with_sizes"):
+        return args[2] if len(args) > 2 else 0
+    return args[1] if len(args) > 1 else 0
+
+
+def _perm(name, args, kwargs, nd) -> list[int]:
+    if name == "permute":
+        p = args[1:] if len(args) > 1 and isinstance(args[1], int) else tuple(args[1] if len(args) > 1 else kwargs["dims"])
+        return [d % nd for d in p]
+    if name == "t":
+        return list(range(nd))[::-1]
+    if name in ("movedim", "moveaxis"):
+        s = args[1] if len(args) > 1 else kwargs["source"]
+        t = args[2] if len(args) > 2 else kwargs["destination"]
+        s, t = ([s], [t]) if isinstance(s, int) else (list(s), list(t))
+        s, t = [x % nd for x in s], [x % nd for x in t]
+        rest = [d for d in range(nd) if d not in s]
+        perm = [None] * nd
+        for a, b in zip(s, t):
+            perm[b] = a
+        it = iter(rest)
+        return [p if p is not None else next(it) for p in perm]
+    a = args[1] if len(args) > 1 else kwargs.get("dim0")
+    b = args[2] if len(args) > 2 else kwargs.get("dim1")
+    perm = list(range(nd))
+    perm[a % nd], perm[b % nd] = perm[b % nd], perm[a % nd]
+    return perm
+
+
+def _reshape_layout(sin, sout, layout):
+    """Row-major reshape: spatial dim ``d`` survives as output dim ``e`` exactly when both have
+    the same size and the same number of elements to their right (then index i_e == i_d)."""
+    new = []
+    for d in layout:
+        right = math.prod(sin[len(sin) + d + 1:])
+        hits = [e for e in range(len(sout)) if sout[e] == sin[d] and math.prod(sout[e + 1:]) == right]
+        hits = [e - len(sout) for e in hits if e - len(sout) not in new]
+        if not hits:
+            return None
+        new.append(d if d in hits else hits[-1])
+    return tuple(new)
+
+
+# ----------------------------------------------------------------------------- the records
+# outputs of these are never data (shapes, sizes, flags): the tracer skips them; the ones
+# that can tell the model a spatial size say so (a trace that read one cannot be replayed)
+_QUERIES = """
+dim size numel __get__ is_contiguous __len__ stride data_ptr element_size is_floating_point
+is_complex __bool__ __format__ __repr__ __setstate__ item tolist __hash__ get_device has_names
+_has_compatible_shallow_copy_type __array__
+""".split()
+_SIZE_READS = frozenset("__get__ size numel stride __len__ __format__ __repr__ tolist item __array__".split())
+
+RECORDS = [Op(n, kind=QUERY, reads_size=n in _SIZE_READS) for n in _QUERIES]
+RECORDS += [Op(n, kind=LAYOUT, moves=reshape)
+            for n in "view reshape flatten unflatten squeeze unsqueeze view_as reshape_as".split()]
+RECORDS += [Op(n, kind=LAYOUT, moves=permute) for n in "permute transpose swapaxes swapdims movedim moveaxis t".split()]
+RECORDS += [Op(n, kind=LAYOUT, moves=piece)
+            for n in "chunk split tensor_split narrow unbind select split_with_sizes".split()]
+RECORDS += [Op(n, kind=LAYOUT, moves=expand) for n in ("expand", "expand_as", "broadcast_to")]
+RECORDS += [Op(n, kind=LAYOUT, moves=channel_shuffle) for n in ("channel_shuffle", "native_channel_shuffle")]
+RECORDS += [
+    Op("repeat", kind=LAYOUT, moves=repeat),
+    Op("stack", kind=LAYOUT, moves=stack),
+    Op("unfold", kind=LAYOUT, moves=unfold),
+    Op("__getitem__", kind=INDEX, moves=getitem),
+    Op("__setitem__", kind=WRITE, moves=write),
+    *(Op(n, cat, meta=meta.cat) for n in ("cat", "concat", "concatenate")),
+]

@@ -1,0 +1,216 @@
+"""The vocabulary of receptive-field rules: per-axis maps, a call as a rule sees it, and the
+record that holds everything rfprobe knows about one op.
+
+A rule says, for each spatial axis of an op's output, which indices of each data input an
+output index reads. Three kinds of per-axis maps cover every op rfprobe knows:
+
+* ``Affine``: output ``j`` reads ``j*stride - padding + t`` for each tap ``t`` (conv, pool,
+  pad as a shift, crop, pixel_unshuffle). These are the ops the closed form handles. Stride 0
+  with every index as a tap is "the whole axis" (a Linear or softmax along one spatial axis).
+* ``Mapped``: any other per-index function (transposed conv, upsampling, pixel_shuffle,
+  reflect/replicate/circular padding at the border, adaptive pooling): position-dependent.
+* ``Broadcast``: an input of size 1 spread over the axis (squeeze-excitation gates).
+
+An op that couples every position (global pooling, norms over space, attention, ``Linear``
+over space) returns ``Global`` with the reason. A rule that cannot follow one use of its op
+raises ``UnknownOpError``; the tracer records that use as unknown.
+
+>>> conv = Affine(taps=(0, 2, 4), stride=1, padding=2, n_in=10)   # conv3/d2/p2
+>>> conv.closed
+(5, 1, 2)
+>>> sorted(conv.deps(np.array([0]), bounded=True).tolist())
+[0, 2]
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+# ----------------------------------------------------------------------------- per-axis maps
+@dataclass(frozen=True)
+class Affine:
+    """Output ``j`` reads input ``j*stride - padding + t`` for ``t`` in ``taps`` (taps[0] == 0)."""
+
+    taps: tuple[int, ...]
+    stride: int
+    padding: int
+    n_in: int
+
+    @property
+    def closed(self) -> tuple[int, int, int]:
+        """(kernel extent, stride, padding) for the Distill formulas."""
+        return (max(self.taps) - min(self.taps) + 1, self.stride, self.padding - min(self.taps))
+
+    def deps(self, idx: np.ndarray, bounded: bool) -> np.ndarray:
+        out = (idx[:, None] * self.stride - self.padding + np.asarray(self.taps)[None, :]).ravel()
+        if bounded:
+            out = out[(out >= 0) & (out < self.n_in)]
+        return out
+
+
+@dataclass(frozen=True)
+class Mapped:
+    """Output ``j`` reads ``fn(j, bounded)``: a position-dependent map."""
+
+    fn: Callable[[int, bool], Sequence[int]]
+    n_in: int
+    closed = None
+
+    def deps(self, idx: np.ndarray, bounded: bool) -> np.ndarray:
+        parts = [np.asarray(self.fn(int(j), bounded), dtype=np.int64) for j in idx]
+        out = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        if bounded:
+            out = out[(out >= 0) & (out < self.n_in)]
+        return out
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """An input axis of size 1 broadcast over the output: every ``j`` reads index 0."""
+
+    n_in: int = 1
+    closed = None
+
+    def deps(self, idx: np.ndarray, bounded: bool) -> np.ndarray:
+        return np.zeros(1 if len(idx) else 0, dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=None)
+def identity(n: int) -> Affine:
+    """Output ``j`` reads input ``j`` (one shared object per size: maps are immutable, and most
+    traced ops are pointwise)."""
+    return Affine((0,), 1, 0, n)
+
+
+@functools.lru_cache(maxsize=None)
+def whole_axis(n: int) -> Affine:
+    """Every output ``j`` reads all ``n`` input indices (stride 0): a reduction or a Linear
+    along that axis."""
+    return Affine(tuple(range(n)), 0, 0, n)
+
+
+AxisMap = Affine | Mapped | Broadcast
+
+
+@dataclass(frozen=True)
+class Global:
+    """Every output position depends on every input position; ``why`` names the cause."""
+
+    why: str
+
+
+@dataclass(frozen=True)
+class InputDep:
+    """How the op's output depends on one data input: per-axis maps, or ``Global``. Output axis
+    ``a`` reads input axis ``a``, or ``perm[a]`` where the input holds its spatial axes in
+    another order (a map added to its own transpose)."""
+
+    arg: int                                  # position of the input among the call's tensors
+    axes: tuple[AxisMap, ...] | Global
+    perm: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Call:
+    """One traced call: what a rule sees."""
+
+    name: str                 # function name, e.g. 'conv2d', 'add', '__getitem__'
+    args: tuple
+    kwargs: dict
+    data: tuple[int, ...]     # indices into ``tensors`` that carry data from the model input
+    tensors: tuple            # every tensor argument, flattened, in order
+    in_layouts: tuple         # per tensor: tuple of dims that are spatial (negative), or None
+    out_shape: tuple[int, ...]
+    dims: int                 # number of spatial axes of the model input
+    out_layout: tuple[int, ...] | None = None   # spatial dims of the output (default: trailing)
+    index: int = 0            # which of the op's tensor results this is (split, chunk...)
+    out_shapes: tuple = ()    # the shapes of all of them
+
+    def arg(self, i: int, name: str, default: Any = None) -> Any:
+        if name in self.kwargs:
+            return self.kwargs[name]
+        return self.args[i] if len(self.args) > i else default
+
+    def shape(self, k: int) -> tuple[int, ...]:
+        return tuple(self.tensors[k].shape)
+
+    def spatial_in(self, k: int) -> tuple[int, ...]:
+        layout = self.in_layouts[k]
+        return tuple(self.tensors[k].shape[d] for d in layout)
+
+    @property
+    def spatial_out(self) -> tuple[int, ...]:
+        layout = self.out_layout if self.out_layout is not None else tuple(range(-self.dims, 0))
+        return tuple(self.out_shape[d] for d in layout)
+
+
+Rule = Callable[[Call], "list[InputDep] | Global"]
+
+
+def per_axis(v: Any, n: int) -> tuple[int, ...]:
+    """An op's int-or-sequence argument (kernel, stride...) as one int per axis.
+
+    >>> per_axis(3, 2), per_axis([2, 1], 2), per_axis([5], 3)
+    ((3, 3), (2, 1), (5, 5, 5))
+    """
+    if isinstance(v, (list, tuple)):
+        return tuple(int(x) for x in v) if len(v) == n else tuple(int(v[0]) for _ in range(n))
+    return (int(v),) * n
+
+
+def global_rule(why: str) -> Rule:
+    """A rule that makes every output position read every input position; ``why`` may name
+    the op as ``{name}``.
+
+    >>> global_rule("{name} (attention over positions)")(Call("sdpa", (), {}, (), (), (), (1,), 2))
+    Global(why='sdpa (attention over positions)')
+    """
+    def rule(call: Call) -> Global:
+        return Global(why.format(name=call.name))
+    rule.__doc__ = f"Global coupling: {why}"
+    return rule
+
+
+# ----------------------------------------------------------------------------- the op record
+LayoutRule = Callable[[Call], "tuple[tuple[int, ...] | None, list[InputDep] | Global]"]
+
+# what an op does to the spatial dims, as the tracer needs to know it
+VALUE = "value"           # output keeps its input's spatial dims (sizes may change): ``rule`` maps them
+LAYOUT = "layout"         # moves, merges or splits dims (view, permute, split...): ``moves``
+INDEX = "index"           # x[...]: ``moves``, like a layout op, but not a merge of positions
+WRITE = "write"           # x[...] = v: ``moves`` gives x's new deps
+REDUCTION = "reduction"   # drops or keeps reduced dims: ``rule``, output dims from ``reduced``
+QUERY = "query"           # returns no data (shape, size, flags): not traced
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """Everything rfprobe knows about one op, found by the ``__name__`` the tracer sees.
+
+    ``rule`` (exact route) or ``moves`` (ops whose output holds the spatial axes in other
+    dims) say which input positions each output position reads; ``fixed_layout`` ops need the
+    spatial axes trailing, (N, C, *spatial); ``meta`` answers the op's result on meta tensors
+    without running torch's kernel (None: run it); ``surrogate`` is the structural probe's
+    replacement, ``(func, args, kwargs) -> (func, args, kwargs)``; ``gradient`` is False for
+    ops whose result no gradient passes (a detach, a comparison's mask, argmax's indices);
+    ``mixer`` names an op that mixes positions which a flatten merged into one axis.
+
+    >>> Op("relu").kind, Op("relu").gradient
+    ('value', True)
+    """
+
+    name: str
+    rule: Rule | None = None
+    kind: str = VALUE
+    moves: LayoutRule | None = None
+    fixed_layout: bool = False
+    inplace: bool = False         # an in-place dunder (``__iadd__``); ``add_`` says so by its name
+    reads_size: bool = False      # a query that can tell the model a spatial size
+    meta: Callable[[tuple, dict], Any] | None = None
+    surrogate: Callable[[Callable, tuple, dict], tuple] | None = None
+    gradient: bool = True
+    mixer: str | None = None
+    dim_at: int = 1               # a reduction's positional ``dim`` (``norm(x, p, dim)``: 2)

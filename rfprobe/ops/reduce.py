@@ -1,0 +1,178 @@
+"""Reductions, norms, softmax, Linear and attention: ops that read whole axes or everything.
+
+A reduction over channels is pointwise; over some spatial axes with ``keepdim`` (strip
+pooling) each output reads those whole axes; over every spatial axis it is global. A Linear or
+softmax along one spatial axis reads that whole axis. Norms whose statistics span space, and
+attention, couple every position (``Global``, with the op named).
+
+>>> import torch
+>>> x = torch.empty(1, 4, 6, 6)
+>>> call = Call("mean", (x, (2, 3)), {}, (0,), (x,), ((-2, -1),), (1, 4), 2)
+>>> reduction(call)
+Global(why='mean over spatial dims (global pooling)')
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from ..errors import UnknownOpError
+from . import meta
+from .maps import REDUCTION, Broadcast, Call, Global, InputDep, Op, global_rule, identity, whole_axis
+from .pointwise import channel_only, elementwise
+
+def einsum(call: Call):
+    """``torch.einsum(equation, *operands)``: a spatial axis whose letter stays in the output,
+    in the same place, is read pointwise (channel mixing such as ``'bchw,oc->bohw'``); one
+    summed away is global (attention pooling ``'bnhw,bchw->bnc'``); one moved elsewhere, an
+    ellipsis or the sublist form is refused (declare a rule for it)."""
+    eq = call.args[0] if call.args else None
+    if not isinstance(eq, str):
+        raise UnknownOpError("einsum in the sublist form has no rule; write the equation as a string")
+    eq = eq.replace(" ", "")
+    if "..." in eq:
+        raise UnknownOpError(f"einsum {eq!r} uses '...', which rfprobe does not map to spatial axes; "
+                             "spell every dim out")
+    lhs, arrow, rhs = eq.partition("->")
+    subs = lhs.split(",")
+    if not arrow:   # implicit output: the letters used once, in alphabetical order
+        rhs = "".join(sorted(c for c in set(lhs) if c.isalpha() and lhs.count(c) == 1))
+    deps = []
+    for k in call.data:
+        layout = call.in_layouts[k]
+        if layout is None or k >= len(subs):
+            deps.append(InputDep(k, Global(f"einsum {eq!r} mixes a tensor without spatial axes into space")))
+            continue
+        sub = subs[k]
+        axes = []
+        for a, d in enumerate(layout):
+            letter = sub[len(sub) + d]
+            if letter not in rhs:
+                return Global(f"einsum {eq!r} sums over spatial axis {letter!r} (einsum over positions)")
+            where_out = rhs.index(letter) - len(rhs)
+            if call.out_layout is None or where_out != call.out_layout[a]:
+                raise UnknownOpError(f"einsum {eq!r} moves spatial axis {letter!r} to another dim; "
+                                     "rfprobe follows einsums that keep them in place")
+            n_in, n_out = call.tensors[k].shape[d], call.out_shape[where_out]
+            axes.append(Broadcast() if n_in == 1 and n_out != 1 else identity(n_in))
+        deps.append(InputDep(k, tuple(axes)))
+    return deps
+
+
+
+def reduction(call: Call, dim_at: int = 1):
+    """``mean``/``sum``/``amax``/``argmax``... over dims: global when every spatial dim is
+    reduced (or a reduced one is dropped); over some of them with ``keepdim`` (strip pooling,
+    coordinate attention), each output reads the whole of those axes and its own index on
+    the others. ``dim_at``: where the op takes ``dim`` positionally (``norm(x, p, dim)``: 2)."""
+    dim = call.arg(dim_at, "dim", None)
+    k = call.data[0]
+    layout = call.in_layouts[k]
+    ndim = len(call.shape(k))
+    if dim is None:
+        return Global(f"{call.name} over the whole tensor")
+    dims = [dim] if isinstance(dim, int) else list(dim)
+    dims = [d - ndim if d >= 0 else d for d in dims]
+    if not any(d in layout for d in dims):
+        return channel_only(call)
+    kept = len(call.out_shape) == ndim      # keepdim: every axis still there, the reduced ones of size 1
+    if not kept or all(d in dims for d in layout):
+        return Global(f"{call.name} over spatial dims (global pooling)")
+    axes = tuple(whole_axis(n) if d in dims else identity(n) for d, n in zip(layout, call.spatial_in(k)))
+    return [InputDep(k, axes)]
+
+
+def softmax(call: Call):
+    """Softmax along a dim: along a spatial dim every output reads that whole axis (global when
+    it is the only spatial axis; attention over flattened positions is caught at the flatten)."""
+    dim = call.arg(1, "dim", None)
+    k = call.data[0]
+    ndim = len(call.shape(k))
+    if dim is None:
+        return Global(f"{call.name} over the whole tensor")
+    return _whole_axis(call, dim - ndim if dim >= 0 else dim, f"{call.name} over a spatial dim")
+
+
+def linear(call: Call):
+    """``F.linear``/``matmul`` act on the last dim. When that dim is spatial, every output index
+    on that axis reads the whole axis: an ``Affine`` with all taps and stride 0 (exact; the
+    closed form then has stride 0 there), and ``Global`` when it is the only spatial axis."""
+    return _whole_axis(call, -1, "linear over a spatial axis (Linear over space)")
+
+
+def _whole_axis(call: Call, dim: int, why: str):
+    k = call.data[0]
+    layout = call.in_layouts[k] or ()
+    if dim not in layout:
+        return channel_only(call) if call.name in ("linear", "matmul") else elementwise(call)
+    if len(layout) == 1 or len(call.data) > 1:
+        return Global(why)
+    axes = tuple(whole_axis(n) if d == dim else identity(n)
+                 for d, n in zip(layout, call.spatial_in(k)))
+    return [InputDep(k, axes)]
+
+
+def norm_over_space(call: Call):
+    """group_norm / instance_norm normalise over spatial axes; layer_norm when its
+    normalized_shape covers a spatial dim."""
+    if call.name == "layer_norm":
+        shape = call.arg(1, "normalized_shape")
+        n = len(shape) if isinstance(shape, (list, tuple)) else 1
+        layout = call.in_layouts[call.data[0]]
+        if not any(d >= -n for d in layout):
+            return channel_only(call)
+        return Global("layer_norm over spatial dims (statistics couple every position)")
+    return Global(f"{call.name} (statistics over space couple every position)")
+
+
+def reduced_layout(args, kwargs, src, layout, out, dim_at: int = 1):
+    """The spatial dims of a reduction's output: kept with ``keepdim`` (or when nothing is
+    dropped), renumbered past the dropped dims, None when a spatial dim is dropped (or every
+    dim, without ``dim``). ``dim_at``: where the op takes ``dim`` positionally."""
+    dim = kwargs.get("dim", args[dim_at] if len(args) > dim_at and not isinstance(args[dim_at], torch.Tensor)
+                     else None)
+    keep = kwargs.get("keepdim", args[dim_at + 1] if len(args) > dim_at + 1 and isinstance(args[dim_at + 1], bool)
+                      else False)
+    if out.dim() == src.dim() or keep:
+        return layout
+    if dim is None:
+        return None
+    nd = src.dim()
+    gone = sorted({d % nd for d in ([dim] if isinstance(dim, int) else dim)})
+    if any(g - nd in layout for g in gone):
+        return None
+    new = []
+    for d in layout:
+        p = d + nd
+        q = p - sum(1 for g in gone if g < p)
+        new.append(q - out.dim())
+    return tuple(new)
+
+
+# ----------------------------------------------------------------------------- the records
+def _reduction(name: str, dim_at: int = 1, **kw) -> Op:
+    rule = reduction if dim_at == 1 else functools.partial(reduction, dim_at=dim_at)
+    return Op(name, rule, kind=REDUCTION, dim_at=dim_at, **kw)
+
+
+_ATTENTION = "attention (matrix product over positions)"
+RECORDS = [
+    _reduction("mean", meta=meta.mean),
+    *(_reduction(n) for n in "sum amax amin max min std var logsumexp prod nansum nanmean".split()),
+    _reduction("norm", dim_at=2),                    # norm(x, p, dim, keepdim)
+    _reduction("argmax", gradient=False), _reduction("argmin", gradient=False),   # indices
+    Op("softmax", softmax, meta=meta.softmax, mixer="attention (softmax over positions)"),
+    Op("log_softmax", softmax, meta=meta.softmax),
+    Op("linear", linear, meta=meta.linear, mixer="Linear over space"),
+    Op("matmul", linear, mixer=_ATTENTION),
+    Op("bmm", mixer=_ATTENTION),      # no rule: batched products have no spatial axes to follow
+    Op("group_norm", norm_over_space, meta=meta.group_norm, fixed_layout=True),
+    Op("instance_norm", norm_over_space, meta=meta.instance_norm, fixed_layout=True),
+    Op("layer_norm", norm_over_space, meta=meta.layer_norm),
+    Op("scaled_dot_product_attention", global_rule("scaled_dot_product_attention (attention over positions)"),
+       mixer="attention"),
+    Op("multi_head_attention_forward", global_rule("multi-head attention (attention over positions)"),
+       mixer="attention"),
+    Op("einsum", einsum, mixer="einsum over positions"),
+]

@@ -1,0 +1,17 @@
+"""Tracing a model into a graph: the data (:mod:`.graph`), the tracing mode and its policy
+(:mod:`.tracer`), private copies (:mod:`.copy`), replays at another size (:mod:`.replay`) and
+the pass that names global causes (:mod:`.diagnose`).
+
+>>> import torch.nn as nn
+>>> g = trace(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), (1, 8, 8))
+>>> [n.op for n in g.nodes], select(g).name
+(['input', 'conv2d', 'relu'], '1')
+"""
+from .copy import infer_channels, infer_dims, input_dtype, one_meta_copy, private_copy
+from .graph import Graph, Node, Unknown, ancestors, select, unknown_ancestor
+from .replay import replay
+from .tracer import EXACT, Policy, Tracer, run, trace
+
+__all__ = ["Graph", "Node", "Unknown", "ancestors", "select", "unknown_ancestor", "trace", "replay", "run",
+           "Tracer", "Policy", "EXACT", "private_copy", "one_meta_copy", "infer_dims", "infer_channels",
+           "input_dtype"]

@@ -1,0 +1,107 @@
+"""A pass over a finished graph that names what makes its global nodes global.
+
+A global op's own reason ("mean over spatial dims") is true but does not say why the RF is
+global: this pass follows which global op each node derives from and renames the cause where
+a pattern explains it, as a user would say it:
+
+* squeeze-excitation: a gate computed from a global op, broadcast over space and multiplied
+  into a feature map;
+* attention or a Linear over positions: an op that mixes positions which a flatten merged
+  into one axis (named at the flatten, where the RF became global);
+* the user-defined module (not torch.nn's) around a global op.
+
+>>> import torch.nn as nn
+>>> from rfprobe.trace import trace
+>>> class SE(nn.Module):
+...     def __init__(self):
+...         super().__init__()
+...         self.conv = nn.Conv2d(2, 2, 3, padding=1)
+...     def forward(self, x):
+...         x = self.conv(x)
+...         return x * x.mean((2, 3), keepdim=True).sigmoid()
+>>> g = trace(SE(), (2, 8, 8))
+>>> g.nodes[2].deps.why.split(":")[0]
+'squeeze-excitation'
+"""
+from __future__ import annotations
+
+import math
+
+from ..ops import LAYOUT, OPS, Broadcast, Global
+from .graph import Node, Unknown
+
+_MULTIPLIES = ("mul", "__mul__", "__rmul__", "mul_", "__imul__")
+
+
+def name_global_causes(nodes: list[Node], module_types: dict[str, type],
+                       lost_shapes: set[tuple[int, ...]]) -> None:
+    """Rename the causes of ``nodes``' global ops in place (see the module's docstring).
+    ``module_types``: module path -> class, for the owner; ``lost_shapes``: the spatial sizes
+    reshapes merged away, which tell a Linear over positions from one over channels."""
+    taint: dict[int, int] = {}      # node id -> id of the global op it derives from
+    named: set[int] = set()         # global ops already renamed by a pattern
+    for node in nodes:
+        if isinstance(node.deps, Global):
+            if not isinstance(node.deps, Unknown):
+                taint[node.id] = next((taint[s] for s in node.inputs if s in taint), node.id)
+                _name_mixer(nodes, node, taint, named, lost_shapes)
+                cls, path = _owner(module_types, node.module)
+                if cls and path != node.module:
+                    node.deps = Global(f"{node.deps.why} in {cls} {path!r}")
+        elif node.deps is not None and taint:
+            _follow(nodes, node, taint, named)
+
+
+def _follow(nodes: list[Node], node: Node, taint: dict[int, int], named: set[int]) -> None:
+    """Carry the global origin through a local op; a product of a feature map with a gate
+    broadcast over space names the gate's origin as squeeze-excitation."""
+    tainted = [(d, s) for d, s in zip(node.deps, node.inputs) if s in taint]
+    if not tainted:
+        return
+    taint[node.id] = taint[tainted[0][1]]
+    spread = [d for d in node.deps if not isinstance(d.axes, Global)
+              and not all(isinstance(m, Broadcast) for m in d.axes)]
+    if node.op not in _MULTIPLIES or not spread:
+        return
+    for d, s in tainted:
+        if not isinstance(d.axes, Global) and all(isinstance(m, Broadcast) for m in d.axes):
+            origin = nodes[taint[s]]
+            taint[node.id] = origin.id
+            if origin.id not in named:
+                named.add(origin.id)
+                origin.deps = Global(f"squeeze-excitation: {origin.deps.why} computes a gate that "
+                                     f"scales the whole feature map at {node.name!r}")
+
+
+def _name_mixer(nodes: list[Node], node: Node, taint: dict[int, int], named: set[int],
+                lost_shapes: set[tuple[int, ...]]) -> None:
+    """Positions flattened into one axis are global from the flatten on; when an op that
+    mixes that axis follows (attention, a Linear), the flatten's cause names it."""
+    op = OPS.get(node.op)
+    kind = None if op is None else op.mixer
+    if kind is None:
+        return
+    if node.op == "linear":   # a Linear over channels mixes nothing spatial: name only one over positions
+        last = nodes[node.inputs[0]].shape[-1] if node.inputs else None
+        if last not in {math.prod(sh) for sh in lost_shapes} | {n for sh in lost_shapes for n in sh}:
+            return
+    for s in node.inputs:
+        origin = nodes[taint.get(s, s)]
+        origin_op = OPS.get(origin.op)
+        if (origin_op is not None and origin_op.kind == LAYOUT and origin.id not in named
+                and origin.id != node.id):
+            named.add(origin.id)
+            origin.deps = Global(f"{kind}: {node.op} at {node.name!r} mixes the positions that "
+                                 f"{origin.op} at {origin.name!r} merged into one axis (rfprobe "
+                                 "treats a merged spatial axis as global)")
+
+
+def _owner(module_types: dict[str, type], module: str) -> tuple[str, str]:
+    """Class and path of the innermost user-defined module around ``module`` (not torch.nn's)."""
+    parts = module.split(".") if module else []
+    for cut in range(len(parts), -1, -1):
+        path = ".".join(parts[:cut])
+        cls = module_types.get(path)
+        if cls is not None and not cls.__module__.startswith("torch.nn"):
+            return cls.__name__, path
+    return "", ""

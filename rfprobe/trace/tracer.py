@@ -1,0 +1,514 @@
+"""Trace any ``nn.Module`` into a graph of ops with shapes and receptive-field rules.
+
+The tracer is a ``TorchFunctionMode``: it sees every torch function, ``torch.nn.functional``
+call and tensor method the model's own code makes (modules and functional code alike), on a
+private copy of the model whose tensors live on the ``meta`` device, so no real compute runs.
+Data-dependent control flow simply takes the branch the trace input takes; a model that
+cannot run on ``meta`` (it reads values, e.g. ``.item()``) is traced again on the CPU with
+real values, and ``Graph.notes`` says so.
+
+Each node records which dims of its tensor are the spatial axes (``layout``), so reshapes,
+permutes (channels-last blocks such as ConvNeXt's LayerNorm), slicing and channel shuffles
+keep them; a reshape that merges them loses them (everything after is global, and an
+attention or Linear that then mixes the merged axis is named as the cause). In-place ops
+become nodes of their own. An op without a rule becomes an ``Unknown`` node: it only raises
+(naming the op and its call site) when the selected output depends on it.
+
+The mode (:class:`Tracer`) takes its policy at construction: :data:`EXACT` computes each node's
+layout and rule from the op records (:mod:`rfprobe.ops`); the gradient probe's policy swaps in
+its surrogates and replaces values instead, and computes no rules.
+
+>>> import torch.nn as nn
+>>> g = trace(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), (1, 8, 8))
+>>> [n.op for n in g.nodes]
+['input', 'conv2d', 'relu']
+>>> g.nodes[-1].shape
+(1, 2, 6, 6)
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import types
+import torch
+import torch.nn as nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+from .. import render
+from ..errors import ArgumentError, ModelError, ResourceError, RFProbeError, UnknownOpError
+from ..ops import (INDEX, LAYOUT, OPS, QUERY, REDUCTION, WRITE, Call, Global, Op, answer, reduced_layout,
+                   setitem)
+from ..validate import available_bytes
+from .copy import forward_hooks, input_dtype, meta_twin, private_copy
+from .diagnose import name_global_causes
+from .graph import Graph, Node, Unknown
+
+_HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))    # rfprobe/
+_TORCH = os.path.dirname(os.path.abspath(torch.__file__))
+_NO_OP = Op("")     # what an op without a record is: no rule, no role
+
+
+def _site() -> str:
+    f = sys._getframe(2)
+    while f is not None:
+        user = _user_file(f.f_code.co_filename)
+        if user:
+            return f"{user}:{f.f_lineno}"
+        f = f.f_back
+    return ""
+
+
+class _Site:
+    """The user-code call site of the op being traced, looked up only when a message or a
+    global node needs it (walking the stack for every op was a tenth of a trace). Read it only
+    while that op is being traced: the stack is the op's then."""
+
+    __slots__ = ("value",)
+
+    def __init__(self):
+        self.value = None
+
+    def __str__(self) -> str:
+        if self.value is None:
+            self.value = _site()
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __bool__(self) -> bool:
+        return bool(str(self))
+
+
+@functools.lru_cache(maxsize=4096)
+def _user_file(filename: str) -> str:
+    """The base name of a file outside rfprobe and torch ('' for theirs); cached, as every
+    traced op asks for each frame of its stack."""
+    fn = os.path.abspath(filename)
+    # with the separator: torchvision/ is a user file, not torch/
+    return "" if fn.startswith(_HERE + os.sep) or fn.startswith(_TORCH + os.sep) else os.path.basename(fn)
+
+
+class Policy:
+    """What a tracing mode does besides recording nodes. The exact route's policy
+    (:data:`EXACT`) computes each node's layout and rule from the op records; a policy with
+    ``rules = False`` computes none (the gradient probe measures instead)."""
+
+    rules = True
+
+    def substitute(self, op: Op, func, args, kwargs):
+        """The call to run for an op whose record has a surrogate (here: the op itself)."""
+        return func, args, kwargs
+
+    def post(self, out):
+        """What becomes of an op's new output before it is recorded (here: nothing)."""
+        return out
+
+
+EXACT = Policy()
+
+
+class Tracer(TorchFunctionMode):
+    """Records each op the model's code runs as a :class:`Node` (its name, inputs, shape,
+    layout and rule), following tensors by identity. Configured once, here: ``policy`` (what
+    else it does), ``meta`` (results of ops with a meta answer are built, not run), ``record``
+    (keep the calls for :func:`rfprobe.trace.replay`), ``budget`` (bytes a real-valued trace may
+    keep), ``protect`` (the name of a node whose tensor must survive in-place ops that follow:
+    the probe's target), ``module_types`` and ``private_args`` (a replay's)."""
+
+    def __init__(self, dims: int, policy: Policy = EXACT, *, meta: bool = False, record: bool = False,
+                 budget: int | None = None, protect: str | None = None,
+                 module_types: dict[str, type] | None = None, private_args: bool = False):
+        super().__init__()
+        self.dims = dims
+        self.policy = policy
+        self.rules = policy.rules
+        self.trailing = tuple(range(-dims, 0))
+        self.nodes: list[Node] = []
+        self.of: dict[int, int] = {}        # id(tensor) -> node id
+        self.keep: list[torch.Tensor] = []  # keeps traced tensors alive so ids stay unique
+        self.module_stack: list[str] = [""]
+        self.module_outputs: dict[str, int] = {}
+        self.module_types: dict[str, type] = {} if module_types is None else module_types
+        self.counts: dict[str, int] = {}
+        self.lost_shapes: set[tuple[int, ...]] = set()   # spatial sizes a reshape merged away
+        self.views: dict[int, tuple] = {}   # id(view made by x[...]) -> (x, index)
+        self.protect = protect
+        self.protected: int | None = None   # the protected node's id, once it is traced
+        self.budget = budget
+        self.meta = meta
+        self.calls: list | None = [] if record else None   # (func, name, args, kwargs, module, out) per op
+        self.read_sizes = False             # the model's own code read a spatial size (see replay)
+        self.private_args = private_args    # the calls' arguments are rfprobe's own (a replay's)
+        self.spent = 0
+
+    def _spend(self, t: torch.Tensor) -> None:
+        """Count what a real-valued trace keeps, and stop it before it exhausts the memory (an
+        input size search can reach 4096^2, where a real trace of a big model cannot run)."""
+        self.spent += t.numel() * t.element_size()
+        if self.spent > self.budget:
+            raise ResourceError(render.trace_memory(self.spent, self.budget, tuple(self.keep[0].shape)))
+
+    def add(self, op, inputs, deps, t, layout, site="") -> int:
+        module = self.module_stack[-1]
+        base = module if op != "input" else "input"
+        # the first op a module runs is named by the module alone ('layer1.0.conv1'), the rest
+        # by module and op ('up:interpolate#1'), so a name says where to look
+        n = self.counts.get(base, 0)
+        self.counts[base] = n + 1
+        name = base if (n == 0 and base) else f"{base + ':' if base else ''}{op}#{n}"
+        # the call site matters where a message may quote it: ops that are global or unknown
+        site = str(site) if isinstance(deps, Global) else ""
+        node = Node(len(self.nodes), name, op, module, tuple(inputs), deps, tuple(t.shape), layout, site)
+        self.nodes.append(node)
+        self.of[id(t)] = node.id
+        self.keep.append(t)
+        if self.budget is not None:
+            self._spend(t)
+        if name == self.protect:
+            self.protected = node.id
+        return node.id
+
+    def call_in(self, module: str, func, args, kwargs):
+        """Trace one call as if module ``module`` ran it (a replay of a recorded call)."""
+        self.module_stack = [module]
+        return self.__torch_function__(func, (), args, kwargs)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", None) or str(func)
+        op = OPS.get(name, _NO_OP)
+        if op.kind == QUERY:       # shape queries and the like: most calls, keep them cheap
+            if name == "__get__" and args and id(args[0]) in self.of:
+                view = self._view_property(func, types, args[0])
+                if view is not None:
+                    return view
+            if op.reads_size and self.calls is not None and not self.read_sizes:
+                self.read_sizes = self._reads_space(func, name, args)
+            return func(*args, **kwargs)
+        if op.surrogate is not None:
+            func, args, kwargs = self.policy.substitute(op, func, args, kwargs)
+        tensors = _tensors_of(args, kwargs)
+        of, nodes = self.of, self.nodes
+        data, in_ids, layouts = [], [], []
+        for k, t in enumerate(tensors):
+            i = of.get(id(t))
+            if i is None:
+                layouts.append(None)
+            else:
+                data.append(k)
+                in_ids.append(i)
+                layouts.append(nodes[i].layout)
+        if not data:
+            return func(*args, **kwargs)
+        data, layouts = tuple(data), tuple(layouts)
+        site = _Site()
+        if op.kind == WRITE:
+            out = func(*args, **kwargs)
+            layout, deps = (self._guard(lambda: setitem(args, tensors, data, layouts), name, site, layouts[0])
+                            if self.rules else (None, None))
+            self.add(name, [in_ids[data.index(k)] for k in _dep_args(deps, data)], deps, args[0], layout, site)
+            if self.calls is not None:
+                self._record(func, name, args, kwargs, out)
+            return out
+        inplace = ((name.endswith("_") and not name.startswith("__")) or op.inplace
+                   or kwargs.get("inplace") is True)
+        if inplace and self.protected is not None and self.of.get(id(tensors[0])) == self.protected:
+            self.keep[self.protected] = tensors[0].clone()   # the selected output, before the op mutates it
+        raw = answer(op, args, kwargs) if self.meta else None
+        if raw is None:
+            raw = func(*args, **kwargs)
+        # an in-place op returns its input, a view shares its input's memory: keep the object the
+        # model holds (the probe may not swap it), so writes through it reach the base
+        alias = any(raw is t for t in tensors) or _view_of(raw, tensors)
+        out = raw if alias else self.policy.post(raw)
+        outs = [out] if isinstance(out, torch.Tensor) else [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+        # values, masks (bool) and indices (argmax) computed from them: all are followed
+        if not outs and raw is not None and not isinstance(raw, (torch.Tensor, tuple, list)):
+            self.read_sizes = True   # not a tensor: maybe a size in disguise (x.untyped_storage())
+        for i, t in enumerate(outs):
+            layout, deps = (self._rule(op, name, args, kwargs, tensors, data, layouts, t, site, i, outs)
+                            if self.rules else (None, None))
+            self.add(name, [in_ids[data.index(k)] for k in _dep_args(deps, data)], deps, t, layout, site)
+        if op.kind == INDEX and alias:
+            self.views[id(raw)] = (args[0], args[1])
+        if inplace and raw is tensors[0] and getattr(raw, "_base", None) is not None:
+            self._write_back(raw, name, site)
+        if self.calls is not None:
+            self._record(func, name, args, kwargs, out)
+        return out
+
+    def _record(self, func, name, args, kwargs, out) -> None:
+        """Keep the call for :func:`replay`, its arguments as they are now (a replay's own
+        arguments are already private copies, which the model's code never sees)."""
+        if not self.private_args:
+            args, kwargs = _frozen(args), _frozen(kwargs)
+        self.calls.append((func, name, args, kwargs, self.module_stack[-1], out))
+
+    def _view_property(self, func, types, x):
+        """``x.mT``, ``x.T`` (and ``.mH``, ``.H`` of a real tensor) are properties, not calls:
+        traced as the transpose/permute they are, so the positions they move stay tracked
+        (a property access is otherwise not an op, and the path through it would be lost)."""
+        prop = getattr(getattr(func, "__self__", None), "__name__", "")
+        if prop in ("mT", "mH") and x.dim() >= 2 and (prop == "mT" or not x.is_complex()):
+            return self.__torch_function__(torch.Tensor.transpose, types, (x, -2, -1), {})
+        if prop in ("T", "H") and (prop == "T" or not x.is_complex()):
+            return self.__torch_function__(torch.Tensor.permute, types, (x, *range(x.dim() - 1, -1, -1)), {})
+        return None
+
+    def _reads_space(self, func, name, args) -> bool:
+        """Whether a shape query reads a spatial size of a traced tensor (``x.shape``,
+        ``x.size()``, ``x.size(-1)``...): the model's code may then compute with it, and a trace
+        at another size cannot be replayed from this one."""
+        t = args[0] if args else None
+        i = self.of.get(id(t)) if isinstance(t, torch.Tensor) else None
+        layout = None if i is None else self.nodes[i].layout
+        if layout is None:
+            return False
+        if name == "__get__":
+            return getattr(getattr(func, "__self__", None), "__name__", "") in ("shape", "nbytes")
+        if name == "size" and len(args) > 1 and isinstance(args[1], int):
+            return (args[1] % t.dim()) - t.dim() in layout
+        if name == "__len__":
+            return -t.dim() in layout
+        return True
+
+    def _write_back(self, view, name, site) -> None:
+        """An in-place op on a view also changes its base: the base becomes a new node that
+        reads the old base and, in the view's slice, the view (as ``base[index] = view``)."""
+        base = view._base
+        if id(base) not in self.of:
+            return
+        b, v = self.of[id(base)], self.of[id(view)]
+        layouts = (self.nodes[b].layout, self.nodes[v].layout)
+        if not self.rules:
+            layout, deps = None, None
+        elif id(view) in self.views and self.views[id(view)][0] is base:
+            index = self.views[id(view)][1]
+            keep = name not in ("copy_", "fill_", "zero_")   # these overwrite the slice
+            layout, deps = self._guard(lambda: setitem((base, index, view), (base, view), (0, 1), layouts, keep),
+                                       name, site, layouts[0])
+        else:
+            layout, deps = layouts[0], Unknown(
+                f"op {name!r} at {site or '?'} writes in place into a view of {self.nodes[b].name!r} made "
+                "by an op other than indexing; rfprobe follows in-place writes through x[...] views only")
+        ids = (b, v)
+        self.add(name, [ids[k] for k in _dep_args(deps, (0, 1))], deps, base, layout, site)
+
+    def _guard(self, fn, name, site, fallback_layout):
+        """Run a rule; an op it refuses becomes an ``Unknown`` node naming the op and call site."""
+        try:
+            return fn()
+        except UnknownOpError as e:
+            return fallback_layout, self._refused(name, site, e)
+
+    def _refused(self, name, site, error) -> Unknown:
+        return Unknown(f"op {name!r} at {site or '?'} (module {self.module_stack[-1] or '<model>'!r}): {error}")
+
+    def _rule(self, op, name, args, kwargs, tensors, data, layouts, out, site, index=0, outs=()):
+        """The output's layout and deps, from the op's record."""
+        main = layouts[data[0]]
+        trailing = self.trailing
+        ref = next((layouts[k] for k in data if layouts[k] is not None), None)
+        if ref is None:
+            # a reshape back to a spatial shape that a flatten lost (e.g. after attention over
+            # flattened positions): the spatial axes are back, every position still global
+            back = (op.kind == LAYOUT and out.dim() >= self.dims + 1
+                    and tuple(out.shape[-self.dims:]) in self.lost_shapes)
+            return (trailing if back else None), Global(f"{name} of a tensor without spatial axes")
+        if op.moves is not None:
+            call = Call(name, args, kwargs, data, tensors, layouts, tuple(out.shape), self.dims, None, index,
+                        tuple(tuple(o.shape) for o in outs))
+            layout, deps = self._guard(lambda: op.moves(call), name, site, None)
+            if layout is None and main is not None:
+                self.lost_shapes.add(tuple(tensors[data[0]].shape[d] for d in main))
+            return layout, deps
+        if op.kind == REDUCTION:
+            layout = reduced_layout(args, kwargs, tensors[data[0]], ref, out, op.dim_at)
+        else:
+            layout = ref if out.dim() >= -min(ref) and _same_sizes(tensors[data[0]], ref, out) else None
+        if op.rule is None:
+            return layout, Unknown(
+                f"op {name!r} at {site or '?'} (module {self.module_stack[-1] or '<model>'!r}) has no "
+                f"receptive-field rule. Declare one: rfprobe.register_rule({name!r}, 'pointwise' | "
+                f"'channel' | 'global' | function): 'pointwise' only if each output position reads "
+                f"just its own input position, 'global' is always safe (it reports every position).")
+        if op.fixed_layout and main != trailing:
+            return layout, Unknown(f"op {name!r} at {site or '?'} runs on a tensor whose spatial axes are "
+                                   f"dims {main} of shape {tuple(tensors[data[0]].shape)}, not the trailing "
+                                   f"{self.dims}; rfprobe has no rule for that (a spatial axis folded into "
+                                   "the batch, e.g. a Conv1d run along each row: an nn.Conv2d with a (1, k) "
+                                   "kernel computes the same and is followed)")
+        call = Call(name, args, kwargs, data, tensors, layouts, tuple(out.shape), self.dims, layout)
+        try:
+            deps = op.rule(call)
+        except UnknownOpError as e:     # the rule refuses this use of the op
+            return layout, self._refused(name, site, e)
+        if layout is None and not isinstance(deps, Global):
+            deps = Global(f"{name} changes the layout so that spatial axes are lost")
+        return layout, (deps if isinstance(deps, Global) else tuple(deps))
+
+
+# argument types that hold no tensor: pytree treats them as leaves too
+_LEAVES = (int, float, complex, bool, str, type(None), torch.dtype, torch.device, torch.layout,
+           torch.memory_format, torch.Size, slice, type(Ellipsis))
+
+
+def _tensors_of(args, kwargs) -> tuple[torch.Tensor, ...]:
+    """The tensors among an op's arguments, in ``tree_flatten`` order. Ops take tensors, scalars
+    and flat lists of them; that case is walked here directly (pytree costs ~15 us a call,
+    a third of a traced op), anything else goes through ``tree_flatten``."""
+    out = []
+    for group in (args, kwargs.values()):
+        for a in group:
+            if isinstance(a, torch.Tensor):
+                out.append(a)
+            elif type(a) is list or type(a) is tuple:
+                for b in a:
+                    if isinstance(b, torch.Tensor):
+                        out.append(b)
+                    elif not isinstance(b, _LEAVES):
+                        return _tensors_slow(args, kwargs)
+            elif not isinstance(a, _LEAVES):
+                return _tensors_slow(args, kwargs)
+    return tuple(out)
+
+
+def _tensors_slow(args, kwargs) -> tuple[torch.Tensor, ...]:
+    flat, _ = tree_flatten((args, kwargs))
+    return tuple(x for x in flat if isinstance(x, torch.Tensor))
+
+
+def _frozen(v):
+    """``v`` with its lists and dicts copied: the model may append to a list after passing it
+    (densenet's ``cat(features)``), and a replay needs the arguments as they were."""
+    if type(v) is list:
+        return [_frozen(a) for a in v]
+    if type(v) is tuple:
+        return tuple(_frozen(a) for a in v) if any(type(a) in (list, tuple, dict) for a in v) else v
+    if type(v) is dict:
+        return {k: _frozen(a) for k, a in v.items()}
+    return v
+
+
+def _view_of(t, tensors) -> bool:
+    base = getattr(t, "_base", None) if isinstance(t, torch.Tensor) else None
+    return base is not None and any(base is x or base is getattr(x, "_base", None) for x in tensors)
+
+
+def _same_sizes(src, layout, out) -> bool:
+    """True when ``out`` keeps ``layout``'s dims (sizes may change, e.g. a conv's)."""
+    return out.dim() == src.dim() or all(-d <= out.dim() for d in layout)
+
+
+def _dep_args(deps, data):
+    if deps is None or isinstance(deps, Global):
+        return data
+    return [d.arg for d in deps]
+
+
+def run(twin: nn.Module, x: torch.Tensor, tracer: Tracer):
+    """Run ``twin`` on ``x`` under ``tracer``, which learns the module running each op.
+
+    Each module's ``forward`` is wrapped on the instance (the twin is ours) rather than hooked:
+    a module with hooks takes ``nn.Module``'s slow call path, about a tenth of a trace."""
+    names = {m: n for n, m in twin.named_modules()}
+    tracer.module_types.update({n: type(m) for m, n in names.items()})
+    stack, of, outputs = tracer.module_stack, tracer.of, tracer.module_outputs
+
+    def wrap(inner, name):
+        def forward(*args, **kwargs):
+            stack.append(name)
+            try:
+                out = inner(*args, **kwargs)
+            finally:
+                stack.pop()
+            first = out if isinstance(out, torch.Tensor) else next(
+                (t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)), None)
+            if first is not None and name and id(first) in of:
+                outputs[name] = of[id(first)]
+            return out
+        return forward
+
+    own = {m: m.__dict__.get("forward") for m in names}
+    for m, name in names.items():
+        m.__dict__["forward"] = wrap(own[m] or types.MethodType(type(m).forward, m), name)
+    try:
+        tracer.add("input", (), None, x, tuple(range(-tracer.dims, 0)))
+        # the model's own randomness (dropout in training mode) must not move the user's RNG
+        cuda = [x.device.index or 0] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda), tracer:
+            return twin(x)
+    finally:
+        for m, f in own.items():
+            if f is None:
+                del m.__dict__["forward"]
+            else:
+                m.__dict__["forward"] = f
+
+
+# torch's messages for an input too small (or of a size the model cannot split): the same on
+# the CPU, so a real-valued trace is not tried
+_SHAPE_ERRORS = ("Kernel size can't be greater", "too small", "Output size is", "non-positive",
+                 "Calculated output size", "Padding size should be less", "Expected input's",
+                 "is invalid for input of size")
+
+
+def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = None, record: bool = False) -> Graph:
+    """Trace ``model`` on an input of ``input_shape`` = (C, *spatial) (batch 1 is added).
+    ``record``: keep what :func:`replay` needs on the graph (``graph.recording``)."""
+    if not isinstance(model, nn.Module):
+        raise ArgumentError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    dims = dims or len(input_shape) - 1
+    notes: list[str] = []
+    hooked = forward_hooks(model)
+    if hooked:
+        notes.append(render.hooks_note(hooked))
+    try:
+        twin = meta_twin(model)
+        x = torch.empty((1, *input_shape), device="meta", dtype=input_dtype(model))
+        tracer = Tracer(dims, meta=True, record=record)
+        out = run(twin, x, tracer)
+    except RFProbeError:
+        raise
+    except Exception as meta_error:  # the model reads values: trace for real on the CPU
+        if any(w in str(meta_error) for w in _SHAPE_ERRORS):   # too small an input: same on the CPU
+            done = [n.name for n in tracer.nodes[-3:]]
+            raise ModelError(
+                f"the model raised {type(meta_error).__name__} on an input of shape {(1, *input_shape)} "
+                f"(input_shape={tuple(input_shape)}): {meta_error}. rfprobe had traced up to {done}.") from meta_error
+        notes.append(render.fallback_note(type(meta_error).__name__, str(meta_error)))
+        try:
+            twin = private_copy(model, "cpu")
+            x = torch.rand((1, *input_shape), dtype=input_dtype(model),
+                           generator=torch.Generator().manual_seed(0))  # the user's RNG stays put
+            free = available_bytes(torch.device("cpu"))
+            tracer = Tracer(dims, budget=None if free is None else free // 2)
+            with torch.no_grad():
+                out = run(twin, x, tracer)
+        except RFProbeError:
+            raise
+        except Exception as e:
+            done = [n.name for n in tracer.nodes[-3:]]
+            raise ModelError(
+                f"the model raised {type(e).__name__} on an input of shape {(1, *input_shape)} "
+                f"(input_shape={tuple(input_shape)}): {e}. rfprobe had traced up to {done}.") from e
+    name_global_causes(tracer.nodes, tracer.module_types, tracer.lost_shapes)
+    outputs = _map_outputs(out, tracer)
+    graph = Graph(tracer.nodes, dims, tuple(input_shape), outputs, tracer.module_outputs, notes)
+    if tracer.calls is not None and not tracer.read_sizes and not any(isinstance(n.deps, Unknown) for n in tracer.nodes):
+        graph.recording = (tracer, x)
+    return graph
+
+
+def _map_outputs(out, tracer):
+    """The model's output structure with each tensor replaced by its node id."""
+    if isinstance(out, torch.Tensor):
+        return tracer.of.get(id(out))
+    if isinstance(out, dict):
+        return {k: _map_outputs(v, tracer) for k, v in out.items()}
+    if isinstance(out, (list, tuple)):
+        return [_map_outputs(v, tracer) for v in out]
+    return None
