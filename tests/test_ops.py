@@ -1,0 +1,81 @@
+"""The op records (rfprobe.ops): one table, each name once, and the reductions that the old
+tables listed without a rule (prod, nansum, nanmean, norm) checked against a perturbation."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+import rfprobe
+from rfprobe.ops import FAMILIES, OPS, QUERY, REDUCTION
+from tests.models import ConvThen
+
+
+def test_every_record_has_one_home():
+    """Each op name is recorded by exactly one family, and OPS is exactly their union."""
+    names = [op.name for fam in FAMILIES for op in fam.RECORDS]
+    assert len(names) == len(set(names))
+    assert set(names) <= set(OPS)
+
+
+def test_records_keep_the_roles_the_tracer_relies_on():
+    assert OPS["conv2d"].fixed_layout and OPS["conv2d"].meta is not None
+    assert OPS["max_pool2d"].surrogate is not None and OPS["avg_pool2d"].surrogate is None
+    assert OPS["size"].kind == QUERY and OPS["size"].reads_size and not OPS["dim"].reads_size
+    assert not OPS["detach"].gradient and not OPS["gt"].gradient and OPS["masked_fill"].gradient
+    assert OPS["softmax"].mixer and OPS["log_softmax"].mixer is None
+
+
+def _perturbed(net, shape, steps=(1e3, -1e3, 1e6)) -> np.ndarray:
+    """moved[(*out_position, *in_position)]: adding a step to that input position (all
+    channels) changes that output position, in float64 from a random positive input. Shares
+    no code with rfprobe."""
+    torch.manual_seed(0)
+    net = net.double().eval()
+    x = torch.rand(1, *shape, dtype=torch.float64) + 0.5
+    with torch.no_grad():
+        y = net(x)
+        moved = np.zeros(tuple(y.shape[2:]) + tuple(shape[1:]), dtype=bool)
+        for pos in itertools.product(*(range(n) for n in shape[1:])):
+            for step in steps:
+                xp = x.clone()
+                xp[(0, slice(None)) + pos] += step
+                moved[(Ellipsis,) + pos] |= (net(xp) != y)[0].any(0).numpy()
+    return moved
+
+
+_REDUCE = {
+    "prod": lambda y, dim, keep: torch.prod(y, dim, keepdim=keep),
+    "nansum": lambda y, dim, keep: torch.nansum(y, dim, keepdim=keep),
+    "nanmean": lambda y, dim, keep: torch.nanmean(y, dim, keepdim=keep),
+    "norm": lambda y, dim, keep: y.norm(2, dim, keep),
+}
+
+
+@pytest.mark.parametrize("op", sorted(_REDUCE))
+@pytest.mark.parametrize("over", ["channels", "one spatial axis", "space"])
+def test_reductions_without_a_rule_before_match_a_perturbation(op, over):
+    """prod, nansum, nanmean and norm (listed as reductions, with no rule: unknown before)
+    read what their siblings sum and mean read: over channels each position its own 3x3,
+    over one spatial axis with keepdim that whole axis (a strip), over space everything."""
+    f = _REDUCE[op]
+    if over == "channels":
+        net = ConvThen(lambda y: f(y, 1, True), cout=3)
+    elif over == "one spatial axis":
+        net = ConvThen(lambda y: y + f(y, 2, True), cout=2)
+    else:
+        # torch.prod takes one dim: without one it reduces the whole tensor
+        net = ConvThen(lambda y: y * (f(y, (2, 3), True) if op != "prod" else torch.prod(y)), cout=2)
+    shape = (1, 8, 8)
+    a = rfprobe.analyze(net, input_shape=shape)
+    assert OPS[op].kind == REDUCTION and a.graph.nodes[2].op == op
+    moved = _perturbed(net, shape)
+    if over == "space":
+        assert a.status == "global" and op in a.global_causes[0], a.global_causes
+        assert moved[(2, 3)].all()
+        return
+    assert a.status != "global"
+    for unit in [(0, 0), (2, 3), (5, 5)]:
+        assert (a.region(unit, bounded=True).input_mask() == moved[unit]).all(), unit
