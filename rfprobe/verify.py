@@ -13,7 +13,7 @@ from .analytic import as_model
 from .graph import ancestors
 from .rules import MASK_NAMES
 from .probe import probe
-from .render import messages
+from . import render
 from .results import Analysis, Report
 
 
@@ -41,7 +41,7 @@ def verify(model, unit=None, input_shape=None, *, layer: str | None = None, outp
     exact_mask = exact.input_mask()
     if a.status == "global":
         for cause in a.global_causes:
-            diagnoses.append(messages.global_coupling(cause))
+            diagnoses.append(render.global_coupling(cause))
         exact_box = closed_box = None
     else:
         unb = a.region(unit, bounded=False)
@@ -51,11 +51,11 @@ def verify(model, unit=None, input_shape=None, *, layer: str | None = None, outp
             closed_box = tuple((u * s - p, u * s - p + r - 1)
                                for u, r, s, p in zip(unit, a.size, a.stride, a.padding))
             if closed_box != exact_box:
-                diagnoses.append(messages.hull(closed_box, exact_box))
+                diagnoses.append(render.hull(closed_box, exact_box))
         else:
-            diagnoses.append(messages.varies(a.size_min, a.size))
+            diagnoses.append(render.varies(a.size_min, a.size))
         if unb.coverage < 1.0:
-            diagnoses.append(messages.holes(unb.coverage))
+            diagnoses.append(render.holes(unb.coverage))
     if e.mask is None:   # slab mode: the probe measured each axis's projection (probe(full=True) for the map)
         probe_mask = exact_mask_ax = None
         for ax, proj in enumerate(e.axis_masks):
@@ -66,15 +66,15 @@ def verify(model, unit=None, input_shape=None, *, layer: str | None = None, outp
         if probe_mask is not None:
             extra = int((probe_mask & ~exact_mask_ax).sum())
             missing = int((exact_mask_ax & ~probe_mask).sum())
-            mismatches.append(messages.routes_differ(extra, missing, ax))
+            mismatches.append(render.routes_differ(extra, missing, ax))
             diagnoses.extend(_probe_explanations(a))
     elif (exact_mask != e.mask).any():
         extra = int((e.mask & ~exact_mask).sum())
         missing = int((exact_mask & ~e.mask).sum())
-        mismatches.append(messages.routes_differ(extra, missing))
+        mismatches.append(render.routes_differ(extra, missing))
         diagnoses.extend(_probe_explanations(a))
     if e.truncated:
-        diagnoses.append(messages.truncated(exact_box, e.input_shape[1:]))
+        diagnoses.append(render.truncated(exact_box, e.input_shape[1:]))
     size = a.size if a.status == "ok" and not mismatches else e.size
     return Report(not mismatches, size, a.stride, a.padding, closed_box, exact_box, exact.box,
                   e.box, tuple(mismatches), tuple(dict.fromkeys(diagnoses)), a, e)
@@ -88,9 +88,9 @@ GRADIENT_STOPS = frozenset({"detach", "detach_", "argmax", "argmin"}) | (MASK_NA
 def _probe_explanations(a: Analysis) -> list[str]:
     out = []
     if a.status == "global":
-        out.append(messages.probe_saw_local())
+        out.append(render.probe_saw_local())
     stops = [n for n in ancestors(a.graph, a.graph.node(a.target)) if n.op in GRADIENT_STOPS]
     first = {n.id for n in stops}
     stops = [n for n in stops if not first.intersection(n.inputs)]   # where each chain starts (not ~mask)
-    out.append(messages.gradient_stops(stops) if stops else messages.possible_causes())
+    out.append(render.gradient_stops(stops) if stops else render.possible_causes())
     return out
