@@ -22,18 +22,19 @@ which gives the theoretical box that may reach into the padding.
 from __future__ import annotations
 
 import contextlib
-import operator
+import functools
 import gc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import torch.nn as nn
 
-from .errors import ArgumentError, GlobalOpError, ModelError, RFProbeError
-from .trace import Graph, Node, infer_channels, infer_dims, one_meta_copy, replay, select, trace
-from .render import Rendered
+from .errors import ArgumentError, ModelError, RFProbeError
 from .ops import Affine, Broadcast, Global
+from .results import Analysis, LayerRow, Region
+from .trace import Graph, Node, infer_channels, infer_dims, one_meta_copy, replay, select, trace
+from .validate import normalize_unit   # its home is validate; callers may still import it from here
 
 
 # ----------------------------------------------------------------------------- formulas
@@ -162,56 +163,6 @@ def _merge(node: Node, paths, notes: list[str]) -> Closed:
 Product = tuple  # per axis: sorted np.ndarray of indices
 
 
-@dataclass(frozen=True)
-class Region:
-    """An exact set of input positions: a union of products of per-axis index sets, or
-    global (every position), with the op that makes it so."""
-
-    products: tuple[Product, ...]
-    global_cause: str | None = None
-    extent: tuple[int, ...] = ()          # the input's spatial shape
-
-    @property
-    def box(self) -> tuple[tuple[int, int], ...]:
-        if self.global_cause is not None:
-            return tuple((0, n - 1) for n in self.extent)
-        if not self.products:           # a unit that reads only padding: empty, as measure.box_of
-            return tuple((0, -1) for _ in self.extent)
-        return tuple((int(min(p[a][0] for p in self.products)), int(max(p[a][-1] for p in self.products)))
-                     for a in range(len(self.extent)))
-
-    @property
-    def size(self) -> tuple[int, ...]:
-        return tuple(b - a + 1 for a, b in self.box)
-
-    def mask(self) -> np.ndarray:
-        """Dense boolean mask over the box (global: over the whole input)."""
-        box = self.box
-        m = np.zeros([b - a + 1 for a, b in box], dtype=bool)
-        if self.global_cause is not None:
-            m[...] = True
-            return m
-        for p in self.products:
-            m[np.ix_(*[ix - box[a][0] for a, ix in enumerate(p)])] = True
-        return m
-
-    def input_mask(self) -> np.ndarray:
-        """Dense mask over the input tensor's spatial extent (indices outside are dropped)."""
-        m = np.zeros(self.extent, dtype=bool)
-        if self.global_cause is not None:
-            m[...] = True
-            return m
-        for p in self.products:
-            ix = [a[(a >= 0) & (a < n)] for a, n in zip(p, self.extent)]
-            m[np.ix_(*ix)] = True
-        return m
-
-    @property
-    def coverage(self) -> float:
-        m = self.mask()
-        return float(m.mean()) if m.size else 0.0
-
-
 def _simplify(products: list[Product]) -> list[Product]:
     uniq = {}
     for p in products:
@@ -280,105 +231,6 @@ def propagate(graph: Graph, target: Node, unit: Sequence[int], bounded: bool) ->
 
 
 # ----------------------------------------------------------------------------- analysis
-@dataclass(frozen=True)
-class LayerRow:
-    """One row of the per-layer table."""
-
-    name: str
-    op: str
-    shape: tuple[int, ...]
-    size: tuple[int, ...] | None
-    stride: tuple[int, ...] | None
-    padding: tuple[int, ...] | None
-    status: str
-    why: str = ""
-
-
-@dataclass(frozen=True, eq=False)
-class Analysis(Rendered):
-    """Closed form and exact propagation for one output of a model.
-
-    ``size``/``stride``/``padding`` are per-axis tuples from the closed form; when the RF varies
-    with position they come from the exact route (``size`` is the largest, ``size_min`` the
-    smallest over one period of units) and ``status`` is ``'varies'``; when an op couples every
-    position ``status`` is ``'global'`` and ``global_causes`` names it.
-    """
-
-    _view = "analysis"          # drawn by render.analysis_text/_html/_dict
-
-    layers: tuple[LayerRow, ...]
-    size: tuple[int, ...] | None
-    stride: tuple[int, ...] | None
-    padding: tuple[int, ...] | None
-    status: str
-    global_causes: tuple[str, ...]
-    notes: tuple[str, ...]
-    input_shape: tuple[int, ...]
-    output_shape: tuple[int, ...]
-    target: str
-    size_min: tuple[int, ...] | None = None
-    graph: Graph | None = field(default=None, repr=False)
-
-    def __post_init__(self):
-        from .measure import remember
-        remember(self, "size", "stride", "padding")   # so pytest can show the table on failure
-
-    @property
-    def is_global(self) -> bool:
-        return self.status == "global"
-
-    @property
-    def output_spatial(self) -> tuple[int, ...]:
-        """The selected output's spatial sizes, in the input's axis order (wherever its spatial
-        axes sit: (N, C, H, W) or channels-last)."""
-        if self.graph is not None:
-            return self.graph.node(self.target).spatial
-        return tuple(self.output_shape[-(len(self.input_shape) - 1):])
-
-    @property
-    def centre_unit(self) -> tuple[int, ...]:
-        return tuple(n // 2 for n in self.output_spatial)
-
-    def _unit(self, unit) -> tuple[int, ...]:
-        return normalize_unit(unit, self.output_spatial)
-
-    def region(self, unit=None, bounded: bool = False) -> Region:
-        """Exact set of input positions of ``unit`` (default: the centre unit)."""
-        unit = self.centre_unit if unit is None else self._unit(unit)
-        return propagate(self.graph, self.graph.node(self.target), unit, bounded)
-
-    def box(self, unit=None, bounded: bool = False) -> tuple[tuple[int, int], ...]:
-        """Per axis (first, last) input index that ``unit`` depends on, exactly. Unbounded by
-        default (may reach into padding, as the closed form); ``bounded=True`` clips as the
-        real input does."""
-        reg = self.region(unit, bounded)
-        if reg.global_cause is not None and not bounded:
-            raise GlobalOpError(f"the RF is global: {reg.global_cause}; there is no local box")
-        return reg.box
-
-
-def normalize_unit(unit, out_spatial: Sequence[int], arg: str = "unit") -> tuple[int, ...]:
-    """Check and normalise a unit (negative indices count from the end)."""
-    if isinstance(unit, int) and not isinstance(unit, bool):
-        unit = (unit,) * len(out_spatial)
-    try:
-        if isinstance(unit, bool) or any(isinstance(u, bool) for u in unit):
-            raise TypeError(unit)
-        unit = tuple(operator.index(u) for u in unit)     # 2 or np.int64(2), not 1.5
-    except TypeError:
-        raise ArgumentError(f"{arg}={unit!r} must be a tuple of ints, one per spatial axis") from None
-    if len(unit) != len(out_spatial):
-        raise ArgumentError(f"{arg}={unit!r} has {len(unit)} indices but the output has "
-                            f"{len(out_spatial)} spatial axes (shape {tuple(out_spatial)})")
-    fixed = []
-    for u, n in zip(unit, out_spatial):
-        if not -n <= u < n:
-            raise ArgumentError(f"{arg}={unit!r} is out of range for the output's spatial shape "
-                                f"{tuple(out_spatial)}; valid indices are -n..n-1 per axis")
-        fixed.append(u % n)
-    return tuple(fixed)
-
-
 def as_model(model_or_spec, **build_kw) -> nn.Module:
     """Accept a module, or a spec string/list (built with ``rfprobe.build`` and put in eval
     mode: a spec describes an architecture, whose BatchNorm should not couple the batch)."""
@@ -660,7 +512,8 @@ def analysis_of(graph: Graph, layer=None, output=None) -> Analysis:
     elif c.status == "varies":
         size, size_min, stride, padding = _varying(graph, target)
     a = Analysis(rows, size, stride, padding, status, causes, tuple(notes) + tuple(graph.notes),
-                 graph.input_shape, target.shape, target.name, size_min, graph)
+                 graph.input_shape, target.shape, target.name, size_min, graph,
+                 functools.partial(propagate, graph, target))
     return a
 
 

@@ -24,31 +24,11 @@ import torch.nn as nn
 
 from .analytic import as_model
 from .errors import ArgumentError, ModelError, RFProbeError
+from .render.messages import collapse_refusal
+from .results import CompareRow, Comparison, Cost
 
 _CONV = nn.modules.conv._ConvNd
 _CONVT = nn.modules.conv._ConvTransposeNd
-
-
-@dataclass(frozen=True)
-class Cost:
-    """Parameters and multiply-accumulates of a model.
-
-    ``params_no_bias`` counts every parameter except those named ``*bias``.
-    ``macs_per_position`` sums, over every conv and linear layer, the MACs one position of
-    that layer's output costs (``weight.numel()``); a transposed conv is counted per *input*
-    position, since each input value is scattered through its whole kernel. ``macs`` is the
-    total for one input of ``input_shape`` (batch 1), when given.
-    """
-
-    params: int
-    params_no_bias: int
-    macs_per_position: int
-    macs: int | None = None
-    input_shape: tuple[int, ...] | None = None
-
-    def __str__(self) -> str:
-        from .render import cost_text
-        return cost_text(self)
 
 
 def _macs_per_position(model: nn.Module) -> int:
@@ -108,46 +88,6 @@ def _macs(model: nn.Module, input_shape) -> int:
 
 
 # ----------------------------------------------------------------------------- compare
-@dataclass(frozen=True)
-class CompareRow:
-    """One design: its verified RF and what it costs."""
-
-    spec: str
-    size: tuple[int, ...] | None
-    stride: tuple[int, ...] | None
-    params: int
-    params_no_bias: int
-    macs_per_position: int
-    macs: int | None = None
-    ok: bool = True                      # all three RF routes agreed
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Rows of ``compare``; iterate it, index it, print it, or show it in Jupyter."""
-
-    rows: tuple[CompareRow, ...]
-    channels: int
-    input_shape: tuple[int, ...] | None = None
-
-    def __iter__(self):
-        return iter(self.rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i) -> CompareRow:
-        return self.rows[i]
-
-    def __str__(self) -> str:
-        from .render import comparison_text
-        return comparison_text(self)
-
-    def _repr_html_(self) -> str:
-        from .render import comparison_html
-        return comparison_html(self)
-
-
 def compare(*specs, channels: int = 1, dims: int = 2, input_shape=None) -> Comparison:
     """RF, parameters and MACs of stacks side by side, every conv ``channels`` wide.
 
@@ -215,7 +155,6 @@ def _dense(weight: torch.Tensor, groups: int, in_c: int) -> torch.Tensor:
 
 def _as_lin(i: int, m: nn.Module, dims: int, channels: int | None) -> _Lin | None:
     """The module as a dense linear op; None for the identity; refusal otherwise."""
-    from .render import collapse_refusal
 
     def refuse(why):
         return RFProbeError(collapse_refusal(i, m, why))
@@ -280,7 +219,6 @@ def _as_lin(i: int, m: nn.Module, dims: int, channels: int | None) -> _Lin | Non
 def _compose(a: _Lin, b: _Lin, strict: bool, index: int, module) -> _Lin:
     """``b`` after ``a``, per axis: stride a.s*b.s, padding a.p + a.s*b.p, taps at
     a.s*b.d*j + a.d*i for tap i of a and j of b."""
-    from .render import collapse_refusal
     dims = len(a.stride)
     ka, kb = a.weight.shape[2:], b.weight.shape[2:]
     if any(b.padding):
@@ -349,7 +287,6 @@ def collapse(stack, *, strict: bool = True, in_channels: int = 1, channels: int 
     >>> torch.allclose(net(x), one(x), atol=1e-5)
     True
     """
-    from .render import collapse_refusal
     model = as_model(stack, in_channels=in_channels, channels=channels, dims=dims) \
         if isinstance(stack, (str, dict)) or (isinstance(stack, (list, tuple)) and stack
                                               and not isinstance(stack[0], nn.Module)) else stack

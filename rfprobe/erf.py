@@ -29,10 +29,8 @@ Four uniform 3-tap layers in 1-D: the ERF is the 4-fold convolution of a box, va
 from __future__ import annotations
 
 import itertools
-import math
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
@@ -41,216 +39,11 @@ import torch.nn as nn
 
 from .errors import ArgumentError, RFProbeError
 from .probe import gradients_allowed
+from .render.messages import progress_line
+from .results import ERF
 from .validate import check_finite
-from .render import Rendered
 
 STATISTICS = ("abs", "sq")
-
-
-# ----------------------------------------------------------------------------- metrics
-def _marginals(m: np.ndarray) -> list[np.ndarray]:
-    return [m.sum(axis=tuple(b for b in range(m.ndim) if b != a)) for a in range(m.ndim)]
-
-
-def _moments(m: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    centre, std = [], []
-    for marg in _marginals(m):
-        x = np.arange(marg.size, dtype=np.float64)
-        mu = float((marg * x).sum())
-        centre.append(mu)
-        std.append(math.sqrt(max(float((marg * (x - mu) ** 2).sum()), 0.0)))
-    return tuple(centre), tuple(std)
-
-
-@dataclass(frozen=True)
-class GaussianFit:
-    """A Gaussian fitted to each axis's marginal: centre and sigma in input pixels; ``r2`` is
-    the coefficient of determination of the separable Gaussian against the whole map (1 = a
-    perfect fit). ``sigma`` is ``inf`` for a flat marginal and ``nan`` with fewer than three
-    nonzero values."""
-
-    center: tuple[float, ...]
-    sigma: tuple[float, ...]
-    r2: float
-
-
-def _fit_axis(y: np.ndarray) -> tuple[float, float]:
-    """Weighted least squares of log(y) by a parabola (weights y, as Guo 2011 suggests):
-    exact for sampled Gaussians, robust to the zero tails."""
-    x = np.flatnonzero(y > 0)
-    if len(x) < 3:
-        return (float(x.mean()) if len(x) else float("nan")), float("nan")
-    v = y[x]
-    xc = x.astype(np.float64) - x.mean()
-    a, b, _ = np.polyfit(xc, np.log(v), 2, w=np.sqrt(v / v.max()))
-    if a >= 0:
-        return float((v * x).sum() / v.sum()), float("inf")
-    return float(x.mean() - b / (2 * a)), float(math.sqrt(-1 / (2 * a)))
-
-
-def _gaussian(m: np.ndarray) -> GaussianFit:
-    fits = [_fit_axis(marg) for marg in _marginals(m)]
-    centre = tuple(c for c, _ in fits)
-    sigma = tuple(s for _, s in fits)
-    r2 = float("nan")
-    if all(math.isfinite(s) and s > 0 for s in sigma):
-        model = np.ones(m.shape)
-        for a, (c, s) in enumerate(fits):
-            shape = [1] * m.ndim
-            shape[a] = m.shape[a]
-            model = model * np.exp(-((np.arange(m.shape[a]) - c) ** 2) / (2 * s * s)).reshape(shape)
-        amp = float((model * m).sum() / (model * model).sum())
-        resid = ((m - amp * model) ** 2).sum()
-        total = ((m - m.mean()) ** 2).sum()
-        r2 = float(1 - resid / total) if total > 0 else float("nan")
-    return GaussianFit(centre, sigma, r2)
-
-
-def _overlap(n: int, lo: float, hi: float) -> np.ndarray:
-    """Length of [lo, hi] inside each pixel [i, i+1) of an axis of n pixels."""
-    edges = np.arange(n, dtype=np.float64)
-    return np.clip(np.minimum(edges + 1, hi) - np.maximum(edges, lo), 0.0, 1.0)
-
-
-def _mass_in_square(m: np.ndarray, centre, side: float) -> float:
-    out = m
-    for a in reversed(range(m.ndim)):
-        w = _overlap(m.shape[a], centre[a] - side / 2, centre[a] + side / 2)
-        out = out @ w if a == out.ndim - 1 else np.tensordot(out, w, axes=([a], [0]))
-    return float(out)
-
-
-def _square_area(shape, centre, side: float) -> float:
-    return float(np.prod([min(c + side / 2, n) - max(c - side / 2, 0.0) for n, c in zip(shape, centre)]))
-
-
-@dataclass(frozen=True, eq=False)
-class ERF(Rendered):
-    """An effective receptive field: the normalised map and its statistics.
-
-    ``map`` has the input's spatial shape and sums to 1. Positions are input indices; the
-    continuous coordinate of pixel ``i`` spans ``[i, i+1)`` (used by ``area_ratio``).
-    """
-
-    _view = "erf"          # drawn by render.erf_text/_html/_dict
-
-    map: np.ndarray = field(repr=False)
-    n: int = 1                               # inputs averaged
-    statistic: str = "abs"                   # 'abs' (mean |g|) or 'sq' (mean g**2)
-    unit: tuple[int, ...] = ()
-    target: str = ""
-    input_shape: tuple[int, ...] = ()
-    output_shape: tuple[int, ...] = ()
-    theoretical: tuple[int, ...] | None = None          # closed-form RF size per axis
-    theoretical_box: tuple[tuple[int, int], ...] | None = None
-    center: tuple[float, ...] = field(init=False)
-    std: tuple[float, ...] = field(init=False)
-    gaussian: GaussianFit = field(init=False, repr=False)
-
-    def __post_init__(self):
-        m = np.asarray(self.map, dtype=np.float64)
-        object.__setattr__(self, "map", m)
-        centre, std = _moments(m)
-        object.__setattr__(self, "center", centre)
-        object.__setattr__(self, "std", std)
-        object.__setattr__(self, "gaussian", _gaussian(m))
-
-    @classmethod
-    def from_gradient(cls, grad, **kw) -> "ERF":
-        """An ERF from an unnormalised, non-negative gradient statistic map (any scale).
-
-        >>> f = ERF.from_gradient([0, 1, 2, 1, 0])
-        >>> f.center, round(f.std[0] ** 2, 6), f.radius(0.5)
-        ((2.0,), 0.5, 0.0)
-        """
-        g = np.asarray(grad, dtype=np.float64)
-        if g.ndim < 1 or g.size == 0:
-            raise ArgumentError(f"grad must be a non-empty array with one axis per spatial axis, "
-                                f"not shape {g.shape}")
-        if not np.isfinite(g).all() or (g < 0).any():
-            raise ArgumentError("grad must be finite and non-negative (a mean of |g| or g**2); "
-                                f"it has min {np.nanmin(g):.3g} and {int((~np.isfinite(g)).sum())} "
-                                "non-finite values")
-        total = g.sum()
-        if total <= 0:
-            raise RFProbeError("the gradient is zero at every input position: the unit does not "
-                               "depend on the input for these inputs (a dead unit, or a detached "
-                               "path); try other inputs, another unit, or channel=")
-        kw.setdefault("n", 1)
-        kw.setdefault("statistic", "abs")
-        return cls(g / total, **kw)
-
-    # -- metrics on demand
-    def radius(self, p: float = 0.95) -> float:
-        """Smallest Euclidean distance ``r`` (input pixels) from the centre of mass such that
-        the pixels whose centres lie within ``r`` hold at least ``p`` of the mass.
-
-        >>> ERF.from_gradient([1, 1, 1, 1, 1]).radius(0.6)
-        1.0
-        """
-        p = _fraction(p, "p")
-        grids = np.meshgrid(*[np.arange(n, dtype=np.float64) - c for n, c in zip(self.map.shape, self.center)],
-                            indexing="ij")
-        d = np.sqrt(sum(g * g for g in grids)).ravel()
-        order = np.argsort(d, kind="stable")
-        cum = np.cumsum(self.map.ravel()[order])
-        k = int(np.searchsorted(cum, p * cum[-1] * (1 - 1e-12)))
-        return float(d[order[min(k, len(order) - 1)]])
-
-    @property
-    def ratio(self) -> tuple[float, ...] | None:
-        """Per axis, the ERF's ``±2 std`` span over the theoretical RF size (None when the
-        theoretical RF is global or unknown). Luo et al.: it shrinks like ``1/sqrt(depth)``."""
-        if self.theoretical is None:
-            return None
-        return tuple(4 * s / r for s, r in zip(self.std, self.theoretical))
-
-    @property
-    def square_center(self) -> tuple[float, ...]:
-        """Continuous centre of ``area_ratio``'s squares: the theoretical RF box's centre
-        (the probed unit's), else the map's centre."""
-        if self.theoretical_box is not None:
-            return tuple((lo + hi + 1) / 2 for lo, hi in self.theoretical_box)
-        return tuple(n / 2 for n in self.map.shape)
-
-    def area_ratio(self, t: float = 0.2) -> float:
-        """RepLKNet's high-contribution area ratio: the area of the smallest centred square
-        (segment in 1-D, cube in 3-D) holding ``t`` of the mass, as a fraction of the map's area.
-
-        Pixels are unit squares with their mass spread evenly, and the square's side varies
-        continuously, so the metric is defined for every map size (even, odd, not square) and a
-        uniform map gives exactly ``t``. (RepLKNet grows odd squares a ring at a time around the
-        map centre and has no answer past the border or for even sizes.) The square is clipped
-        to the map. Centre: ``square_center``. Being a fraction of the map, it depends on the
-        input size: fix ``input_shape`` when you compare designs.
-
-        >>> round(ERF.from_gradient(np.ones((10, 7))).area_ratio(0.3), 9)
-        0.3
-        """
-        t = _fraction(t, "t")
-        c = self.square_center
-        hi = 2 * max(max(abs(ci), abs(n - ci)) for ci, n in zip(c, self.map.shape))
-        lo = 0.0
-        goal = t * (1 - 1e-13)
-        for _ in range(200):
-            mid = (lo + hi) / 2
-            if _mass_in_square(self.map, c, mid) >= goal:
-                hi = mid
-            else:
-                lo = mid
-            if hi - lo < 1e-12 * max(hi, 1.0):
-                break
-        return _square_area(self.map.shape, c, hi) / float(np.prod(self.map.shape))
-
-
-def _fraction(v, name: str) -> float:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        raise ArgumentError(f"{name}={v!r} must be a fraction in (0, 1], e.g. {name}=0.5") from None
-    if not 0 < v <= 1:
-        raise ArgumentError(f"{name}={v!r} must be a fraction in (0, 1] (0.2 means 20%), e.g. {name}=0.5")
-    return v
 
 
 # ----------------------------------------------------------------------------- progress
@@ -274,7 +67,6 @@ class Progress:
     def update(self, k: int = 1) -> None:
         self.done += k
         if self.enabled:
-            from .render import progress_line
             self.stream.write("\r" + progress_line(self.label, self.done, self.total,
                                                    time.monotonic() - self.start))
             self.stream.flush()

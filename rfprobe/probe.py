@@ -42,7 +42,6 @@ import contextlib
 import functools
 import math
 import random
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,51 +49,16 @@ import torch
 import torch.nn as nn
 from torch.utils._pytree import tree_map
 
-from .analytic import Analysis, analysis_of, as_model, choose_input, normalize_unit, propagate
+from .analytic import analysis_of, as_model, choose_input, propagate
 from .errors import ArgumentError, ModelError, RFProbeError
 from .trace import Graph, Node, Policy, Tracer, infer_dims, private_copy, run, select, trace
 from .validate import (check_channel, check_device, check_dtype, check_gradient, check_inputs, check_memory,
-                       check_model, check_seed)
-from .measure import remember, box_of, coverage_of
-from .render import Rendered
+                       check_model, check_seed, normalize_unit)
+from .measure import box_of, coverage_of
+from .results import Analysis, ProbeResult
 
 # slab mode is chosen automatically above this many input positions (512x512, 64x64x64)
 SLAB_ABOVE = 1 << 18
-
-
-@dataclass(frozen=True, eq=False)
-class ProbeResult(Rendered):
-    """The empirical RF of one output unit.
-
-    In slab mode (``slab`` is not None) only the per-axis projections are measured: ``mask``,
-    ``grad`` and ``coverage`` are ``None`` and ``axis_masks`` hold the projections."""
-
-    _view = "probe"          # drawn by render.probe_text/_html/_dict
-
-    mask: np.ndarray | None             # bool, the input's spatial shape: True = in the RF
-    grad: np.ndarray | None             # |input gradient| summed over channels
-    box: tuple[tuple[int, int], ...]    # per axis (first, last) index of the mask
-    size: tuple[int, ...]
-    coverage: float | None              # fraction of the box inside the RF (holes show here)
-    truncated: bool                     # the full RF does not fit in the input
-    input_shape: tuple[int, ...]        # (C, *spatial) the box refers to (used, unless slab)
-    unit: tuple[int, ...]
-    units_probed: tuple[tuple[int, ...], ...]   # every unit seeded in the same backward
-    target: str
-    mode: str
-    output_shape: tuple[int, ...] = ()
-    analysis: Analysis | None = field(default=None, repr=False)
-    slab: tuple[tuple[int, ...], ...] | None = None     # the thin inputs used, one per axis
-    axis_masks: tuple[np.ndarray, ...] = field(default=(), repr=False)  # per-axis projections
-
-    def __post_init__(self):
-        remember(self, "size")                        # so pytest can show the result on failure
-
-    @property
-    def axis_coverage(self) -> tuple[float, ...]:
-        """Per axis, the fraction of the box's span the RF touches along that axis."""
-        return tuple(float(proj[lo:hi + 1].mean()) if hi >= lo else 0.0
-                     for proj, (lo, hi) in zip(self.axis_masks, self.box))
 
 
 # ----------------------------------------------------------------------------- positive values

@@ -13,7 +13,8 @@ True
 from __future__ import annotations
 
 import math
-from typing import Iterable
+import operator
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn as nn
@@ -161,7 +162,7 @@ def check_gradient(grad, mode: str) -> None:
 
 def check_unit(unit, arg: str = "unit") -> None:
     """A unit is None, an int (every axis) or a sequence of ints, one per spatial axis; the
-    range is checked once the output's shape is known (``analytic.normalize_unit``)."""
+    range is checked once the output's shape is known (:func:`normalize_unit`)."""
     if unit is None or (isinstance(unit, int) and not isinstance(unit, bool)):
         return
     ok = isinstance(unit, (tuple, list)) and all(
@@ -170,6 +171,55 @@ def check_unit(unit, arg: str = "unit") -> None:
     if not ok:
         raise ArgumentError(f"{arg}={unit!r} must be an int or a tuple of ints, one per spatial axis of "
                             "the output, e.g. (3, 4); negative counts from the end")
+
+
+def normalize_unit(unit, out_spatial: Sequence[int], arg: str = "unit") -> tuple[int, ...]:
+    """Check and normalise a unit (negative indices count from the end).
+
+    >>> normalize_unit(-1, (4, 5)), normalize_unit((1, -2), (4, 5))
+    ((3, 4), (1, 3))
+    >>> normalize_unit((4, 0), (4, 5))
+    Traceback (most recent call last):
+    ...
+    rfprobe.errors.ArgumentError: unit=(4, 0) is out of range for the output's spatial shape (4, 5); valid indices are -n..n-1 per axis
+    """
+    if isinstance(unit, int) and not isinstance(unit, bool):
+        unit = (unit,) * len(out_spatial)
+    try:
+        if isinstance(unit, bool) or any(isinstance(u, bool) for u in unit):
+            raise TypeError(unit)
+        unit = tuple(operator.index(u) for u in unit)     # 2 or np.int64(2), not 1.5
+    except TypeError:
+        raise ArgumentError(f"{arg}={unit!r} must be a tuple of ints, one per spatial axis") from None
+    if len(unit) != len(out_spatial):
+        raise ArgumentError(f"{arg}={unit!r} has {len(unit)} indices but the output has "
+                            f"{len(out_spatial)} spatial axes (shape {tuple(out_spatial)})")
+    fixed = []
+    for u, n in zip(unit, out_spatial):
+        if not -n <= u < n:
+            raise ArgumentError(f"{arg}={unit!r} is out of range for the output's spatial shape "
+                                f"{tuple(out_spatial)}; valid indices are -n..n-1 per axis")
+        fixed.append(u % n)
+    return tuple(fixed)
+
+
+def check_fraction(v, name: str) -> float:
+    """A fraction in (0, 1] (``ERF.radius``'s ``p``, ``ERF.area_ratio``'s ``t``), as a float.
+
+    >>> check_fraction(0.5, "t")
+    0.5
+    >>> check_fraction(20, "t")
+    Traceback (most recent call last):
+    ...
+    rfprobe.errors.ArgumentError: t=20.0 must be a fraction in (0, 1] (0.2 means 20%), e.g. t=0.5
+    """
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        raise ArgumentError(f"{name}={v!r} must be a fraction in (0, 1], e.g. {name}=0.5") from None
+    if not 0 < v <= 1:
+        raise ArgumentError(f"{name}={v!r} must be a fraction in (0, 1] (0.2 means 20%), e.g. {name}=0.5")
+    return v
 
 
 def check_channel(channel, target) -> None:

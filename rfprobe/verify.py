@@ -7,39 +7,14 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-from .analytic import Analysis, as_model
+from .analytic import as_model
 from .ops import gradient_stops
 from .trace import ancestors
-from .measure import remember
-from .probe import ProbeResult, probe
+from .probe import probe
 from . import render
-from .render import Rendered
-
-
-@dataclass(frozen=True, eq=False)
-class Report(Rendered):
-    """All routes for one unit: closed form, exact propagation, gradient probe."""
-
-    _view = "report"          # drawn by render.report_text/_html/_dict
-
-    ok: bool
-    size: tuple[int, ...] | None          # the RF size all routes agree on (probe's when not ok)
-    stride: tuple[int, ...] | None
-    padding: tuple[int, ...] | None
-    closed_box: tuple | None              # closed-form box of the unit (may reach into padding)
-    exact_box: tuple | None               # exact propagation, unbounded
-    exact_clipped_box: tuple | None       # exact propagation within the input
-    probe_box: tuple
-    mismatches: tuple[str, ...]
-    diagnoses: tuple[str, ...]
-    analysis: Analysis = field(repr=False)
-    probe: ProbeResult = field(repr=False)
-
-    def __post_init__(self):
-        remember(self, "size", "stride", "padding")   # so pytest can show the table on failure
+from .results import Analysis, Report
 
 
 def verify(model, unit=None, input_shape=None, *, layer: str | None = None, output: Any = None,

@@ -1,0 +1,231 @@
+"""Every sentence rfprobe builds for notes, diagnoses and errors, the command line's texts and
+the progress bar: one function per sentence, so the wording lives in one place (docs and
+tests pin it).
+
+>>> holes(0.25)
+'holes: only 0.25 of the box is in the RF (dilation or stride gridding)'
+"""
+from __future__ import annotations
+
+from .text import joined, table
+
+
+# ----------------------------------------------------------------------------- graph notes, limits
+def fallback_note(error_type: str, error: str) -> str:
+    """The note a graph carries when the model had to be traced with real values.
+
+    >>> fallback_note("RuntimeError", "no meta")[:72]
+    'traced on the CPU with real values, because on meta tensors the model ra'
+    """
+    return (f"traced on the CPU with real values, because on meta tensors the model raised "
+            f"{error_type}: {error[:160]}. The model reads tensor values (data-dependent control "
+            "flow): the graph is the path this random input took; other inputs may take other "
+            "branches, whose ops rfprobe has not seen")
+
+
+def hooks_note(where: list[str]) -> str:
+    """The note a graph carries when the user's model has forward hooks, which rfprobe's
+    private copy runs without.
+
+    >>> hooks_note(["a", "b", "c", "d", "e"])[:45]
+    'forward hooks on a, b, c, d and 1 more were n'
+    """
+    shown = ", ".join(where[:4]) + (f" and {len(where) - 4} more" if len(where) > 4 else "")
+    return (f"forward hooks on {shown} were not run: rfprobe traces a private copy without hooks, "
+            "so that they cannot write into your objects. A hook that changes a module's input or "
+            "output changes the model: remove it, or put its computation in a module")
+
+
+def trace_memory(spent: int, budget: int, input_shape: tuple[int, ...]) -> str:
+    """Why a trace with real values was stopped.
+
+    >>> trace_memory(3 * 2 ** 30, 2 ** 29, (3, 64, 64))[:120]
+    'tracing the model with real values on an input of shape (3, 64, 64) (it cannot run on meta tensors) kept 3.00 GiB, above'
+    """
+    return (f"tracing the model with real values on an input of shape {input_shape} (it cannot run on "
+            f"meta tensors) kept {_bytes(spent)}, above half the free memory ({_bytes(budget)}), so "
+            "rfprobe stopped it. Pass a smaller input_shape=(C, H, W) that the model accepts")
+
+
+def _bytes(n: float) -> str:
+    return f"{n / 2 ** 30:.2f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.1f} MiB"
+
+
+# ----------------------------------------------------------------------------- verify's findings
+def global_coupling(cause: str) -> str:
+    """An op that couples every position.
+
+    >>> global_coupling("'1': adaptive_avg_pool2d to 1x1")
+    "global coupling: '1': adaptive_avg_pool2d to 1x1"
+    """
+    return f"global coupling: {cause}"
+
+
+def hull(closed_box, exact_box) -> str:
+    """The closed form's box is larger than the exact set's.
+
+    >>> hull(((0, 4),), ((1, 4),))[:60]
+    'closed-form box ((0, 4),) is the hull; the exact set spans ('
+    """
+    return (f"closed-form box {closed_box} is the hull; the exact set spans {exact_box}: "
+            "a strided dilated kernel or a pad/crop leaves the formula's edge indices unread")
+
+
+def varies(size_min, size) -> str:
+    """The RF's size changes with the unit's position.
+
+    >>> varies((2,), (3,))
+    'the RF varies with position: sizes (2,) to (3,) per axis (the closed form needs a fixed stride and offset)'
+    """
+    return (f"the RF varies with position: sizes {size_min} to {size} "
+            "per axis (the closed form needs a fixed stride and offset)")
+
+
+def holes(coverage: float) -> str:
+    """The box has positions outside the RF.
+
+    >>> holes(0.5)
+    'holes: only 0.5 of the box is in the RF (dilation or stride gridding)'
+    """
+    return f"holes: only {coverage:.3g} of the box is in the RF (dilation or stride gridding)"
+
+
+def routes_differ(extra: int, missing: int, axis: int | None = None) -> str:
+    """How the exact set and the probe's differ (per axis in slab mode).
+
+    >>> routes_differ(2, 0)
+    'exact propagation and gradient probe differ: the probe has 2 positions the exact route lacks and misses 0'
+    """
+    if axis is None:
+        return (f"exact propagation and gradient probe differ: the probe has {extra} "
+                f"positions the exact route lacks and misses {missing}")
+    return (f"exact propagation and gradient probe differ on axis {axis} (slab mode): the "
+            f"probe has {extra} indices the exact route lacks and misses {missing}")
+
+
+def truncated(exact_box, spatial) -> str:
+    """The unit's RF reaches past the input's border.
+
+    >>> truncated(((-1, 3),), (4,))
+    "border truncation: the unit's RF ((-1, 3),) does not fit in the input (4,); the probed box is clipped"
+    """
+    return (f"border truncation: the unit's RF {exact_box} does not fit in the input "
+            f"{spatial}; the probed box is clipped")
+
+
+def probe_saw_local() -> str:
+    """The analysis says global, the probe saw a local RF.
+
+    >>> probe_saw_local()[:40]
+    'the analytic route says global but the p'
+    """
+    return ("the analytic route says global but the probe saw a local RF: the global op "
+            "may not reach the probed output")
+
+
+def gradient_stops(stops) -> str:
+    """``stops``: the nodes (a detach, a bool mask, argmax) the gradient cannot pass, first ones first.
+
+    >>> from types import SimpleNamespace as N
+    >>> gradient_stops([N(name="3", op="detach")])[:40]
+    "the path through '3' (detach) carries va"
+    """
+    names = ", ".join(f"{n.name!r} ({n.op})" for n in stops[:3]) + (
+        f" and {len(stops) - 3} more" if len(stops) > 3 else "")
+    return (f"the path through {names} carries values but no gradient (a detach, a bool mask "
+            "from a comparison, or argmax indices): the unit does depend on the positions behind it (the "
+            "exact route follows the values); the gradient probe cannot see past it")
+
+
+def possible_causes() -> str:
+    """Why the probe may miss positions the exact route finds.
+
+    >>> possible_causes()[:40]
+    'possible causes: an op whose gradient is'
+    """
+    return ("possible causes: an op whose gradient is zero where its output still depends on "
+            "the input (integer ops, argmax routing), or a rule that does not match the op")
+
+
+# ----------------------------------------------------------------------------- cost
+def collapse_refusal(index: int, module, why: str) -> str:
+    """Why ``rfprobe.collapse`` cannot fold the stack, naming the layer.
+
+    >>> import torch.nn as nn
+    >>> collapse_refusal(1, nn.ReLU(), "is not linear")
+    'cannot collapse the stack: layer 1 (ReLU) is not linear'
+    """
+    token = getattr(module, "rfprobe_token", None)
+    name = f"layer {index} ({type(module).__name__}{', ' + repr(token) if token else ''})"
+    return f"cannot collapse the stack: {name} {why}"
+
+
+def compare_text(rows) -> str:
+    """RF, parameters and MACs of designs, one row each (``rfprobe.compare``'s rows).
+
+    >>> import rfprobe
+    >>> print(compare_text(rfprobe.compare("conv3").rows))
+    stack  RF   params  weights  MACs/position
+    conv3  3x3  10      9        9
+    """
+    return table(["stack", "RF", "params", "weights", "MACs/position"],
+                 [[r.spec, joined(r.size), str(r.params), str(r.params_no_bias), str(r.macs_per_position)]
+                  for r in rows])
+
+
+# ----------------------------------------------------------------------------- erf
+def progress_line(label: str, done: int, total: int, seconds: float, width: int = 24) -> str:
+    """One line of the progress bar (no newline).
+
+    >>> progress_line("erf", 8, 32, 1.0)
+    'erf    8/32  [######                  ] 1.0s'
+    """
+    fill = int(width * min(done, total) / total) if total else width
+    return f"{label} {done:4d}/{total}  [{'#' * fill}{' ' * (width - fill)}] {seconds:.1f}s"
+
+
+# ----------------------------------------------------------------------------- command line
+CLI_DESCRIPTION = ("Exact receptive fields of PyTorch models, computed three ways (closed form, "
+                   "exact propagation, gradient probe) and checked against each other. "
+                   "Without a command: the seed demo. Exit 0 ok, 1 mismatch, 2 bad input.")
+CLI_HELP = {"verify": "all routes for one unit, compared (exit 1 when they disagree)",
+            "table": "the per-layer closed-form table",
+            "compare": "RF, parameters and MACs of stacks side by side"}
+
+
+def demo_text(groups) -> str:
+    """The seed demo: groups of (spec, Report, Cost), a big kernel against a stack of 3x3.
+
+    >>> import rfprobe
+    >>> print(demo_text([[("conv3", rfprobe.verify("conv3"), rfprobe.cost("conv3"))]]).splitlines()[3])
+    conv3                                 3x3                9    agree
+    """
+    lines = ["Receptive fields of small stacks, verified three ways (closed form, exact, gradient)", "",
+             f"{'stack':34} {'RF':>6} {'weights/ch pair':>16} {'routes':>8}"]
+    for group in groups:
+        for spec, r, c in group:
+            lines.append(f"{spec:34} {joined(r.size):>6} {c.params_no_bias:>16} "
+                         f"{'agree' if r.ok else 'DIFFER':>8}")
+        lines.append("")
+    lines.append("Two 3x3 see 5x5 with 18 weights instead of 25; three see 7x7 with 27 instead of 49.")
+    return "\n".join(lines)
+
+
+def expectation_failed(what: str, want, got, status: str = "ok") -> str:
+    """An ``--expect-*`` option that does not hold.
+
+    >>> expectation_failed("size", (5, 5), (3, 3))
+    'expected size 5x5, got 3x3'
+    """
+    if status == "global":
+        return f"expected {what} {joined(want)}, but the receptive field is global (see the diagnosis)"
+    return f"expected {what} {joined(want)}, got {joined(got)}"
+
+
+def cli_error(e: Exception) -> str:
+    """An error, as the command line prints it.
+
+    >>> cli_error(ValueError("bad spec"))
+    'rfprobe: error: bad spec'
+    """
+    return f"rfprobe: error: {e}"
