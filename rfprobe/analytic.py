@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch.nn as nn
 
-from .errors import ArgumentError, GlobalOpError, ModelError, RFProbeError
+from .errors import ArgumentError, GlobalOpError, ModelError, RFProbeError, model_raised, raised_text
 from .graph import Graph, Node, infer_channels, infer_dims, one_meta_copy, replay, select, trace
 from .render import Rendered
 from .rules import Affine, Broadcast, Global
@@ -603,7 +603,7 @@ def _diagnose(model: nn.Module, input_shape, dims: int, error: RFProbeError, ret
     try:
         resolve_input_shape(model, input_shape)      # the channel mismatch, if any
     except ArgumentError as bad:
-        return ArgumentError(f"{bad} (the model raised: {str(error.__cause__ or error)[:160]})")
+        return ArgumentError(f"{bad} ({model_raised(error)})")
     if not retry:
         return error
     try:
@@ -611,7 +611,7 @@ def _diagnose(model: nn.Module, input_shape, dims: int, error: RFProbeError, ret
     except RFProbeError:
         return error
     return ArgumentError(f"input_shape={tuple(input_shape)!r} is too small for this model (it raised: "
-                         f"{str(error.__cause__ or error)[:160]}); an input of {bigger.input_shape} works. "
+                         f"{raised_text(error)}); an input of {bigger.input_shape} works. "
                          "Pass a larger input_shape, or None entries to let rfprobe choose.")
 
 

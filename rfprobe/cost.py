@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from .analytic import as_model
-from .errors import ArgumentError, ModelError, RFProbeError
+from .errors import ArgumentError, ModelError, RFProbeError, model_raised
 
 _CONV = nn.modules.conv._ConvNd
 _CONVT = nn.modules.conv._ConvTransposeNd
@@ -102,8 +102,7 @@ def _macs(model: nn.Module, input_shape) -> int:
         with torch.no_grad():
             twin(torch.empty((1, *input_shape), device="meta"))
     except Exception as e:
-        raise ModelError(f"the model raised {type(e).__name__} on an input of shape "
-                         f"{(1, *input_shape)} (input_shape={tuple(input_shape)}): {e}") from e
+        raise ModelError(model_raised(e, input_shape)) from e
     return total
 
 

@@ -954,11 +954,10 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = Non
     except RFProbeError:
         raise
     except Exception as meta_error:  # the model reads values: trace for real on the CPU
+        from .errors import model_raised
         if any(w in str(meta_error) for w in _SHAPE_ERRORS):   # too small an input: same on the CPU
             done = [n.name for n in tracer.nodes[-3:]]
-            raise ModelError(
-                f"the model raised {type(meta_error).__name__} on an input of shape {(1, *input_shape)} "
-                f"(input_shape={tuple(input_shape)}): {meta_error}. rfprobe had traced up to {done}.") from meta_error
+            raise ModelError(model_raised(meta_error, input_shape, done=done)) from meta_error
         notes.append(render.fallback_note(type(meta_error).__name__, str(meta_error)))
         try:
             twin = private_copy(model, "cpu")
@@ -973,9 +972,7 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = Non
             raise
         except Exception as e:
             done = [n.name for n in tracer.nodes[-3:]]
-            raise ModelError(
-                f"the model raised {type(e).__name__} on an input of shape {(1, *input_shape)} "
-                f"(input_shape={tuple(input_shape)}): {e}. rfprobe had traced up to {done}.") from e
+            raise ModelError(model_raised(e, input_shape, done=done)) from e
     outputs = _map_outputs(out, tracer)
     graph = Graph(tracer.nodes, dims, tuple(input_shape), outputs, tracer.module_outputs, notes)
     if tracer.calls is not None and not tracer.read_sizes and not any(isinstance(n.deps, Unknown) for n in tracer.nodes):

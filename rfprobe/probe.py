@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch.utils._pytree import tree_map
 
 from .analytic import Analysis, analysis_of, as_model, choose_input, normalize_unit, propagate
-from .errors import ArgumentError, ModelError, RFProbeError
+from .errors import ArgumentError, ModelError, RFProbeError, model_raised
 from .graph import Graph, Node, _run, _Tracer, private_copy, select, trace
 from .validate import (check_channel, check_device, check_dtype, check_gradient, check_inputs, check_memory,
                        check_model, check_seed)
@@ -667,5 +667,4 @@ def backprop_units(twin: nn.Module, x: torch.Tensor, tracer: _ProbeMode, target:
         raise
     except Exception as e:
         done = [n.name for n in tracer.nodes[-3:]]
-        raise ModelError(f"the model raised {type(e).__name__} during {what} on input shape "
-                         f"{tuple(x.shape)}: {e}. It had run up to {done}.") from e
+        raise ModelError(model_raised(e, tuple(x.shape), during=what, done=done)) from e
