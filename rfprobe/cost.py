@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .analytic import as_model
 from .errors import ArgumentError, ModelError, RFProbeError, model_raised
+from .validate import as_model, resolve_input_shape
 
 _CONV = nn.modules.conv._ConvNd
 _CONVT = nn.modules.conv._ConvTransposeNd
@@ -72,7 +72,6 @@ def cost(model_or_spec, input_shape=None, *, in_channels: int = 1, channels: int
     no_bias = sum(p.numel() for n, p in model.named_parameters() if not n.split(".")[-1] == "bias")
     macs = shape = None
     if input_shape is not None:
-        from .analytic import resolve_input_shape
         shape, _, _ = resolve_input_shape(model, input_shape)
         if shape is None or any(s is None for s in shape):
             raise ArgumentError(f"input_shape={input_shape!r} needs every size for the MACs; "
