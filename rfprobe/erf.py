@@ -28,23 +28,22 @@ Four uniform 3-tap layers in 1-D: the ERF is the 4-fold convolution of a box, va
 """
 from __future__ import annotations
 
-import itertools
 import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from .errors import ArgumentError, RFProbeError
+from .prepare import prepare
 from .probe import gradients_allowed
-from .validate import check_finite
+from .validate import (as_model, check_batch_size, check_count, check_finite, check_fraction,
+                       check_item_shape, check_statistic, input_items, shape_of_batches)
 from .render import Rendered
-
-STATISTICS = ("abs", "sq")
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -188,7 +187,7 @@ class ERF(Rendered):
         >>> ERF.from_gradient([1, 1, 1, 1, 1]).radius(0.6)
         1.0
         """
-        p = _fraction(p, "p")
+        p = check_fraction(p, "p")
         grids = np.meshgrid(*[np.arange(n, dtype=np.float64) - c for n, c in zip(self.map.shape, self.center)],
                             indexing="ij")
         d = np.sqrt(sum(g * g for g in grids)).ravel()
@@ -227,7 +226,7 @@ class ERF(Rendered):
         >>> round(ERF.from_gradient(np.ones((10, 7))).area_ratio(0.3), 9)
         0.3
         """
-        t = _fraction(t, "t")
+        t = check_fraction(t, "t")
         c = self.square_center
         hi = 2 * max(max(abs(ci), abs(n - ci)) for ci, n in zip(c, self.map.shape))
         lo = 0.0
@@ -241,16 +240,6 @@ class ERF(Rendered):
             if hi - lo < 1e-12 * max(hi, 1.0):
                 break
         return _square_area(self.map.shape, c, hi) / float(np.prod(self.map.shape))
-
-
-def _fraction(v, name: str) -> float:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        raise ArgumentError(f"{name}={v!r} must be a fraction in (0, 1], e.g. {name}=0.5") from None
-    if not 0 < v <= 1:
-        raise ArgumentError(f"{name}={v!r} must be a fraction in (0, 1] (0.2 means 20%), e.g. {name}=0.5")
-    return v
 
 
 # ----------------------------------------------------------------------------- progress
@@ -296,7 +285,7 @@ def _batches(inputs, n: int, shape, generator, dtype, batch_size: int):
             left -= b
         return
     left = n
-    for item in _iter_inputs(inputs):
+    for item in input_items(inputs):
         x = item
         if x.dim() == len(shape):
             x = x.unsqueeze(0)
@@ -310,40 +299,6 @@ def _batches(inputs, n: int, shape, generator, dtype, batch_size: int):
             left -= len(chunk)
             if left <= 0:
                 return
-
-
-def _iter_inputs(inputs) -> Iterable[torch.Tensor]:
-    if isinstance(inputs, torch.Tensor):
-        yield inputs
-        return
-    if isinstance(inputs, np.ndarray):
-        yield torch.from_numpy(inputs)
-        return
-    for item in inputs:
-        if isinstance(item, (tuple, list)):
-            item = item[0]
-        if not isinstance(item, torch.Tensor):
-            raise ArgumentError(f"inputs must be a tensor (N, C, ...) or an iterable of tensors or "
-                                f"(input, label) pairs; found an item of type {type(item).__name__}")
-        yield item
-
-
-def _first_shape(inputs):
-    """The first item's shape, and inputs still holding every item (a one-shot iterator,
-    such as a generator, is not consumed)."""
-    if isinstance(inputs, (torch.Tensor, np.ndarray)):
-        return tuple(inputs.shape), inputs
-    it = iter(inputs)
-    for item in it:
-        if it is inputs:
-            inputs = itertools.chain([item], it)
-        if isinstance(item, (tuple, list)):
-            item = item[0]
-        if not hasattr(item, "shape"):
-            raise ArgumentError(f"inputs must be a tensor (N, C, ...) or an iterable of tensors or "
-                                f"(input, label) pairs; found an item of type {type(item).__name__}")
-        return tuple(item.shape), inputs
-    raise ArgumentError("inputs is empty; pass a tensor (N, C, ...) or leave inputs=None for random ones")
 
 
 def _couples_batch(twin: nn.Module) -> bool:
@@ -372,33 +327,18 @@ def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: An
     >>> f.map.shape, f.theoretical, f.theoretical_box, round(float(f.map.sum()), 9)
     ((9, 9), (7, 7), ((1, 7), (1, 7)), 1.0)
     """
-    from .analytic import analysis_of, as_model, choose_input, normalize_unit
-    from .graph import infer_dims, private_copy
-    from .probe import _ProbeMode, backprop_units, run_device
-    from .validate import check_channel, check_dtype, check_seed
+    from .graph import private_copy
+    from .probe import _ProbeMode, backprop_units
 
-    if statistic not in STATISTICS:
-        raise ArgumentError(f"statistic={statistic!r} must be 'abs' (mean |gradient|) or 'sq' "
-                            "(mean squared gradient)")
-    if not isinstance(n, int) or n < 1:
-        raise ArgumentError(f"n={n!r} must be a positive int: the number of inputs to average over")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ArgumentError(f"batch_size={batch_size!r} must be a positive int")
-    if dtype is not None:
-        check_dtype(dtype)
-    check_seed(seed)
+    check_statistic(statistic)
+    check_count(n)
+    check_batch_size(batch_size)
     model = as_model(model)
     if inputs is not None:
-        shape, inputs = _first_shape(inputs)
-        if input_shape is not None:
-            raise ArgumentError("give inputs= or input_shape=, not both: the inputs fix the shape")
-        dims = infer_dims(model)
-        input_shape = shape if dims is not None and len(shape) == dims + 1 else shape[1:]
-    graph = choose_input(model, input_shape, layer, output, unit)
-    analysis = analysis_of(graph, layer, output)
-    target = graph.node(analysis.target)
-    u = analysis.centre_unit if unit is None else normalize_unit(unit, target.spatial)
-    check_channel(channel, target)
+        input_shape, inputs = shape_of_batches(model, inputs, input_shape)
+    p = prepare(model, input_shape, layer=layer, output=output, unit=unit, channel=channel, device=device,
+                dtype=dtype, seed=seed)
+    graph, analysis, target, u, dev = p.graph, p.analysis, p.target, p.unit, p.device
     theoretical = analysis.size if analysis.status in ("ok", "varies") else None
     box = None
     if analysis.status != "global":
@@ -407,7 +347,6 @@ def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: An
         except RFProbeError:
             box = None
 
-    dev = run_device(model, device)
     twin = private_copy(model, dev)
     if dtype is not None:
         twin = twin.to(dtype)
@@ -421,9 +360,7 @@ def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: An
     bar = Progress(n, "erf", enabled=progress if progress is not None else (None if n > bs else False))
     try:
         for x in _batches(inputs, n, graph.input_shape, generator, run_dtype, bs):
-            if tuple(x.shape[1:]) != tuple(graph.input_shape):
-                raise ArgumentError(f"inputs have shape {tuple(x.shape[1:])} per item but the first had "
-                                    f"{tuple(graph.input_shape)}; all inputs need one shape")
+            check_item_shape(x, graph.input_shape)
             x = x.detach().to(device=dev, dtype=run_dtype).clone().requires_grad_(True)
             tracer = _ProbeMode(graph.dims, structural=False)
             g = backprop_units(twin, x, tracer, target, [u], channel,

@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .analytic import Analysis, as_model
+from .analytic import Analysis
 from .graph import ancestors
 from .rules import MASK_NAMES
 from .measure import remember
-from .probe import ProbeResult, probe
+from .prepare import prepare
+from .probe import ProbeResult, probe_prepared
 from . import render
 from .render import Rendered
 
@@ -56,8 +57,8 @@ def verify(model, unit=None, input_shape=None, *, layer: str | None = None, outp
     >>> r.ok, r.size, r.stride
     (True, (7, 7), (2, 2))
     """
-    model = as_model(model)
-    e = probe(model, unit, input_shape, layer=layer, output=output, device=device)
+    e = probe_prepared(prepare(model, input_shape, layer=layer, output=output, unit=unit, device=device,
+                               mode="structural"))
     a = e.analysis
     unit = e.unit
     mismatches: list[str] = []

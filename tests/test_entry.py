@@ -5,13 +5,14 @@ quotes the user's model ("the model raised ...") is written in one function only
 from __future__ import annotations
 
 import ast
+import importlib
 import os
 
 import pytest
 import torch.nn as nn
 
 import rfprobe
-from rfprobe.errors import ModelError, model_raised
+from rfprobe.errors import ArgumentError, ModelError, model_raised
 
 RFPROBE_DIR = os.path.dirname(os.path.abspath(rfprobe.__file__))
 
@@ -95,3 +96,62 @@ def test_every_route_quotes_the_model_the_same_way(call):
     e = info.value
     assert str(e).startswith("the model raised RuntimeError on an input of shape (1, 3, ")
     assert "boom from the user's forward" in str(e) and isinstance(e.__cause__, RuntimeError)
+
+
+# ----------------------------------------------------------------------------- one preparation step
+def _named():
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
+
+
+ENTRIES = {
+    "probe": lambda m, unit=None, **kw: rfprobe.probe(m, unit, **kw),
+    "probe_many": lambda m, unit=None, **kw: rfprobe.probe_many(m, [(0, 0)] if unit is None else [unit], **kw),
+    "erf": lambda m, unit=None, **kw: rfprobe.erf(m, n=1, unit=unit, **kw),
+    "verify": lambda m, unit=None, **kw: rfprobe.verify(m, unit, **kw),
+}
+
+# one bad argument each check of prepare's refuses; probe_many's units take the unit's place
+# (its own check, same words but for the argument's name)
+BAD = {
+    "model": ({}, 42, "model must be a torch.nn.Module or a spec string, not int"),
+    "input_shape": ({"input_shape": (3, 8.5, 8)}, None, "input_shape=(3, 8.5, 8) must be a tuple like (3, 224, 224)"),
+    "layer": ({"layer": "4"}, None, "layer='4'"),
+    "unit-range": ({"input_shape": (3, 9, 9), "unit": (100, 0)}, None,
+                   "=(100, 0) is out of range for the output's spatial shape (5, 5)"),
+    "unit-type": ({"unit": "centre"}, None, "='centre' must be"),
+    "channel": ({"channel": 9}, None, "channel=9 is out of range: the output has 2 channels"),
+    "device": ({"device": "gpu"}, None, "device='gpu' is not a device"),
+}
+
+
+def _message(entry, case):
+    kw, model, _ = BAD[case]
+    with pytest.raises(ArgumentError) as info:
+        ENTRIES[entry](_named() if model is None else model, **kw)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_every_entry_point_refuses_a_shared_argument_the_same_way(case):
+    # verify takes no channel= (it compares routes over all channels)
+    got = {entry: _message(entry, case) for entry in ENTRIES if not (entry == "verify" and "channel" in BAD[case][0])}
+    want = BAD[case][2]
+    for entry, msg in got.items():
+        assert want in msg, f"{entry}: {msg}"
+    # probe_many names its own argument (units=) where the others say unit=
+    assert len({msg for entry, msg in got.items() if entry != "probe_many"}) == 1, got
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRIES))
+def test_every_entry_point_is_prepared_once(entry, monkeypatch):
+    import rfprobe.prepare as P
+    calls = []
+    real = P.prepare
+
+    def counted(*a, **kw):
+        calls.append(kw)
+        return real(*a, **kw)
+    for name in ("probe", "erf", "verify"):       # each imports prepare by name
+        monkeypatch.setattr(importlib.import_module(f"rfprobe.{name}"), "prepare", counted)
+    ENTRIES[entry](_named())
+    assert len(calls) == 1, f"{entry} prepared {len(calls)} times"
