@@ -594,8 +594,11 @@ def analysis_of(graph: Graph, layer=None, output=None) -> Analysis:
 
 
 def _varying(graph: Graph, target: Node):
-    """Sizes over one period of units, from the exact route; stride and padding per axis from
-    the unit at index 0 and its neighbour where they are affine."""
+    """``(size_max, size_min, None, None)`` for an RF that varies with position: per axis, the
+    largest and smallest exact (unbounded) size over the units along that axis through the
+    centre unit (the first 66 of them at most: a whole period of any pattern up to that
+    length). Stride and padding are always None: a varying RF has no one stride and padding
+    (``Analysis`` says so). All four are None when some unit's RF is global."""
     spatial = target.spatial
     dims = len(spatial)
     sizes_max, sizes_min = [], []
