@@ -30,11 +30,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch.nn as nn
 
-from .errors import ArgumentError, ModelError, RFProbeError
+from .errors import ArgumentError, ModelError, RFProbeError, model_raised, raised_text
 from .ops import Affine, Broadcast, Global
 from .results import Analysis, LayerRow, Region
-from .trace import Graph, Node, infer_channels, infer_dims, one_meta_copy, replay, select, trace
-from .validate import normalize_unit   # its home is validate; callers may still import it from here
+from .trace import Graph, Node, one_meta_copy, replay, select, trace
+from .validate import as_model, check_spatial_output, check_target, check_unit, normalize_unit, resolve_input_shape
 
 
 # ----------------------------------------------------------------------------- formulas
@@ -231,63 +231,6 @@ def propagate(graph: Graph, target: Node, unit: Sequence[int], bounded: bool) ->
 
 
 # ----------------------------------------------------------------------------- analysis
-def as_model(model_or_spec, **build_kw) -> nn.Module:
-    """Accept a module, or a spec string/list (built with ``rfprobe.build`` and put in eval
-    mode: a spec describes an architecture, whose BatchNorm should not couple the batch)."""
-    if isinstance(model_or_spec, nn.Module):
-        return model_or_spec
-    if isinstance(model_or_spec, (str, list, tuple)):
-        from .spec import build
-        return build(model_or_spec, **build_kw).eval()
-    raise ArgumentError(f"model must be a torch.nn.Module or a spec string, not "
-                        f"{type(model_or_spec).__name__} ({model_or_spec!r:.60})")
-
-
-def _whole(s) -> int:
-    """A size: an int, or a float with no fraction (8.0); 8.5 is an error, not 8."""
-    if isinstance(s, bool) or (isinstance(s, float) and not s.is_integer()):
-        raise ValueError(s)
-    return int(s)
-
-
-def resolve_input_shape(model: nn.Module, input_shape, check_channels: bool = True
-                        ) -> tuple[tuple[int, ...] | None, int, int]:
-    """(shape or None, channels, dims) from the user's ``input_shape`` and the model.
-
-    ``check_channels=False`` trusts the user's channel count and spatial rank (the first conv
-    registered need not be the first one applied: a 2D model may run a Conv1d along rows);
-    :func:`choose_input` then checks them only if the model fails."""
-    dims = infer_dims(model)
-    channels = infer_channels(model)
-    if input_shape is None:
-        if dims is None or channels is None:
-            raise ArgumentError("input_shape is needed: rfprobe cannot tell the input's channels "
-                                "and spatial rank from this model; pass input_shape=(C, H, W)")
-        return None, channels, dims
-    try:
-        if isinstance(input_shape, (str, bytes)):
-            raise TypeError(input_shape)
-        shape = tuple(None if s is None else _whole(s) for s in input_shape)
-    except (TypeError, ValueError):
-        raise ArgumentError(f"input_shape={input_shape!r} must be a tuple like (3, 224, 224)") from None
-    if dims is not None and len(shape) == dims + 2 and shape[0] == 1:
-        shape = shape[1:]  # a batch of one given explicitly
-    if dims is not None and len(shape) != dims + 1 and check_channels:
-        raise ArgumentError(f"input_shape={input_shape!r} has rank {len(input_shape)} but this model "
-                            f"takes (C, {', '.join('L' if dims == 1 else 'HWD'[i] for i in range(dims))})"
-                            f": give {dims + 1} numbers, channels first, no batch")
-    if len(shape) < 2:
-        raise ArgumentError(f"input_shape={input_shape!r} needs channels and at least one spatial size")
-    if any(s is not None and s < 1 for s in shape):
-        raise ArgumentError(f"input_shape={input_shape!r} has a size below 1")
-    if check_channels and channels is not None and shape[0] is not None and shape[0] != channels:
-        raise ArgumentError(f"input_shape={input_shape!r} has {shape[0]} channels but the model's first "
-                            f"conv takes {channels}; use input_shape=({channels}, ...)")
-    if shape[0] is None:
-        if channels is None:
-            raise ArgumentError("input_shape has no channel count and the model has no conv to tell it")
-        shape = (channels,) + shape[1:]
-    return shape, shape[0], len(shape) - 1
 
 
 def choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=None) -> Graph:
@@ -319,7 +262,6 @@ def _no_gc():
 
 
 def _choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=None) -> Graph:
-    from .validate import check_unit
     check_unit(unit)
     shape, channels, dims = resolve_input_shape(model, input_shape, check_channels=False)
     fixed = [None] * dims if shape is None else list(shape[1:])
@@ -329,7 +271,7 @@ def _choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=N
         except ModelError as e:
             err = _diagnose(model, input_shape, dims, e)
             raise err from (e.__cause__ if err is e else None)
-        _check_target(g, layer, output, (channels, *fixed))
+        check_target(select(g, layer, output), (channels, *fixed))
         if unit is not None:       # the input is the user's: the unit must exist in its output
             normalize_unit(unit, select(g, layer, output).spatial)
         return g
@@ -343,7 +285,7 @@ def _choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=N
             g = trace(model, (channels, *size), dims, record=True)
             target = select(g, layer, output)
             if target.spatial is None:      # flattened or pooled away: no input size helps
-                _check_target(g, layer, output, (channels, *size))
+                check_target(target, (channels, *size))
             if all(s >= 1 for s in target.spatial):
                 break
         except RFProbeError as e:
@@ -455,7 +397,7 @@ def _diagnose(model: nn.Module, input_shape, dims: int, error: RFProbeError, ret
     try:
         resolve_input_shape(model, input_shape)      # the channel mismatch, if any
     except ArgumentError as bad:
-        return ArgumentError(f"{bad} (the model raised: {str(error.__cause__ or error)[:160]})")
+        return ArgumentError(f"{bad} ({model_raised(error)})")
     if not retry:
         return error
     try:
@@ -463,18 +405,8 @@ def _diagnose(model: nn.Module, input_shape, dims: int, error: RFProbeError, ret
     except RFProbeError:
         return error
     return ArgumentError(f"input_shape={tuple(input_shape)!r} is too small for this model (it raised: "
-                         f"{str(error.__cause__ or error)[:160]}); an input of {bigger.input_shape} works. "
+                         f"{raised_text(error)}); an input of {bigger.input_shape} works. "
                          "Pass a larger input_shape, or None entries to let rfprobe choose.")
-
-
-def _check_target(g: Graph, layer, output, shape) -> None:
-    target = select(g, layer, output)
-    if target.spatial is None:
-        raise ArgumentError(f"the selected output {target.name!r} has shape {target.shape} without "
-                            "spatial axes; choose a conv feature map with layer=... (e.g. the trunk)")
-    if any(s < 1 for s in target.spatial):
-        raise ArgumentError(f"input_shape={shape} is too small: output {target.name!r} has spatial "
-                            f"shape {target.spatial}")
 
 
 def analyze(model, input_shape=None, *, layer: str | None = None, output: Any = None,
@@ -497,9 +429,7 @@ def analyze(model, input_shape=None, *, layer: str | None = None, output: Any = 
 
 def analysis_of(graph: Graph, layer=None, output=None) -> Analysis:
     target = select(graph, layer, output)
-    if target.spatial is None:
-        raise ArgumentError(f"the selected output {target.name!r} has shape {target.shape} without "
-                            "spatial axes; choose a conv feature map with layer=... (e.g. 'features')")
+    check_spatial_output(target, "'features'")
     closed, notes = closed_forms(graph)
     rows = tuple(LayerRow(n.name, n.op, n.shape, c.size, c.stride, c.padding, c.status, c.why)
                  for n, c in zip(graph.nodes[1:target.id + 1], closed[1:target.id + 1]))
@@ -518,8 +448,11 @@ def analysis_of(graph: Graph, layer=None, output=None) -> Analysis:
 
 
 def _varying(graph: Graph, target: Node):
-    """Sizes over one period of units, from the exact route; stride and padding per axis from
-    the unit at index 0 and its neighbour where they are affine."""
+    """``(size_max, size_min, None, None)`` for an RF that varies with position: per axis, the
+    largest and smallest exact (unbounded) size over the units along that axis through the
+    centre unit (the first 66 of them at most: a whole period of any pattern up to that
+    length). Stride and padding are always None: a varying RF has no one stride and padding
+    (``Analysis`` says so). All four are None when some unit's RF is global."""
     spatial = target.spatial
     dims = len(spatial)
     sizes_max, sizes_min = [], []

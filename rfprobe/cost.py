@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .analytic import as_model
-from .errors import ArgumentError, ModelError, RFProbeError
+from .errors import ArgumentError, ModelError, RFProbeError, model_raised
 from .render.messages import collapse_refusal
 from .results import CompareRow, Comparison, Cost
+from .validate import as_model, resolve_input_shape
 
 _CONV = nn.modules.conv._ConvNd
 _CONVT = nn.modules.conv._ConvTransposeNd
@@ -52,7 +52,6 @@ def cost(model_or_spec, input_shape=None, *, in_channels: int = 1, channels: int
     no_bias = sum(p.numel() for n, p in model.named_parameters() if not n.split(".")[-1] == "bias")
     macs = shape = None
     if input_shape is not None:
-        from .analytic import resolve_input_shape
         shape, _, _ = resolve_input_shape(model, input_shape)
         if shape is None or any(s is None for s in shape):
             raise ArgumentError(f"input_shape={input_shape!r} needs every size for the MACs; "
@@ -82,8 +81,7 @@ def _macs(model: nn.Module, input_shape) -> int:
         with torch.no_grad():
             twin(torch.empty((1, *input_shape), device="meta"))
     except Exception as e:
-        raise ModelError(f"the model raised {type(e).__name__} on an input of shape "
-                         f"{(1, *input_shape)} (input_shape={tuple(input_shape)}): {e}") from e
+        raise ModelError(model_raised(e, input_shape)) from e
     return total
 
 

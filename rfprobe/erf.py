@@ -28,22 +28,22 @@ Four uniform 3-tap layers in 1-D: the ERF is the 4-fold convolution of a box, va
 """
 from __future__ import annotations
 
-import itertools
 import sys
 import time
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from .errors import ArgumentError, RFProbeError
-from .probe import gradients_allowed
+from .prepare import prepare
+from .probe import ProbePolicy, backprop_units, gradients_allowed
 from .render.messages import progress_line
 from .results import ERF
-from .validate import check_finite
-
-STATISTICS = ("abs", "sq")
+from .trace import Tracer, private_copy
+from .validate import (as_model, check_batch_size, check_count, check_finite, check_item_shape, check_statistic,
+                       input_items, shape_of_batches)
 
 
 # ----------------------------------------------------------------------------- progress
@@ -88,7 +88,7 @@ def _batches(inputs, n: int, shape, generator, dtype, batch_size: int):
             left -= b
         return
     left = n
-    for item in _iter_inputs(inputs):
+    for item in input_items(inputs):
         x = item
         if x.dim() == len(shape):
             x = x.unsqueeze(0)
@@ -102,40 +102,6 @@ def _batches(inputs, n: int, shape, generator, dtype, batch_size: int):
             left -= len(chunk)
             if left <= 0:
                 return
-
-
-def _iter_inputs(inputs) -> Iterable[torch.Tensor]:
-    if isinstance(inputs, torch.Tensor):
-        yield inputs
-        return
-    if isinstance(inputs, np.ndarray):
-        yield torch.from_numpy(inputs)
-        return
-    for item in inputs:
-        if isinstance(item, (tuple, list)):
-            item = item[0]
-        if not isinstance(item, torch.Tensor):
-            raise ArgumentError(f"inputs must be a tensor (N, C, ...) or an iterable of tensors or "
-                                f"(input, label) pairs; found an item of type {type(item).__name__}")
-        yield item
-
-
-def _first_shape(inputs):
-    """The first item's shape, and inputs still holding every item (a one-shot iterator,
-    such as a generator, is not consumed)."""
-    if isinstance(inputs, (torch.Tensor, np.ndarray)):
-        return tuple(inputs.shape), inputs
-    it = iter(inputs)
-    for item in it:
-        if it is inputs:
-            inputs = itertools.chain([item], it)
-        if isinstance(item, (tuple, list)):
-            item = item[0]
-        if not hasattr(item, "shape"):
-            raise ArgumentError(f"inputs must be a tensor (N, C, ...) or an iterable of tensors or "
-                                f"(input, label) pairs; found an item of type {type(item).__name__}")
-        return tuple(item.shape), inputs
-    raise ArgumentError("inputs is empty; pass a tensor (N, C, ...) or leave inputs=None for random ones")
 
 
 def _couples_batch(twin: nn.Module) -> bool:
@@ -164,33 +130,16 @@ def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: An
     >>> f.map.shape, f.theoretical, f.theoretical_box, round(float(f.map.sum()), 9)
     ((9, 9), (7, 7), ((1, 7), (1, 7)), 1.0)
     """
-    from .analytic import analysis_of, as_model, choose_input, normalize_unit
-    from .trace import Tracer, infer_dims, private_copy
-    from .probe import ProbePolicy, backprop_units, run_device
-    from .validate import check_channel, check_dtype, check_seed
 
-    if statistic not in STATISTICS:
-        raise ArgumentError(f"statistic={statistic!r} must be 'abs' (mean |gradient|) or 'sq' "
-                            "(mean squared gradient)")
-    if not isinstance(n, int) or n < 1:
-        raise ArgumentError(f"n={n!r} must be a positive int: the number of inputs to average over")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ArgumentError(f"batch_size={batch_size!r} must be a positive int")
-    if dtype is not None:
-        check_dtype(dtype)
-    check_seed(seed)
+    check_statistic(statistic)
+    check_count(n)
+    check_batch_size(batch_size)
     model = as_model(model)
     if inputs is not None:
-        shape, inputs = _first_shape(inputs)
-        if input_shape is not None:
-            raise ArgumentError("give inputs= or input_shape=, not both: the inputs fix the shape")
-        dims = infer_dims(model)
-        input_shape = shape if dims is not None and len(shape) == dims + 1 else shape[1:]
-    graph = choose_input(model, input_shape, layer, output, unit)
-    analysis = analysis_of(graph, layer, output)
-    target = graph.node(analysis.target)
-    u = analysis.centre_unit if unit is None else normalize_unit(unit, target.spatial)
-    check_channel(channel, target)
+        input_shape, inputs = shape_of_batches(model, inputs, input_shape)
+    p = prepare(model, input_shape, layer=layer, output=output, unit=unit, channel=channel, device=device,
+                dtype=dtype, seed=seed)
+    graph, analysis, target, u, dev = p.graph, p.analysis, p.target, p.unit, p.device
     theoretical = analysis.size if analysis.status in ("ok", "varies") else None
     box = None
     if analysis.status != "global":
@@ -199,7 +148,6 @@ def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: An
         except RFProbeError:
             box = None
 
-    dev = run_device(model, device)
     twin = private_copy(model, dev)
     if dtype is not None:
         twin = twin.to(dtype)
@@ -213,9 +161,7 @@ def erf(model, inputs=None, n: int = 32, *, layer: str | None = None, output: An
     bar = Progress(n, "erf", enabled=progress if progress is not None else (None if n > bs else False))
     try:
         for x in _batches(inputs, n, graph.input_shape, generator, run_dtype, bs):
-            if tuple(x.shape[1:]) != tuple(graph.input_shape):
-                raise ArgumentError(f"inputs have shape {tuple(x.shape[1:])} per item but the first had "
-                                    f"{tuple(graph.input_shape)}; all inputs need one shape")
+            check_item_shape(x, graph.input_shape)
             x = x.detach().to(device=dev, dtype=run_dtype).clone().requires_grad_(True)
             tracer = Tracer(graph.dims, ProbePolicy(structural=False))
             g = backprop_units(twin, x, tracer, target, [u], channel,

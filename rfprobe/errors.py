@@ -9,6 +9,8 @@ tests/test_bad_inputs.py). Only ``ModelError`` chains another exception: the use
 True
 >>> nearest("cnov3", ["conv", "relu", "maxpool"], strip_digits=True)
 'conv'
+>>> model_raised(RuntimeError("boom"), (3, 8, 8), done=["conv"])
+"the model raised RuntimeError on an input of shape (1, 3, 8, 8) (input_shape=(3, 8, 8)): boom. rfprobe had traced up to ['conv']."
 """
 from __future__ import annotations
 
@@ -55,3 +57,30 @@ def nearest(word: str, choices: Iterable[str], *, strip_digits: bool = False) ->
 def did_you_mean(word: str, choices: Iterable[str], **kw) -> str:
     hit = nearest(word, choices, **kw)
     return f" Did you mean {hit!r}?" if hit else ""
+
+
+def model_raised(error: BaseException, input_shape=None, *, during: str | None = None,
+                 done: list[str] | None = None) -> str:
+    """What the user's model raised, in the one wording every route uses: the one place that
+    writes "the model raised". Wrap it in ``ModelError(...)`` chained ``from error``.
+
+    ``input_shape``: the (C, *spatial) rfprobe gave the model, batch 1 added in the message; with
+    ``during`` (what rfprobe was running, e.g. ``'the probe'``) it is the tensor's whole shape.
+    ``done``: the last ops that ran (names), said after the model's message. Neither shape nor
+    ``during``: the short form a refusal of an argument quotes, the first 160 characters of the
+    user's own error (``error.__cause__`` when ``error`` is rfprobe's ``ModelError``)."""
+    if input_shape is None and during is None:
+        return f"the model raised: {raised_text(error)}"
+    if during is None:
+        where = f"on an input of shape {(1, *input_shape)} (input_shape={tuple(input_shape)})"
+        ran = "rfprobe had traced up to"
+    else:
+        where = f"during {during} on input shape {tuple(input_shape)}"
+        ran = "It had run up to"
+    text = f"the model raised {type(error).__name__} {where}: {error}"
+    return text if done is None else f"{text}. {ran} {done}."
+
+
+def raised_text(error: BaseException) -> str:
+    """The first 160 characters of the user's error behind ``error`` (a ``ModelError`` chains it)."""
+    return str(error.__cause__ or error)[:160]

@@ -49,11 +49,11 @@ import torch
 import torch.nn as nn
 from torch.utils._pytree import tree_map
 
-from .analytic import analysis_of, as_model, choose_input, propagate
-from .errors import ArgumentError, ModelError, RFProbeError
-from .trace import Graph, Node, Policy, Tracer, infer_dims, private_copy, run, select, trace
-from .validate import (check_channel, check_device, check_dtype, check_gradient, check_inputs, check_memory,
-                       check_model, check_seed, normalize_unit)
+from .analytic import propagate
+from .errors import ModelError, RFProbeError, model_raised
+from .trace import Graph, Node, Policy, Tracer, private_copy, run, select, trace
+from .prepare import Prepared, prepare
+from .validate import check_full, check_gradient, check_memory, check_mode, normalize_units
 from .measure import box_of, coverage_of
 from .results import Analysis, ProbeResult
 
@@ -235,30 +235,25 @@ def probe(model, unit=None, input_shape=None, *, layer: str | None = None, outpu
     >>> s.slab, s.size, s.box, s.mask is None
     (((1, 20, 8), (1, 8, 20)), (19, 19), ((1, 19), (1, 19)), True)
     """
-    if mode not in ("structural", "actual"):
-        raise ArgumentError(f"mode={mode!r} must be 'structural' or 'actual'")
-    if full not in (None, True, False):
-        raise ArgumentError(f"full={full!r} must be True (whole map), False (slab mode when "
-                            "possible) or None (slab mode for large inputs)")
-    model = as_model(model)
-    check_dtype(dtype)
-    check_model(model, mode)
-    if inputs is not None:
-        check_inputs(inputs)
-        if mode != "actual":
-            raise ArgumentError("inputs= is for mode='actual'; structural mode chooses its own input")
-        input_shape = _shape_of_inputs(model, inputs, input_shape)
-    check_seed(seed)
-    graph = choose_input(model, input_shape, layer, output, unit)
-    analysis = analysis_of(graph, layer, output)
-    target = graph.node(analysis.target)
-    u = analysis.centre_unit if unit is None else normalize_unit(unit, target.spatial)
-    check_channel(channel, target)
-    dev = run_device(model, device)
+    check_mode(mode)
+    check_full(full)
+    p = prepare(model, input_shape, layer=layer, output=output, unit=unit, channel=channel, device=device,
+                dtype=dtype, mode=mode, inputs=inputs, seed=seed)
+    return probe_prepared(p, mode=mode, inputs=inputs, dtype=dtype, seed=seed, full=full, max_memory=max_memory)
+
+
+@gradients_allowed
+def probe_prepared(p: Prepared, *, mode: str = "structural", inputs: torch.Tensor | None = None,
+                   dtype: torch.dtype = torch.float32, seed: int = 0, full: bool | None = None,
+                   max_memory: int | None = None) -> ProbeResult:
+    """:func:`probe` of a call that :func:`rfprobe.prepare.prepare` made ready (with the same
+    ``mode``, ``inputs``, ``dtype`` and ``seed``, which it checked)."""
+    model, graph, analysis, target, u, channel, dev = (p.model, p.graph, p.analysis, p.target, p.unit,
+                                                         p.channel, p.device)
     structural = mode == "structural"
     spatial = graph.input_shape[1:]
     if structural and full is not True and (full is False or math.prod(spatial) > SLAB_ABOVE):
-        plan = _slab_plan(model, graph, analysis, target, u, layer, output)
+        plan = _slab_plan(model, graph, analysis, target, u, p.layer, p.output)
         if plan is not None:
             return _probe_slabs(model, graph, analysis, target, u, channel, plan, dev, dtype, seed)
     check_memory(graph, model, dtype, dev, max_memory)
@@ -292,22 +287,10 @@ def probe_many(model, units, input_shape=None, *, layer: str | None = None, outp
     >>> stride, 2 * stride - first.box[0][0], corner.box      # stride, padding, a clipped corner
     (4, 3, ((25, 39), (25, 39)))
     """
-    model = as_model(model)
-    check_dtype(dtype)
-    check_model(model, "structural")
-    graph = choose_input(model, input_shape, layer, output, None)
-    analysis = analysis_of(graph, layer, output)
-    target = graph.node(analysis.target)
-    if isinstance(units, (int, str)) or (isinstance(units, tuple) and all(isinstance(v, int) for v in units)):
-        raise ArgumentError(f"units={units!r} must be a list of units, e.g. [(0, 0), (-1, -1)]")
-    try:
-        us = [normalize_unit(v, target.spatial, "units") for v in units]
-    except TypeError:
-        raise ArgumentError(f"units={units!r} must be a list of units, e.g. [(0, 0), (-1, -1)]") from None
-    if not us:
-        raise ArgumentError("units=[] is empty: give at least one output unit")
-    check_channel(channel, target)
-    dev = run_device(model, device)
+    p = prepare(model, input_shape, layer=layer, output=output, channel=channel, device=device, dtype=dtype,
+                mode="structural")
+    model, graph, analysis, target, dev = p.model, p.graph, p.analysis, p.target, p.device
+    us = normalize_units(units, target.spatial)
     check_memory(graph, model, dtype, dev, None)
     generator = torch.Generator().manual_seed(seed)
     twin = _twin(model, True, dev, dtype, generator)
@@ -374,40 +357,6 @@ def _result(grad: np.ndarray, graph: Graph, analysis: Analysis, target, u, probe
     return ProbeResult(mask, grad, box, tuple(b - a + 1 for a, b in box), coverage_of(mask, box),
                        truncated, graph.input_shape, u, tuple(probed), target.name, mode, target.shape,
                        analysis, None, axis_masks)
-
-
-def _shape_of_inputs(model: nn.Module, inputs: torch.Tensor, input_shape) -> tuple[int, ...]:
-    """(C, *spatial) of actual mode's ``inputs``, given as (C, *spatial) or (1, C, *spatial):
-    the model's spatial rank tells which (a (C, H, W) image lost its channels before)."""
-    dims = infer_dims(model)
-    if input_shape is not None:
-        dims = len(tuple(input_shape)) - 1
-    shape = tuple(inputs.shape)
-    if dims is None:
-        dims = len(shape) - 2 if len(shape) >= 3 else len(shape) - 1
-    if len(shape) == dims + 2:
-        if shape[0] != 1:
-            raise ArgumentError(f"inputs has a batch of {shape[0]} (shape {shape}): the probe measures one "
-                                "input; pass inputs[i:i + 1], or average over many with rfprobe.erf")
-        shape = shape[1:]
-    elif len(shape) != dims + 1:
-        raise ArgumentError(f"inputs has shape {shape}, but this model takes {dims} spatial axes: give "
-                            f"(C, *spatial) or (1, C, *spatial)")
-    if input_shape is not None and tuple(input_shape) != shape:
-        raise ArgumentError(f"input_shape={tuple(input_shape)!r} disagrees with inputs of shape {shape}; "
-                            "give one of them")
-    return shape
-
-
-def run_device(model: nn.Module, device) -> torch.device:
-    """Where a gradient route runs: ``device`` (checked), else the model's own device (its first
-    parameter not on meta), else the CPU."""
-    if device is not None:
-        return check_device(device)
-    for p in model.parameters():
-        if p.device.type != "meta":
-            return p.device
-    return torch.device("cpu")
 
 
 def _truncated(analysis: Analysis, unit, shape, mask=None) -> bool:
@@ -544,5 +493,4 @@ def backprop_units(twin: nn.Module, x: torch.Tensor, tracer: Tracer, target: Nod
         raise
     except Exception as e:
         done = [n.name for n in tracer.nodes[-3:]]
-        raise ModelError(f"the model raised {type(e).__name__} during {what} on input shape "
-                         f"{tuple(x.shape)}: {e}. It had run up to {done}.") from e
+        raise ModelError(model_raised(e, tuple(x.shape), during=what, done=done)) from e

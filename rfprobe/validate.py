@@ -1,6 +1,9 @@
 """Checks at the public entry points: refuse what cannot give an exact answer, before any work,
 with a message that names the argument, shows the bad value and says what to do.
 
+Every argument check lives here; :func:`rfprobe.prepare.prepare` runs the ones the entry
+points share, in one order, and each entry point runs its own (a probe's mode, erf's inputs).
+
 >>> import torch
 >>> check_dtype(torch.float64)
 >>> check_dtype(torch.int64)
@@ -20,6 +23,10 @@ import torch
 import torch.nn as nn
 
 from .errors import ArgumentError, ModelError, ResourceError
+from .spec import build
+from .trace.copy import available_bytes, infer_channels, infer_dims
+
+# graph.py imports this module: what this one needs of the graph is imported where it is used
 
 # every node's output is kept, autograd saves what backward needs, backward makes a gradient
 # of each: about three tensors per node
@@ -106,22 +113,6 @@ def probe_bytes(shapes: Iterable[tuple[int, ...]], dtype: torch.dtype, params: i
     output, what autograd saves, its gradient) plus the parameters."""
     item = torch.empty((), dtype=dtype).element_size()
     return _COPIES * item * sum(math.prod(s) for s in shapes) + item * params
-
-
-def available_bytes(device: torch.device) -> int | None:
-    """Free memory on ``device`` (None when unknown)."""
-    if device.type == "cuda" and torch.cuda.is_available():
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    if device.type == "cpu":
-        try:
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            return None
-    return None
 
 
 def check_memory(graph, model: nn.Module, dtype: torch.dtype, device: torch.device,
@@ -274,3 +265,217 @@ def check_expectation(name: str, value, n: int | None) -> tuple[int, ...] | None
         raise ArgumentError(f"{name}={value!r} must be an int{floor} or one such int per spatial axis"
                             + (f" for this {n}-D output" if n is not None else ""))
     return values
+
+
+# ----------------------------------------------------------------------------- the model and its input
+def as_model(model_or_spec, **build_kw) -> nn.Module:
+    """Accept a module, or a spec string/list (built with ``rfprobe.build`` and put in eval
+    mode: a spec describes an architecture, whose BatchNorm should not couple the batch)."""
+    if isinstance(model_or_spec, nn.Module):
+        return model_or_spec
+    if isinstance(model_or_spec, (str, list, tuple)):
+        return build(model_or_spec, **build_kw).eval()
+    raise ArgumentError(f"model must be a torch.nn.Module or a spec string, not "
+                        f"{type(model_or_spec).__name__} ({model_or_spec!r:.60})")
+
+
+def _whole(s) -> int:
+    """A size: an int, or a float with no fraction (8.0); 8.5 is an error, not 8."""
+    if isinstance(s, bool) or (isinstance(s, float) and not s.is_integer()):
+        raise ValueError(s)
+    return int(s)
+
+
+def resolve_input_shape(model: nn.Module, input_shape, check_channels: bool = True
+                        ) -> tuple[tuple[int, ...] | None, int, int]:
+    """(shape or None, channels, dims) from the user's ``input_shape`` and the model.
+
+    ``check_channels=False`` trusts the user's channel count and spatial rank (the first conv
+    registered need not be the first one applied: a 2D model may run a Conv1d along rows);
+    :func:`rfprobe.analytic.choose_input` then checks them only if the model fails."""
+    dims = infer_dims(model)
+    channels = infer_channels(model)
+    if input_shape is None:
+        if dims is None or channels is None:
+            raise ArgumentError("input_shape is needed: rfprobe cannot tell the input's channels "
+                                "and spatial rank from this model; pass input_shape=(C, H, W)")
+        return None, channels, dims
+    try:
+        if isinstance(input_shape, (str, bytes)):
+            raise TypeError(input_shape)
+        shape = tuple(None if s is None else _whole(s) for s in input_shape)
+    except (TypeError, ValueError):
+        raise ArgumentError(f"input_shape={input_shape!r} must be a tuple like (3, 224, 224)") from None
+    if dims is not None and len(shape) == dims + 2 and shape[0] == 1:
+        shape = shape[1:]  # a batch of one given explicitly
+    if dims is not None and len(shape) != dims + 1 and check_channels:
+        raise ArgumentError(f"input_shape={input_shape!r} has rank {len(input_shape)} but this model "
+                            f"takes (C, {', '.join('L' if dims == 1 else 'HWD'[i] for i in range(dims))})"
+                            f": give {dims + 1} numbers, channels first, no batch")
+    if len(shape) < 2:
+        raise ArgumentError(f"input_shape={input_shape!r} needs channels and at least one spatial size")
+    if any(s is not None and s < 1 for s in shape):
+        raise ArgumentError(f"input_shape={input_shape!r} has a size below 1")
+    if check_channels and channels is not None and shape[0] is not None and shape[0] != channels:
+        raise ArgumentError(f"input_shape={input_shape!r} has {shape[0]} channels but the model's first "
+                            f"conv takes {channels}; use input_shape=({channels}, ...)")
+    if shape[0] is None:
+        if channels is None:
+            raise ArgumentError("input_shape has no channel count and the model has no conv to tell it")
+        shape = (channels,) + shape[1:]
+    return shape, shape[0], len(shape) - 1
+
+
+def shape_of_inputs(model: nn.Module, inputs: torch.Tensor, input_shape) -> tuple[int, ...]:
+    """(C, *spatial) of actual mode's ``inputs``, given as (C, *spatial) or (1, C, *spatial):
+    the model's spatial rank tells which (a (C, H, W) image lost its channels before)."""
+    dims = infer_dims(model)
+    if input_shape is not None:
+        dims = len(tuple(input_shape)) - 1
+    shape = tuple(inputs.shape)
+    if dims is None:
+        dims = len(shape) - 2 if len(shape) >= 3 else len(shape) - 1
+    if len(shape) == dims + 2:
+        if shape[0] != 1:
+            raise ArgumentError(f"inputs has a batch of {shape[0]} (shape {shape}): the probe measures one "
+                                "input; pass inputs[i:i + 1], or average over many with rfprobe.erf")
+        shape = shape[1:]
+    elif len(shape) != dims + 1:
+        raise ArgumentError(f"inputs has shape {shape}, but this model takes {dims} spatial axes: give "
+                            f"(C, *spatial) or (1, C, *spatial)")
+    if input_shape is not None and tuple(input_shape) != shape:
+        raise ArgumentError(f"input_shape={tuple(input_shape)!r} disagrees with inputs of shape {shape}; "
+                            "give one of them")
+    return shape
+
+
+def run_device(model: nn.Module, device) -> torch.device:
+    """Where a gradient route runs: ``device`` (checked), else the model's own device (its first
+    parameter not on meta), else the CPU."""
+    if device is not None:
+        return check_device(device)
+    for p in model.parameters():
+        if p.device.type != "meta":
+            return p.device
+    return torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------- the selected output
+def check_spatial_output(target, example: str = "the trunk") -> None:
+    """The selected output (a graph node) has spatial axes; ``example`` names a layer to pick."""
+    if target.spatial is None:
+        raise ArgumentError(f"the selected output {target.name!r} has shape {target.shape} without "
+                            f"spatial axes; choose a conv feature map with layer=... (e.g. {example})")
+
+
+def check_target(target, shape) -> None:
+    """The selected output of a trace at ``shape`` has spatial axes, none of them empty."""
+    check_spatial_output(target)
+    if any(s < 1 for s in target.spatial):
+        raise ArgumentError(f"input_shape={shape} is too small: output {target.name!r} has spatial "
+                            f"shape {target.spatial}")
+
+
+def normalize_units(units, out_spatial) -> list[tuple[int, ...]]:
+    """``units=`` of probe_many: a non-empty list of units, each checked and normalised."""
+    if isinstance(units, (int, str)) or (isinstance(units, tuple) and all(isinstance(v, int) for v in units)):
+        raise ArgumentError(f"units={units!r} must be a list of units, e.g. [(0, 0), (-1, -1)]")
+    try:
+        us = [normalize_unit(v, out_spatial, "units") for v in units]
+    except TypeError:
+        raise ArgumentError(f"units={units!r} must be a list of units, e.g. [(0, 0), (-1, -1)]") from None
+    if not us:
+        raise ArgumentError("units=[] is empty: give at least one output unit")
+    return us
+
+
+# ----------------------------------------------------------------------------- probe's and erf's own
+def check_mode(mode) -> None:
+    if mode not in ("structural", "actual"):
+        raise ArgumentError(f"mode={mode!r} must be 'structural' or 'actual'")
+
+
+def check_full(full) -> None:
+    if full not in (None, True, False):
+        raise ArgumentError(f"full={full!r} must be True (whole map), False (slab mode when "
+                            "possible) or None (slab mode for large inputs)")
+
+
+STATISTICS = ("abs", "sq")
+
+
+def check_statistic(statistic) -> None:
+    if statistic not in STATISTICS:
+        raise ArgumentError(f"statistic={statistic!r} must be 'abs' (mean |gradient|) or 'sq' "
+                            "(mean squared gradient)")
+
+
+def check_count(n) -> None:
+    """``n=`` of erf: how many inputs to average over."""
+    if not isinstance(n, int) or n < 1:
+        raise ArgumentError(f"n={n!r} must be a positive int: the number of inputs to average over")
+
+
+def check_batch_size(batch_size) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ArgumentError(f"batch_size={batch_size!r} must be a positive int")
+
+
+def _not_an_input(item) -> ArgumentError:
+    return ArgumentError(f"inputs must be a tensor (N, C, ...) or an iterable of tensors or "
+                         f"(input, label) pairs; found an item of type {type(item).__name__}")
+
+
+def input_items(inputs) -> Iterable[torch.Tensor]:
+    """erf's ``inputs``, item by item: a tensor, an array, or an iterable of tensors or
+    (input, label) pairs (a DataLoader)."""
+    import numpy as np
+    if isinstance(inputs, torch.Tensor):
+        yield inputs
+        return
+    if isinstance(inputs, np.ndarray):
+        yield torch.from_numpy(inputs)
+        return
+    for item in inputs:
+        if isinstance(item, (tuple, list)):
+            item = item[0]
+        if not isinstance(item, torch.Tensor):
+            raise _not_an_input(item)
+        yield item
+
+
+def first_input_shape(inputs):
+    """The first item's shape, and inputs still holding every item (a one-shot iterator,
+    such as a generator, is not consumed)."""
+    import itertools
+    import numpy as np
+    if isinstance(inputs, (torch.Tensor, np.ndarray)):
+        return tuple(inputs.shape), inputs
+    it = iter(inputs)
+    for item in it:
+        if it is inputs:
+            inputs = itertools.chain([item], it)
+        if isinstance(item, (tuple, list)):
+            item = item[0]
+        if not hasattr(item, "shape"):
+            raise _not_an_input(item)
+        return tuple(item.shape), inputs
+    raise ArgumentError("inputs is empty; pass a tensor (N, C, ...) or leave inputs=None for random ones")
+
+
+def shape_of_batches(model: nn.Module, inputs, input_shape):
+    """(C, *spatial) of erf's ``inputs`` (items (N, C, *spatial) or (C, *spatial): the model's
+    spatial rank tells which), and inputs still holding every item; they fix the shape, so an
+    ``input_shape`` as well is refused."""
+    shape, inputs = first_input_shape(inputs)
+    if input_shape is not None:
+        raise ArgumentError("give inputs= or input_shape=, not both: the inputs fix the shape")
+    dims = infer_dims(model)
+    return (shape if dims is not None and len(shape) == dims + 1 else shape[1:]), inputs
+
+
+def check_item_shape(x: torch.Tensor, input_shape) -> None:
+    """Every batch of erf's inputs has the first item's (C, *spatial)."""
+    if tuple(x.shape[1:]) != tuple(input_shape):
+        raise ArgumentError(f"inputs have shape {tuple(x.shape[1:])} per item but the first had "
+                            f"{tuple(input_shape)}; all inputs need one shape")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .analytic import as_model
 from .ops import gradient_stops
 from .trace import ancestors
-from .probe import probe
-from . import render
+from .prepare import prepare
+from .probe import probe_prepared
 from .results import Analysis, Report
+from . import render
 
 
 def verify(model, unit=None, input_shape=None, *, layer: str | None = None, output: Any = None,
@@ -31,8 +31,8 @@ def verify(model, unit=None, input_shape=None, *, layer: str | None = None, outp
     >>> r.ok, r.size, r.stride
     (True, (7, 7), (2, 2))
     """
-    model = as_model(model)
-    e = probe(model, unit, input_shape, layer=layer, output=output, device=device)
+    e = probe_prepared(prepare(model, input_shape, layer=layer, output=output, unit=unit, device=device,
+                               mode="structural"))
     a = e.analysis
     unit = e.unit
     mismatches: list[str] = []

@@ -1,4 +1,5 @@
-"""Private copies of the user's model, and what can be read off a model without running it.
+"""Private copies of the user's model, what can be read off a model without running it, and
+the memory a device has left for a copy to run in.
 
 rfprobe never runs the user's object: every route runs a copy that shares nothing with it (on
 ``meta`` for the analytic routes, so no parameter memory is copied), hooks removed.
@@ -197,3 +198,19 @@ def input_dtype(model: nn.Module) -> torch.dtype:
     """The dtype of the model's first floating (or complex) parameter: its input's, most likely."""
     return next((p.dtype for p in model.parameters() if p.is_floating_point() or p.is_complex()),
                 torch.float32)
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Free memory on ``device`` (None when unknown)."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None

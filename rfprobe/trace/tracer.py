@@ -37,11 +37,10 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from .. import render
-from ..errors import ArgumentError, ModelError, ResourceError, RFProbeError, UnknownOpError
+from ..errors import ArgumentError, ModelError, ResourceError, RFProbeError, UnknownOpError, model_raised
 from ..ops import (INDEX, LAYOUT, OPS, QUERY, REDUCTION, WRITE, Call, Global, Op, answer, reduced_layout,
                    setitem)
-from ..validate import available_bytes
-from .copy import forward_hooks, input_dtype, meta_twin, private_copy
+from .copy import available_bytes, forward_hooks, input_dtype, meta_twin, private_copy
 from .diagnose import name_global_causes
 from .graph import Graph, Node, Unknown
 
@@ -476,9 +475,7 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = Non
     except Exception as meta_error:  # the model reads values: trace for real on the CPU
         if any(w in str(meta_error) for w in _SHAPE_ERRORS):   # too small an input: same on the CPU
             done = [n.name for n in tracer.nodes[-3:]]
-            raise ModelError(
-                f"the model raised {type(meta_error).__name__} on an input of shape {(1, *input_shape)} "
-                f"(input_shape={tuple(input_shape)}): {meta_error}. rfprobe had traced up to {done}.") from meta_error
+            raise ModelError(model_raised(meta_error, input_shape, done=done)) from meta_error
         notes.append(render.fallback_note(type(meta_error).__name__, str(meta_error)))
         try:
             twin = private_copy(model, "cpu")
@@ -492,9 +489,7 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = Non
             raise
         except Exception as e:
             done = [n.name for n in tracer.nodes[-3:]]
-            raise ModelError(
-                f"the model raised {type(e).__name__} on an input of shape {(1, *input_shape)} "
-                f"(input_shape={tuple(input_shape)}): {e}. rfprobe had traced up to {done}.") from e
+            raise ModelError(model_raised(e, input_shape, done=done)) from e
     name_global_causes(tracer.nodes, tracer.module_types, tracer.lost_shapes)
     outputs = _map_outputs(out, tracer)
     graph = Graph(tracer.nodes, dims, tuple(input_shape), outputs, tracer.module_outputs, notes)
