@@ -4,11 +4,12 @@
 >>> rfprobe.verify("conv3 relu conv3").size
 (5, 5)
 """
-from .analytic import Analysis, Region, analyze
+from .routes.analyze import analyze
 from .cost import Comparison, Cost, collapse, compare, cost
-from .erf import ERF, erf
+from .routes.erf import erf
 from .errors import RFProbeError
-from .probe import ProbeResult, probe, probe_many
+from .routes.probe import probe, probe_many
+from .results import ERF, Analysis, ProbeResult, Region
 from .rules import register_rule
 from .spec import build, parse
 from .verify import Report, verify

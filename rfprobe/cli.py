@@ -137,7 +137,7 @@ def _main(argv=None) -> int:
             return _compare(args)
         model = load(args.model, args.in_channels, args.dims)
         if args.cmd == "table":
-            from .analytic import analyze
+            from .routes.analyze import analyze
             a = analyze(model, _ints(args.input, "--input"), layer=args.layer)
             print(render.to_json(a.to_dict()) if args.json else a)
             return 0

@@ -23,10 +23,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .analytic import Analysis, analysis_of, choose_input, normalize_unit
+from .results import Analysis
+from .routes.analyze import analysis_of
+from .routes.fit import choose_input
 from .errors import ArgumentError
 from .trace import Graph, Node
-from .validate import (as_model, check_channel, check_dtype, check_inputs, check_model, check_seed,
+from .validate import (as_model, check_channel, check_dtype, check_inputs, check_model, check_seed, normalize_unit,
                        run_device, shape_of_inputs)
 
 

@@ -82,7 +82,7 @@ def rf() -> RF:
 
 
 def _explain(result) -> list[str]:
-    from .probe import ProbeResult
+    from .results import ProbeResult
     lines = str(result).splitlines()
     if isinstance(result, ProbeResult) and result.analysis is not None:
         lines = str(result.analysis).splitlines() + [""] + lines
@@ -92,8 +92,7 @@ def _explain(result) -> list[str]:
 def pytest_assertrepr_compare(op, left, right):
     """Explain a failed comparison of an rfprobe result (or its ``size``/``stride``/``padding``)
     with the per-layer table and the diagnosis."""
-    from .analytic import Analysis
-    from .probe import ProbeResult
+    from .results import Analysis, ProbeResult
     for side in (left, right):
         other = right if side is left else left
         if isinstance(side, RFTuple) and side.rfprobe_result is not None:

@@ -292,7 +292,7 @@ def resolve_input_shape(model: nn.Module, input_shape, check_channels: bool = Tr
 
     ``check_channels=False`` trusts the user's channel count and spatial rank (the first conv
     registered need not be the first one applied: a 2D model may run a Conv1d along rows);
-    :func:`rfprobe.analytic.choose_input` then checks them only if the model fails."""
+    :func:`rfprobe.routes.fit.choose_input` then checks them only if the model fails."""
     dims = infer_dims(model)
     channels = infer_channels(model)
     if input_shape is None:

@@ -12,7 +12,7 @@ from typing import Any
 from .ops import gradient_stops
 from .trace import ancestors
 from .prepare import prepare
-from .probe import probe_prepared
+from .routes.probe import probe_prepared
 from .results import Analysis, Report
 from . import render
 

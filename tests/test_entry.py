@@ -151,7 +151,7 @@ def test_every_entry_point_is_prepared_once(entry, monkeypatch):
     def counted(*a, **kw):
         calls.append(kw)
         return real(*a, **kw)
-    for name in ("probe", "erf", "verify"):       # each imports prepare by name
+    for name in ("routes.probe", "routes.erf", "verify"):       # each imports prepare by name
         monkeypatch.setattr(importlib.import_module(f"rfprobe.{name}"), "prepare", counted)
     ENTRIES[entry](_named())
     assert len(calls) == 1, f"{entry} prepared {len(calls)} times"

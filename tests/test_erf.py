@@ -15,7 +15,8 @@ import torch
 import torch.nn as nn
 
 import rfprobe
-from rfprobe.erf import ERF, Progress, erf
+from rfprobe import ERF, erf
+from rfprobe.routes.erf import Progress
 from rfprobe.errors import RFProbeError
 
 

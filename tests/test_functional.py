@@ -118,7 +118,7 @@ class Shuffler(nn.Module):
 def probe_units(model, units, shape):
     """Gradient probes of ``units`` (one trace, non-overlapping units share a backward; each
     result equals ``rfprobe.probe`` of that unit alone, which tests/test_perf_exactness.py checks)."""
-    from rfprobe.probe import probe_many
+    from rfprobe import probe_many
     return probe_many(model, units, input_shape=shape)
 
 
@@ -395,7 +395,7 @@ def test_one_and_three_dimensional_models():
             up = F.interpolate(self.c(x), size=x.shape[-3:], mode="trilinear", align_corners=True)
             return up + self.s(x)
 
-    from rfprobe.probe import probe_many
+    from rfprobe import probe_many
     for model, shape in ((OneD(), (1, 17)), (ThreeD(), (1, 7, 6, 5))):
         a = rfprobe.analyze(model, input_shape=shape)
         out = a.output_shape[2:]

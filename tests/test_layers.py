@@ -104,6 +104,6 @@ def test_the_results_are_the_public_objects():
     from rfprobe import results
     for name in ("Analysis", "ProbeResult", "Report", "Region", "ERF", "Cost", "Comparison"):
         assert getattr(rfprobe, name) is getattr(results, name)
-    modules = {name: importlib.import_module(f"rfprobe.{name}") for name in ("analytic", "erf", "verify")}
-    assert modules["analytic"].Analysis is results.Analysis and modules["erf"].ERF is results.ERF
+    modules = {name: importlib.import_module(f"rfprobe.{name}") for name in ("routes.analyze", "routes.erf", "verify")}
+    assert modules["routes.analyze"].Analysis is results.Analysis and modules["routes.erf"].ERF is results.ERF
     assert modules["verify"].Report is results.Report

@@ -17,9 +17,9 @@ import torch.nn as nn
 from torch.profiler import ProfilerActivity, profile
 
 import rfprobe
-from rfprobe.analytic import choose_input
+from rfprobe.routes.fit import choose_input
 
-P = sys.modules["rfprobe.probe"]
+P = sys.modules["rfprobe.routes.probe"]
 
 
 def exact_mask(e):
@@ -189,12 +189,12 @@ def test_probe_many_equals_separate_probes_in_fewer_passes(monkeypatch):
     net = rfprobe.build("conv3/s2/p1 conv3/d2/p2 conv3/s2/p1 conv3")
     shape = (1, 60, 60)
     passes = []
-    real = P._gradient
-    monkeypatch.setattr(P, "_gradient", lambda *a, **k: passes.append(1) or real(*a, **k))
+    real = P.input_gradient
+    monkeypatch.setattr(P, "input_gradient", lambda *a, **k: passes.append(1) or real(*a, **k))
     units = [(0, 0), (0, -1), (-1, 0), (-1, -1), (6, 6), (6, 12)]
     many = P.probe_many(net, units, shape)
     n = len(passes)
-    monkeypatch.setattr(P, "_gradient", real)
+    monkeypatch.setattr(P, "input_gradient", real)
     assert n < len(units)
     assert many[0].units_probed == many[3].units_probed and len(many[0].units_probed) > 1
     _masks_equal_separate(net, units, shape)

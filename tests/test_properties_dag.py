@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rfprobe
-from rfprobe.probe import probe_many
+from rfprobe import probe_many
 
 C = 2
 EXAMPLES = 2000 if os.environ.get("RFPROBE_FUZZ") == "long" else 100

@@ -163,7 +163,7 @@ def test_a_model_that_reads_a_spatial_size_is_traced_again():
 def test_analyze_gives_the_same_analysis_with_and_without_replay(monkeypatch):
     net = rfprobe.build("conv3/c4 relu maxpool2 conv3/d2 relu conv5/s2 up2/bilinear conv3", in_channels=1)
     with_replay = rfprobe.analyze(net)
-    monkeypatch.setattr(rfprobe.analytic, "replay", lambda g, shape: None)
+    monkeypatch.setattr(rfprobe.routes.fit, "replay", lambda g, shape: None)
     without = rfprobe.analyze(net)
     assert signature(with_replay.graph) == signature(without.graph)
     assert (with_replay.size, with_replay.stride, with_replay.padding, with_replay.input_shape) == \

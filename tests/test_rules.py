@@ -183,7 +183,7 @@ class TwoStrides(nn.Module):
 def test_unaligned_strides_vary_and_agree_with_probe():
     a = rfprobe.analyze(TwoStrides(), input_shape=(1, 16, 16))
     assert a.status == "varies" and a.size_min is not None
-    from rfprobe.probe import probe_many
+    from rfprobe import probe_many
     units = [(i, j) for i in range(8) for j in (0, 3, 7)]
     for u, e in zip(units, probe_many(TwoStrides(), units, input_shape=(1, 16, 16))):
         assert (e.mask == a.region(u, bounded=True).input_mask()).all(), u

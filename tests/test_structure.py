@@ -170,8 +170,7 @@ def _strings(node: ast.AST) -> list[str]:
 
 # where ``name`` is an op's name: the tracer, the op families' rules and the routes (the
 # spec language, the CLI and the meta answers use ``name`` for other things)
-TRACER_AND_ROUTES = ("rfprobe.trace", "rfprobe.ops", "rfprobe.routes", "rfprobe.analytic", "rfprobe.probe",
-                     "rfprobe.erf", "rfprobe.verify")
+TRACER_AND_ROUTES = ("rfprobe.trace", "rfprobe.ops", "rfprobe.routes", "rfprobe.prepare", "rfprobe.verify")
 
 
 def _op_literals() -> dict[str, str]:

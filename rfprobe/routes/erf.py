@@ -36,13 +36,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .errors import ArgumentError, RFProbeError
-from .prepare import prepare
-from .probe import ProbePolicy, backprop_units, gradients_allowed
-from .render.messages import progress_line
-from .results import ERF
-from .trace import Tracer, private_copy
-from .validate import (as_model, check_batch_size, check_count, check_finite, check_item_shape, check_statistic,
+from ..errors import ArgumentError, RFProbeError
+from ..prepare import prepare
+from .gradient import ProbePolicy, backprop_units, gradients_allowed
+from ..render.messages import progress_line
+from ..results import ERF
+from ..trace import Tracer, private_copy
+from ..validate import (as_model, check_batch_size, check_count, check_finite, check_item_shape, check_statistic,
                        input_items, shape_of_batches)
 
 

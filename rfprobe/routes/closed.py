@@ -1,0 +1,147 @@
+"""The closed form (Araujo, Norris & Sim, Distill 2019): each node's receptive-field size,
+effective stride and effective padding per axis, forward through the graph.
+
+A node whose index ``i`` sees input ``[i*S - P, i*S - P + r - 1]``, followed by an op of
+kernel extent ``k``, stride ``s`` and padding ``p``, gives::
+
+    r' = r + (k - 1) * S        S' = S * s        P' = P + p * S
+
+Each formula is its own small function; a node reached by paths that disagree (a residual add
+whose branches are not aligned) gets status ``varies`` and a note saying why; an op with no
+affine map (upsampling, a transposed conv) makes it ``varies`` too, and a global op ``global``.
+
+>>> compose_size(3, 1, 3), compose_stride(1, 2), compose_padding(0, 2, 1)
+(5, 2, 2)
+>>> import rfprobe
+>>> from rfprobe.trace import trace
+>>> g = trace(rfprobe.build("conv3 conv3/s2 conv3"), (1, 16, 16))
+>>> closed_forms(g)[0][-1].rsp
+((9, 2, 0), (9, 2, 0))
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ops import Affine, Broadcast, Global
+from ..trace import Graph, Node
+
+
+def compose_size(r: int, S: int, k: int) -> int:
+    """RF size after an op of kernel extent ``k``: ``r + (k - 1) * S``."""
+    return r + (k - 1) * S
+
+
+def compose_stride(S: int, s: int) -> int:
+    """Effective stride after an op of stride ``s``: ``S * s``."""
+    return S * s
+
+
+def compose_padding(P: int, S: int, p: int) -> int:
+    """Effective padding after an op of padding ``p``: ``P + p * S``."""
+    return P + p * S
+
+
+def dilated(k: int, d: int) -> int:
+    """Extent of a kernel ``k`` with dilation ``d``: ``d * (k - 1) + 1``."""
+    return d * (k - 1) + 1
+
+
+@dataclass(frozen=True)
+class Closed:
+    """Closed form of one node: per-axis (size, stride, padding), or why there is none."""
+
+    rsp: tuple[tuple[int, int, int], ...] | None
+    status: str = "ok"          # ok | global | varies
+    why: str = ""
+
+    @property
+    def size(self):
+        return None if self.rsp is None else tuple(r for r, _, _ in self.rsp)
+
+    @property
+    def stride(self):
+        return None if self.rsp is None else tuple(s for _, s, _ in self.rsp)
+
+    @property
+    def padding(self):
+        return None if self.rsp is None else tuple(p for _, _, p in self.rsp)
+
+
+def closed_forms(graph: Graph) -> tuple[list[Closed], list[str]]:
+    """Closed form of every node, forward through the graph, plus alignment notes (computed
+    once per graph: choosing the input and the analysis both read them)."""
+    if graph.closed is None:
+        graph.closed = _closed_forms(graph)
+    return graph.closed
+
+
+def _closed_forms(graph: Graph) -> tuple[list[Closed], list[str]]:
+    out: list[Closed] = []
+    notes: list[str] = []
+    for node in graph.nodes:
+        if node.op == "input":
+            out.append(Closed(((1, 1, 0),) * graph.dims))
+            continue
+        if isinstance(node.deps, Global):
+            # downstream of a global op the first cause stands (a tensor without spatial axes
+            # after a flatten is global because of the flatten, not because of itself)
+            prior = next((out[s] for s in node.inputs if out[s].status == "global"), None)
+            out.append(prior or Closed(None, "global", f"{node.name}: {node.deps.why}"))
+            continue
+        if len(node.deps) == 1 and not isinstance(node.deps[0].axes, Global) and node.deps[0].perm is None and all(
+                type(m) is Affine and m.taps == (0,) and m.stride == 1 and m.padding == 0
+                for m in node.deps[0].axes):
+            out.append(out[node.inputs[0]])   # one input read in place (pointwise ops): same form
+            continue
+        paths = []
+        result = None
+        for dep, src in zip(node.deps, node.inputs):
+            c = out[src]
+            if isinstance(dep.axes, Global):      # this input reaches the output everywhere
+                c = Closed(None, "global", f"{node.name}: {dep.axes.why}")
+            if c.status != "ok":
+                result = c if result is None or result.status != "global" else result
+                continue
+            if dep.perm is not None:   # unit (i, j) reads (j, i): no per-axis formula follows it
+                result = result or Closed(None, "varies", f"{node.name}: {node.op} pairs the axes of "
+                                          f"{graph.nodes[src].name!r} in another order (a transpose)")
+                continue
+            rsp = []
+            for (r, S, P), m in zip(c.rsp, dep.axes):
+                if isinstance(m, Affine):
+                    k, s, p = m.closed
+                    rsp.append((compose_size(r, S, k), compose_stride(S, s), compose_padding(P, S, p)))
+                else:
+                    rsp = None
+                    kind = "broadcast" if isinstance(m, Broadcast) else "position-dependent"
+                    result = result or Closed(None, "varies", f"{node.name}: {node.op} is {kind}")
+                    break
+            if rsp is not None:
+                paths.append((graph.nodes[src].name, tuple(rsp)))
+        if result is not None and result.status == "global":
+            out.append(result)
+            continue
+        if result is not None:
+            out.append(result)
+            continue
+        out.append(_merge(node, paths, notes))
+    return out, notes
+
+
+def _merge(node: Node, paths, notes: list[str]) -> Closed:
+    if len(paths) == 1:
+        return Closed(paths[0][1])
+    merged = []
+    for a in range(len(paths[0][1])):
+        strides = {rsp[a][1] for _, rsp in paths}
+        if len(strides) > 1:
+            detail = " vs ".join(f"{rsp[a][1]} ({name})" for name, rsp in paths)
+            return Closed(None, "varies", f"{node.name}: paths are not aligned: strides {detail} on axis {a}")
+        left = min(-rsp[a][2] for _, rsp in paths)
+        right = max(-rsp[a][2] + rsp[a][0] - 1 for _, rsp in paths)
+        centres = {(-2 * rsp[a][2] + rsp[a][0] - 1) for _, rsp in paths}
+        if len(centres) > 1:
+            detail = ", ".join(f"{name} centred at {(-2 * rsp[a][2] + rsp[a][0] - 1) / 2:g}" for name, rsp in paths)
+            notes.append(f"{node.name}: paths are not aligned on axis {a}: {detail}")
+        merged.append((right - left + 1, strides.pop(), -left))
+    return Closed(tuple(merged))

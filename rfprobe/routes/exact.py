@@ -1,0 +1,94 @@
+"""Exact propagation: the set of input positions one output unit reads, found by walking the
+traced graph backwards from the unit, carrying per axis the exact set of indices it depends on
+(a union of products of per-axis index sets).
+
+``bounded=True`` follows the real tensor extents (zero padding reads nothing, reflect/circular
+padding wraps) and is what the gradient probe must reproduce; ``bounded=False`` pretends every
+tensor is infinite, which gives the theoretical box that may reach into the padding.
+
+>>> import rfprobe
+>>> from rfprobe.trace import trace
+>>> g = trace(rfprobe.build("conv3/d2 conv3"), (1, 12, 12))
+>>> reg = propagate(g, g.nodes[-1], (0, 0), bounded=True)
+>>> reg.box, reg.size
+(((0, 6), (0, 6)), (7, 7))
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..ops import Global
+from ..results import Product, Region
+from ..trace import Graph, Node
+
+
+def _simplify(products: list[Product]) -> list[Product]:
+    uniq = {}
+    for p in products:
+        uniq[tuple(a.tobytes() for a in p)] = p
+    ps = list(uniq.values())
+    changed = True
+    while changed and len(ps) > 1:
+        changed = False
+        for i in range(len(ps)):
+            for j in range(len(ps)):
+                if i == j:
+                    continue
+                a, b = ps[i], ps[j]
+                if all(np.isin(x, y, assume_unique=True).all() for x, y in zip(a, b)):
+                    ps.pop(i)                       # a is inside b
+                    changed = True
+                    break
+                diff = [k for k, (x, y) in enumerate(zip(a, b)) if not np.array_equal(x, y)]
+                if len(diff) == 1:                  # equal but on one axis: one product
+                    k = diff[0]
+                    merged = tuple(np.union1d(x, y) if n == k else x for n, (x, y) in enumerate(zip(a, b)))
+                    ps[i] = merged
+                    ps.pop(j)
+                    changed = True
+                    break
+            if changed:
+                break
+    return ps
+
+
+def propagate(graph: Graph, target: Node, unit: Sequence[int], bounded: bool) -> Region:
+    """Exact set of input positions that output ``unit`` of ``target`` depends on."""
+    extent = graph.nodes[0].spatial
+    regions: dict[int, list[Product] | str] = {target.id: [tuple(np.array([u], dtype=np.int64) for u in unit)]}
+    for node in reversed(graph.nodes[1:target.id + 1]):
+        reg = regions.pop(node.id, None)
+        if reg is None:
+            continue
+        if isinstance(reg, str) or isinstance(node.deps, Global) or node.layout is None:
+            why = reg if isinstance(reg, str) else (node.deps.why if isinstance(node.deps, Global)
+                                                      else f"{node.op} has no spatial axes")
+            if not isinstance(reg, str):
+                why = f"{node.name}: {why}"
+            for src in node.inputs:
+                if not isinstance(regions.get(src), str):
+                    regions[src] = why
+            continue
+        for dep, src in zip(node.deps, node.inputs):
+            if isinstance(regions.get(src), str):
+                continue
+            if isinstance(dep.axes, Global):      # every position of this input reaches the unit
+                regions[src] = f"{node.name}: {dep.axes.why}"
+                continue
+            mapped = []
+            for p in reg:
+                axes = tuple(np.unique(m.deps(ix, bounded)) for m, ix in zip(dep.axes, p))
+                if dep.perm is not None:     # output axis a read the input's axis perm[a]
+                    axes = tuple(axes[dep.perm.index(b)] for b in range(len(axes)))
+                if all(len(a) for a in axes):
+                    mapped.append(axes)
+            regions[src] = _simplify(regions.get(src, []) + mapped)
+    reg = regions.get(0, [])
+    if isinstance(reg, str):
+        return Region((), reg, extent)
+    return Region(tuple(reg), None, extent)
+
+
+# ----------------------------------------------------------------------------- analysis

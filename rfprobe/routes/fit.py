@@ -1,0 +1,200 @@
+"""Choosing the input: the smallest input (per axis) in which the unit's whole RF fits, so
+the probe sees it without border truncation, or the user's own input checked.
+
+Sizes are tried from 32 up until the model runs and the selected output has spatial axes;
+then the closed form predicts the smallest fitting size and one more trace confirms it (the
+exact route grows the input where the closed form cannot say). A trace at a new size is
+replayed from the previous trace's recording when the model's code never read a size.
+
+>>> import rfprobe
+>>> choose_input(rfprobe.build("conv3 conv3/s2 conv3"), None).input_shape   # a 9x9 RF: 9x9
+(1, 9, 9)
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+
+import torch.nn as nn
+
+from ..errors import ArgumentError, ModelError, RFProbeError, model_raised, raised_text
+from ..trace import Graph, Node, one_meta_copy, replay, select, trace
+from ..validate import check_target, check_unit, normalize_unit, resolve_input_shape
+from .closed import closed_forms
+from .exact import propagate
+
+
+def choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=None) -> Graph:
+    """Trace at the input the user gave, or at the smallest input (per axis) in which the
+    centre unit's whole RF fits, so the probe sees it without border truncation."""
+    with one_meta_copy(model), _no_gc():
+        graph = _choose_input(model, input_shape, layer, output, unit)
+    graph.recording = None    # what a replay needs keeps the meta copy alive: not past this call
+    return graph
+
+
+def _trace_at(model, g: Graph, shape) -> Graph:
+    """``model`` traced at ``shape``, replayed from ``g``'s recording where that is sound."""
+    return replay(g, shape) or trace(model, shape, g.dims, record=True)
+
+
+@contextlib.contextmanager
+def _no_gc():
+    """No cyclic garbage collection while tracing: a trace allocates thousands of small objects,
+    and a full collection they trigger (tens of ms with torch loaded) cost more than the trace.
+    Reference counting still frees everything; the collector's previous state is restored."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=None) -> Graph:
+    check_unit(unit)
+    shape, channels, dims = resolve_input_shape(model, input_shape, check_channels=False)
+    fixed = [None] * dims if shape is None else list(shape[1:])
+    if all(f is not None for f in fixed):
+        try:
+            g = trace(model, (channels, *fixed), dims)
+        except ModelError as e:
+            err = _diagnose(model, input_shape, dims, e)
+            raise err from (e.__cause__ if err is e else None)
+        check_target(select(g, layer, output), (channels, *fixed))
+        if unit is not None:       # the input is the user's: the unit must exist in its output
+            normalize_unit(unit, select(g, layer, output).spatial)
+        return g
+    g, first_error = None, None
+    # 32 first: most trunks need it (a failed trace at 8 or 16 costs as much as one that works),
+    # and the closed form shrinks the input afterwards anyway; 224 (and its multiples) for the
+    # models that split their maps into 7x7 windows (maxvit)
+    for n in (32, 64, 128, 224, 256, 448, 512, 896, 1024, 2048, 4096, 16, 8):
+        size = tuple(f if f is not None else n for f in fixed)
+        try:
+            g = trace(model, (channels, *size), dims, record=True)
+            target = select(g, layer, output)
+            if target.spatial is None:      # flattened or pooled away: no input size helps
+                check_target(target, (channels, *size))
+            if all(s >= 1 for s in target.spatial):
+                break
+        except RFProbeError as e:
+            if not isinstance(e, ModelError):
+                raise
+            first_error = first_error or e
+        g = None
+    if g is None:
+        if first_error is not None:
+            err = _diagnose(model, input_shape, dims, first_error, retry=False)
+            raise err from (first_error.__cause__ if err is first_error else None)
+        raise ArgumentError("no input size up to 4096 gives this model a spatial output")
+    predicted = _shrink(model, g, fixed, layer, output, unit, channels, dims, upto=1 << 16)
+    if predicted is not g:
+        return predicted  # the closed form's smallest fitting size, confirmed by one trace
+    previous = None
+    for _ in range(40):
+        target = select(g, layer, output)
+        size = list(g.input_shape[1:])
+        if target.spatial is None:
+            return g
+        if closed_forms(g)[0][target.id].status == "global":
+            return g   # no size holds a global RF (the exact route would walk the graph to say so)
+        u = tuple(m // 2 for m in target.spatial) if unit is None else tuple(
+            (x % m) for x, m in zip(unit if not isinstance(unit, int) else (unit,) * dims, target.spatial))
+        reg = propagate(g, target, u, bounded=False)
+        if reg.global_cause is not None:
+            return g
+        deficit = [(max(-lo, 0), max(hi - cur + 1, 0)) for (lo, hi), cur in zip(reg.box, size)]
+        if unit is not None and deficit == previous:
+            return g  # growing does not help: this unit's RF reaches into the padding anywhere
+        previous = deficit
+        need = []
+        for a, ((lo, hi), cur) in enumerate(zip(reg.box, size)):
+            if fixed[a] is not None:
+                need.append(cur)
+            elif lo >= 0 and hi < cur:
+                need.append(cur)
+            else:
+                # the centre unit moves as the input grows: add twice the deficit, then shrink
+                need.append(max(cur + 2 * (max(-lo, 0) + max(hi - cur + 1, 0)), hi - lo + 1))
+        if need == size:
+            return _shrink(model, g, fixed, layer, output, unit, channels, dims)
+        g = _trace_at(model, g, (channels, *need))
+    return g
+
+
+def _fitting_size(r: int, S: int, P: int, unit, upto: int) -> int | None:
+    """Smallest n < ``upto`` whose output (a chain of floor-mode ops: floor((n + 2P - r) / S)
+    + 1 units) holds the unit (the centre when None) with its whole RF [u*S - P, u*S - P + r - 1]
+    inside [0, n - 1]; None if there is none."""
+    for n in range(max(r - 2 * P, 1), upto):
+        out = (n + 2 * P - r) // S + 1
+        if out < 1:
+            continue
+        u = out // 2 if unit is None else unit % out if unit < 0 else unit
+        if u < out and u * S - P >= 0 and u * S - P + r - 1 <= n - 1:
+            return n
+    return None
+
+
+def _shrink(model, g: Graph, fixed, layer, output, unit, channels, dims, upto: int | None = None) -> Graph:
+    """The closed form predicts the smallest size per axis below ``upto`` (default: the current
+    size, which the growth search can overshoot), and one more trace confirms that the unit's
+    whole RF fits in it; otherwise ``g`` is returned unchanged."""
+    target = select(g, layer, output)
+    c = closed_forms(g)[0][target.id]
+    if c.status != "ok":
+        return g
+    units = (None,) * dims if unit is None else ((unit,) * dims if isinstance(unit, int) else tuple(unit))
+    size = list(g.input_shape[1:])
+    want = []
+    for a, ((r, S, P), cur) in enumerate(zip(c.rsp, size)):
+        n = None if fixed[a] is not None else _fitting_size(r, S, P, units[a], upto or cur)
+        want.append(cur if n is None else n)
+    if want == size:
+        return g
+    try:
+        small = _trace_at(model, g, (channels, *want))
+        t = select(small, layer, output)
+        if t.spatial is None or any(m < 1 for m in t.spatial):
+            return g
+        u = tuple(m // 2 if v is None else v % m for v, m in zip(units, t.spatial))
+        if unit is not None and any(v is not None and not -m <= v < m for v, m in zip(units, t.spatial)):
+            return g
+        box = _closed_box(small, t, u)
+        if box is None:    # not translation-invariant at this size: ask the exact route
+            reg = propagate(small, t, u, bounded=False)
+            box = None if reg.global_cause is not None else reg.box
+    except RFProbeError:
+        return g
+    if box is None or any(lo < 0 or hi >= n for (lo, hi), n in zip(box, want)):
+        return g
+    return small
+
+
+def _closed_box(graph: Graph, target: Node, unit) -> tuple[tuple[int, int], ...] | None:
+    """Per axis (first, last) input index that ``unit`` reads, from the closed form (None when
+    its status is not 'ok'): unit ``u`` reads [u*S - P, u*S - P + r - 1]."""
+    c = closed_forms(graph)[0][target.id]
+    if c.status != "ok":
+        return None
+    return tuple((u * S - P, u * S - P + r - 1) for u, (r, S, P) in zip(unit, c.rsp))
+
+
+def _diagnose(model: nn.Module, input_shape, dims: int, error: RFProbeError, retry: bool = True) -> RFProbeError:
+    """The user's input_shape made the model raise: say which argument is wrong if we can tell
+    (channels, too small), else pass the model's own error on."""
+    try:
+        resolve_input_shape(model, input_shape)      # the channel mismatch, if any
+    except ArgumentError as bad:
+        return ArgumentError(f"{bad} ({model_raised(error)})")
+    if not retry:
+        return error
+    try:
+        bigger = choose_input(model, (input_shape[0],) + (None,) * dims)
+    except RFProbeError:
+        return error
+    return ArgumentError(f"input_shape={tuple(input_shape)!r} is too small for this model (it raised: "
+                         f"{raised_text(error)}); an input of {bigger.input_shape} works. "
+                         "Pass a larger input_shape, or None entries to let rfprobe choose.")
