@@ -57,16 +57,31 @@ def _choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=N
     shape, channels, dims = resolve_input_shape(model, input_shape, check_channels=False)
     fixed = [None] * dims if shape is None else list(shape[1:])
     if all(f is not None for f in fixed):
-        try:
-            g = trace(model, (channels, *fixed), dims)
-        except ModelError as e:
-            err = _diagnose(model, input_shape, dims, e)
-            raise err from (e.__cause__ if err is e else None)
-        check_target(select(g, layer, output), (channels, *fixed))
-        if unit is not None:       # the input is the user's: the unit must exist in its output
-            normalize_unit(unit, select(g, layer, output).spatial)
-        return g
-    g, first_error = None, None
+        return _users_input(model, input_shape, (channels, *fixed), layer, output, unit)
+    g = _first_size_that_runs(model, input_shape, fixed, channels, dims, layer, output)
+    predicted = _shrink(model, g, fixed, layer, output, unit, channels, dims, upto=1 << 16)
+    if predicted is not g:
+        return predicted  # the closed form's smallest fitting size, confirmed by one trace
+    return _grow(model, g, fixed, layer, output, unit, channels, dims)
+
+
+def _users_input(model: nn.Module, input_shape, shape, layer, output, unit) -> Graph:
+    """The trace at the input the user fixed, whose output must hold the unit."""
+    try:
+        g = trace(model, shape, len(shape) - 1)
+    except ModelError as e:
+        err = _diagnose(model, input_shape, len(shape) - 1, e)
+        raise err from (e.__cause__ if err is e else None)
+    check_target(select(g, layer, output), shape)
+    if unit is not None:       # the input is the user's: the unit must exist in its output
+        normalize_unit(unit, select(g, layer, output).spatial)
+    return g
+
+
+def _first_size_that_runs(model: nn.Module, input_shape, fixed, channels, dims, layer, output) -> Graph:
+    """The first trace, at a size the model runs at and whose selected output has spatial
+    axes; the model's first error is passed on (diagnosed) when no size works."""
+    first_error = None
     # 32 first: most trunks need it (a failed trace at 8 or 16 costs as much as one that works),
     # and the closed form shrinks the input afterwards anyway; 224 (and its multiples) for the
     # models that split their maps into 7x7 windows (maxvit)
@@ -78,20 +93,20 @@ def _choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=N
             if target.spatial is None:      # flattened or pooled away: no input size helps
                 check_target(target, (channels, *size))
             if all(s >= 1 for s in target.spatial):
-                break
+                return g
         except RFProbeError as e:
             if not isinstance(e, ModelError):
                 raise
             first_error = first_error or e
-        g = None
-    if g is None:
-        if first_error is not None:
-            err = _diagnose(model, input_shape, dims, first_error, retry=False)
-            raise err from (first_error.__cause__ if err is first_error else None)
-        raise ArgumentError("no input size up to 4096 gives this model a spatial output")
-    predicted = _shrink(model, g, fixed, layer, output, unit, channels, dims, upto=1 << 16)
-    if predicted is not g:
-        return predicted  # the closed form's smallest fitting size, confirmed by one trace
+    if first_error is not None:
+        err = _diagnose(model, input_shape, dims, first_error, retry=False)
+        raise err from (first_error.__cause__ if err is first_error else None)
+    raise ArgumentError("no input size up to 4096 gives this model a spatial output")
+
+
+def _grow(model: nn.Module, g: Graph, fixed, layer, output, unit, channels, dims) -> Graph:
+    """Grow the input until the exact route says the unit's RF fits (where the closed form
+    cannot say), then shrink it to the closed form's smallest fitting size."""
     previous = None
     for _ in range(40):
         target = select(g, layer, output)
@@ -111,9 +126,7 @@ def _choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=N
         previous = deficit
         need = []
         for a, ((lo, hi), cur) in enumerate(zip(reg.box, size)):
-            if fixed[a] is not None:
-                need.append(cur)
-            elif lo >= 0 and hi < cur:
+            if fixed[a] is not None or (lo >= 0 and hi < cur):
                 need.append(cur)
             else:
                 # the centre unit moves as the input grows: add twice the deficit, then shrink

@@ -180,13 +180,7 @@ class Tracer(TorchFunctionMode):
         name = getattr(func, "__name__", None) or str(func)
         op = OPS.get(name, _NO_OP)
         if op.kind == QUERY:       # shape queries and the like: most calls, keep them cheap
-            if name == "__get__" and args and id(args[0]) in self.of:
-                view = self._view_property(func, types, args[0])
-                if view is not None:
-                    return view
-            if op.reads_size and self.calls is not None and not self.read_sizes:
-                self.read_sizes = self._reads_space(func, name, args)
-            return func(*args, **kwargs)
+            return self._query(op, name, func, types, args, kwargs)
         if op.surrogate is not None:
             func, args, kwargs = self.policy.substitute(op, func, args, kwargs)
         tensors = _tensors_of(args, kwargs)
@@ -205,13 +199,7 @@ class Tracer(TorchFunctionMode):
         data, layouts = tuple(data), tuple(layouts)
         site = _Site()
         if op.kind == WRITE:
-            out = func(*args, **kwargs)
-            layout, deps = (self._guard(lambda: setitem(args, tensors, data, layouts), name, site, layouts[0])
-                            if self.rules else (None, None))
-            self.add(name, [in_ids[data.index(k)] for k in _dep_args(deps, data)], deps, args[0], layout, site)
-            if self.calls is not None:
-                self._record(func, name, args, kwargs, out)
-            return out
+            return self._write(name, func, args, kwargs, tensors, data, in_ids, layouts, site)
         inplace = ((name.endswith("_") and not name.startswith("__")) or op.inplace
                    or kwargs.get("inplace") is True)
         if inplace and self.protected is not None and self.of.get(id(tensors[0])) == self.protected:
@@ -235,6 +223,27 @@ class Tracer(TorchFunctionMode):
             self.views[id(raw)] = (args[0], args[1])
         if inplace and raw is tensors[0] and getattr(raw, "_base", None) is not None:
             self._write_back(raw, name, site)
+        if self.calls is not None:
+            self._record(func, name, args, kwargs, out)
+        return out
+
+    def _query(self, op, name, func, types, args, kwargs):
+        """A call that returns no data (``x.shape``, ``x.size()``): run it, noting whether the
+        model's code read a spatial size; ``x.mT``/``x.T`` are traced as the transposes they are."""
+        if name == "__get__" and args and id(args[0]) in self.of:
+            view = self._view_property(func, types, args[0])
+            if view is not None:
+                return view
+        if op.reads_size and self.calls is not None and not self.read_sizes:
+            self.read_sizes = self._reads_space(func, name, args)
+        return func(*args, **kwargs)
+
+    def _write(self, name, func, args, kwargs, tensors, data, in_ids, layouts, site):
+        """``x[index] = value``: ``x`` becomes a new node reading its old self and ``value``."""
+        out = func(*args, **kwargs)
+        layout, deps = (self._guard(lambda: setitem(args, tensors, data, layouts), name, site, layouts[0])
+                        if self.rules else (None, None))
+        self.add(name, [in_ids[data.index(k)] for k in _dep_args(deps, data)], deps, args[0], layout, site)
         if self.calls is not None:
             self._record(func, name, args, kwargs, out)
         return out
