@@ -1,6 +1,6 @@
 """The results rfprobe returns: frozen dataclasses holding the numbers, one home for all of
-them. A result knows nothing of the routes that build it (analytic, probe, erf, verify, cost,
-graph are never imported here): where a result needs a route later (``Analysis.region``), the
+them. A result knows nothing of the routes that build it (rfprobe.routes, verify, cost and
+the tracer are never imported here): where a result needs a route later (``Analysis.region``), the
 route hands it a callable. Its views (``str``, Jupyter HTML, ``to_dict``, ``plot``) are the
 functions of :mod:`rfprobe.render`, named in each class.
 
@@ -25,7 +25,7 @@ from .render.plot import analysis_plot_data, erf_plot_data, plot, probe_plot_dat
 from .validate import check_fraction, normalize_unit
 
 
-# ----------------------------------------------------------------------------- analytic
+# ----------------------------------------------------------------------------- the analytic routes
 Product = tuple  # per axis: sorted np.ndarray of indices
 
 
@@ -114,9 +114,9 @@ class Analysis:
     output_shape: tuple[int, ...]
     target: str
     size_min: tuple[int, ...] | None = None
-    graph: Any = field(default=None, repr=False)        # the traced rfprobe.graph.Graph
-    # the exact route for this output: _exact(unit, bounded) -> Region (analytic.propagate,
-    # bound to the graph and the target by analytic.analysis_of)
+    graph: Any = field(default=None, repr=False)        # the traced rfprobe.trace.Graph
+    # the exact route for this output: _exact(unit, bounded) -> Region (routes.exact.propagate,
+    # bound to the graph and the target by routes.analyze.analysis_of)
     _exact: Callable[[tuple[int, ...], bool], Region] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):

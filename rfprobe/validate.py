@@ -26,8 +26,6 @@ from .errors import ArgumentError, ModelError, ResourceError
 from .spec import build
 from .trace.copy import available_bytes, infer_channels, infer_dims
 
-# graph.py imports this module: what this one needs of the graph is imported where it is used
-
 # every node's output is kept, autograd saves what backward needs, backward makes a gradient
 # of each: about three tensors per node
 _COPIES = 3

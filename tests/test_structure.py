@@ -196,3 +196,27 @@ def test_the_literal_scan_finds_the_tracers_op_names():
 def test_every_op_name_the_code_mentions_has_a_record():
     missing = {s: where for s, where in _op_literals().items() if s not in OPS and s not in NOT_OPS}
     assert missing == {}, missing
+
+
+def test_every_module_says_first_what_it_is_for():
+    undocumented = [name for name, tree in MODULES.items() if len((ast.get_docstring(tree) or "").split()) < 5]
+    assert undocumented == []
+
+
+def _function_lengths():
+    for name, tree in MODULES.items():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = node.body[0]
+                has_doc = isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant)
+                start = first.end_lineno + 1 if has_doc and len(node.body) > 1 else first.lineno
+                yield f"{name}.{node.name}", node.end_lineno - start + 1
+
+
+def test_functions_are_mostly_short():
+    """Bodies mostly under 50 lines (docstrings not counted), none over 70."""
+    lengths = dict(_function_lengths())
+    assert len(lengths) > 300
+    long = {k: v for k, v in lengths.items() if v > 50}
+    assert len(long) <= 0.02 * len(lengths), long
+    assert max(lengths.values()) <= 70, max(lengths.items(), key=lambda kv: kv[1])

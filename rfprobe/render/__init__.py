@@ -4,8 +4,8 @@ notes, diagnoses and errors (``messages``).
 
 Each view is an ordinary function that reads a result's attributes (``text.analysis_text(a)``);
 the result classes in :mod:`rfprobe.results` call them from ``__str__``, ``_repr_html_``,
-``to_dict`` and ``plot``. Nothing here imports the results or the routes (analytic, probe,
-erf, verify, graph) at run time, so the dependency runs one way: routes -> results -> render.
+``to_dict`` and ``plot``. Nothing here imports the results, the routes, verify or the tracer
+at run time, so the dependency runs one way: routes -> results -> render.
 
 The names other modules call (``render.hooks_note(...)``, ``render.to_json``,
 ``render.plot``) are re-exported here. ``render.plot`` is the function: it shadows the

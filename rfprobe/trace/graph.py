@@ -75,7 +75,7 @@ class Graph:
     outputs: Any                             # the model's output structure with node ids
     module_outputs: dict[str, int]
     notes: list[str] = field(default_factory=list)
-    closed: Any = field(default=None, repr=False, compare=False)   # analytic.closed_forms' cache
+    closed: Any = field(default=None, repr=False, compare=False)   # routes.closed.closed_forms' cache
     recording: Any = field(default=None, repr=False, compare=False)  # what replay() needs (meta traces)
 
     def node(self, key: str | int) -> Node:
