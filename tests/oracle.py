@@ -34,6 +34,7 @@ break the monotonicity argument: do not feed them to this oracle.
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -172,3 +173,21 @@ def perturbation_rf(model: nn.Module, input_shape: Sequence[int], unit: Sequence
         proj = np.flatnonzero(mask.any(axis=tuple(b for b in range(dims) if b != a)))
         out_box.append((int(proj[0]), int(proj[-1])))
     return OracleResult(mask, tuple(out_box), bisected, forwards)
+
+
+def perturbed(net: nn.Module, shape, steps=(1e3, -1e3, 1e6, -1e6), seed: int = 0) -> np.ndarray:
+    """The perturbation route: ``moved[(*out_position, *in_position)]`` is True when adding a
+    step to that input position (all channels) changes that output position (any channel), in
+    float64 from a random input. Two signs, large: enough to flip a mask or move an argmax."""
+    torch.manual_seed(seed)
+    net = net.double().eval()
+    x = torch.rand(1, *shape, dtype=torch.float64) - 0.5
+    with torch.no_grad():
+        y = net(x)
+        moved = np.zeros(tuple(y.shape[2:]) + tuple(shape[1:]), dtype=bool)
+        for pos in itertools.product(*(range(n) for n in shape[1:])):
+            for step in steps:
+                xp = x.clone()
+                xp[(0, slice(None)) + pos] += step
+                moved[(Ellipsis,) + pos] |= (net(xp) != y)[0].any(0).numpy()
+    return moved

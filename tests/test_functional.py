@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 import rfprobe
 from tests.models import ConvThen
+from tests.oracle import perturbed
 from rfprobe.errors import ArgumentError, UnknownOpError
 
 
@@ -613,24 +614,6 @@ def test_unsupported_row_tricks_say_what_to_write_instead():
         rfprobe.analyze(Picked(), input_shape=(2, 8, 8))
 
 
-def _perturbed(net: nn.Module, shape, steps=(1e3, -1e3, 1e6, -1e6), seed: int = 0) -> np.ndarray:
-    """The perturbation route: ``moved[(*out_position, *in_position)]`` is True when adding a
-    step to that input position (all channels) changes that output position (any channel), in
-    float64 from a random input. Two signs, large: enough to flip a mask or move an argmax."""
-    torch.manual_seed(seed)
-    net = net.double().eval()
-    x = torch.rand(1, *shape, dtype=torch.float64) - 0.5
-    with torch.no_grad():
-        y = net(x)
-        moved = np.zeros(tuple(y.shape[2:]) + tuple(shape[1:]), dtype=bool)
-        for pos in itertools.product(*(range(n) for n in shape[1:])):
-            for step in steps:
-                xp = x.clone()
-                xp[(0, slice(None)) + pos] += step
-                moved[(Ellipsis,) + pos] |= (net(xp) != y)[0].any(0).numpy()
-    return moved
-
-
 class _Masked(nn.Module):
     """A 3x3 value branch selected or filled by a mask computed from a 5x5 branch."""
 
@@ -658,7 +641,7 @@ def test_a_mask_computed_from_the_input_is_part_of_the_rf(how):
     shape = (1, 9, 9)
     a = rfprobe.analyze(_Masked(how), input_shape=shape)
     assert a.size == (5, 5)
-    moved = _perturbed(_Masked(how), shape)
+    moved = perturbed(_Masked(how), shape)
     for unit in [(0, 0), (2, 3), (4, 4)]:
         assert (a.region(unit, bounded=True).input_mask() == moved[unit]).all(), unit
     r = rfprobe.verify(_Masked(how), input_shape=shape)
@@ -825,7 +808,7 @@ def test_argmax_indices_and_strip_pooling_match_a_perturbation(make):
     that whole axis and only its own index on the other (a cross, not global)."""
     shape = (1, 10, 10)
     a = rfprobe.analyze(make(), input_shape=shape)
-    moved = _perturbed(make(), shape)
+    moved = perturbed(make(), shape)
     units = [(0, 0), (3, 4), (7, 7)] if make is _Strips else [(0, 0), (2, 3), (5, 5)]
     for unit in units:
         assert (a.region(unit, bounded=True).input_mask() == moved[unit]).all(), unit

@@ -2,15 +2,13 @@
 tables listed without a rule (prod, nansum, nanmean, norm) checked against a perturbation."""
 from __future__ import annotations
 
-import itertools
-
-import numpy as np
 import pytest
 import torch
 
 import rfprobe
 from rfprobe.ops import FAMILIES, OPS, QUERY, REDUCTION
 from tests.models import ConvThen
+from tests.oracle import perturbed
 
 
 def test_every_record_has_one_home():
@@ -26,24 +24,6 @@ def test_records_keep_the_roles_the_tracer_relies_on():
     assert OPS["size"].kind == QUERY and OPS["size"].reads_size and not OPS["dim"].reads_size
     assert not OPS["detach"].gradient and not OPS["gt"].gradient and OPS["masked_fill"].gradient
     assert OPS["softmax"].mixer and OPS["log_softmax"].mixer is None
-
-
-def _perturbed(net, shape, steps=(1e3, -1e3, 1e6)) -> np.ndarray:
-    """moved[(*out_position, *in_position)]: adding a step to that input position (all
-    channels) changes that output position, in float64 from a random positive input. Shares
-    no code with rfprobe."""
-    torch.manual_seed(0)
-    net = net.double().eval()
-    x = torch.rand(1, *shape, dtype=torch.float64) + 0.5
-    with torch.no_grad():
-        y = net(x)
-        moved = np.zeros(tuple(y.shape[2:]) + tuple(shape[1:]), dtype=bool)
-        for pos in itertools.product(*(range(n) for n in shape[1:])):
-            for step in steps:
-                xp = x.clone()
-                xp[(0, slice(None)) + pos] += step
-                moved[(Ellipsis,) + pos] |= (net(xp) != y)[0].any(0).numpy()
-    return moved
 
 
 _REDUCE = {
@@ -71,7 +51,7 @@ def test_reductions_without_a_rule_before_match_a_perturbation(op, over):
     shape = (1, 8, 8)
     a = rfprobe.analyze(net, input_shape=shape)
     assert OPS[op].kind == REDUCTION and a.graph.nodes[2].op == op
-    moved = _perturbed(net, shape)
+    moved = perturbed(net, shape)
     if over == "space":
         assert a.status == "global" and op in a.global_causes[0], a.global_causes
         assert moved[(2, 3)].all()

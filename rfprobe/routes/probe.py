@@ -1,24 +1,9 @@
 """The gradient probe's entry points: the empirical receptive field, exact by construction.
 
 It runs the model's own code on a private copy and backpropagates a one-hot gradient from one
-output unit (the machinery: :mod:`rfprobe.routes.gradient`). Structural mode (the default)
-makes a zero gradient mean "outside the RF" and a nonzero one "inside", with no exceptions:
-
-* every weight is positive and every op's forward output is replaced by positive values, so
-  no sum cancels and every ReLU-like gate is open;
-* max-pooling (which routes gradient to one element of a window) runs as a surrogate with the
-  same geometry that passes gradient to the whole window;
-* after every op the gradient is replaced by positive random values on its support (its
-  support depends only on the support downstream), so nothing underflows at any depth;
-* convolutions run with direct algorithms (no Winograd/FFT leakage);
-* dropout is off; normalisation layers keep the model's train/eval flags, so a BatchNorm in
-  training mode shows up as the global coupling it is.
-
-Cost: about one forward and one input-only backward at the smallest input that holds the RF.
-The positive values come from one random pool drawn per call (each op reads it at a random
-offset), the copy's weights never require a gradient (no weight gradients are computed), and
-oneDNN stays on for CPU convolutions (PyTorch calls it with its direct algorithm; cuDNN and
-NNPACK, which choose transform algorithms, are off during the probe).
+output unit. Structural mode (the default) makes a zero gradient mean "outside the RF" and a
+nonzero one "inside", with no exceptions; how, and what it costs, is the machinery's part
+(:mod:`rfprobe.routes.gradient`).
 
 Slab mode: a separable RF's box is found from thin inputs (full length on one axis, small on the
 others), one per axis, so the cost grows with the RF's length rather than its area or volume.
