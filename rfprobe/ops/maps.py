@@ -196,7 +196,9 @@ class Op:
     without running torch's kernel (None: run it); ``surrogate`` is the structural probe's
     replacement, ``(func, args, kwargs) -> (func, args, kwargs)``; ``gradient`` is False for
     ops whose result no gradient passes (a detach, a comparison's mask, argmax's indices);
-    ``mixer`` names an op that mixes positions which a flatten merged into one axis.
+    ``mixer`` names an op that mixes positions which a flatten merged into one axis; ``scales``
+    marks a product (a squeeze-excitation gate scales a map through it); ``overwrites`` an
+    in-place op whose result reads nothing of what it writes over (``fill_``, ``copy_``).
 
     >>> Op("relu").kind, Op("relu").gradient
     ('value', True)
@@ -214,3 +216,5 @@ class Op:
     gradient: bool = True
     mixer: str | None = None
     dim_at: int = 1               # a reduction's positional ``dim`` (``norm(x, p, dim)``: 2)
+    scales: bool = False          # a product: a gate broadcast over space scales a map through it
+    overwrites: bool = False      # an in-place op whose result does not read its input (fill_)

@@ -146,9 +146,13 @@ def dropout_off(func, args, kwargs):
     return func, args, kwargs
 
 
+_PRODUCTS = ("mul", "__mul__", "__rmul__", "mul_", "__imul__")
+
+
 def _record(name: str) -> Op:
     return Op(name, elementwise, meta=_META.get(name), inplace=name in _INPLACE_DUNDERS,
-              surrogate=dropout_off if name in _DROPOUT else None, gradient=name not in MASKS)
+              surrogate=dropout_off if name in _DROPOUT else None, gradient=name not in MASKS,
+              scales=name in _PRODUCTS)
 
 
 RECORDS = [_record(n) for n in _ARITHMETIC + _ACTIVATIONS + _DROPOUT + _CASTS + MASKS]
@@ -156,8 +160,8 @@ RECORDS += [
     Op("detach", elementwise, gradient=False),
     Op("detach_", gradient=False),     # no rule (unknown), but it stops gradients
     Op("masked_fill", elementwise), Op("masked_fill_", elementwise),
-    Op("copy_", copy_from),
-    *(Op(n, constant) for n in _CONSTANTS),
+    Op("copy_", copy_from, overwrites=True),
+    *(Op(n, constant, overwrites=n in ("fill_", "zero_")) for n in _CONSTANTS),
     Op("batch_norm", batch_norm, meta=meta.batch_norm, fixed_layout=True),
     Op("local_response_norm", elementwise),     # across channels only
     *(Op(n, inplace=True) for n in ("__ipow__", "__iand__", "__ior__") if n not in _ARITHMETIC),

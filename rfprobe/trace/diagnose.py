@@ -30,9 +30,6 @@ import math
 from ..ops import LAYOUT, OPS, Broadcast, Global
 from .graph import Node, Unknown
 
-_MULTIPLIES = ("mul", "__mul__", "__rmul__", "mul_", "__imul__")
-
-
 def name_global_causes(nodes: list[Node], module_types: dict[str, type],
                        lost_shapes: set[tuple[int, ...]]) -> None:
     """Rename the causes of ``nodes``' global ops in place (see the module's docstring).
@@ -61,7 +58,8 @@ def _follow(nodes: list[Node], node: Node, taint: dict[int, int], named: set[int
     taint[node.id] = taint[tainted[0][1]]
     spread = [d for d in node.deps if not isinstance(d.axes, Global)
               and not all(isinstance(m, Broadcast) for m in d.axes)]
-    if node.op not in _MULTIPLIES or not spread:
+    op = OPS.get(node.op)
+    if op is None or not op.scales or not spread:
         return
     for d, s in tainted:
         if not isinstance(d.axes, Global) and all(isinstance(m, Broadcast) for m in d.axes):

@@ -295,7 +295,7 @@ class Tracer(TorchFunctionMode):
             layout, deps = None, None
         elif id(view) in self.views and self.views[id(view)][0] is base:
             index = self.views[id(view)][1]
-            keep = name not in ("copy_", "fill_", "zero_")   # these overwrite the slice
+            keep = not OPS.get(name, _NO_OP).overwrites   # fill_, copy_: the slice reads nothing old
             layout, deps = self._guard(lambda: setitem((base, index, view), (base, view), (0, 1), layouts, keep),
                                        name, site, layouts[0])
         else:
