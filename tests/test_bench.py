@@ -49,3 +49,13 @@ def test_analyze_zoo_bench_prints_ratios_and_floors():
     assert row["status"] == "ok", row
     for key in ("analyze / forward", "floor / forward"):
         assert float(row[key]) > 0, row
+
+
+@pytest.mark.slow
+def test_trace_per_op_bench_prints_the_cost_of_one_traced_op():
+    pytest.importorskip("torchvision")
+    rows = _run("trace_per_op.py", "--only", "resnet50", "--reps", "1")
+    row = _row(rows, "resnet50", "trace / floor")
+    assert int(row["nodes"]) > 100, row
+    for key in ("us/op (trace)", "trace / floor"):
+        assert float(row[key]) > 0, row
