@@ -166,7 +166,7 @@ def _verify(model, args) -> int:
             check_expectation(what, want, None)
         except ArgumentError as e:
             raise ArgumentError(f"--expect-{what}: {e}") from None
-    r = verify(model, _ints(args.unit, "--unit"), _ints(args.input, "--input"), layer=args.layer)
+    r = verify(model, _ints(args.input, "--input"), unit=_ints(args.unit, "--unit"), layer=args.layer)
     n = len(r.probe.size)
     failed = []
     for what in ("size", "stride", "padding"):

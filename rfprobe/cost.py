@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from .errors import ArgumentError, ModelError, RFProbeError, model_raised
+from .hints import InputShape, ModelLike
 from .render.messages import collapse_refusal
 from .results import CompareRow, Comparison, Cost
 from .validate import as_model, resolve_input_shape
@@ -35,8 +36,8 @@ def _macs_per_position(model: nn.Module) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, (_CONV, nn.Linear)))
 
 
-def cost(model_or_spec, input_shape=None, *, in_channels: int = 1, channels: int | None = None,
-         dims: int = 2) -> Cost:
+def cost(model_or_spec: ModelLike, input_shape: InputShape = None, *, in_channels: int = 1,
+         channels: int | None = None, dims: int = 2) -> Cost:
     """Parameters and MACs of a model or spec (spec options as in ``rfprobe.build``).
 
     ``input_shape``: ``(C, *spatial)`` without batch, for the total ``macs``.
@@ -86,7 +87,7 @@ def _macs(model: nn.Module, input_shape) -> int:
 
 
 # ----------------------------------------------------------------------------- compare
-def compare(*specs, channels: int = 1, dims: int = 2, input_shape=None) -> Comparison:
+def compare(*specs: ModelLike, channels: int = 1, dims: int = 2, input_shape: InputShape = None) -> Comparison:
     """RF, parameters and MACs of stacks side by side, every conv ``channels`` wide.
 
     The RF comes from ``rfprobe.verify`` (closed form, exact propagation and gradient probe);
@@ -265,7 +266,7 @@ def _layers(stack) -> list[nn.Module]:
                         f"{type(stack).__name__}: only a sequence says in which order the layers run")
 
 
-def collapse(stack, *, strict: bool = True, in_channels: int = 1, channels: int | None = None,
+def collapse(stack: ModelLike, *, strict: bool = True, in_channels: int = 1, channels: int | None = None,
              dims: int = 2) -> nn.Module:
     """The one conv that computes what a linear stack of convs computes.
 

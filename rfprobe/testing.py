@@ -21,12 +21,14 @@ from typing import Any
 
 import pytest
 
+from .hints import Expected, InputShape, ModelLike
 from .validate import check_expectation
 from .measure import RFTuple
 from .verify import Report, verify
 
 
-def assert_receptive_field(model, size=None, stride=None, padding=None, **kw: Any) -> None:
+def assert_receptive_field(model: ModelLike, input_shape: InputShape = None, *, size: Expected = None,
+                           stride: Expected = None, padding: Expected = None, **kw: Any) -> None:
     """Verify all routes agree and the RF has the given size/stride/padding (int = every axis).
 
     Passes silently; on failure raises ``AssertionError`` carrying the per-layer table and the
@@ -37,7 +39,7 @@ def assert_receptive_field(model, size=None, stride=None, padding=None, **kw: An
     """
     for what, want in (("size", size), ("stride", stride), ("padding", padding)):
         check_expectation(what, want, None)     # a bad expectation is an argument error, before any work
-    r = verify(model, **kw)
+    r = verify(model, input_shape, **kw)
     n = len(r.probe.size)
     wants = [(what, check_expectation(what, want, n), got) for what, want, got in
              (("size", size, r.size), ("stride", stride, r.stride), ("padding", padding, r.padding))]

@@ -290,7 +290,43 @@ def resolve_input_shape(model: nn.Module, input_shape, check_channels: bool = Tr
 
     ``check_channels=False`` trusts the user's channel count and spatial rank (the first conv
     registered need not be the first one applied: a 2D model may run a Conv1d along rows);
-    :func:`rfprobe.routes.fit.choose_input` then checks them only if the model fails."""
+    :func:`rfprobe.routes.fit.choose_input` then checks them only if the model fails. A bad
+    ``input_shape`` that would be a valid unit (the second positional argument of ``probe`` and
+    ``verify`` was the unit before 0.2.0) is refused with "did you mean unit=...".
+
+    >>> import rfprobe
+    >>> resolve_input_shape(rfprobe.build("conv3"), (1, 8, 8))
+    ((1, 8, 8), 1, 2)
+    >>> resolve_input_shape(rfprobe.build("conv3"), (3, 4))
+    Traceback (most recent call last):
+    ...
+    rfprobe.errors.ArgumentError: input_shape=(3, 4) has rank 2 but this model takes (C, H, W): give 3 numbers, channels first, no batch. Did you mean unit=(3, 4)? Everything after input_shape is keyword-only since rfprobe 0.2.0.
+    """
+    if isinstance(input_shape, torch.Tensor):
+        raise ArgumentError(f"input_shape= got a tensor of shape {tuple(input_shape.shape)}: input_shape is "
+                            "(C, *spatial) as a tuple; to measure with real inputs pass them as inputs=... "
+                            "(everything after input_shape is keyword-only since rfprobe 0.2.0)")
+    try:
+        return _resolve_input_shape(model, input_shape, check_channels)
+    except ArgumentError as e:
+        hint = _unit_hint(input_shape, infer_dims(model))
+        if hint:
+            raise ArgumentError(f"{str(e).rstrip('.')}. {hint}") from None
+        raise
+
+
+def _unit_hint(value, dims: int | None) -> str:
+    """"Did you mean unit=...?" when ``value`` (a rejected input_shape) would be a valid unit."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    is_unit = is_int or (isinstance(value, (tuple, list)) and dims is not None and len(value) == dims
+                         and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+    if not is_unit:
+        return ""
+    return (f"Did you mean unit={tuple(value) if not is_int else value!r}? Everything after input_shape is "
+            "keyword-only since rfprobe 0.2.0.")
+
+
+def _resolve_input_shape(model: nn.Module, input_shape, check_channels: bool):
     dims = infer_dims(model)
     channels = infer_channels(model)
     if input_shape is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .hints import Device, InputShape, ModelLike, Unit
 from .ops import gradient_stops
 from .trace import ancestors
 from .prepare import prepare
@@ -17,8 +18,8 @@ from .results import Analysis, Report
 from . import render
 
 
-def verify(model, unit=None, input_shape=None, *, layer: str | None = None, output: Any = None,
-           device=None) -> Report:
+def verify(model: ModelLike, input_shape: InputShape = None, *, unit: Unit = None, layer: str | None = None,
+           output: Any = None, device: Device = None) -> Report:
     """Run the closed form, the exact propagation and the gradient probe, and compare.
 
     ``ok`` is True when the exact route and the probe give the same set of input positions.

@@ -212,7 +212,7 @@ def test_ceil_mode():
     assert a.output_shape[2:] == (4, 4)
     assert rfprobe.analyze(rfprobe.build("conv3 maxpool3/s2"), (1, 10, 10)).output_shape[2:] == (3, 3)
     assert (a.size, a.stride) == ((5, 5), (2, 2))
-    r = rfprobe.verify(net, (-1, -1), (1, 10, 10))
+    r = rfprobe.verify(net, (1, 10, 10), unit=(-1, -1))
     assert r.ok
     assert r.closed_box == ((6, 10), (6, 10))     # 3*2 .. 3*2 + 4: index 10 is past the input
     assert r.probe_box == ((6, 9), (6, 9)) and r.probe.truncated
@@ -278,7 +278,7 @@ def _user_model():
     lambda n: rfprobe.analyze(n),
     lambda n: rfprobe.probe(n),
     lambda n: rfprobe.probe(n, mode="actual"),
-    lambda n: rfprobe.verify(n, (0, 0)),
+    lambda n: rfprobe.verify(n, unit=(0, 0)),
     lambda n: rfprobe.cost(n, (3, 16, 16)),
     lambda n: rfprobe.probe(n, unit=(99, 99)),                       # raises
     lambda n: rfprobe.verify(n, input_shape=(5, 16, 16)),            # raises
@@ -320,7 +320,7 @@ def test_bad_input_errors_are_value_errors():
 def test_a_unit_that_reads_only_padding():
     """conv1/p1: output (0, 0) reads input (-1, -1), which is padding: an empty RF in the input,
     truncated, and every route says so (found by the property test: it used to crash)."""
-    r = rfprobe.verify("conv1/p1", (0, 0), (1, 4, 4))
+    r = rfprobe.verify("conv1/p1", (1, 4, 4), unit=(0, 0))
     assert r.ok and r.closed_box == r.exact_box == ((-1, -1), (-1, -1))
     assert not r.probe.mask.any() and r.probe.size == (0, 0) and r.probe.truncated
     assert r.analysis.region((0, 0), bounded=True).size == (0, 0)

@@ -104,10 +104,10 @@ def _named():
 
 
 ENTRIES = {
-    "probe": lambda m, unit=None, **kw: rfprobe.probe(m, unit, **kw),
+    "probe": lambda m, unit=None, **kw: rfprobe.probe(m, unit=unit, **kw),
     "probe_many": lambda m, unit=None, **kw: rfprobe.probe_many(m, [(0, 0)] if unit is None else [unit], **kw),
     "erf": lambda m, unit=None, **kw: rfprobe.erf(m, n=1, unit=unit, **kw),
-    "verify": lambda m, unit=None, **kw: rfprobe.verify(m, unit, **kw),
+    "verify": lambda m, unit=None, **kw: rfprobe.verify(m, unit=unit, **kw),
 }
 
 # one bad argument each check of prepare's refuses; probe_many's units take the unit's place

@@ -93,8 +93,8 @@ def test_scaling_the_model_output_by_1e7_changes_no_metric(statistic):
         big[4].weight.mul_(1e7)
         big[4].bias.mul_(1e7)
     x = torch.randn(6, 2, 11, 11, dtype=torch.float64)
-    a = erf(net, x, statistic=statistic)
-    b = erf(big, x, statistic=statistic)
+    a = erf(net, inputs=x, statistic=statistic)
+    b = erf(big, inputs=x, statistic=statistic)
     assert _flat(_metrics(a)) == pytest.approx(_flat(_metrics(b)), rel=1e-9, nan_ok=True)
 
 
@@ -161,15 +161,15 @@ def test_map_matches_plain_autograd_on_real_inputs():
         y = net(xi)
         (g,) = torch.autograd.grad(y[0, :, unit[0], unit[1]].sum(), xi)
         want += g[0].abs().sum(0).numpy()
-    f = erf(net, x, batch_size=3)
+    f = erf(net, inputs=x, batch_size=3)
     assert f.n == 7 and f.unit == unit
     np.testing.assert_allclose(f.map, want / want.sum(), rtol=1e-10, atol=1e-15)
     # the same through a DataLoader-like iterable of (input, label) pairs, capped at n
-    g = erf(net, [(x[:4], None), (x[4:], None)], n=7, batch_size=2)
+    g = erf(net, inputs=[(x[:4], None), (x[4:], None)], n=7, batch_size=2)
     np.testing.assert_allclose(g.map, f.map, rtol=1e-10, atol=1e-15)
-    assert erf(net, x, n=3).n == 3
+    assert erf(net, inputs=x, n=3).n == 3
     # a one-shot generator loses no item to the shape check
-    h = erf(net, (x[i:i + 1] for i in range(7)), n=7)
+    h = erf(net, inputs=(x[i:i + 1] for i in range(7)), n=7)
     assert h.n == 7
     np.testing.assert_allclose(h.map, f.map, rtol=1e-10, atol=1e-15)
 
@@ -178,7 +178,7 @@ def test_layer_channel_and_unit_select_what_is_averaged():
     torch.manual_seed(2)
     net = rfprobe.build("conv3/c4 relu conv3/c2 relu conv1", in_channels=1).double()
     x = torch.randn(3, 1, 12, 12, dtype=torch.float64)
-    f = erf(net, x, layer="0", unit=(0, 0), channel=1)
+    f = erf(net, inputs=x, layer="0", unit=(0, 0), channel=1)
     assert f.target == "0" and f.unit == (0, 0)
     nz = np.argwhere(f.map > 0)
     assert nz.min(0).tolist() == [0, 0] and nz.max(0).tolist() == [2, 2]   # a 3x3 window at (0, 0)
@@ -308,9 +308,9 @@ def test_dtype_argument_runs_a_float64_copy():
     torch.manual_seed(4)
     net = rfprobe.build("conv3/c3 relu conv3", in_channels=2)
     x = torch.randn(3, 2, 9, 9, dtype=torch.float64)
-    a = erf(net, x, dtype=torch.float64)
+    a = erf(net, inputs=x, dtype=torch.float64)
     assert next(net.parameters()).dtype == torch.float32      # the user's model is not cast
-    b = erf(net.double(), x)
+    b = erf(net.double(), inputs=x)
     np.testing.assert_allclose(a.map, b.map, rtol=1e-12, atol=1e-18)
 
 
@@ -319,6 +319,6 @@ def test_erf_on_cuda_matches_the_cpu():
     torch.manual_seed(5)
     net = rfprobe.build("conv3/c4 relu conv3/d2 relu conv3", in_channels=2).double()
     x = torch.randn(4, 2, 15, 15, dtype=torch.float64)
-    cpu = erf(net, x)
-    gpu = erf(net, x, device="cuda")
+    cpu = erf(net, inputs=x)
+    gpu = erf(net, inputs=x, device="cuda")
     np.testing.assert_allclose(gpu.map, cpu.map, rtol=1e-9, atol=1e-15)

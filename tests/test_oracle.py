@@ -377,12 +377,12 @@ def _check(case: Case, key: str):
         _stat(key, f"known:{known}")
         return
     assert a.box(unit, bounded=True) == (o.box or empty)
-    e = rfprobe.probe(model, unit, shape, **case.target)
+    e = rfprobe.probe(model, shape, unit=unit, **case.target)
     assert (e.mask == o.mask).all(), _diff("gradient probe", e.mask, o.mask, case)
     assert e.box == (o.box or empty)
     if case.channel is not None:          # one channel: its RF can be smaller (concat)
         oc = perturbation_rf(omodel, shape, unit, pick=case.pick, channel=case.channel, seeds=(0,))
-        ec = rfprobe.probe(model, unit, shape, channel=case.channel, **case.target)
+        ec = rfprobe.probe(model, shape, unit=unit, channel=case.channel, **case.target)
         assert (ec.mask == oc.mask).all(), _diff(f"probe of channel {case.channel}", ec.mask, oc.mask, case)
         _stat(key, "channel")
     _stat(key, "empty" if o.box is None else "nonempty")
@@ -420,12 +420,12 @@ def _known_limitation(case: Case, exact: np.ndarray, oracle: np.ndarray) -> str 
     mixes = any(isinstance(m, nn.PixelUnshuffle) for m in mods) or (
         isinstance(case.model, Dag) and any(step[0] == "cat" for step in case.model.steps))
     if mixes and any(isinstance(m, ChannelSlice) for m in mods) and not (oracle & ~exact).any():
-        e = rfprobe.probe(case.model, case.unit, case.shape, **kw)
+        e = rfprobe.probe(case.model, case.shape, unit=case.unit, **kw)
         if (e.mask == oracle).all():
             return "channel-blind"
     if any(isinstance(m, (Resize, Up)) for m in mods):
-        e32 = rfprobe.probe(case.model, case.unit, case.shape, **kw)
-        e64 = rfprobe.probe(case.model, case.unit, case.shape, dtype=torch.float64, **kw)
+        e32 = rfprobe.probe(case.model, case.shape, unit=case.unit, **kw)
+        e64 = rfprobe.probe(case.model, case.shape, unit=case.unit, dtype=torch.float64, **kw)
         if (e32.mask == exact).all() and (e64.mask == oracle).all():
             return "float32-index"
     return None

@@ -62,12 +62,12 @@ def test_big_float32_kernels_do_not_leak_with_onednn(unit):
     shape = (3, 96, 96)
     assert torch.backends.mkldnn.is_available()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        e = rfprobe.probe(net, unit, shape, full=True)
+        e = rfprobe.probe(net, shape, unit=unit, full=True)
     assert any(k.key == "aten::mkldnn_convolution" for k in prof.key_averages()), \
         "oneDNN did not run: this test would not test it"
     assert_exact(e)
     with torch.backends.mkldnn.flags(enabled=False):
-        off = rfprobe.probe(net, unit, shape, full=True)
+        off = rfprobe.probe(net, shape, unit=unit, full=True)
     assert np.array_equal(e.mask, off.mask)
 
 
@@ -138,8 +138,8 @@ def test_slab_mode_gives_the_full_probes_box(make, shape, unit):
     """Slab mode's per-axis projections (and so its box) equal the full probe's, for strided,
     dilated, pooled, transposed and residual nets, 2D and 3D, centre and off-centre units."""
     net = make().eval()
-    full = rfprobe.probe(net, unit, shape, full=True)
-    slab = rfprobe.probe(net, unit, shape, full=False)
+    full = rfprobe.probe(net, shape, unit=unit, full=True)
+    slab = rfprobe.probe(net, shape, unit=unit, full=False)
     assert full.slab is None and slab.slab is not None and slab.mask is None
     assert len(slab.slab) == len(shape) - 1
     assert slab.box == full.box and slab.size == full.size and slab.truncated == full.truncated
@@ -176,7 +176,7 @@ def test_full_must_be_a_bool_or_none():
 def _masks_equal_separate(net, units, shape):
     many = P.probe_many(net, units, shape)
     for u, m in zip(units, many):
-        alone = rfprobe.probe(net, u, shape, full=True)
+        alone = rfprobe.probe(net, shape, unit=u, full=True)
         assert m.unit == alone.unit and m.box == alone.box and m.truncated == alone.truncated
         assert np.array_equal(m.mask, alone.mask), u
     return many
@@ -251,8 +251,8 @@ def test_cuda_gives_the_cpu_masks(make, shape):
     """device='cuda': the same mask as the CPU (cuDNN off: no Winograd/FFT leakage), and the
     user's model stays on the CPU."""
     net = make().eval()
-    cpu = rfprobe.probe(net, None, shape, full=True)
-    gpu = rfprobe.probe(net, None, shape, full=True, device="cuda")
+    cpu = rfprobe.probe(net, shape, unit=None, full=True)
+    gpu = rfprobe.probe(net, shape, unit=None, full=True, device="cuda")
     assert np.array_equal(cpu.mask, gpu.mask)
     assert_exact(gpu)
     assert all(p.device.type == "cpu" for p in net.parameters())

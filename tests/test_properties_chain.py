@@ -150,7 +150,7 @@ def check_unit(net, e: rfprobe.ProbeResult, rsp):
     # closed form == hull of the unbounded exact set, or the exact set lies inside and is explained
     if unb.box != closed:
         assert inside(unb, closed), (closed, unb.box)
-        r = rfprobe.verify(net, unit, e.input_shape)
+        r = rfprobe.verify(net, e.input_shape, unit=unit)
         assert any("hull" in d for d in r.diagnoses), r.diagnoses
 
     fits = all(lo >= 0 and hi < n for (lo, hi), n in zip(closed, extent))
@@ -175,7 +175,7 @@ def test_closed_form_exact_and_probe_agree(chain, extra, corner):
     # centre unit, input chosen by rfprobe so the whole RF fits (a chain without a conv does not
     # fix its channel count: say it, and let rfprobe choose the spatial sizes)
     has_conv = any(l["kind"] == "conv" for l in layers)
-    e = rfprobe.probe(net, None, None if has_conv else (channels,) + (None,) * dims)
+    e = rfprobe.probe(net, None if has_conv else (channels,) + (None,) * dims, unit=None)
     a = e.analysis
     assert a.status == "ok"
     assert (a.size, a.stride, a.padding) == tuple(tuple(v[i] for v in rsp) for i in range(3))
@@ -189,7 +189,7 @@ def test_closed_form_exact_and_probe_agree(chain, extra, corner):
     shape = (e.input_shape[0],) + tuple(n + x for n, x in zip(e.input_shape[1:], extra))
     assume(math.prod(shape[1:]) <= 2 * BUDGET[dims])
     corner = tuple(corner[:dims])
-    e2 = rfprobe.probe(net, corner, shape)
+    e2 = rfprobe.probe(net, shape, unit=corner)
     assert e2.input_shape == shape
     assert e2.unit == tuple(u % n for u, n in zip(corner, e2.output_shape[2:]))
     check_unit(net, e2, rsp)

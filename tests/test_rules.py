@@ -403,10 +403,10 @@ def test_channels_last_outputs_are_probed_where_their_axes_sit():
     r = rfprobe.verify(Swapped(), input_shape=(2, 21, 17), unit=(1, 2))
     assert r.analysis.output_shape == (1, 6, 10, 5)     # W: (17-3)//2+1 - 2 = 6, H: (21-3)//2+1 = 10, C = 5
     assert r.ok and r.size == (3, 7) and r.probe_box == r.exact_box == ((2, 4), (4, 10)), str(r)
-    one = rfprobe.probe(Swapped(), (1, 2), input_shape=(2, 21, 17), channel=4)   # the last dim's
+    one = rfprobe.probe(Swapped(), unit=(1, 2), input_shape=(2, 21, 17), channel=4)   # the last dim's
     assert one.box == r.probe_box
     with pytest.raises(ArgumentError, match=r"channel=5 is out of range: the output has 5 channels"):
-        rfprobe.probe(Swapped(), (1, 2), input_shape=(2, 21, 17), channel=5)
+        rfprobe.probe(Swapped(), unit=(1, 2), input_shape=(2, 21, 17), channel=5)
     f = rfprobe.erf(Swapped(), n=2, input_shape=(2, 21, 17), unit=(1, 2))    # seeded the same way
     rows, cols = np.nonzero(f.map)
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (2, 4, 4, 10)

@@ -12,7 +12,7 @@ title, colour bar label)``; :func:`plot` draws that.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ArgumentError, RFProbeError
 from .text import coverage_text, joined
@@ -132,7 +132,7 @@ def _centre_of(boxes):
     return tuple((lo + hi) / 2 for lo, hi in boxes[0][1])
 
 
-def plot(result, path: str | None = None, ax=None, log: bool = False, slices: int = 5):
+def plot(result: Any, path: str | None = None, ax: Any = None, log: bool = False, slices: int = 5) -> Any:
     """Plot a probe, verify, analysis or ERF result: the gradient heatmap (zeros in grey, so
     dilation holes show), the analytic box, and the probed unit. 1-D as bars, 3-D as slices
     along the first axis (``slices`` of them). ``log``: logarithmic colour scale. ``path``:

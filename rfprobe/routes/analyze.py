@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from ..hints import InputShape, ModelLike, Unit
 from ..results import Analysis, LayerRow
 from ..trace import Graph, Node, select
 from ..validate import as_model, check_spatial_output
@@ -21,8 +22,8 @@ from .exact import propagate
 from .fit import choose_input
 
 
-def analyze(model, input_shape=None, *, layer: str | None = None, output: Any = None,
-            unit=None) -> Analysis:
+def analyze(model: ModelLike, input_shape: InputShape = None, *, layer: str | None = None,
+            output: Any = None, unit: Unit = None) -> Analysis:
     """Closed form per layer and per axis, and the exact per-unit propagation.
 
     >>> import rfprobe

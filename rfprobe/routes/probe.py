@@ -24,12 +24,13 @@ Actual mode (``mode="actual"``) uses the model's real weights and an input of yo
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import RFProbeError
+from ..hints import Device, InputShape, ModelLike, Unit
 from ..measure import box_of, coverage_of
 from ..prepare import Prepared, prepare
 from ..results import Analysis, ProbeResult
@@ -43,9 +44,9 @@ SLAB_ABOVE = 1 << 18
 
 
 @gradients_allowed
-def probe(model, unit=None, input_shape=None, *, layer: str | None = None, output: Any = None,
-          channel: int | None = None, mode: str = "structural", inputs: torch.Tensor | None = None,
-          device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
+def probe(model: ModelLike, input_shape: InputShape = None, *, unit: Unit = None, layer: str | None = None,
+          output: Any = None, channel: int | None = None, mode: str = "structural",
+          inputs: torch.Tensor | None = None, device: Device = None, dtype: torch.dtype = torch.float32,
           seed: int = 0, full: bool | None = None, max_memory: int | None = None) -> ProbeResult:
     """Backpropagate from one output unit and return the input positions with nonzero gradient.
 
@@ -97,8 +98,8 @@ def probe_prepared(p: Prepared, *, mode: str = "structural", inputs: torch.Tenso
 
 
 @gradients_allowed
-def probe_many(model, units, input_shape=None, *, layer: str | None = None, output: Any = None,
-               channel: int | None = None, device: str | torch.device | None = None,
+def probe_many(model: ModelLike, units: Sequence[Unit], input_shape: InputShape = None, *,
+               layer: str | None = None, output: Any = None, channel: int | None = None, device: Device = None,
                dtype: torch.dtype = torch.float32, seed: int = 0) -> tuple[ProbeResult, ...]:
     """Structural probes of several units of one output, sharing backward passes: units whose
     RF boxes (from the exact route, clipped to the input) do not overlap are seeded in the same
