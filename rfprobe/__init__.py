@@ -13,11 +13,12 @@ from .results import ERF, Analysis, ProbeResult, Region
 from .routes.analyze import analyze
 from .routes.erf import erf
 from .routes.probe import probe, probe_many
-from .rules import register_rule
+from .rules import register_rule, registered_rule, unregister_rule
 from .spec import build, parse
 from .verify import Report, verify
 
 __all__ = ["build", "parse", "analyze", "probe", "probe_many", "verify", "cost", "compare", "plot", "register_rule",
+           "unregister_rule", "registered_rule",
            "erf", "collapse", "ERF", "Comparison",
            "Analysis", "ProbeResult", "Report", "Region", "Cost", "RFProbeError",
            # the error classes, each an RFProbeError

@@ -9,10 +9,11 @@
 >>> from rfprobe.ops import OPS
 >>> OPS["my_cumsum"].rule is causal
 True
->>> del OPS["my_cumsum"]
+>>> unregister_rule("my_cumsum")
 """
 from .ops import (Affine, AxisMap, Broadcast, Call, Global, InputDep, Mapped, Rule, channel_only, elementwise,
-                  global_rule, identity, register_rule, whole_axis)
+                  global_rule, identity, register_rule, registered_rule, unregister_rule, whole_axis)
 
 __all__ = ["Affine", "AxisMap", "Broadcast", "Call", "Global", "InputDep", "Mapped", "Rule", "channel_only",
-           "elementwise", "global_rule", "identity", "register_rule", "whole_axis"]
+           "elementwise", "global_rule", "identity", "register_rule", "registered_rule", "unregister_rule",
+           "whole_axis"]

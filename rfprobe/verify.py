@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .hints import Device, InputShape, ModelLike, Unit
-from .ops import gradient_stops
+from .ops import gradient_stops, user_rules
 from .trace import ancestors
 from .prepare import prepare
 from .routes.probe import probe_prepared
@@ -85,6 +85,12 @@ def verify(model: ModelLike, input_shape: InputShape = None, *, unit: Unit = Non
 
 def _probe_explanations(a: Analysis) -> list[str]:
     out = []
+    # a user's own rule on the path is the likeliest cause: the exact route follows the rule,
+    # the probe measures what the op really does
+    mine = user_rules()
+    suspects = [n for n in ancestors(a.graph, a.graph.node(a.target)) if n.op in mine]
+    if suspects:
+        out.append(render.user_rules_suspect(suspects))
     if a.status == "global":
         out.append(render.probe_saw_local())
     # ops that pass values on but no gradient (a detach, a comparison's mask, argmax's

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pathlib
 import re
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -13,15 +15,25 @@ def _python_blocks(path: pathlib.Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
 
 
-def test_the_design_documents_python_blocks_run(tmp_path, monkeypatch):
-    blocks = _python_blocks(ROOT / "docs" / "design.md")
-    assert len(blocks) >= 4
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[d.name for d in DOCS])
+def test_the_python_blocks_of_each_document_run(doc, tmp_path, monkeypatch):
+    """Each file's blocks in order, in one namespace, in a temporary directory; afterwards no
+    rule a document registered is left behind."""
+    from rfprobe.ops import user_rules
+    blocks = _python_blocks(doc)
     monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": "design_md"}
+    namespace: dict = {"__name__": doc.stem}
     for i, block in enumerate(blocks):
-        exec(compile(block, f"docs/design.md, python block {i + 1}", "exec"), namespace)
-    from rfprobe.ops import OPS
-    assert "logcumsumexp" not in OPS          # the example took its record out again
+        exec(compile(block, f"{doc.relative_to(ROOT)}, python block {i + 1}", "exec"), namespace)
+    assert user_rules() == frozenset()
+
+
+def test_the_documents_have_code_to_run():
+    assert len(_python_blocks(ROOT / "docs" / "design.md")) >= 4
+    assert len(_python_blocks(ROOT / "docs" / "rules.md")) >= 4
 
 
 def test_the_worked_example_would_fail_with_a_wrong_rule(tmp_path, monkeypatch):

@@ -21,12 +21,13 @@ with :func:`register_rule`.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
-from ..errors import UnknownOpError
+from ..errors import ArgumentError, UnknownOpError, did_you_mean
 from . import layout, pointwise, reduce, resample, window
 from .maps import (INDEX, LAYOUT, QUERY, REDUCTION, VALUE, WRITE, Affine, AxisMap, Broadcast, Call, Global,
                    InputDep, LayoutRule, Mapped, Op, Rule, global_rule, identity, per_axis, whole_axis)
@@ -36,7 +37,7 @@ from .reduce import reduced_layout
 
 __all__ = ["OPS", "Op", "Rule", "LayoutRule", "Call", "InputDep", "Global", "Affine", "Mapped", "Broadcast",
            "AxisMap", "identity", "whole_axis", "per_axis", "global_rule", "elementwise", "channel_only",
-           "register_rule", "meta_result", "gradient_stops", "setitem", "reduced_layout",
+           "register_rule", "unregister_rule", "registered_rule", "user_rules", "meta_result", "gradient_stops", "setitem", "reduced_layout",
            "VALUE", "LAYOUT", "INDEX", "WRITE", "REDUCTION", "QUERY"]
 
 FAMILIES = (window, pointwise, resample, layout, reduce)
@@ -54,34 +55,105 @@ def _collect() -> dict[str, Op]:
 
 # name -> record: the one table; a traced call finds its op with one lookup
 OPS: dict[str, Op] = _collect()
-_BUILT_IN = frozenset(OPS)
+_BUILT_IN: dict[str, Op] = dict(OPS)     # the records as shipped, to restore after a user's rule
 
 
-def register_rule(name: str, rule: Rule | str) -> None:
-    """Declare a rule for an op rfprobe does not know, by function or method name.
+def register_rule(name: str, rule: Rule | str, *, override: bool = False) -> None:
+    """Declare a rule for an op rfprobe does not know, by the name its unknown-op error shows.
 
-    ``rule`` is a function ``Call -> list[InputDep] | Global`` or one of the words
-    ``"pointwise"`` (no spatial effect), ``"channel"`` (moves channels only) or ``"global"``.
-    The op's other knowledge (its meta answer, surrogate...) is kept where it has a record.
+    ``rule`` is a function ``Call -> list[InputDep] | Global`` (see :class:`Call`,
+    :class:`InputDep`, :class:`Affine`, :class:`Mapped`, :class:`Broadcast`, :class:`Global`,
+    all exported by ``rfprobe``) or one of the words ``"pointwise"`` (each output position
+    reads only its own input position), ``"channel"`` (moves channels only) or ``"global"``
+    (every position reads every position: always safe, never exact). Replacing one of
+    rfprobe's own rules needs ``override=True``; :func:`unregister_rule` undoes it, and
+    :func:`registered_rule` registers for one block only. The op's other knowledge (its meta
+    answer, surrogate...) is kept where it has a record.
 
     >>> register_rule("my_gate", "pointwise")
-    >>> OPS["my_gate"].rule is elementwise
-    True
-    >>> del OPS["my_gate"]
+    >>> OPS["my_gate"].rule is elementwise, "my_gate" in user_rules()
+    (True, True)
+    >>> unregister_rule("my_gate")
+    >>> "my_gate" in OPS
+    False
+    >>> register_rule("conv2d", "global")
+    Traceback (most recent call last):
+    ...
+    rfprobe.errors.ArgumentError: register_rule('conv2d', ...) would replace rfprobe's own rule for 'conv2d'; pass override=True if you mean it (rfprobe.unregister_rule('conv2d') puts it back)
     """
+    rule = _as_rule(rule)
+    if not isinstance(name, str) or not name:
+        raise ArgumentError(f"register_rule: name={name!r} must be the op's name as the unknown-op error "
+                            "shows it, e.g. 'cumsum'")
+    builtin = _BUILT_IN.get(name)
+    if builtin is not None and (builtin.rule is not None or builtin.moves is not None) and not override:
+        raise ArgumentError(f"register_rule({name!r}, ...) would replace rfprobe's own rule for {name!r}; "
+                            f"pass override=True if you mean it (rfprobe.unregister_rule({name!r}) puts it back)")
+    old = OPS.get(name)
+    # a record keeps its other knowledge; layout ops and queries keep their role (the rule
+    # of an op whose output moves dims comes from that role)
+    OPS[name] = Op(name, rule) if old is None else dataclasses.replace(old, rule=rule)
+
+
+def _as_rule(rule: Rule | str) -> Rule:
     if isinstance(rule, str):
         words = {"pointwise": elementwise, "channel": channel_only,
                  "global": global_rule("{name} (declared global)")}
         if rule not in words:
             raise UnknownOpError(f"register_rule: rule {rule!r} is not one of {sorted(words)}; "
                                  "or pass a function Call -> list[InputDep] | Global")
-        rule = words[rule]
+        return words[rule]
     if not callable(rule):
         raise UnknownOpError(f"register_rule: rule must be callable or a word, not {rule!r}")
-    old = OPS.get(name)
-    # a record keeps its other knowledge; layout ops and queries keep their role (the rule
-    # of an op whose output moves dims comes from that role)
-    OPS[name] = Op(name, rule) if old is None else dataclasses.replace(old, rule=rule)
+    return rule
+
+
+def unregister_rule(name: str) -> None:
+    """Remove a rule :func:`register_rule` declared: rfprobe's own record comes back where
+    there was one, else the op is unknown again.
+
+    >>> register_rule("my_gate", "global"); unregister_rule("my_gate"); "my_gate" in OPS
+    False
+    """
+    if name not in user_rules():
+        raise ArgumentError(f"unregister_rule({name!r}): no rule was registered for {name!r}"
+                            + did_you_mean(name, sorted(user_rules())))
+    if name in _BUILT_IN:
+        OPS[name] = _BUILT_IN[name]
+    else:
+        del OPS[name]
+
+
+@contextlib.contextmanager
+def registered_rule(name: str, rule: Rule | str, *, override: bool = False) -> Iterator[None]:
+    """:func:`register_rule` for the block only; whatever was there before comes back after.
+
+    >>> import rfprobe
+    >>> with registered_rule("logcumsumexp", "global"):
+    ...     "logcumsumexp" in OPS
+    True
+    >>> "logcumsumexp" in OPS
+    False
+    """
+    before = OPS.get(name)
+    register_rule(name, rule, override=override)
+    try:
+        yield
+    finally:
+        if before is None:
+            OPS.pop(name, None)
+        else:
+            OPS[name] = before
+
+
+def user_rules() -> frozenset[str]:
+    """The op names whose rule a user declared (not rfprobe's own): verify names them when
+    the routes disagree.
+
+    >>> "conv2d" in user_rules()
+    False
+    """
+    return frozenset(name for name, op in OPS.items() if _BUILT_IN.get(name) is not op)
 
 
 _autocast = torch._C._is_any_autocast_enabled

@@ -27,7 +27,7 @@ from .html import analysis_html, comparison_html, erf_html, probe_html, report_h
 from .messages import (CLI_DESCRIPTION, CLI_HELP, cli_error, collapse_refusal, compare_text, demo_text,
                        expectation_failed, fallback_note, global_coupling, gradient_stops, holes, hooks_note,
                        hull, possible_causes, probe_saw_local, progress_line, routes_differ, trace_memory,
-                       truncated, varies)
+                       no_rule, truncated, user_rules_suspect, varies)
 from .text import (analysis_text, comparison_text, cost_text, erf_text, probe_text, report_text,
                    report_verdict, summary)
 from .plot import plot      # the function (see above); last, so nothing rebinds the name
@@ -41,5 +41,5 @@ __all__ = [
     "CLI_DESCRIPTION", "CLI_HELP", "cli_error", "collapse_refusal", "compare_text", "demo_text",
     "expectation_failed", "fallback_note", "global_coupling", "gradient_stops", "holes", "hooks_note",
     "hull", "possible_causes", "probe_saw_local", "progress_line", "routes_differ", "trace_memory",
-    "truncated", "varies",
+    "no_rule", "truncated", "user_rules_suspect", "varies",
 ]

@@ -137,6 +137,37 @@ def gradient_stops(stops) -> str:
             "exact route follows the values); the gradient probe cannot see past it")
 
 
+def no_rule(name: str, site: str, module: str) -> str:
+    """An op rfprobe has no rule for: how to declare one, and where the rule types are.
+
+    >>> no_rule("cumsum", "net.py:12", "")[:56]
+    "op 'cumsum' at net.py:12 (module '<model>') has no recep"
+    """
+    return (f"op {name!r} at {site} (module {module or '<model>'!r}) has no receptive-field rule. Declare "
+            f"one: rfprobe.register_rule({name!r}, 'pointwise' | 'channel' | 'global' | function): "
+            "'pointwise' only if each output position reads just its own input position, 'global' is "
+            "always safe (it reports every position). A function receives an rfprobe.Call and returns "
+            "one rfprobe.InputDep per data input, of per-axis maps (rfprobe.Affine, rfprobe.Mapped, "
+            "rfprobe.Broadcast, rfprobe.identity), or an rfprobe.Global: help(rfprobe.register_rule), "
+            "docs/rules.md.")
+
+
+def user_rules_suspect(nodes) -> str:
+    """The routes disagree where a user's own rule is used: name it first.
+
+    >>> from types import SimpleNamespace as N
+    >>> user_rules_suspect([N(op="cumsum", name="tail:cumsum#0")])[:62]
+    "likely cause: the rule you registered for 'cumsum' (node 'tail"
+    """
+    ops = list(dict.fromkeys(n.op for n in nodes))
+    where = ", ".join(f"{n.name!r}" for n in nodes[:3]) + (" ..." if len(nodes) > 3 else "")
+    return (f"likely cause: the rule you registered for {', '.join(repr(o) for o in ops)} (node {where}): "
+            "the exact route follows your rule while the probe measures what the op really reads; "
+            "a 'global' rule reports every position (safe, but never exact), a 'pointwise' one only "
+            "the unit's own. Declare what the op reads (a function returning InputDep maps: "
+            "help(rfprobe.register_rule), docs/rules.md), or rfprobe.unregister_rule to undo it")
+
+
 def possible_causes() -> str:
     """Why the probe may miss positions the exact route finds.
 

@@ -338,11 +338,7 @@ class Tracer(TorchFunctionMode):
         else:
             layout = ref if out.dim() >= -min(ref) and _same_sizes(tensors[data[0]], ref, out) else None
         if op.rule is None:
-            return layout, Unknown(
-                f"op {name!r} at {site or '?'} (module {self.module_stack[-1] or '<model>'!r}) has no "
-                f"receptive-field rule. Declare one: rfprobe.register_rule({name!r}, 'pointwise' | "
-                f"'channel' | 'global' | function): 'pointwise' only if each output position reads "
-                f"just its own input position, 'global' is always safe (it reports every position).")
+            return layout, Unknown(render.no_rule(name, str(site or "?"), self.module_stack[-1]))
         if op.fixed_layout and main != trailing:
             return layout, Unknown(f"op {name!r} at {site or '?'} runs on a tensor whose spatial axes are "
                                    f"dims {main} of shape {tuple(tensors[data[0]].shape)}, not the trailing "
