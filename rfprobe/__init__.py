@@ -25,4 +25,4 @@ __all__ = ["build", "parse", "analyze", "probe", "probe_many", "verify", "cost",
            "SpecError", "ArgumentError", "ModelError", "UnknownOpError", "GlobalOpError", "ResourceError",
            # what a custom rule receives and returns (see rfprobe.register_rule)
            "Call", "InputDep", "Affine", "Mapped", "Broadcast", "Global", "identity", "whole_axis"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
