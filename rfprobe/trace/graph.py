@@ -65,9 +65,14 @@ class Node:
         return tuple(index)
 
 
+_CONTAINERS = ("Sequential", "ModuleList", "ModuleDict")
+
+
 @dataclass
 class Graph:
-    """Traced ops in execution order, with where each module's output and the model's are."""
+    """Traced ops in execution order, with where each module's output and the model's are, and
+    the class name of each module by its path (``module_types``: names only, no reference to
+    the user's model)."""
 
     nodes: list[Node]
     dims: int
@@ -75,8 +80,24 @@ class Graph:
     outputs: Any                             # the model's output structure with node ids
     module_outputs: dict[str, int]
     notes: list[str] = field(default_factory=list)
+    module_types: dict[str, str] = field(default_factory=dict)   # module path -> class name
     closed: Any = field(default=None, repr=False, compare=False)   # routes.closed.closed_forms' cache
     recording: Any = field(default=None, repr=False, compare=False)  # what replay() needs (meta traces)
+
+    def owner(self, node: Node) -> str | None:
+        """The module whose output ``node`` is, as the user knows it: the shortest path among
+        the modules returning it that is not a bare container (Sequential, ModuleList,
+        ModuleDict), else the shortest; None where no module returns it (an op inside one).
+
+        >>> import torch.nn as nn
+        >>> from rfprobe.trace import trace
+        >>> g = trace(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), (1, 8, 8))
+        >>> g.owner(g.nodes[-1]), g.module_types["1"]
+        ('1', 'ReLU')
+        """
+        paths = sorted((p for p, i in self.module_outputs.items() if i == node.id), key=lambda p: (len(p), p))
+        plain = [p for p in paths if self.module_types.get(p) not in _CONTAINERS]
+        return (plain or paths or [None])[0]
 
     def node(self, key: str | int) -> Node:
         if isinstance(key, int):

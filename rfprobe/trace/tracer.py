@@ -497,7 +497,8 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = Non
             raise ModelError(model_raised(e, input_shape, done=done)) from e
     name_global_causes(tracer.nodes, tracer.module_types, tracer.lost_shapes)
     outputs = _map_outputs(out, tracer)
-    graph = Graph(tracer.nodes, dims, tuple(input_shape), outputs, tracer.module_outputs, notes)
+    graph = Graph(tracer.nodes, dims, tuple(input_shape), outputs, tracer.module_outputs, notes,
+                  module_types={n: t.__name__ for n, t in tracer.module_types.items()})
     if tracer.calls is not None and not tracer.read_sizes and not any(isinstance(n.deps, Unknown) for n in tracer.nodes):
         graph.recording = (tracer, x)
     return graph
