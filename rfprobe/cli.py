@@ -179,33 +179,30 @@ def main(argv=None) -> int:
         return 0
 
 
-def _emit(d: dict) -> None:
-    print(render.to_json(d))
+def _emit(d: dict, out) -> None:
+    print(render.to_json(d), file=out)
 
 
 def _main(argv=None, as_json: bool | None = None) -> int:
     """``main`` without the guard for a reader that left (tests/test_edges.py calls it)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     as_json = _wants_json(argv) if as_json is None else as_json
+    out = sys.stdout          # with --json only the one object goes here; what else prints goes to stderr
     try:
         try:
             with contextlib.redirect_stdout(io.StringIO()) if as_json else contextlib.nullcontext() as said:
                 args = make_parser().parse_args(argv)
         except SystemExit as e:          # --help and --version print, then exit 0
+            code = 0 if not e.code else 2
             if as_json:
-                _emit({"ok": True, "output": said.getvalue(), "exit": 0})
-            return 0 if not e.code else 2
-        if args.cmd is None:
-            return _demo()
-        if args.cmd == "compare":
-            return _compare(args)
-        model = load(args.model, args.in_channels, args.dims)
-        if args.cmd == "table":
-            return _table(model, args)
-        return _verify(model, args)
+                _emit({"ok": code == 0, "output": said.getvalue(), "exit": code}, out)
+            return code
+        args.out = out
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+            return _run(args)
     except RFProbeError as e:
         if as_json:
-            _emit({"ok": False, "error": {"type": type(e).__name__, "message": str(e)}, "exit": 2})
+            _emit({"ok": False, "error": {"type": type(e).__name__, "message": str(e)}, "exit": 2}, out)
         else:
             print(render.cli_error(e), file=sys.stderr)
         return 2
@@ -215,8 +212,19 @@ def _main(argv=None, as_json: bool | None = None) -> int:
         if not as_json:
             raise
         traceback.print_exc()
-        _emit({"ok": False, "error": {"type": type(e).__name__, "message": str(e)}, "exit": 1})
+        _emit({"ok": False, "error": {"type": type(e).__name__, "message": str(e)}, "exit": 1}, out)
         return 1
+
+
+def _run(args) -> int:
+    if args.cmd is None:
+        return _demo()
+    if args.cmd == "compare":
+        return _compare(args)
+    model = load(args.model, args.in_channels, args.dims)
+    if args.cmd == "table":
+        return _table(model, args)
+    return _verify(model, args)
 
 
 def _demo() -> int:
@@ -231,7 +239,7 @@ def _table(model, args) -> int:
     from .routes.analyze import analyze
     a = analyze(model, input_shape=_ints(args.input, "--input"), layer=args.layer)
     if args.json:
-        _emit({**a.to_dict(), "ok": True, "exit": 0})
+        _emit({**a.to_dict(), "ok": True, "exit": 0}, args.out)
     else:
         print(a)
     return 0
@@ -242,7 +250,7 @@ def _compare(args) -> int:
     rows = compare(*args.specs, channels=args.channels, dims=args.dims)
     code = 0 if all(getattr(r, "ok", True) for r in rows) else 1
     if args.json:
-        _emit({"ok": code == 0, "rows": [dataclasses.asdict(r) for r in rows], "exit": code})
+        _emit({"ok": code == 0, "rows": [dataclasses.asdict(r) for r in rows], "exit": code}, args.out)
     else:
         print(rows)
     return code
@@ -273,7 +281,7 @@ def _verify(model, args) -> int:
             failed.append(render.expectation_failed(what, want, got, r.analysis.status))
     code = 0 if r.ok and not failed else 1
     if args.json:
-        _emit({**r.to_dict(), "ok": code == 0, "expectations_failed": failed, "exit": code})
+        _emit({**r.to_dict(), "ok": code == 0, "expectations_failed": failed, "exit": code}, args.out)
     elif failed:                      # what failed leads; then the table, whose verdict says FAIL
         print("\n".join(failed + ["", render.report_text(r, failed)]))
     else:

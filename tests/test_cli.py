@@ -344,3 +344,20 @@ def test_a_module_that_raises_on_import_is_bad_input(capsys, tmp_path, monkeypat
     code, out, err = run(capsys, "verify", "cwd_models_raises:Net")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert "importing 'cwd_models_raises' (for 'cwd_models_raises:Net') raised ModuleNotFoundError" in err
+
+
+def test_json_stdout_is_only_the_object_when_the_model_prints(capsys, tmp_path, monkeypatch):
+    """A model that prints in forward: with --json its words go to stderr, stdout stays one object."""
+    (tmp_path / "cwd_models_chatty.py").write_text(textwrap.dedent("""
+        import torch.nn as nn
+        class Net(nn.Conv2d):
+            def __init__(self):
+                super().__init__(1, 1, 3)
+            def forward(self, x):
+                print("shape", tuple(x.shape))
+                return super().forward(x)
+    """))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "verify", "cwd_models_chatty:Net", "--json")
+    assert code == 0 and json.loads(out)["size"] == [3, 3] and "shape (1, 1," in err
+    sys.modules.pop("cwd_models_chatty", None)
