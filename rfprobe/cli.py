@@ -5,9 +5,13 @@
             [--expect-size N[,N]] [--expect-stride N[,N]] [--expect-padding N[,N]]
     rfprobe table SPEC|module:attr [--input ...] [--layer NAME] [--json]
     rfprobe compare SPEC SPEC ... [--channels C] [--json]
+    rfprobe --version                         python -m rfprobe ... runs the same command
 
 Exit codes: 0 when every route agrees (and every ``--expect-*`` holds), 1 when they disagree or
-an expectation fails, 2 on bad input (a spec typo, a bad option, a model that cannot run).
+an expectation fails, 2 on bad input (a spec typo, a bad option, a model that cannot be
+imported or run). ``module:attr`` is imported from the current directory first, as
+``python -m`` would. With ``--json`` every outcome, errors included, is one JSON object on
+stdout with ``ok`` and ``exit``.
 
 >>> main(["verify", "conv3 relu conv3", "--expect-size", "5"])   # doctest: +ELLIPSIS
 layer  op ...
@@ -17,19 +21,23 @@ OK: all routes agree, RF 5x5
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import importlib
+import io
 import os
 import sys
+import traceback
 
 import torch.nn as nn
 
-from . import render
-from .errors import ArgumentError, RFProbeError
+from . import __version__, render
+from .errors import ArgumentError, ModelError, RFProbeError, did_you_mean
 
 DEMO = [("conv5", "conv3 relu conv3"), ("conv7", "conv3 relu conv3 relu conv3"),
         ("conv7", "conv3/s2 relu conv3")]
+HELP = render.CLI_ARG_HELP
 
 
 def _ints(text: str | None, arg: str):
@@ -38,82 +46,128 @@ def _ints(text: str | None, arg: str):
     try:
         return tuple(int(v) for v in text.replace("x", ",").split(","))
     except ValueError:
-        raise ArgumentError(f"{arg} {text!r}: expected whole numbers separated by commas, "
-                            f"like 3,224,224 or 7") from None
+        raise ArgumentError(render.bad_ints(arg, text)) from None
 
 
+def _unit(text: str | None):
+    """``--unit 3`` is index 3 on every axis, as the API's ``unit=3``; ``--unit 3,4`` one per axis."""
+    unit = _ints(text, "--unit")
+    return unit[0] if unit is not None and len(unit) == 1 else unit
+
+
+# ----------------------------------------------------------------------------- module:attr
 def load(target: str, in_channels: int | None = None, dims: int = 2) -> nn.Module:
     """A spec string, or ``module:attr`` naming a model (called if it is a class or function).
+    The module is looked up in the current directory first, as ``python -m`` would.
 
     >>> type(load("conv3 relu")).__name__, type(load("torch.nn:Identity")).__name__
     ('Sequential', 'Identity')
+    >>> load("torch.nn:Indentity")
+    Traceback (most recent call last):
+    ...
+    rfprobe.errors.ArgumentError: 'torch.nn' has no attribute 'Indentity'. Did you mean 'Identity'?
     """
     if ":" in target and "/" not in target.split(":")[0] and " " not in target:
-        mod, _, attr = target.partition(":")
-        try:
-            obj = importlib.import_module(mod)
-        except ImportError as e:
-            raise ArgumentError(f"cannot import {mod!r} from {target!r}: {e}") from None
-        for part in attr.split("."):
-            if not hasattr(obj, part):
-                raise ArgumentError(f"{mod!r} has no attribute {attr!r}")
-            obj = getattr(obj, part)
-        if isinstance(obj, nn.Module):
-            model = copy.deepcopy(obj)  # the user's own object: eval() a copy, never their model
-        else:
-            try:
-                model = obj()
-            except Exception as e:
-                raise ArgumentError(f"{target!r} is not an nn.Module and calling it with no "
-                                    f"arguments raised {type(e).__name__}: {e}") from None
-        if not isinstance(model, nn.Module):
-            raise ArgumentError(f"{target!r} is not an nn.Module (nor makes one)")
-        return model.eval()
+        with _cwd_first():
+            return _load_attr(target)
     from .spec import build
     return build(target, in_channels=1 if in_channels is None else in_channels, dims=dims).eval()
 
 
-def _demo() -> int:
-    from .cost import cost
-    from .verify import verify
-    groups = [[(spec, verify(spec), cost(spec)) for spec in pair] for pair in DEMO]
-    print(render.demo_text(groups))
-    return 0 if all(r.ok for g in groups for _, r, _ in g) else 1
+@contextlib.contextmanager
+def _cwd_first():
+    """The current directory first on ``sys.path`` while the user's model is imported and made
+    (the ``rfprobe`` script's own folder is first otherwise); then exactly that entry leaves
+    again, whatever the imported code did to ``sys.path`` meanwhile."""
+    entry = os.getcwd()                  # a new string object: removed below by identity
+    sys.path.insert(0, entry)
+    importlib.invalidate_caches()
+    try:
+        yield
+    finally:
+        for i, p in enumerate(sys.path):
+            if p is entry:
+                del sys.path[i]
+                break
 
 
+def _import(module: str, target: str):
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:     # the module itself (or its package) is not there
+        if e.name is not None and (module == e.name or module.startswith(e.name + ".")):
+            raise ArgumentError(render.module_not_found(module, target, e, os.getcwd())) from None
+        raise ModelError(render.module_raised(module, target, e)) from e
+    except Exception as e:               # found, but its own code raised (a typo, a missing dependency)
+        raise ModelError(render.module_raised(module, target, e)) from e
+
+
+def _load_attr(target: str) -> nn.Module:
+    module, _, attr = target.partition(":")
+    obj, owner = _import(module, target), module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            raise ArgumentError(render.no_attribute(owner, part, did_you_mean(part, names)))
+        obj, owner = getattr(obj, part), f"{owner}.{part}"
+    if isinstance(obj, nn.Module):
+        model = copy.deepcopy(obj)  # the user's own object: eval() a copy, never their model
+    else:
+        try:
+            model = obj()
+        except Exception as e:
+            raise ArgumentError(render.not_a_model(target, e)) from None
+    if not isinstance(model, nn.Module):
+        raise ArgumentError(render.not_a_model(target))
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------- the parser
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad command line is one line on stderr, as every other error here (its
-    own prints the usage block first)."""
+    """argparse, but a bad command line is an ``ArgumentError`` like every other bad input: one
+    line on stderr (its own prints the usage block first), or one JSON object with ``--json``."""
 
     def error(self, message):
-        print(f"{self.prog}: error: {message} (see {self.prog.split()[0]} --help)", file=sys.stderr)
-        raise SystemExit(2)
+        raise ArgumentError(render.usage_error(message, self.prog))
 
 
-def _parser() -> argparse.ArgumentParser:
+def make_parser() -> argparse.ArgumentParser:
+    """The command line's parser; every argument of every subcommand has its help text."""
     parser = _Parser(prog="rfprobe", description=render.CLI_DESCRIPTION)
+    parser.add_argument("--version", action="version", version=render.cli_version(__version__),
+                        help=HELP["version"])
     sub = parser.add_subparsers(dest="cmd")
     for name in ("verify", "table"):
-        p = sub.add_parser(name, help=render.CLI_HELP[name])
-        p.add_argument("model", help="a spec like 'conv3 relu conv3' or module:attr")
-        p.add_argument("--input", help="input shape C,H,W (no batch)")
-        p.add_argument("--layer", help="module or node name of the output to analyse")
-        p.add_argument("--in-channels", type=int, help="input channels of a spec (default 1)")
-        p.add_argument("--dims", type=int, default=2, help="spatial axes of a spec: 1, 2 or 3")
-        p.add_argument("--json", action="store_true", help="print JSON")
+        p = sub.add_parser(name, help=render.CLI_HELP[name], description=render.CLI_HELP[name])
+        p.add_argument("model", help=HELP["model"])
+        p.add_argument("--input", metavar="C,H,W", help=HELP["input"])
+        p.add_argument("--layer", metavar="NAME", help=HELP["layer"])
+        p.add_argument("--in-channels", type=int, metavar="C", help=HELP["in-channels"])
+        p.add_argument("--dims", type=int, default=2, help=HELP["dims"])
+        p.add_argument("--json", action="store_true", help=HELP["json"])
         if name == "verify":
-            p.add_argument("--unit", help="output unit I,J (default: the centre)")
+            p.add_argument("--unit", metavar="I[,J]", help=HELP["unit"])
             for what in ("size", "stride", "padding"):
-                p.add_argument(f"--expect-{what}", metavar="N[,N]",
-                               help=f"exit 1 unless the RF {what} is this (one number: every axis)")
-    p = sub.add_parser("compare", help=render.CLI_HELP["compare"])
-    p.add_argument("specs", nargs="+")
-    p.add_argument("--channels", type=int, default=1, help="width of every conv")
-    p.add_argument("--dims", type=int, default=2)
-    p.add_argument("--json", action="store_true")
+                p.add_argument(f"--expect-{what}", metavar="N[,N]", help=HELP["expect"].format(what=what))
+    p = sub.add_parser("compare", help=render.CLI_HELP["compare"], description=render.CLI_HELP["compare"])
+    p.add_argument("specs", nargs="+", metavar="SPEC", help=HELP["specs"])
+    p.add_argument("--channels", type=int, default=1, help=HELP["channels"])
+    p.add_argument("--dims", type=int, default=2, help=HELP["dims"])
+    p.add_argument("--json", action="store_true", help=HELP["json"])
     return parser
 
 
+def _wants_json(argv: list[str]) -> bool:
+    """``--json`` (or a prefix argparse would take for it) among the options, before any ``--``."""
+    for a in argv:
+        if a == "--":
+            return False
+        if len(a) > 2 and "--json".startswith(a):
+            return True
+    return False
+
+
+# ----------------------------------------------------------------------------- running
 def main(argv=None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 mismatch, 2 bad input)."""
     try:
@@ -125,70 +179,114 @@ def main(argv=None) -> int:
         return 0
 
 
-def _main(argv=None) -> int:
+def _emit(d: dict, out) -> None:
+    print(render.to_json(d), file=out)
+
+
+def _main(argv=None, as_json: bool | None = None) -> int:
+    """``main`` without the guard for a reader that left (tests/test_edges.py calls it)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    as_json = _wants_json(argv) if as_json is None else as_json
+    out = sys.stdout          # with --json only the one object goes here; what else prints goes to stderr
     try:
-        args = _parser().parse_args(argv)
-    except SystemExit as e:          # argparse: --help exits 0, a bad option 2
-        return 0 if not e.code else 2
-    try:
-        if args.cmd is None:
-            return _demo()
-        if args.cmd == "compare":
-            return _compare(args)
-        model = load(args.model, args.in_channels, args.dims)
-        if args.cmd == "table":
-            from .routes.analyze import analyze
-            a = analyze(model, _ints(args.input, "--input"), layer=args.layer)
-            print(render.to_json(a.to_dict()) if args.json else a)
-            return 0
-        return _verify(model, args)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()) if as_json else contextlib.nullcontext() as said:
+                args = make_parser().parse_args(argv)
+        except SystemExit as e:          # --help and --version print, then exit 0
+            code = 0 if not e.code else 2
+            if as_json:
+                _emit({"ok": code == 0, "output": said.getvalue(), "exit": code}, out)
+            return code
+        args.out = out
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+            return _run(args)
     except RFProbeError as e:
-        print(render.cli_error(e), file=sys.stderr)
+        if as_json:
+            _emit({"ok": False, "error": {"type": type(e).__name__, "message": str(e)}, "exit": 2}, out)
+        else:
+            print(render.cli_error(e), file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        raise                            # the reader left: main() handles it, there is no one to tell
+    except Exception as e:               # a bug of rfprobe's: the traceback, and still one JSON object
+        if not as_json:
+            raise
+        traceback.print_exc()
+        _emit({"ok": False, "error": {"type": type(e).__name__, "message": str(e)}, "exit": 1}, out)
+        return 1
+
+
+def _run(args) -> int:
+    if args.cmd is None:
+        return _demo()
+    if args.cmd == "compare":
+        return _compare(args)
+    model = load(args.model, args.in_channels, args.dims)
+    if args.cmd == "table":
+        return _table(model, args)
+    return _verify(model, args)
+
+
+def _demo() -> int:
+    from .cost import cost
+    from .verify import verify
+    groups = [[(spec, verify(spec), cost(spec)) for spec in pair] for pair in DEMO]
+    print(render.demo_text(groups))
+    return 0 if all(r.ok for g in groups for _, r, _ in g) else 1
+
+
+def _table(model, args) -> int:
+    from .routes.analyze import analyze
+    a = analyze(model, input_shape=_ints(args.input, "--input"), layer=args.layer)
+    if args.json:
+        _emit({**a.to_dict(), "ok": True, "exit": 0}, args.out)
+    else:
+        print(a)
+    return 0
 
 
 def _compare(args) -> int:
     from .cost import compare
     rows = compare(*args.specs, channels=args.channels, dims=args.dims)
+    code = 0 if all(getattr(r, "ok", True) for r in rows) else 1
     if args.json:
-        print(render.to_json([dataclasses.asdict(r) for r in rows]))
+        _emit({"ok": code == 0, "rows": [dataclasses.asdict(r) for r in rows], "exit": code}, args.out)
     else:
         print(rows)
-    return 0 if all(getattr(r, "ok", True) for r in rows) else 1
+    return code
 
 
 def _verify(model, args) -> int:
     from .validate import check_expectation
     from .verify import verify
+    expected = {}
     for what in ("size", "stride", "padding"):    # bad expectations are bad input (2), before any work
         want = _ints(getattr(args, f"expect_{what}"), f"--expect-{what}")
         try:
             check_expectation(what, want, None)
         except ArgumentError as e:
             raise ArgumentError(f"--expect-{what}: {e}") from None
-    r = verify(model, _ints(args.input, "--input"), unit=_ints(args.unit, "--unit"), layer=args.layer)
+        expected[what] = want
+    r = verify(model, _ints(args.input, "--input"), unit=_unit(args.unit), layer=args.layer)
     n = len(r.probe.size)
     failed = []
-    for what in ("size", "stride", "padding"):
-        want = _ints(getattr(args, f"expect_{what}"), f"--expect-{what}")
+    for what, want in expected.items():
         if want is None:
             continue
         if len(want) not in (1, n):
-            raise ArgumentError(f"--expect-{what} {want} has {len(want)} numbers; give 1 or {n}")
+            raise ArgumentError(render.expectation_count(f"--expect-{what}", want, n))
         want = want * n if len(want) == 1 else want
         got = None if r.analysis.status == "global" else getattr(r, what)
         if got is None or tuple(got) != want:
             failed.append(render.expectation_failed(what, want, got, r.analysis.status))
+    code = 0 if r.ok and not failed else 1
     if args.json:
-        d = r.to_dict()
-        d["expectations_failed"] = failed
-        d["ok"] = r.ok and not failed
-        print(render.to_json(d))
+        _emit({**r.to_dict(), "ok": code == 0, "expectations_failed": failed, "exit": code}, args.out)
+    elif failed:                      # what failed leads; then the table, whose verdict says FAIL
+        print("\n".join(failed + ["", render.report_text(r, failed)]))
     else:
         print(r)
-    for line in failed:
-        print(line, file=sys.stderr)
-    return 0 if r.ok and not failed else 1
+    return code
 
 
 if __name__ == "__main__":

@@ -43,11 +43,19 @@ def test_verify_ok_and_expectations(capsys):
 
 
 def test_wrong_expectation_exits_1(capsys):
+    """A failed expectation is the verdict, on stdout: it leads (expected against got), the table
+    follows, and the last line is a FAIL; "OK" appears nowhere, although the routes agree.
+    (It used to go to stderr after an "OK: all routes agree" on stdout.)"""
     code, out, err = run(capsys, "verify", "conv3 relu conv3", "--expect-size", "7")
-    assert code == 1
-    assert "expected size 7x7, got 5x5" in err
-    code, _, err = run(capsys, "verify", "conv3/s2 conv3", "--expect-stride", "1,2")
-    assert code == 1 and "expected stride 1x2, got 2x2" in err
+    assert code == 1 and err == ""
+    lines = out.splitlines()
+    assert lines[0] == "expected size 7x7, got 5x5"
+    assert lines[2].split() == ["layer", "op", "output", "size", "stride", "padding"]
+    assert lines[-1] == "FAIL: expected size 7x7, got 5x5 (the routes agree, RF 5x5)"
+    assert "OK" not in out
+    code, out, _ = run(capsys, "verify", "conv3/s2 conv3", "--expect-stride", "1,2", "--expect-size", "7")
+    assert code == 1 and out.splitlines()[0] == "expected stride 1x2, got 2x2" and "OK" not in out
+    assert "expected size" not in out                        # 3 + 2*2 = 7 holds: only stride failed
 
 
 def test_global_rf_fails_an_expectation(capsys, tmp_path, monkeypatch):
@@ -66,7 +74,7 @@ def test_global_rf_fails_an_expectation(capsys, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     code, out, err = run(capsys, "verify", "cli_global_models:Net", "--expect-size", "5")
     assert code == 1
-    assert "global" in out and "expected size 5x5, but the receptive field is global" in err
+    assert out.startswith("expected size 5x5, but the receptive field is global") and "OK" not in out
 
 
 def test_json_is_valid(capsys):
@@ -83,8 +91,10 @@ def test_json_is_valid(capsys):
     d = json.loads(out)
     assert code == 0 and d["size"] == [5, 5] and d["stride"] == [2, 2] and len(d["layers"]) == 2
     code, out, _ = run(capsys, "compare", "conv5", "conv3 relu conv3", "--json", "--channels", "4")
-    rows = json.loads(out)
-    assert code == 0 and [r["params_no_bias"] for r in rows] == [25 * 16, 18 * 16]
+    d = json.loads(out)                          # one object, as every outcome (was a bare list)
+    rows = d["rows"]
+    assert code == 0 == d["exit"] and d["ok"] is True
+    assert [r["params_no_bias"] for r in rows] == [25 * 16, 18 * 16]
     assert [r["size"] for r in rows] == [[5, 5], [5, 5]]
 
 
@@ -186,3 +196,168 @@ def test_bad_command_lines_exit_2_with_one_line(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("rfprobe"), err
+
+
+# ----------------------------------------------------------------------------- adoptable by a stranger
+def _tree_env() -> dict:
+    """The environment of a subprocess that finds this checkout's rfprobe (and nothing else new)."""
+    import rfprobe
+    root = str(Path(rfprobe.__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1")
+
+
+STEM = textwrap.dedent("""
+    import torch.nn as nn
+    class UNet(nn.Module):                       # conv3/s2 then conv3: 3 + 2*2 = 7, stride 2
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(1, 2, 3, stride=2), nn.Conv2d(2, 1, 3)
+        def forward(self, x):
+            return self.b(self.a(x))
+    def resnet50():
+        return UNet()
+""")
+
+
+def test_module_attr_is_imported_from_the_current_directory(capsys, tmp_path, monkeypatch):
+    """`rfprobe verify models:UNet` in the user's folder, without PYTHONPATH: the cwd is first on
+    sys.path while the model is loaded, as `python -m` would have it, and leaves afterwards."""
+    (tmp_path / "cwd_models_a.py").write_text(STEM)
+    here = {"", ".", os.getcwd(), str(tmp_path)}
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in here])   # as the installed script
+    monkeypatch.chdir(tmp_path)
+    before = list(sys.path)
+    code, out, err = run(capsys, "verify", "cwd_models_a:UNet", "--expect-size", "7", "--expect-stride", "2")
+    assert code == 0, err
+    assert sys.path == before                                  # restored
+    sys.modules.pop("cwd_models_a", None)
+
+
+def test_python_dash_m_runs_the_cli_from_the_users_folder(tmp_path):
+    """`python -m rfprobe` is the command; with -P (no cwd on sys.path, as the installed script)
+    the model is still found in the current directory. --version prints rfprobe <version>."""
+    import rfprobe
+    (tmp_path / "cwd_models_b.py").write_text(STEM)
+    common = dict(capture_output=True, text=True, timeout=120, env=_tree_env(), cwd=tmp_path)
+    v = subprocess.run([sys.executable, "-P", "-m", "rfprobe", "--version"], **common)
+    assert v.returncode == 0 and v.stdout.strip() == f"rfprobe {rfprobe.__version__}", v.stderr
+    ok = subprocess.run([sys.executable, "-P", "-m", "rfprobe", "verify", "cwd_models_b:UNet",
+                         "--expect-size", "7"], **common)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines()[-1] == "OK: all routes agree, RF 7x7"
+
+
+def test_version(capsys):
+    import rfprobe
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"rfprobe {rfprobe.__version__}"
+
+
+def test_did_you_mean_for_module_attributes(capsys, tmp_path, monkeypatch):
+    (tmp_path / "cwd_models_c.py").write_text(STEM)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "verify", "cwd_models_c:resnet5O")
+    assert code == 2 and out == ""
+    assert err.strip() == "rfprobe: error: 'cwd_models_c' has no attribute 'resnet5O'. Did you mean 'resnet50'?"
+    code, out, err = run(capsys, "table", "torch.nn:Conv2D")
+    assert code == 2 and "Did you mean 'Conv2d'?" in err
+    sys.modules.pop("cwd_models_c", None)
+
+
+def test_unit_as_one_int_is_that_index_on_every_axis(capsys):
+    """conv3/s2 conv3 on 11x11: 5x5 then 3x3 outputs; RF 7, stride 2. By hand, unit (i, i) sees
+    rows and columns 2i..2i+6: --unit 0 -> 0..6, --unit -1 (that is 2) -> 4..10."""
+    for unit, box, index in (("0", [0, 6], 0), ("-1", [4, 10], 2), ("1,0", None, None)):
+        code, out, err = run(capsys, "verify", "conv3/s2 conv3", "--input", "1,11,11", "--unit", unit, "--json")
+        d = json.loads(out)
+        assert code == 0 and d["ok"], err
+        if box is None:
+            assert d["unit"] == [1, 0] and d["probe_box"] == [[2, 8], [0, 6]]
+        else:
+            assert d["unit"] == [index, index] and d["probe_box"] == d["exact_box"] == [box, box]
+
+
+def test_every_argument_has_help():
+    """Walk the parser: every option and positional of every subcommand says what it is."""
+    import argparse
+    from rfprobe.cli import make_parser
+    seen = 0
+    todo = [make_parser()]
+    while todo:
+        parser = todo.pop()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo.extend(action.choices.values())
+                assert all(c.help for c in action._choices_actions), parser.prog
+                continue
+            assert action.help and action.help != argparse.SUPPRESS, (parser.prog, action.dest)
+            seen += 1
+    assert seen >= 25                     # 4 parsers: the walk did reach the subcommands
+
+
+BAD_JSON = [
+    (["verify", "--json"], "ArgumentError", "required: model"),                 # argparse: missing
+    (["verify", "conv3", "--bogus", "--json"], "ArgumentError", "--bogus"),      # argparse: unknown
+    (["frob", "--json"], "ArgumentError", "invalid choice"),
+    (["verify", "conv3", "--dims", "x", "--json"], "ArgumentError", "--dims"),
+    (["verify", "conv3 rleu", "--json"], "SpecError", "Did you mean 'relu'?"),
+    (["verify", "conv3", "--input", "3,x", "--json"], "ArgumentError", "--input '3,x'"),
+    (["verify", "conv3", "--expect-size", "3,3,3", "--json"], "ArgumentError", "give 1 or 2"),
+    (["verify", "conv3", "--input", "1,8,8", "--unit", "9,9", "--json"], "ArgumentError", "out of range"),
+    (["verify", "no_such_module_xyz:net", "--json"], "ArgumentError", "No module named 'no_such_module_xyz'"),
+    (["verify", "cwd_models_broken:Net", "--json"], "ModelError", "NameError"),
+    (["table", "torch.nn:Conv2d", "--json"], "ArgumentError", "not an nn.Module"),
+    (["compare", "conv3", "maxpool2/ciel", "--json"], "SpecError", "ciel"),
+]
+
+
+@pytest.mark.parametrize("argv, kind, words", BAD_JSON)
+def test_json_errors_are_one_json_object(argv, kind, words, capsys, tmp_path, monkeypatch):
+    (tmp_path / "cwd_models_broken.py").write_text("import torch.nn\nclass Net(nn.Module): pass\n")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, *argv)
+    d = json.loads(out)                                    # the whole of stdout is one object
+    assert code == 2 and d["exit"] == 2 and d["ok"] is False
+    assert set(d) == {"ok", "error", "exit"} and d["error"]["type"] == kind
+    assert words in d["error"]["message"], d
+    sys.modules.pop("cwd_models_broken", None)
+
+
+def test_json_outcomes_carry_ok_and_exit(capsys):
+    for argv, code in ((["verify", "conv3 conv3", "--json"], 0), (["verify", "conv3", "--json", "--expect-size", "5"], 1),
+                       (["table", "conv3", "--json"], 0), (["compare", "conv3", "--json"], 0)):
+        got, out, _ = run(capsys, *argv)
+        d = json.loads(out)
+        assert got == code == d["exit"] and d["ok"] is (code == 0), argv
+    got, out, _ = run(capsys, "verify", "conv3", "--js")          # argparse takes it for --json
+    assert got == 0 and json.loads(out)["size"] == [3, 3]
+    got, out, _ = run(capsys, "verify", "--help", "--json")
+    d = json.loads(out)
+    assert got == 0 == d["exit"] and "--expect-size" in d["output"]
+
+
+def test_a_module_that_raises_on_import_is_bad_input(capsys, tmp_path, monkeypatch):
+    """The user's module was found but its code raised: a ModelError naming it, exit 2, one line."""
+    (tmp_path / "cwd_models_raises.py").write_text("import no_such_dependency_xyz\n")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "verify", "cwd_models_raises:Net")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "importing 'cwd_models_raises' (for 'cwd_models_raises:Net') raised ModuleNotFoundError" in err
+
+
+def test_json_stdout_is_only_the_object_when_the_model_prints(capsys, tmp_path, monkeypatch):
+    """A model that prints in forward: with --json its words go to stderr, stdout stays one object."""
+    (tmp_path / "cwd_models_chatty.py").write_text(textwrap.dedent("""
+        import torch.nn as nn
+        class Net(nn.Conv2d):
+            def __init__(self):
+                super().__init__(1, 1, 3)
+            def forward(self, x):
+                print("shape", tuple(x.shape))
+                return super().forward(x)
+    """))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "verify", "cwd_models_chatty:Net", "--json")
+    assert code == 0 and json.loads(out)["size"] == [3, 3] and "shape (1, 1," in err
+    sys.modules.pop("cwd_models_chatty", None)

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 import rfprobe
+import rfprobe.testing            # rfprobe.testing.assert_receptive_field below: the plugin no longer imports it
 from oracle import perturbation_rf
 from rfprobe.errors import ArgumentError, RFProbeError
 

@@ -24,10 +24,12 @@ from __future__ import annotations
 from . import data, html, messages, text
 from .data import analysis_dict, erf_dict, jsonable, probe_dict, report_dict, to_json
 from .html import analysis_html, comparison_html, erf_html, probe_html, report_html
-from .messages import (CLI_DESCRIPTION, CLI_HELP, cli_error, collapse_refusal, compare_text, demo_text,
-                       expectation_failed, fallback_note, global_coupling, gradient_stops, holes, hooks_note,
-                       hull, possible_causes, probe_saw_local, progress_line, routes_differ, trace_memory,
-                       no_rule, truncated, user_rules_suspect, varies)
+from .messages import (CLI_ARG_HELP, CLI_DESCRIPTION, CLI_HELP, assertion_differs, assertion_disagree,
+                       assertion_global, bad_ints, cli_error, cli_version, collapse_refusal, compare_text,
+                       demo_text, expectation_count, expectation_failed, module_not_found, module_raised,
+                       no_attribute, no_rule, not_a_model, usage_error, fallback_note, global_coupling,
+                       gradient_stops, holes, hooks_note, hull, possible_causes, probe_saw_local,
+                       progress_line, routes_differ, trace_memory, truncated, user_rules_suspect, varies)
 from .text import (analysis_text, comparison_text, cost_text, erf_text, probe_text, report_text,
                    report_verdict, summary)
 from .plot import plot      # the function (see above); last, so nothing rebinds the name
@@ -38,8 +40,10 @@ __all__ = [
     "comparison_text", "cost_text",
     "analysis_html", "probe_html", "report_html", "erf_html", "comparison_html",
     "analysis_dict", "probe_dict", "report_dict", "erf_dict", "jsonable", "to_json",
-    "CLI_DESCRIPTION", "CLI_HELP", "cli_error", "collapse_refusal", "compare_text", "demo_text",
-    "expectation_failed", "fallback_note", "global_coupling", "gradient_stops", "holes", "hooks_note",
-    "hull", "possible_causes", "probe_saw_local", "progress_line", "routes_differ", "trace_memory",
-    "no_rule", "truncated", "user_rules_suspect", "varies",
+    "CLI_ARG_HELP", "CLI_DESCRIPTION", "CLI_HELP", "assertion_differs", "assertion_disagree", "assertion_global",
+    "bad_ints", "cli_error", "cli_version", "collapse_refusal", "compare_text", "demo_text",
+    "expectation_count", "expectation_failed", "module_not_found", "module_raised", "no_attribute", "no_rule",
+    "not_a_model", "usage_error", "fallback_note", "global_coupling", "gradient_stops", "holes",
+    "hooks_note", "hull", "possible_causes", "probe_saw_local", "progress_line", "routes_differ",
+    "trace_memory", "truncated", "user_rules_suspect", "varies",
 ]

@@ -222,6 +222,100 @@ CLI_DESCRIPTION = ("Exact receptive fields of PyTorch models, computed three way
 CLI_HELP = {"verify": "all routes for one unit, compared (exit 1 when they disagree)",
             "table": "the per-layer closed-form table",
             "compare": "RF, parameters and MACs of stacks side by side"}
+CLI_ARG_HELP = {
+    "version": "print 'rfprobe <version>' and exit",
+    "model": ("a spec like 'conv3 relu conv3', or module:attr naming an nn.Module, a class or a "
+              "function that makes one (the module is imported from the current directory first, "
+              "as python -m would)"),
+    "input": "input shape C,H,W without the batch (default: the smallest that holds the unit's RF)",
+    "layer": "module or node name of the output to analyse, as in the table's 'layer' column",
+    "in-channels": "input channels of a spec (default 1)",
+    "dims": "spatial axes of a spec: 1, 2 or 3 (default 2)",
+    "json": "print one JSON object on stdout, errors included (the exit code is unchanged)",
+    "unit": "output unit I,J, one index per axis, or one index for every axis; negative counts from "
+            "the end (default: the centre)",
+    "expect": "exit 1 unless the RF {what} is this (one number: every axis)",
+    "specs": "two or more specs to set side by side, each one argument (quote it)",
+    "channels": "width of every conv (default 1)",
+}
+
+
+def bad_ints(arg: str, text: str) -> str:
+    """An option that wants whole numbers got something else.
+
+    >>> bad_ints("--input", "3,x")
+    "--input '3,x': expected whole numbers separated by commas, like 3,224,224 or 7"
+    """
+    return f"{arg} {text!r}: expected whole numbers separated by commas, like 3,224,224 or 7"
+
+
+def usage_error(message: str, prog: str) -> str:
+    """A command line argparse refuses (missing or unknown arguments), in one line.
+
+    >>> usage_error("the following arguments are required: model", "rfprobe verify")
+    'the following arguments are required: model (see rfprobe verify --help)'
+    """
+    return f"{message} (see {prog} --help)"
+
+
+def module_not_found(module: str, target: str, error: BaseException, cwd: str) -> str:
+    """``module:attr`` whose module is nowhere to be found.
+
+    >>> module_not_found("models", "models:UNet", ModuleNotFoundError("No module named 'models'"), "/home/me")
+    "cannot import 'models' from 'models:UNet': No module named 'models' (looked in the current directory /home/me, then on sys.path)"
+    """
+    return (f"cannot import {module!r} from {target!r}: {error} (looked in the current directory "
+            f"{cwd}, then on sys.path)")
+
+
+def module_raised(module: str, target: str, error: BaseException) -> str:
+    """``module:attr`` whose module was found but raised while it was imported.
+
+    >>> module_raised("models", "models:UNet", NameError("name 'nn' is not defined"))
+    "importing 'models' (for 'models:UNet') raised NameError: name 'nn' is not defined"
+    """
+    return f"importing {module!r} (for {target!r}) raised {type(error).__name__}: {error}"
+
+
+def no_attribute(owner: str, name: str, hint: str) -> str:
+    """``module:attr`` whose attribute does not exist; ``hint`` is a did-you-mean (or '').
+
+    >>> no_attribute("torchvision.models", "resnet5O", " Did you mean 'resnet50'?")
+    "'torchvision.models' has no attribute 'resnet5O'. Did you mean 'resnet50'?"
+    """
+    return f"{owner!r} has no attribute {name!r}.{hint}"
+
+
+def not_a_model(target: str, error: BaseException | None = None) -> str:
+    """``module:attr`` that is not an ``nn.Module`` and does not make one.
+
+    >>> not_a_model("torch.nn:Conv2d", TypeError("missing 'in_channels'"))
+    "'torch.nn:Conv2d' is not an nn.Module and calling it with no arguments raised TypeError: missing 'in_channels'"
+    >>> not_a_model("math:pi")
+    "'math:pi' is not an nn.Module (nor makes one)"
+    """
+    if error is None:
+        return f"{target!r} is not an nn.Module (nor makes one)"
+    return (f"{target!r} is not an nn.Module and calling it with no arguments raised "
+            f"{type(error).__name__}: {error}")
+
+
+def expectation_count(option: str, want, n: int) -> str:
+    """An ``--expect-*`` option with the wrong number of values for this output.
+
+    >>> expectation_count("--expect-size", (3, 3, 3), 2)
+    '--expect-size (3, 3, 3) has 3 numbers; give 1 or 2'
+    """
+    return f"{option} {want} has {len(want)} numbers; give 1 or {n}"
+
+
+def cli_version(version: str) -> str:
+    """What ``rfprobe --version`` prints.
+
+    >>> cli_version("0.1.0")
+    'rfprobe 0.1.0'
+    """
+    return f"rfprobe {version}"
 
 
 def demo_text(groups) -> str:
@@ -251,6 +345,33 @@ def expectation_failed(what: str, want, got, status: str = "ok") -> str:
     if status == "global":
         return f"expected {what} {joined(want)}, but the receptive field is global (see the diagnosis)"
     return f"expected {what} {joined(want)}, got {joined(got)}"
+
+
+def assertion_differs(what: str, want, got) -> str:
+    """One line of a failed ``assert_receptive_field``: what was expected and what came.
+
+    >>> assertion_differs("size", (7, 7), (5, 5))
+    'expected size (7, 7), got (5, 5)'
+    """
+    return f"expected {what} {tuple(want)}, got {None if got is None else tuple(got)}"
+
+
+def assertion_global(causes) -> str:
+    """A failed ``assert_receptive_field`` on a model whose RF is global.
+
+    >>> assertion_global(["'1': adaptive_avg_pool2d to 1x1"])
+    "the receptive field is global: '1': adaptive_avg_pool2d to 1x1"
+    """
+    return "the receptive field is global: " + "; ".join(causes)
+
+
+def assertion_disagree(mismatches) -> str:
+    """A failed ``assert_receptive_field`` whose routes disagree.
+
+    >>> assertion_disagree(["the probe sees 2 positions the exact route does not"])
+    'the routes disagree: the probe sees 2 positions the exact route does not'
+    """
+    return "the routes disagree: " + "; ".join(mismatches)
 
 
 def cli_error(e: Exception) -> str:

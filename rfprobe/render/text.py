@@ -12,7 +12,7 @@ RF 5x5, stride 2x2, padding 0x0 (input (1, 5, 5), output '1')
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:                     # the result classes, for readers and type checkers only
     from ..results import ERF, Analysis, Comparison, Cost, ProbeResult, Report
@@ -115,24 +115,31 @@ def probe_text(e: ProbeResult) -> str:
             f"coverage {coverage_text(e)}{trunc}; input {e.input_shape}, mode {e.mode}")
 
 
-def report_verdict(r: Report) -> str:
-    """The report's last line: OK or FAIL, and the RF.
+def report_verdict(r: Report, failed: Sequence[str] = ()) -> str:
+    """The report's last line: OK or FAIL, and the RF. ``failed``: what the caller expected and
+    did not get (an ``--expect-*`` option, an assertion); then the line is a FAIL that says so
+    first, and never "OK", even where the routes agree.
 
     >>> import rfprobe
     >>> report_verdict(rfprobe.verify("conv3"))
     'OK: all routes agree, RF 3x3'
+    >>> report_verdict(rfprobe.verify("conv3"), ["expected size 5x5, got 3x3"])
+    'FAIL: expected size 5x5, got 3x3 (the routes agree, RF 3x3)'
     """
-    verdict = "OK: all routes agree" if r.ok else "FAIL: the routes disagree"
     if r.ok and r.analysis.status == "global":     # no local RF: never print the input size as one
-        verdict += f": the RF is global (every position of the {joined(r.probe.input_shape[1:])} input)"
-    elif r.size is not None and r.ok:
-        verdict += f", RF {joined(r.size)}"
-    return verdict
+        agree = f"all routes agree: the RF is global (every position of the {joined(r.probe.input_shape[1:])} input)"
+    elif r.ok:
+        agree = "all routes agree" + (f", RF {joined(r.size)}" if r.size is not None else "")
+    else:
+        agree = "the routes disagree"
+    if failed:
+        return f"FAIL: {'; '.join(failed)} ({agree.replace('all routes', 'the routes')})"
+    return ("OK: " if r.ok else "FAIL: ") + agree
 
 
-def report_text(r: Report) -> str:
+def report_text(r: Report, failed: Sequence[str] = ()) -> str:
     """``str(report)``: the analysis, the unit's box by each route, diagnoses, mismatches and
-    the verdict.
+    the verdict (see :func:`report_verdict` for ``failed``).
 
     >>> import rfprobe
     >>> print(report_text(rfprobe.verify("conv3")).splitlines()[-2])
@@ -143,7 +150,7 @@ def report_text(r: Report) -> str:
              f"exact within input {r.exact_clipped_box}, probe {r.probe_box}"]
     parts += [f"diagnosis: {d}" for d in r.diagnoses]
     parts += [f"MISMATCH: {m}" for m in r.mismatches]
-    parts.append(report_verdict(r))
+    parts.append(report_verdict(r, failed))
     return "\n".join(parts)
 
 
