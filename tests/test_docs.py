@@ -1,5 +1,7 @@
-"""The design document runs: its Python blocks are executed in order, in one namespace, in a
-temporary directory (the worked example of adding an op among them); and nothing a user or a
+"""The documents run: the Python blocks of each docs/*.md and of the README are executed in
+order, in one namespace, in a temporary directory (the worked example of adding an op among
+them), and every ``>>>`` example passes as a doctest; docs/api.md names every public name, every
+parameter and every result field; every relative link resolves, and nothing a user or a
 developer reads points outside the repository."""
 from __future__ import annotations
 
@@ -138,18 +140,25 @@ USER_DOCS = [ROOT / "README.md", *DOCS]
 def test_the_doctest_examples_of_each_document_pass(doc, tmp_path, monkeypatch):
     """Every ``>>>`` example runs as a doctest (code fences are blank lines to the parser, so an
     expected output may end at the fence)."""
-    import doctest
     monkeypatch.chdir(tmp_path)
-    text = re.sub(r"^\s*```.*$", "", doc.read_text(), flags=re.M)
-    test = doctest.DocTestParser().get_doctest(text, {}, doc.name, str(doc), 0)
+    assert _doctest_failures(doc.read_text(), doc.name) == ""
+
+
+def _doctest_failures(text: str, name: str) -> str:
+    """The doctest report of the ``>>>`` examples in a markdown text ('' when all pass)."""
+    import doctest
+    text = re.sub(r"^\s*```.*$", "", text, flags=re.M)
+    test = doctest.DocTestParser().get_doctest(text, {}, name, name, 0)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     out: list[str] = []
     runner.run(test, out=out.append)
-    assert runner.failures == 0, "".join(out)
+    return "".join(out) if runner.failures else ""
 
 
-def test_the_reference_has_doctests():
+def test_the_reference_has_doctests_and_a_wrong_one_fails():
     assert "\n>>> " in (ROOT / "docs" / "api.md").read_text()
+    assert _doctest_failures("```pycon\n>>> 1 + 1\n2\n```\n", "ok.md") == ""
+    assert "Expected:" in _doctest_failures("```pycon\n>>> 1 + 1\n3\n```\n", "wrong.md")
 
 
 # ----------------------------------------------------------------------------- links
