@@ -296,6 +296,7 @@ class ERF:
     output_shape: tuple[int, ...] = ()
     theoretical: tuple[int, ...] | None = None          # closed-form RF size per axis
     theoretical_box: tuple[tuple[int, int], ...] | None = None
+    analysis: Any = field(default=None, repr=False, compare=False)   # the selected output's Analysis
     center: tuple[float, ...] = field(init=False)
     std: tuple[float, ...] = field(init=False)
     gaussian: GaussianFit = field(init=False, repr=False)

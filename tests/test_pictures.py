@@ -227,3 +227,16 @@ def test_torchvision_trunk_title():
     torchvision = pytest.importorskip("torchvision")
     a = rfprobe.analyze(torchvision.models.resnet18(), input_shape=(3, 64, 64), layer="layer3")
     assert output_name(a, a.target) == "'layer3.1' (BasicBlock)"
+
+
+def test_the_erf_picture_names_the_module_and_marks_the_unit():
+    """A causal 1D net of two 3-taps (r = 5, S = 1, P = 4 by hand): unit 31's RF centre is
+    31 - 4 + 2 = 29, the unit itself at 31; the title names the module and its class."""
+    from rfprobe.render.plot import erf_plot_data
+    net = nn.Sequential(nn.ConstantPad1d((2, 0), 0), nn.Conv1d(1, 1, 3), nn.ConstantPad1d((2, 0), 0),
+                        nn.Conv1d(1, 1, 3))
+    f = rfprobe.erf(net, (1, 32), unit=(31,), n=2)
+    _, _, _, marks, title, _ = erf_plot_data(f)
+    marks = dict(marks)
+    assert marks["RF centre"] == (29.0,) and marks["unit"] == (31,)
+    assert title.startswith("ERF of '3' (Conv1d), unit 31")

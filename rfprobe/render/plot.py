@@ -155,7 +155,8 @@ def erf_plot_data(f: ERF):
     boxes, marks = [], []
     if f.theoretical_box is not None:
         boxes.append((f"theoretical RF {joined(f.theoretical)}", f.theoretical_box, "tab:orange", "-"))
-        marks.append((RF_CENTRE, _middle(f.theoretical_box)))
+        marks += rf_markers(f.analysis, f.unit, f.theoretical_box) if f.unit else [
+            (RF_CENTRE, _middle(f.theoretical_box))]
     c = f.square_center
     t = 0.5
     side = _side_of(f, t)
@@ -163,7 +164,8 @@ def erf_plot_data(f: ERF):
         boxes.append((f"square holding {t:.0%} (area ratio {f.area_ratio(t):.3g})",
                       tuple((ci - side / 2, ci + side / 2 - 1) for ci in c), "deeppink", "--"))
     marks.append((MASS_CENTRE, f.center))
-    what = "ERF" + (f" of {f.target!r}" if f.target else "") + (f", unit {_unit_text(f.unit)}" if f.unit else "")
+    what = "ERF" + (f" of {output_name(f.analysis, f.target)}" if f.target else "") + (
+        f", unit {_unit_text(f.unit)}" if f.unit else "")
     title = f"{what} ({f.statistic}, n={f.n})\nstd " + "x".join(f"{s:.3g}" for s in f.std)
     return f.map, False, boxes, marks, title, f"mean {'|g|' if f.statistic == 'abs' else 'g²'} (sums to 1)"
 

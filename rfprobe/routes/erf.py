@@ -178,4 +178,4 @@ def erf(model: ModelLike, input_shape: InputShape = None, *, inputs: Any = None,
         raise ArgumentError("inputs is empty; pass a tensor (N, C, ...) or leave inputs=None")
     return ERF.from_gradient(total / count, n=count, statistic=statistic, unit=u, target=target.name,
                              input_shape=graph.input_shape, output_shape=target.shape,
-                             theoretical=theoretical, theoretical_box=box)
+                             theoretical=theoretical, theoretical_box=box, analysis=analysis)
