@@ -235,6 +235,9 @@ def check_device(device) -> torch.device:
     except (TypeError, RuntimeError, ValueError):
         raise ArgumentError(f"device={device!r} is not a device: use 'cpu', 'cuda' or 'cuda:N' "
                             "(a string or a torch.device)") from None
+    if dev.type == "meta":
+        raise ArgumentError(f"device={device!r}: a gradient route computes values, which meta tensors do "
+                            "not hold; use device='cpu' or 'cuda' (rfprobe.analyze needs no device)")
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
@@ -446,7 +449,7 @@ def check_statistic(statistic) -> None:
 
 def check_count(n) -> None:
     """``n=`` of erf: how many inputs to average over."""
-    if not isinstance(n, int) or n < 1:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ArgumentError(f"n={n!r} must be a positive int: the number of inputs to average over")
 
 

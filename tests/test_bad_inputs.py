@@ -172,6 +172,8 @@ CASES = {
     "mode-typo": (lambda: rfprobe.probe(net3(), mode="structual"), ArgumentError, ["mode='structual'", "'actual'"]),
     "channel-out-of-range": (lambda: rfprobe.probe(net3(), channel=9), ArgumentError, ["channel=9", "3 channels"]),
     "device-unknown": (lambda: rfprobe.probe(net3(), device="gpu"), ArgumentError, ["device='gpu'", "'cpu'"]),
+    "device-meta": (lambda: rfprobe.probe(net3(), device="meta"), ArgumentError, ["device='meta'", "'cpu'"]),
+    "erf-n-bool": (lambda: rfprobe.erf(net3(), n=True), ArgumentError, ["n=True", "positive int"]),
     "output-layout": (lambda: rfprobe.probe(ChannelsLastSplit()), ArgumentError,
                       ["(1, 30, 30, 1, 3)", "(N, C, *spatial) or channels-last (N, *spatial, C)"]),
     "inputs-in-structural-mode": (lambda: rfprobe.probe(net3(), inputs=torch.rand(1, 3, 9, 9)), ArgumentError,

@@ -59,3 +59,32 @@ def test_reductions_without_a_rule_before_match_a_perturbation(op, over):
     assert a.status != "global"
     for unit in [(0, 0), (2, 3), (5, 5)]:
         assert (a.region(unit, bounded=True).input_mask() == moved[unit]).all(), unit
+
+
+_EXTREMES = {
+    "amax over a strip": lambda y: y + y.amax(2, keepdim=True),
+    "amin over space": lambda y: y * y.amin((2, 3), keepdim=True),
+    "max with indices": lambda y: y + y.max(3, keepdim=True).values,
+    "min of everything": lambda y: y * y.min(),
+    "max of two tensors": lambda y: torch.max(y, y.flip(3)),
+    "min of two tensors": lambda y: y.min(other=y.flip(2)),
+    "maximum": lambda y: torch.maximum(y, y.flip(3)),
+    "minimum": lambda y: torch.minimum(y.flip(2), y),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_EXTREMES))
+def test_max_and_min_read_what_a_perturbation_moves_and_the_probe_sees_it(name):
+    """A max over an axis reads the whole axis (any element can become the max), but its
+    gradient reaches only the winner: the structural probe sums instead (the record's
+    surrogate). max(x, y) of two tensors is elementwise (it was read as a reduction over a
+    'dim' that was a tensor, and blamed on the model); its gradient, like maximum's, reaches
+    only the larger of the two, so the probe adds them."""
+    net = ConvThen(_EXTREMES[name], cout=2)
+    shape = (1, 8, 8)
+    a = rfprobe.analyze(net, input_shape=shape)
+    moved = perturbed(net, shape)
+    for unit in [(0, 0), (2, 5), (5, 5)]:
+        assert (a.region(unit, bounded=True).input_mask() == moved[unit]).all(), unit
+        r = rfprobe.verify(net, shape, unit=unit)
+        assert r.ok, str(r)

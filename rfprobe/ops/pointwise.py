@@ -149,9 +149,28 @@ def dropout_off(func, args, kwargs):
 _PRODUCTS = ("mul", "__mul__", "__rmul__", "mul_", "__imul__")
 
 
+def both_surrogate(func, args, kwargs):
+    """The structural probe's ``maximum(x, y)`` (and ``minimum``, ``max(x, y)``): ``x + y``,
+    whose gradient reaches both inputs at every position (the max's reaches only the larger,
+    while the forward reads both).
+
+    >>> import torch
+    >>> fn, a, k = both_surrogate(torch.maximum, (torch.ones(2), torch.zeros(2)), {})
+    >>> fn(*a, **k).tolist()
+    [1.0, 1.0]
+    """
+    def both(x, other=None, **kw):
+        return x + (kw.pop("other") if other is None else other)
+    return both, args, kwargs
+
+
+_BOTH = ("maximum", "minimum")
+
+
 def _record(name: str) -> Op:
     return Op(name, elementwise, meta=_META.get(name), inplace=name in _INPLACE_DUNDERS,
-              surrogate=dropout_off if name in _DROPOUT else None, gradient=name not in MASKS,
+              surrogate=dropout_off if name in _DROPOUT else both_surrogate if name in _BOTH else None,
+              gradient=name not in MASKS,
               scales=name in _PRODUCTS)
 
 

@@ -20,7 +20,7 @@ import torch
 from ..errors import UnknownOpError
 from . import meta
 from .maps import REDUCTION, Broadcast, Call, Global, InputDep, Op, global_rule, identity, whole_axis
-from .pointwise import channel_only, elementwise
+from .pointwise import both_surrogate, channel_only, elementwise
 
 def einsum(call: Call):
     """``torch.einsum(equation, *operands)``: a spatial axis whose letter stays in the output,
@@ -67,6 +67,8 @@ def reduction(call: Call, dim_at: int = 1):
     coordinate attention), each output reads the whole of those axes and its own index on
     the others. ``dim_at``: where the op takes ``dim`` positionally (``norm(x, p, dim)``: 2)."""
     dim = call.arg(dim_at, "dim", None)
+    if isinstance(dim, torch.Tensor) or isinstance(call.kwargs.get("other"), torch.Tensor):
+        return elementwise(call)        # max(x, y), min(x, y): elementwise, as maximum(x, y)
     k = call.data[0]
     layout = call.in_layouts[k]
     ndim = len(call.shape(k))
@@ -151,6 +153,35 @@ def reduced_layout(args, kwargs, src, layout, out, dim_at: int = 1):
 
 
 # ----------------------------------------------------------------------------- the records
+def extreme_surrogate(func, args, kwargs):
+    """The structural probe's max/min/amax/amin over dims: a sum over the same dims, whose
+    gradient reaches every element it reduces (the max's reaches one, so the probe saw only
+    the winner while the forward reads them all); ``max(x, dim)``'s indices come back as
+    zeros. ``max(x, y)`` of two tensors is elementwise: a sum of the two, as
+    :func:`~rfprobe.ops.pointwise.both_surrogate` does for ``maximum``.
+
+    >>> import torch
+    >>> fn, a, k = extreme_surrogate(torch.amax, (torch.ones(2, 3), 1), {"keepdim": True})
+    >>> fn(*a, **k).tolist()
+    [[3.0], [3.0]]
+    """
+    if (len(args) > 1 and isinstance(args[1], torch.Tensor)) or isinstance(kwargs.get("other"), torch.Tensor):
+        return both_surrogate(func, args, kwargs)
+    indexed = getattr(func, "__name__", "") in ("max", "min")
+
+    def summed(x, *rest, **kw):
+        dim = kw.pop("dim", rest[0] if rest else None)
+        keep = kw.pop("keepdim", rest[1] if len(rest) > 1 else False)
+        if dim is None or (isinstance(dim, (tuple, list)) and not dim):    # amax's dim=() is every dim
+            values = x.sum()
+            return values if not indexed else values
+        values = x.sum(dim, keepdim=keep)
+        if indexed:
+            return torch.return_types.max((values, torch.zeros(values.shape, dtype=torch.long, device=x.device)))
+        return values
+    return summed, args, kwargs
+
+
 def _reduction(name: str, dim_at: int = 1, **kw) -> Op:
     rule = reduction if dim_at == 1 else functools.partial(reduction, dim_at=dim_at)
     return Op(name, rule, kind=REDUCTION, dim_at=dim_at, **kw)
@@ -159,7 +190,8 @@ def _reduction(name: str, dim_at: int = 1, **kw) -> Op:
 _ATTENTION = "attention (matrix product over positions)"
 RECORDS = [
     _reduction("mean", meta=meta.mean),
-    *(_reduction(n) for n in "sum amax amin max min std var logsumexp prod nansum nanmean".split()),
+    *(_reduction(n) for n in "sum std var logsumexp prod nansum nanmean".split()),
+    *(_reduction(n, surrogate=extreme_surrogate) for n in ("amax", "amin", "max", "min")),
     _reduction("norm", dim_at=2),                    # norm(x, p, dim, keepdim)
     _reduction("argmax", gradient=False), _reduction("argmin", gradient=False),   # indices
     Op("softmax", softmax, meta=meta.softmax, mixer="attention (softmax over positions)"),
