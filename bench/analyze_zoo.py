@@ -19,17 +19,14 @@ own work cheaper, only by not running the model's code (or not copying it).
 """
 from __future__ import annotations
 
-import argparse
-import datetime
 import os
 import sys
-import warnings
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rfprobe  # noqa: E402
-from common import fwd, machine, side_by_side  # noqa: E402
+from common import fwd, side_by_side, start  # noqa: E402
 from torch.overrides import TorchFunctionMode  # noqa: E402
 
 from rfprobe.ops import OPS, QUERY, meta_result  # noqa: E402
@@ -92,14 +89,7 @@ def floor(model: torch.nn.Module, shape: tuple[int, ...]):
 def main(argv=None) -> int:
     import torchvision
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--only", nargs="*", default=None)
-    args = ap.parse_args(argv)
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", str(os.cpu_count() or 1))))
-    print(f"machine: {machine()}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
-          f"reps {args.reps}\n")
+    args = start(__doc__, argv, reps=5)
     print("| model | trunk | status | RF | input chosen | analyze ms | forward ms | analyze / forward "
           "| floor ms | floor / forward |")
     print("|---|---|---|---|---|---|---|---|---|---|")

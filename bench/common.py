@@ -118,3 +118,21 @@ def machine() -> str:
     return (f"{cpu}, {os.cpu_count()} cores{mem}, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads, oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'}), "
             f"python {platform.python_version()}")
+
+
+def start(doc: str, argv, reps: int, extra: str = ""):
+    """What every model-zoo bench does first: parse ``--reps`` and ``--only``, silence
+    warnings, use ``BENCH_THREADS`` intra-op threads, and print the machine line."""
+    import argparse
+    import datetime
+    import os
+    import warnings
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--reps", type=int, default=reps)
+    ap.add_argument("--only", nargs="*", default=None)
+    args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", str(os.cpu_count() or 1))))
+    print(f"machine: {machine()}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
+          f"reps {args.reps}{extra}\n")
+    return args

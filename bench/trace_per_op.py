@@ -15,17 +15,14 @@ dictionary lookup. To compare with a checkout from before it (which kept op know
 """
 from __future__ import annotations
 
-import argparse
-import datetime
 import os
 import sys
-import warnings
 
 import torch
 from torch.overrides import TorchFunctionMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, side_by_side  # noqa: E402
+from common import side_by_side, start  # noqa: E402
 
 try:                                    # this layout
     from rfprobe.ops import OPS, QUERY, meta_result
@@ -62,14 +59,7 @@ def _trunk(model, name: str):
 def main(argv=None) -> int:
     import torchvision
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--only", nargs="*", default=None)
-    args = ap.parse_args(argv)
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", str(os.cpu_count() or 1))))
-    print(f"machine: {machine()}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
-          f"reps {args.reps}; rfprobe from {os.path.dirname(sys.modules['rfprobe'].__file__)}\n")
+    args = start(__doc__, argv, reps=7, extra=f"; rfprobe from {os.path.dirname(sys.modules['rfprobe'].__file__)}")
     print("| model | nodes | trace ms | floor ms | us/op (trace) | us/op (trace - floor) | trace / floor |")
     print("|---|---|---|---|---|---|---|")
     for name, trunk in TRUNKS.items():
