@@ -88,13 +88,13 @@ class SqueezeExcite(nn.Module):
         return y * y.mean((2, 3), keepdim=True)
 
 
-class Cumsum(nn.Module):
+class Logcumsumexp(nn.Module):
     def __init__(self):
         super().__init__()
         self.c = nn.Conv2d(3, 3, 3)
 
     def forward(self, x):
-        return torch.cumsum(self.c(x), -1)
+        return torch.logcumsumexp(self.c(x), -1)
 
 
 def nan_net():
@@ -168,7 +168,7 @@ CASES = {
                             ["max_memory=", "GiB"]),
     "no-spatial-output": (lambda: rfprobe.analyze(Classifier()), ArgumentError, ["without spatial axes", "layer="]),
     "global-op-box": (lambda: rfprobe.analyze(SqueezeExcite()).box(), GlobalOpError, ["global", "mean"]),
-    "unknown-op": (lambda: rfprobe.analyze(Cumsum()), UnknownOpError, ["'cumsum'", "register_rule"]),
+    "unknown-op": (lambda: rfprobe.analyze(Logcumsumexp()), UnknownOpError, ["'logcumsumexp'", "register_rule"]),
     "mode-typo": (lambda: rfprobe.probe(net3(), mode="structual"), ArgumentError, ["mode='structual'", "'actual'"]),
     "channel-out-of-range": (lambda: rfprobe.probe(net3(), channel=9), ArgumentError, ["channel=9", "3 channels"]),
     "device-unknown": (lambda: rfprobe.probe(net3(), device="gpu"), ArgumentError, ["device='gpu'", "'cpu'"]),

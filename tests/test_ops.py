@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import rfprobe
 from rfprobe.ops import FAMILIES, OPS, QUERY, REDUCTION
@@ -88,3 +89,79 @@ def test_max_and_min_read_what_a_perturbation_moves_and_the_probe_sees_it(name):
         assert (a.region(unit, bounded=True).input_mask() == moved[unit]).all(), unit
         r = rfprobe.verify(net, shape, unit=unit)
         assert r.ok, str(r)
+
+
+_RUNNING = {
+    "cumsum along the width": (lambda y: torch.cumsum(y, 3), 1),
+    "cumsum along the height, a method": (lambda y: y.cumsum(dim=-2), 1),
+    "cumsum over channels": (lambda y: y.cumsum(1), 2),
+    "cumprod along the height": (lambda y: torch.cumprod(y, dim=2), 1),
+    "cummax along the width": (lambda y: torch.cummax(y, 3).values, 1),
+    "cummin along the height": (lambda y: y.cummin(2)[0], 1),
+    "cummax over channels": (lambda y: y.cummax(dim=1).values, 2),
+    "diff along the width": (lambda y: torch.diff(y, dim=3), 1),
+    "diff twice along the height": (lambda y: torch.diff(y, n=2, dim=2), 1),
+    "diff over channels": (lambda y: y.diff(dim=1), 3),
+    "diff with a constant prepend": (lambda y: torch.diff(y, dim=-1, prepend=torch.zeros(y.shape[:-1] + (2,), dtype=y.dtype)), 1),
+    "diff with a prepend and append from the data":
+        (lambda y: torch.diff(y, n=2, dim=3, prepend=y[..., 4:], append=y[..., :1]), 1),
+    "vector_norm over channels": (lambda y: torch.linalg.vector_norm(y, 2, 1, True), 3),
+    "vector_norm over a strip": (lambda y: y + torch.linalg.vector_norm(y, ord=2, dim=(2,), keepdim=True), 2),
+    "vector_norm inf over a strip": (lambda y: y * torch.linalg.vector_norm(y, float("inf"), 3, True), 2),
+    "vector_norm channels-last, over a strip":
+        (lambda y: y + torch.linalg.vector_norm(y.permute(0, 2, 3, 1), dim=1, keepdim=True).permute(0, 3, 1, 2), 2),
+    "normalize over channels": (lambda y: F.normalize(y, p=2, dim=1), 3),
+    "normalize along the width": (lambda y: F.normalize(y, dim=3), 2),
+    "normalize along the height, keyword p=1": (lambda y: F.normalize(y, p=1.0, dim=-2), 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_RUNNING))
+def test_running_ops_norms_and_diff_read_what_a_perturbation_moves_and_the_probe_sees_it(name):
+    """cumsum/cumprod/cummax/cummin along a spatial axis: output j reads the prefix 0..j of
+    that axis (every other axis its own index); diff(n) reads j..j+n (a prepend of length p
+    shifts x by p; a prepend or append from the data is read where the window falls on it);
+    vector_norm and F.normalize over channels are pointwise, over an axis they read the whole
+    axis. Each is checked against a perturbation of the input (a route that shares no code with
+    rfprobe), on several units, and by verify (the probe: cummax, cummin and the inf-norm pass
+    gradient to one element only, so the structural probe runs a cumsum or a sum instead)."""
+    f, cout = _RUNNING[name]
+    net = ConvThen(f, cout=cout)
+    shape = (1, 8, 8)
+    a = rfprobe.analyze(net, input_shape=shape)
+    assert a.status != "global", a.global_causes
+    moved = perturbed(net, shape)
+    out = moved.shape[:2]
+    units = {(0, 0), (2, 3), (out[0] - 1, out[1] - 1), (out[0] // 2, 0)}
+    for unit in sorted(units):
+        assert (a.region(unit, bounded=True).input_mask() == moved[unit]).all(), unit
+        r = rfprobe.verify(net, shape, unit=unit)
+        assert r.ok, str(r)
+
+
+@pytest.mark.parametrize("tail", [
+    lambda y: y * torch.linalg.vector_norm(y, dim=(2, 3), keepdim=True),    # global response norm
+    lambda y: y * torch.linalg.vector_norm(y),
+    lambda y: F.normalize(y, dim=(2, 3)),
+])
+def test_norms_over_all_of_space_are_global_and_named(tail):
+    net = ConvThen(tail, cout=2)
+    a = rfprobe.analyze(net, input_shape=(1, 8, 8))
+    moved = perturbed(net, (1, 8, 8))
+    assert a.status == "global" and a.graph.nodes[2].op in a.global_causes[0], a.global_causes
+    assert moved.all()
+
+
+def test_a_prefix_is_closed_by_hand():
+    """cumsum along the width after a 3x3 conv: unit (2, 3) reads conv outputs (2, 0..3),
+    which read rows 2..4 and columns 0..5 (by hand)."""
+    r = rfprobe.verify(ConvThen(lambda y: torch.cumsum(y, dim=3)), (1, 8, 8), unit=(2, 3))
+    assert r.ok and r.exact_clipped_box == ((2, 4), (0, 5)) == r.probe_box, str(r)
+
+
+def test_the_unknown_op_tests_still_use_an_op_without_a_rule():
+    """cumsum now has a record: the tests of unknown ops and user rules (test_rules.py,
+    test_custom_rules.py, test_bad_inputs.py, the worked example in docs/design.md) use
+    logcumsumexp, the same prefix along an axis, which stays without a record."""
+    assert OPS["cumsum"].rule is not None and OPS["diff"].rule is not None
+    assert "logcumsumexp" not in OPS

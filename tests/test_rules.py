@@ -206,44 +206,44 @@ def test_concat_on_channels_is_the_union():
 
 
 # ----------------------------------------------------------------------------- unknown ops
-class Cumsum(nn.Module):
+class Logcumsumexp(nn.Module):
     def __init__(self):
         super().__init__()
         self.c = nn.Conv2d(1, 1, 3)
 
     def forward(self, x):
-        return torch.cumsum(self.c(x), dim=-1)
+        return torch.logcumsumexp(self.c(x), dim=-1)
 
 
 def test_unknown_op_names_the_op_and_call_site():
     with pytest.raises(UnknownOpError) as err:
-        rfprobe.analyze(Cumsum(), input_shape=(1, 10, 10))
+        rfprobe.analyze(Logcumsumexp(), input_shape=(1, 10, 10))
     msg = str(err.value)
-    assert "'cumsum'" in msg and "test_rules.py:" in msg and "register_rule" in msg
+    assert "'logcumsumexp'" in msg and "test_rules.py:" in msg and "register_rule" in msg
     # the op after the selected layer does not matter
-    a = rfprobe.analyze(Cumsum(), input_shape=(1, 10, 10), layer="c")
+    a = rfprobe.analyze(Logcumsumexp(), input_shape=(1, 10, 10), layer="c")
     assert a.size == (3, 3)
 
 
 def test_register_rule_by_function_and_by_word():
-    """cumsum along the width: out j reads 0..j (hand: unit (4, 5) of the conv output ->
+    """logcumsumexp along the width: out j reads 0..j (hand: unit (4, 5) of the conv output ->
     columns 0..7 of the input, rows 4..6)."""
-    def cumsum_rule(call):
+    def prefix_rule(call):
         k = call.data[0]
         h, w = call.spatial_in(k)
         return [rules.InputDep(k, (rules.identity(h), rules.Mapped(lambda j, b: range(j + 1), w)))]
-    rfprobe.register_rule("cumsum", cumsum_rule)
+    rfprobe.register_rule("logcumsumexp", prefix_rule)
     try:
-        r = rfprobe.verify(Cumsum(), input_shape=(1, 10, 10), unit=(4, 5))
+        r = rfprobe.verify(Logcumsumexp(), input_shape=(1, 10, 10), unit=(4, 5))
         assert r.ok, str(r)
         assert r.exact_clipped_box == ((4, 6), (0, 7)) == r.probe_box
-        rfprobe.register_rule("cumsum", "global")
-        a = rfprobe.analyze(Cumsum(), input_shape=(1, 10, 10))
-        assert a.status == "global" and "cumsum" in a.global_causes[0]
+        rfprobe.register_rule("logcumsumexp", "global")
+        a = rfprobe.analyze(Logcumsumexp(), input_shape=(1, 10, 10))
+        assert a.status == "global" and "logcumsumexp" in a.global_causes[0]
     finally:
-        del OPS["cumsum"]
+        del OPS["logcumsumexp"]
     with pytest.raises(rfprobe.RFProbeError, match="pointwise"):
-        rfprobe.register_rule("cumsum", "pointwize")
+        rfprobe.register_rule("logcumsumexp", "pointwize")
 
 
 def test_register_pointwise_word():

@@ -9,7 +9,8 @@ nothing else keeps a list of op names. The families:
 * :mod:`rfprobe.ops.pointwise`: activations, arithmetic, dropout, casts, masks, constants;
 * :mod:`rfprobe.ops.resample`: interpolation, pixel (un)shuffle, padding, flips, rolls;
 * :mod:`rfprobe.ops.layout`: reshapes, permutes, pieces, indexing, cat, shape queries;
-* :mod:`rfprobe.ops.reduce`: reductions, norms, softmax, Linear, attention, einsum.
+* :mod:`rfprobe.ops.reduce`: reductions, norms, softmax, Linear, attention, einsum;
+* :mod:`rfprobe.ops.scan`: running ops along an axis (cumsum, cumprod, cummax, cummin, diff).
 
 Adding an op is one record in its family's ``RECORDS`` (and one test); a user declares one
 with :func:`register_rule`.
@@ -28,7 +29,7 @@ from typing import Any, Iterator
 import torch
 
 from ..errors import ArgumentError, UnknownOpError, did_you_mean
-from . import layout, pointwise, reduce, resample, window
+from . import layout, pointwise, reduce, resample, scan, window
 from .maps import (INDEX, LAYOUT, QUERY, REDUCTION, VALUE, WRITE, Affine, AxisMap, Broadcast, Call, Global,
                    InputDep, LayoutRule, Mapped, Op, Rule, global_rule, identity, per_axis, whole_axis)
 from .pointwise import channel_only, elementwise
@@ -40,7 +41,7 @@ __all__ = ["OPS", "Op", "Rule", "LayoutRule", "Call", "InputDep", "Global", "Aff
            "register_rule", "unregister_rule", "registered_rule", "user_rules", "meta_result", "gradient_stops", "setitem", "reduced_layout",
            "VALUE", "LAYOUT", "INDEX", "WRITE", "REDUCTION", "QUERY"]
 
-FAMILIES = (window, pointwise, resample, layout, reduce)
+FAMILIES = (window, pointwise, resample, layout, reduce, scan)
 
 
 def _collect() -> dict[str, Op]:
@@ -84,7 +85,7 @@ def register_rule(name: str, rule: Rule | str, *, override: bool = False) -> Non
     rule = _as_rule(rule)
     if not isinstance(name, str) or not name:
         raise ArgumentError(f"register_rule: name={name!r} must be the op's name as the unknown-op error "
-                            "shows it, e.g. 'cumsum'")
+                            "shows it, e.g. 'logcumsumexp'")
     builtin = _BUILT_IN.get(name)
     if builtin is not None and (builtin.rule is not None or builtin.moves is not None) and not override:
         raise ArgumentError(f"register_rule({name!r}, ...) would replace rfprobe's own rule for {name!r}; "

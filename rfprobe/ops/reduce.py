@@ -115,6 +115,24 @@ def _whole_axis(call: Call, dim: int, why: str):
     return [InputDep(k, axes)]
 
 
+def normalize(call: Call):
+    """``F.normalize(x, p, dim)`` divides by the norm over ``dim`` (int or dims, default 1):
+    over channels pointwise, over some spatial axes each output reads those whole axes (and
+    its own index on the others), over every spatial axis global. The shape is kept."""
+    dim = call.arg(2, "dim", 1)
+    k = call.data[0]
+    layout = call.in_layouts[k]
+    ndim = len(call.shape(k))
+    dims = [dim] if isinstance(dim, int) else list(dim)
+    dims = [d - ndim if d >= 0 else d for d in dims]
+    if not any(d in layout for d in dims):
+        return elementwise(call)
+    if all(d in dims for d in layout):
+        return Global(f"{call.name} over spatial dims (statistics couple every position)")
+    return [InputDep(k, tuple(whole_axis(n) if d in dims else identity(n)
+                              for d, n in zip(layout, call.spatial_in(k))))]
+
+
 def norm_over_space(call: Call):
     """group_norm / instance_norm normalise over spatial axes; layer_norm when its
     normalized_shape covers a spatial dim."""
@@ -182,6 +200,23 @@ def extreme_surrogate(func, args, kwargs):
     return summed, args, kwargs
 
 
+def sum_surrogate(func, args, kwargs):
+    """The structural probe's ``linalg.vector_norm(x, ord, dim, keepdim)``: a sum over the same
+    dims (the norm's gradient reaches only the largest element for ``ord=inf`` and nothing for
+    ``ord=0``, while the forward reads them all).
+
+    >>> import torch
+    >>> fn, a, k = sum_surrogate(torch.linalg.vector_norm, (torch.ones(2, 3), float("inf"), 1), {})
+    >>> fn(*a, **k).tolist()
+    [3.0, 3.0]
+    """
+    def summed(x, ord=2, dim=None, keepdim=False, **kw):
+        if dim is None or (isinstance(dim, (tuple, list)) and not dim):
+            return x.sum().reshape((1,) * x.dim()) if keepdim else x.sum()
+        return x.sum(dim, keepdim=keepdim)
+    return summed, args, kwargs
+
+
 def _reduction(name: str, dim_at: int = 1, **kw) -> Op:
     rule = reduction if dim_at == 1 else functools.partial(reduction, dim_at=dim_at)
     return Op(name, rule, kind=REDUCTION, dim_at=dim_at, **kw)
@@ -193,6 +228,8 @@ RECORDS = [
     *(_reduction(n) for n in "sum std var logsumexp prod nansum nanmean".split()),
     *(_reduction(n, surrogate=extreme_surrogate) for n in ("amax", "amin", "max", "min")),
     _reduction("norm", dim_at=2),                    # norm(x, p, dim, keepdim)
+    _reduction("linalg_vector_norm", dim_at=2, surrogate=sum_surrogate),   # vector_norm(x, ord, dim, keepdim)
+    Op("normalize", normalize),                      # F.normalize(x, p, dim): keeps the shape
     _reduction("argmax", gradient=False), _reduction("argmin", gradient=False),   # indices
     Op("softmax", softmax, meta=meta.softmax, mixer="attention (softmax over positions)"),
     Op("log_softmax", softmax, meta=meta.softmax),
