@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 import rfprobe
@@ -165,3 +166,36 @@ def test_the_unknown_op_tests_still_use_an_op_without_a_rule():
     logcumsumexp, the same prefix along an axis, which stays without a record."""
     assert OPS["cumsum"].rule is not None and OPS["diff"].rule is not None
     assert "logcumsumexp" not in OPS
+
+
+class _LendsDtype(nn.Module):
+    """A 3x3 branch scaled by ones that take a 7x7 branch's dtype and device (``.to(g)``,
+    ``.type_as(g)``): only the 3x3 is read (a perturbation of the 7x7's extra positions moves
+    nothing)."""
+
+    def __init__(self):
+        super().__init__()
+        self.big, self.small = nn.Conv2d(1, 1, 7, padding=3), nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, x):
+        g = self.big(x)
+        return self.small(x) * torch.ones(1, 1, 12, 12).to(g) + self.small(x).type_as(g).cpu()
+
+
+def test_to_and_type_as_read_the_values_not_the_tensor_that_lends_its_dtype():
+    net = _LendsDtype()
+    a = rfprobe.analyze(net, input_shape=(1, 12, 12))
+    assert (a.size, a.stride, a.padding) == ((3, 3), (1, 1), (1, 1))     # the 3x3, padding 1, by hand
+    moved = perturbed(net, (1, 12, 12))
+    for unit in [(0, 0), (5, 6)]:
+        assert (a.region(unit, bounded=True).input_mask() == moved[unit]).all(), unit
+    assert rfprobe.verify(net, (1, 12, 12)).ok
+
+
+def test_an_output_built_from_constants_is_refused_and_a_constant_term_adds_nothing():
+    const = ConvThen(lambda y: y)
+    const.forward = lambda x: const.c(torch.ones_like(x))      # the conv reads x's shape only
+    with pytest.raises(rfprobe.ArgumentError, match="does not depend on the model input"):
+        rfprobe.analyze(const, input_shape=(1, 10, 10))
+    plus = ConvThen(lambda y: y + torch.zeros_like(y).exp())
+    assert rfprobe.verify(plus, (1, 10, 10)).size == (3, 3)

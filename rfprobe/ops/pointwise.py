@@ -56,6 +56,13 @@ def channel_only(call: Call) -> list[InputDep]:
     return [InputDep(k, tuple(identity(n) for n in call.spatial_in(k))) for k in call.data]
 
 
+def cast(call: Call) -> list[InputDep]:
+    """``x.to(...)``, ``x.type_as(y)``, ``x.cpu()``: ``x``'s values, pointwise; a tensor ``y``
+    lends only its dtype and device, so its positions are not read (``ones.to(g)`` reads
+    nothing of ``g``)."""
+    return [d for d in elementwise(call) if d.arg == 0]
+
+
 def copy_from(call: Call) -> list[InputDep]:
     """``x.copy_(src)``: afterwards ``x`` holds ``src`` (broadcast), not its old values."""
     return elementwise(call)[1:] if 0 in call.data else elementwise(call)
@@ -92,7 +99,9 @@ rrelu threshold threshold_ logsigmoid softsign tanhshrink hardshrink softshrink 
 # dropout (off in the structural probe: every position passes)
 _DROPOUT = "dropout dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout".split()
 # casts, copies and views of values: nothing moves
-_CASTS = "dropout_ contiguous clone to float double half bfloat16 type type_as requires_grad_".split()
+_CASTS = "dropout_ contiguous clone float double half bfloat16 type requires_grad_".split()
+# x.to(y), x.type_as(y): x's values; y lends its dtype and device only
+_MOVES = "to type_as cpu cuda".split()
 # ops whose bool result is a mask of the data: traced like values (the positions a mask is
 # computed from are read by whatever it selects or fills), though no gradient passes them
 MASKS = """
@@ -176,6 +185,7 @@ def _record(name: str) -> Op:
 
 RECORDS = [_record(n) for n in _ARITHMETIC + _ACTIVATIONS + _DROPOUT + _CASTS + MASKS]
 RECORDS += [
+    *(Op(n, cast) for n in _MOVES),
     Op("detach", elementwise, gradient=False),
     Op("detach_", gradient=False),     # no rule (unknown), but it stops gradients
     Op("masked_fill", elementwise), Op("masked_fill_", elementwise),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from ..errors import ArgumentError
 from ..hints import InputShape, ModelLike, Unit
 from ..results import Analysis, LayerRow
 from ..trace import Graph, Node, select
@@ -47,6 +48,9 @@ def analysis_of(graph: Graph, layer=None, output=None) -> Analysis:
     rows = tuple(LayerRow(n.name, n.op, n.shape, c.size, c.stride, c.padding, c.status, c.why)
                  for n, c in zip(graph.nodes[1:target.id + 1], closed[1:target.id + 1]))
     c = closed[target.id]
+    if c.status == "constant":
+        raise ArgumentError(f"the selected output {target.name!r} does not depend on the model input: it is "
+                            f"computed from constants ({c.why}); select another layer= or output=")
     causes = tuple(dict.fromkeys(r.why for r in rows if r.status == "global" and r.why))
     size = stride = padding = size_min = None
     status = c.status

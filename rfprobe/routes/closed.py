@@ -51,7 +51,7 @@ class Closed:
     """Closed form of one node: per-axis (size, stride, padding), or why there is none."""
 
     rsp: tuple[tuple[int, int, int], ...] | None
-    status: str = "ok"          # ok | global | varies
+    status: str = "ok"          # ok | global | varies | constant (reads no input position)
     why: str = ""
 
     @property
@@ -97,6 +97,8 @@ def _closed_forms(graph: Graph) -> tuple[list[Closed], list[str]]:
         result = None
         for dep, src in zip(node.deps, node.inputs):
             c = out[src]
+            if c.status == "constant":            # reads no input position: adds none
+                continue
             if isinstance(dep.axes, Global):      # this input reaches the output everywhere
                 c = Closed(None, "global", f"{node.name}: {dep.axes.why}")
             if c.status != "ok":
@@ -129,6 +131,8 @@ def _closed_forms(graph: Graph) -> tuple[list[Closed], list[str]]:
 
 
 def _merge(node: Node, paths, notes: list[str]) -> Closed:
+    if not paths:       # built from constants only (ones_like(x) reads x's shape, not its values)
+        return Closed(None, "constant", f"{node.name}: {node.op} reads no input position")
     if len(paths) == 1:
         return Closed(paths[0][1])
     merged = []
