@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 import rfprobe
-from rfprobe.errors import (ArgumentError, GlobalOpError, ModelError, ResourceError, RFProbeError,
+from rfprobe.errors import (ArgumentError, GlobalOpError, InternalError, ModelError, ResourceError, RFProbeError,
                             SpecError, UnknownOpError)
 
 DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "errors.md")
@@ -118,6 +118,18 @@ def meta_net():
         return rfprobe.build("conv3 bn relu conv3", in_channels=3)
 
 
+def broken_rule():
+    """rfprobe's own rule for relu crashing (a bug of rfprobe's, simulated): the model is not at fault."""
+    import dataclasses
+    from rfprobe.ops import OPS
+    saved = OPS["relu"]
+    OPS["relu"] = dataclasses.replace(saved, rule=lambda call: list(None))
+    try:
+        return rfprobe.analyze(net3(), (3, 9, 9))
+    finally:
+        OPS["relu"] = saved
+
+
 def big_net():
     return nn.Sequential(nn.Conv2d(3, 64, 3), nn.Conv2d(64, 64, 3))
 
@@ -176,6 +188,9 @@ CASES = {
     "erf-n-bool": (lambda: rfprobe.erf(net3(), n=True), ArgumentError, ["n=True", "positive int"]),
     "output-layout": (lambda: rfprobe.probe(ChannelsLastSplit()), ArgumentError,
                       ["(1, 30, 30, 1, 3)", "(N, C, *spatial) or channels-last (N, *spatial, C)"]),
+    "internal-error": (broken_rule, InternalError,
+                       ["rfprobe failed on op 'relu'", "TypeError", "limitation of rfprobe", "not a fault of your model",
+                        "report"]),
     "inputs-in-structural-mode": (lambda: rfprobe.probe(net3(), inputs=torch.rand(1, 3, 9, 9)), ArgumentError,
                                   ["inputs=", "mode='actual'"]),
 }
@@ -194,6 +209,8 @@ def test_bad_input(case):
     assert os.path.abspath(raised_in).startswith(RFPROBE_DIR), f"{case}: raised from {raised_in}"
     if cls is ModelError:
         assert e.__cause__ is not None or "NaN" in str(e), "the user's error is chained"
+    elif cls is InternalError:
+        assert e.__cause__ is not None, "rfprobe's own error is chained, for the report"
     else:
         assert e.__cause__ is None and (e.__context__ is None or e.__suppress_context__), \
             f"{case}: a chained traceback from {type(e.__cause__ or e.__context__).__name__}"

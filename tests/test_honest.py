@@ -1,0 +1,99 @@
+"""Errors say whose fault they are, and real models' tails: rfprobe's own crash is an
+InternalError (never "the model raised"), a model that cannot be copied says so, an
+efficient-channel-attention gate (a Conv1d over the pooled channel vector) is global."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+import rfprobe
+from rfprobe.errors import InternalError, ModelError
+
+
+class ECA(nn.Module):
+    """Efficient channel attention as timm writes it: a Conv1d over the channel axis of the
+    pooled vector, the gate expanded to x's shape."""
+
+    def __init__(self, view: bool = True):
+        super().__init__()
+        self.conv = nn.Conv1d(1, 1, 3, padding=1, bias=False)
+        self.view = view
+
+    def forward(self, x):
+        n = x.shape[0]
+        if self.view:
+            y = self.conv(x.mean((2, 3)).view(n, 1, -1)).sigmoid().view(n, -1, 1, 1)
+        else:
+            y = self.conv(x.mean((2, 3)).unsqueeze(1)).sigmoid().transpose(-1, -2).unsqueeze(-1)
+        return x * y.expand_as(x)
+
+
+def eca_net(view: bool = True) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), ECA(view), nn.Conv2d(16, 16, 3))
+
+
+@pytest.mark.parametrize("view", [True, False], ids=["view", "unsqueeze"])
+def test_eca_gate_is_global_through_the_mean(view):
+    """It ended in "the model raised TypeError ... 'NoneType' object is not iterable" (the
+    expand_as of the pooled gate had no spatial axes to move), though the model runs alone."""
+    net = eca_net(view)
+    net(torch.rand(1, 3, 16, 16))       # the model itself is fine
+    a = rfprobe.analyze(net, (3, 16, 16))
+    assert a.status == "global"
+    assert any("mean" in c for c in map(str, a.global_causes))
+    r = rfprobe.verify(net, (3, 16, 16))
+    assert r.ok, r
+    assert rfprobe.probe(net, (3, 16, 16)).box == ((0, 15), (0, 15))
+
+
+def test_view_and_unsqueeze_forms_agree():
+    a, b = rfprobe.analyze(eca_net(True), (3, 16, 16)), rfprobe.analyze(eca_net(False), (3, 16, 16))
+    assert a.status == b.status == "global"
+    assert rfprobe.analyze(eca_net(True)).status == "global"     # input_shape=None too
+
+
+def test_a_crash_in_rfprobes_rule_blames_rfprobe_not_the_model(monkeypatch):
+    import dataclasses
+    from rfprobe.ops import OPS
+    monkeypatch.setitem(OPS, "relu", dataclasses.replace(OPS["relu"], rule=lambda call: list(None)))
+    with pytest.raises(InternalError) as info:
+        rfprobe.analyze(eca_net(), (3, 16, 16))
+    text = str(info.value)
+    assert "the model raised" not in text
+    assert "op 'relu'" in text and "(module '1')" in text
+    assert "limitation of rfprobe" in text and "report" in text
+    assert isinstance(info.value.__cause__, TypeError)
+
+
+def test_a_crash_in_the_probes_policy_blames_rfprobe(monkeypatch):
+    from rfprobe.routes import gradient
+
+    def broken(self, out):
+        raise KeyError("probe bug")
+    monkeypatch.setattr(gradient.ProbePolicy, "post", broken)
+    with pytest.raises(InternalError) as info:
+        rfprobe.probe(rfprobe.build("conv3 relu conv3", in_channels=3), (3, 9, 9))
+    assert "the model raised" not in str(info.value) and "op 'conv2d'" in str(info.value)
+
+
+def test_the_models_own_error_is_still_the_models():
+    class Raises(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("mine")
+    with pytest.raises(ModelError, match="the model raised RuntimeError"):
+        rfprobe.analyze(Raises(), (3, 8, 8))
+
+
+class Uncopyable(nn.Sequential):
+    def __deepcopy__(self, memo):
+        raise RuntimeError("no copies of me")
+
+
+def test_a_model_that_cannot_be_copied_says_so():
+    """It was UnboundLocalError: 'tracer' (the tracer did not exist yet when the copy failed)."""
+    with pytest.raises(ModelError) as info:
+        rfprobe.analyze(Uncopyable(nn.Conv2d(3, 3, 3)), (3, 8, 8))
+    assert "private copy" in str(info.value) and "no copies of me" in str(info.value)
+    assert isinstance(info.value.__cause__, RuntimeError)
+
