@@ -88,6 +88,18 @@ class SqueezeExcite(nn.Module):
         return y * y.mean((2, 3), keepdim=True)
 
 
+class SpaceToDepthStem(nn.Module):
+    """A PixelUnshuffle(4) in the model's code before its first conv (Conv2d(48, ...)): 3 channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.pu = nn.PixelUnshuffle(4)
+        self.conv = nn.Conv2d(48, 8, 3)
+
+    def forward(self, x):
+        return self.conv(self.pu(x))
+
+
 class Cumsum(nn.Module):
     def __init__(self):
         super().__init__()
@@ -191,6 +203,8 @@ CASES = {
     "internal-error": (broken_rule, InternalError,
                        ["rfprobe failed on op 'relu'", "TypeError", "limitation of rfprobe", "not a fault of your model",
                         "report"]),
+    "guessed-channels": (lambda: rfprobe.analyze(SpaceToDepthStem()), ArgumentError,
+                         ["guessed 48 input channels", "'conv' (Conv2d)", "input_shape=(C, H, W)"]),
     "inputs-in-structural-mode": (lambda: rfprobe.probe(net3(), inputs=torch.rand(1, 3, 9, 9)), ArgumentError,
                                   ["inputs=", "mode='actual'"]),
 }

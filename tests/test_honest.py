@@ -97,3 +97,47 @@ def test_a_model_that_cannot_be_copied_says_so():
     assert "private copy" in str(info.value) and "no copies of me" in str(info.value)
     assert isinstance(info.value.__cause__, RuntimeError)
 
+
+# ----------------------------------------------------------------------------- no expensive guess
+class Stem(nn.Module):
+    """A space-to-depth before the first conv, in the model's own code: the conv's 48 input
+    channels are 3 of the model's."""
+
+    def __init__(self):
+        super().__init__()
+        self.pu = nn.PixelUnshuffle(4)
+        self.conv = nn.Conv2d(48, 16, 3)
+
+    def forward(self, x):
+        return self.conv(self.pu(x))
+
+
+def _counting(monkeypatch):
+    from rfprobe.routes import fit
+    calls = []
+    real = fit.trace
+
+    def counted(model, shape, *a, **kw):
+        calls.append(tuple(shape))
+        return real(model, shape, *a, **kw)
+    monkeypatch.setattr(fit, "trace", counted)
+    return calls
+
+
+def test_a_wrong_channel_guess_is_refused_at_once(monkeypatch):
+    """It traced (48, n, n) for n up to 4096 (seconds) before failing."""
+    calls = _counting(monkeypatch)
+    with pytest.raises(rfprobe.ArgumentError) as info:
+        rfprobe.analyze(Stem())
+    assert "input_shape=(C, H, W)" in str(info.value) and "48" in str(info.value)
+    assert len(calls) == 1, calls
+    assert rfprobe.analyze(Stem(), (3, None, None)).size == (12, 12)
+
+
+def test_a_space_to_depth_at_the_entry_divides_the_channels(monkeypatch):
+    net = nn.Sequential(nn.PixelUnshuffle(4), nn.Conv2d(48, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3))
+    calls = _counting(monkeypatch)
+    a = rfprobe.analyze(net)
+    assert a.input_shape[0] == 3 and all(c[0] == 3 for c in calls), calls
+    assert a.size == rfprobe.analyze(net, (3, None, None)).size == (20, 20)
+    assert rfprobe.verify(net).ok
