@@ -272,12 +272,25 @@ def check_expectation(name: str, value, n: int | None) -> tuple[int, ...] | None
 def as_model(model_or_spec, **build_kw) -> nn.Module:
     """Accept a module, or a spec string/list (built with ``rfprobe.build`` and put in eval
     mode: a spec describes an architecture, whose BatchNorm should not couple the batch)."""
+    if isinstance(model_or_spec, torch.jit.ScriptModule):
+        raise ArgumentError(f"model is a TorchScript module ({type(model_or_spec).__name__}): rfprobe follows "
+                            "the Python module's own code, which scripting or tracing compiles away. Pass "
+                            "the module before torch.jit.script / torch.jit.trace (the same weights)")
     if isinstance(model_or_spec, nn.Module):
-        return model_or_spec
+        return _uncompiled(model_or_spec)
     if isinstance(model_or_spec, (str, list, tuple)):
         return build(model_or_spec, **build_kw).eval()
     raise ArgumentError(f"model must be a torch.nn.Module or a spec string, not "
                         f"{type(model_or_spec).__name__} ({model_or_spec!r:.60})")
+
+
+def _uncompiled(model: nn.Module) -> nn.Module:
+    """The module ``torch.compile`` wrapped (its ``_orig_mod``): rfprobe runs that module's code on
+    its own copy and never calls the compiled forward. Told by the class's name, so that rfprobe
+    imports no ``torch._dynamo`` (seconds) for models that were never compiled."""
+    while type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        model = model._orig_mod
+    return model
 
 
 def _whole(s) -> int:

@@ -142,6 +142,13 @@ def broken_rule():
         OPS["relu"] = saved
 
 
+def scripted_net():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # torch.jit.script is deprecated in recent torch
+        return torch.jit.script(net3())
+
+
 def big_net():
     return nn.Sequential(nn.Conv2d(3, 64, 3), nn.Conv2d(64, 64, 3))
 
@@ -205,6 +212,8 @@ CASES = {
                         "report"]),
     "guessed-channels": (lambda: rfprobe.analyze(SpaceToDepthStem()), ArgumentError,
                          ["guessed 48 input channels", "'conv' (Conv2d)", "input_shape=(C, H, W)"]),
+    "torchscript-model": (lambda: rfprobe.analyze(scripted_net()), ArgumentError,
+                          ["TorchScript module", "RecursiveScriptModule", "before torch.jit.script"]),
     "inputs-in-structural-mode": (lambda: rfprobe.probe(net3(), inputs=torch.rand(1, 3, 9, 9)), ArgumentError,
                                   ["inputs=", "mode='actual'"]),
 }

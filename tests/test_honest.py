@@ -141,3 +141,37 @@ def test_a_space_to_depth_at_the_entry_divides_the_channels(monkeypatch):
     assert a.input_shape[0] == 3 and all(c[0] == 3 for c in calls), calls
     assert a.size == rfprobe.analyze(net, (3, None, None)).size == (20, 20)
     assert rfprobe.verify(net).ok
+
+
+# ----------------------------------------------------------------------------- compiled and scripted models
+def test_a_compiled_model_is_analysed_through_its_original_module(monkeypatch):
+    """torch.compile only wraps (an OptimizedModule); rfprobe reads _orig_mod on every entry
+    point and never calls the compiled forward (which would compile)."""
+    net = rfprobe.build("conv3 relu conv3/s2 conv3", in_channels=3)
+    compiled = torch.compile(net)
+    assert compiled._orig_mod is net
+
+    def never(*args, **kwargs):
+        raise AssertionError("rfprobe called the compiled forward")
+    monkeypatch.setattr(compiled, "forward", never)
+    assert str(rfprobe.analyze(compiled)) == str(rfprobe.analyze(net))
+    assert rfprobe.probe(compiled).box == rfprobe.probe(net).box
+    assert rfprobe.verify(compiled).ok and rfprobe.verify(compiled).size == rfprobe.verify(net).size
+    assert [p.box for p in rfprobe.probe_many(compiled, [(0, 0), (1, 1)], (3, 16, 16))] == \
+        [p.box for p in rfprobe.probe_many(net, [(0, 0), (1, 1)], (3, 16, 16))]
+    assert str(rfprobe.erf(compiled, n=2)) == str(rfprobe.erf(net, n=2))
+    assert str(rfprobe.cost(compiled, (3, 16, 16))) == str(rfprobe.cost(net, (3, 16, 16)))
+
+
+def test_a_scripted_model_is_refused_with_the_fix():
+    """It was "'_CachedForward' object has no attribute '__getattr__'", blamed on the model."""
+    import warnings
+    net = rfprobe.build("conv3 relu conv3", in_channels=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # torch.jit.script is deprecated in recent torch
+        scripted = torch.jit.script(net)
+    for call in (rfprobe.analyze, rfprobe.probe, rfprobe.verify):
+        with pytest.raises(rfprobe.ArgumentError) as info:
+            call(scripted)
+        assert "TorchScript" in str(info.value) and "before torch.jit.script" in str(info.value)
+        assert "the model raised" not in str(info.value)
