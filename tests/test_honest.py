@@ -175,3 +175,23 @@ def test_a_scripted_model_is_refused_with_the_fix():
             call(scripted)
         assert "TorchScript" in str(info.value) and "before torch.jit.script" in str(info.value)
         assert "the model raised" not in str(info.value)
+
+
+# ----------------------------------------------------------------------------- input_shape mistakes
+@pytest.mark.parametrize("value", [torch.rand(1, 3, 64, 64), torch.rand(3, 64, 64).numpy(),
+                                   torch.zeros(3, 64, 64).tolist(), [torch.zeros(64)] * 3],
+                         ids=["tensor", "array", "nested-list", "tensors"])
+def test_input_shape_that_is_data_is_not_printed_whole(value):
+    with pytest.raises(rfprobe.ArgumentError) as info:
+        rfprobe.analyze(rfprobe.build("conv3 relu conv3", in_channels=3), value)
+    assert len(str(info.value)) < 300 and "input_shape" in str(info.value), str(info.value)[:500]
+
+
+def test_a_1d_model_given_an_image_shape_is_told_the_rank():
+    """(1, 64, 64) was read as a batch of one of (64, 64), and refused for its 64 channels."""
+    net = rfprobe.build("conv3 relu conv3", in_channels=1, dims=1)
+    for call in (rfprobe.analyze, rfprobe.probe, rfprobe.cost):
+        with pytest.raises(rfprobe.ArgumentError, match=r"has rank 3 but this model takes \(C, L\): give 2 numbers"):
+            call(net, (1, 64, 64))
+    assert rfprobe.analyze(net, (1, 1, 64)).size == (5,)        # a batch of one, given explicitly, still works
+    assert rfprobe.analyze(rfprobe.build("conv3", in_channels=3), (1, 3, 16, 16)).size == (3, 3)
