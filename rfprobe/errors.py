@@ -3,7 +3,8 @@
 Every message names the argument at fault, shows the bad value and says what to do instead.
 docs/errors.md catalogues each bad input with its class, message and fix (one test per row in
 tests/test_bad_inputs.py). Only ``ModelError`` chains another exception, the user's own, and
-``InternalError`` rfprobe's own (for the report it asks for).
+``InternalError`` rfprobe's own (for the report it asks for); an ``ArgumentError`` for a rule
+the user registered that raised chains the rule's exception.
 
 >>> from rfprobe.errors import RFProbeError, nearest
 >>> issubclass(RFProbeError, ValueError)

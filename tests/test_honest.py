@@ -54,16 +54,39 @@ def test_view_and_unsqueeze_forms_agree():
 
 
 def test_a_crash_in_rfprobes_rule_blames_rfprobe_not_the_model(monkeypatch):
-    import dataclasses
-    from rfprobe.ops import OPS
-    monkeypatch.setitem(OPS, "relu", dataclasses.replace(OPS["relu"], rule=lambda call: list(None)))
+    from rfprobe.trace import tracer
+    real = tracer.reduced_layout
+
+    def broken(*args):      # rfprobe's own code, crashing on the mean (a bug, simulated)
+        raise TypeError("'NoneType' object is not iterable")
+    monkeypatch.setattr(tracer, "reduced_layout", broken)
     with pytest.raises(InternalError) as info:
         rfprobe.analyze(eca_net(), (3, 16, 16))
     text = str(info.value)
     assert "the model raised" not in text
-    assert "op 'relu'" in text and "(module '1')" in text
+    assert "op 'mean'" in text and "(module '2')" in text and "test_honest.py:" in text
     assert "limitation of rfprobe" in text and "report" in text
     assert isinstance(info.value.__cause__, TypeError)
+    monkeypatch.setattr(tracer, "reduced_layout", real)
+    assert rfprobe.analyze(eca_net(), (3, 16, 16)).status == "global"
+
+
+def test_a_crash_in_the_users_own_rule_blames_the_rule():
+    class Cumsum(nn.Module):
+        def forward(self, x):
+            return torch.cumsum(x, -1)
+
+    def rule(call):
+        return 1 / 0
+    rfprobe.register_rule("cumsum", rule)
+    try:
+        with pytest.raises(rfprobe.ArgumentError) as info:
+            rfprobe.analyze(Cumsum(), (1, 8, 8))
+    finally:
+        rfprobe.unregister_rule("cumsum")
+    assert "rule registered for op 'cumsum'" in str(info.value) and "ZeroDivisionError" in str(info.value)
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+    assert not isinstance(info.value, InternalError) and "the model raised" not in str(info.value)
 
 
 def test_a_crash_in_the_probes_policy_blames_rfprobe(monkeypatch):

@@ -149,6 +149,17 @@ def internal_error(name: str, site: str, module: str, error: BaseException) -> s
             "and the op's line; rfprobe's traceback is chained (error.__cause__)")
 
 
+def user_rule_raised(name: str, site: str, module: str, error: BaseException) -> str:
+    """The rule a user registered for an op raised: theirs to fix (it is chained).
+
+    >>> user_rule_raised("cumsum", "net.py:8", "", ZeroDivisionError("division by zero"))[:72]
+    "the rule registered for op 'cumsum' (rfprobe.register_rule) raised ZeroD"
+    """
+    return (f"the rule registered for op {name!r} (rfprobe.register_rule) raised {type(error).__name__}: "
+            f"{error}, on the op at {site} (module {module or '<model>'!r}). Fix the rule (its exception is "
+            "chained); it receives an rfprobe.Call and returns InputDeps or a Global")
+
+
 def copy_failed(error: BaseException) -> str:
     """The model could not be copied (rfprobe never runs the user's own object).
 

@@ -40,7 +40,7 @@ from .. import render
 from ..errors import (ArgumentError, InternalError, ModelError, ResourceError, RFProbeError, UnknownOpError,
                       model_raised)
 from ..ops import (INDEX, LAYOUT, OPS, QUERY, REDUCTION, WRITE, Call, Global, Op, answer, reduced_layout,
-                   setitem)
+                   setitem, user_rules)
 from .copy import available_bytes, forward_hooks, input_dtype, meta_twin, private_copy
 from .diagnose import name_global_causes
 from .graph import Graph, Node, Unknown
@@ -336,8 +336,11 @@ class Tracer(TorchFunctionMode):
         except UnknownOpError as e:
             return fallback_layout, self._refused(name, site, e)
 
-    def _internal(self, name, site, error) -> InternalError:
-        """rfprobe's own code raised on op ``name``: say so, name the op and where it ran."""
+    def _internal(self, name, site, error) -> RFProbeError:
+        """rfprobe's own code raised on op ``name``: say so, name the op and where it ran. Where
+        the op's rule is the user's (``register_rule``), the user's rule is at fault."""
+        if name in user_rules():
+            return ArgumentError(render.user_rule_raised(name, str(site or "?"), self.module_stack[-1], error))
         return InternalError(render.internal_error(name, str(site or "?"), self.module_stack[-1], error))
 
     def _refused(self, name, site, error) -> Unknown:
