@@ -5,7 +5,7 @@
 (5, 5)
 """
 from .cost import Comparison, Cost, collapse, compare, cost
-from .errors import (ArgumentError, GlobalOpError, ModelError, ResourceError, RFProbeError, SpecError,
+from .errors import (ArgumentError, GlobalOpError, InternalError, ModelError, ResourceError, RFProbeError, SpecError,
                      UnknownOpError)
 from .ops import Affine, Broadcast, Call, Global, InputDep, Mapped, identity, whole_axis
 from .render import plot
@@ -23,6 +23,7 @@ __all__ = ["build", "parse", "analyze", "probe", "probe_many", "verify", "cost",
            "Analysis", "ProbeResult", "Report", "Region", "Cost", "RFProbeError",
            # the error classes, each an RFProbeError
            "SpecError", "ArgumentError", "ModelError", "UnknownOpError", "GlobalOpError", "ResourceError",
+           "InternalError",
            # what a custom rule receives and returns (see rfprobe.register_rule)
            "Call", "InputDep", "Affine", "Mapped", "Broadcast", "Global", "identity", "whole_axis"]
 __version__ = "0.2.0"

@@ -2,7 +2,9 @@
 
 Every message names the argument at fault, shows the bad value and says what to do instead.
 docs/errors.md catalogues each bad input with its class, message and fix (one test per row in
-tests/test_bad_inputs.py). Only ``ModelError`` chains another exception: the user's own.
+tests/test_bad_inputs.py). Only ``ModelError`` chains another exception, the user's own, and
+``InternalError`` rfprobe's own (for the report it asks for); an ``ArgumentError`` for a rule
+the user registered that raised chains the rule's exception.
 
 >>> from rfprobe.errors import RFProbeError, nearest
 >>> issubclass(RFProbeError, ValueError)
@@ -33,6 +35,11 @@ class ArgumentError(RFProbeError):
 
 class ModelError(RFProbeError):
     """The user's model raised while rfprobe ran it; the original error is chained."""
+
+
+class InternalError(RFProbeError):
+    """rfprobe's own code failed on an op the model ran (the model is not at fault): the message
+    names the op and its call site and asks for a report; rfprobe's exception is chained."""
 
 
 class UnknownOpError(RFProbeError):

@@ -272,12 +272,25 @@ def check_expectation(name: str, value, n: int | None) -> tuple[int, ...] | None
 def as_model(model_or_spec, **build_kw) -> nn.Module:
     """Accept a module, or a spec string/list (built with ``rfprobe.build`` and put in eval
     mode: a spec describes an architecture, whose BatchNorm should not couple the batch)."""
+    if isinstance(model_or_spec, torch.jit.ScriptModule):
+        raise ArgumentError(f"model is a TorchScript module ({type(model_or_spec).__name__}): rfprobe follows "
+                            "the Python module's own code, which scripting or tracing compiles away. Pass "
+                            "the module before torch.jit.script / torch.jit.trace (the same weights)")
     if isinstance(model_or_spec, nn.Module):
-        return model_or_spec
+        return _uncompiled(model_or_spec)
     if isinstance(model_or_spec, (str, list, tuple)):
         return build(model_or_spec, **build_kw).eval()
     raise ArgumentError(f"model must be a torch.nn.Module or a spec string, not "
                         f"{type(model_or_spec).__name__} ({model_or_spec!r:.60})")
+
+
+def _uncompiled(model: nn.Module) -> nn.Module:
+    """The module ``torch.compile`` wrapped (its ``_orig_mod``): rfprobe runs that module's code on
+    its own copy and never calls the compiled forward. Told by the class's name, so that rfprobe
+    imports no ``torch._dynamo`` (seconds) for models that were never compiled."""
+    while type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        model = model._orig_mod
+    return model
 
 
 def _whole(s) -> int:
@@ -337,30 +350,44 @@ def _resolve_input_shape(model: nn.Module, input_shape, check_channels: bool):
             raise ArgumentError("input_shape is needed: rfprobe cannot tell the input's channels "
                                 "and spatial rank from this model; pass input_shape=(C, H, W)")
         return None, channels, dims
+    shown = _shown(input_shape)
+    if not isinstance(input_shape, (tuple, list)) and hasattr(input_shape, "shape") and hasattr(input_shape, "dtype"):
+        raise ArgumentError(f"input_shape= got an array of shape {tuple(input_shape.shape)}: input_shape is "
+                            "(C, *spatial) as a tuple, such as (3, 224, 224)")
     try:
         if isinstance(input_shape, (str, bytes)):
             raise TypeError(input_shape)
         shape = tuple(None if s is None else _whole(s) for s in input_shape)
     except (TypeError, ValueError):
-        raise ArgumentError(f"input_shape={input_shape!r} must be a tuple like (3, 224, 224)") from None
-    if dims is not None and len(shape) == dims + 2 and shape[0] == 1:
-        shape = shape[1:]  # a batch of one given explicitly
+        raise ArgumentError(f"input_shape={shown} must be a tuple like (3, 224, 224)") from None
+    if (dims is not None and len(shape) == dims + 2 and shape[0] == 1
+            and (not check_channels or channels is None or shape[1] in (None, channels))):
+        # a batch of one given explicitly; unless the channels after it are wrong: then it is the
+        # rank (a 1-D model given (1, 64, 64) is told the rank, not that it has 64 channels)
+        shape = shape[1:]
     if dims is not None and len(shape) != dims + 1 and check_channels:
-        raise ArgumentError(f"input_shape={input_shape!r} has rank {len(input_shape)} but this model "
+        raise ArgumentError(f"input_shape={shown} has rank {len(input_shape)} but this model "
                             f"takes (C, {', '.join('L' if dims == 1 else 'HWD'[i] for i in range(dims))})"
                             f": give {dims + 1} numbers, channels first, no batch")
     if len(shape) < 2:
-        raise ArgumentError(f"input_shape={input_shape!r} needs channels and at least one spatial size")
+        raise ArgumentError(f"input_shape={shown} needs channels and at least one spatial size")
     if any(s is not None and s < 1 for s in shape):
-        raise ArgumentError(f"input_shape={input_shape!r} has a size below 1")
+        raise ArgumentError(f"input_shape={shown} has a size below 1")
     if check_channels and channels is not None and shape[0] is not None and shape[0] != channels:
-        raise ArgumentError(f"input_shape={input_shape!r} has {shape[0]} channels but the model's first "
+        raise ArgumentError(f"input_shape={shown} has {shape[0]} channels but the model's first "
                             f"conv takes {channels}; use input_shape=({channels}, ...)")
     if shape[0] is None:
         if channels is None:
             raise ArgumentError("input_shape has no channel count and the model has no conv to tell it")
         shape = (channels,) + shape[1:]
     return shape, shape[0], len(shape) - 1
+
+
+def _shown(value, limit: int = 80) -> str:
+    """``repr(value)`` for a message, cut at ``limit`` characters (an input_shape that is a nested
+    list of numbers, or a tuple of tensors, is not printed whole)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def shape_of_inputs(model: nn.Module, inputs: torch.Tensor, input_shape) -> tuple[int, ...]:

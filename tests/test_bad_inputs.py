@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 import rfprobe
-from rfprobe.errors import (ArgumentError, GlobalOpError, ModelError, ResourceError, RFProbeError,
+from rfprobe.errors import (ArgumentError, GlobalOpError, InternalError, ModelError, ResourceError, RFProbeError,
                             SpecError, UnknownOpError)
 
 DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "errors.md")
@@ -88,6 +88,18 @@ class SqueezeExcite(nn.Module):
         return y * y.mean((2, 3), keepdim=True)
 
 
+class SpaceToDepthStem(nn.Module):
+    """A PixelUnshuffle(4) in the model's code before its first conv (Conv2d(48, ...)): 3 channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.pu = nn.PixelUnshuffle(4)
+        self.conv = nn.Conv2d(48, 8, 3)
+
+    def forward(self, x):
+        return self.conv(self.pu(x))
+
+
 class Logcumsumexp(nn.Module):
     def __init__(self):
         super().__init__()
@@ -116,6 +128,25 @@ def huge_weights():
 def meta_net():
     with torch.device("meta"):
         return rfprobe.build("conv3 bn relu conv3", in_channels=3)
+
+
+def broken_rule():
+    """rfprobe's own code crashing while it follows conv2d (a bug of rfprobe's, simulated): the
+    model is not at fault."""
+    from rfprobe.trace import tracer
+    saved = tracer._same_sizes
+    tracer._same_sizes = lambda *args: list(None)
+    try:
+        return rfprobe.analyze(net3(), (3, 9, 9))
+    finally:
+        tracer._same_sizes = saved
+
+
+def scripted_net():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # torch.jit.script is deprecated in recent torch
+        return torch.jit.script(net3())
 
 
 def big_net():
@@ -176,6 +207,13 @@ CASES = {
     "erf-n-bool": (lambda: rfprobe.erf(net3(), n=True), ArgumentError, ["n=True", "positive int"]),
     "output-layout": (lambda: rfprobe.probe(ChannelsLastSplit()), ArgumentError,
                       ["(1, 30, 30, 1, 3)", "(N, C, *spatial) or channels-last (N, *spatial, C)"]),
+    "internal-error": (broken_rule, InternalError,
+                       ["rfprobe failed on op 'conv2d'", "TypeError", "limitation of rfprobe", "not a fault of your model",
+                        "report"]),
+    "guessed-channels": (lambda: rfprobe.analyze(SpaceToDepthStem()), ArgumentError,
+                         ["guessed 48 input channels", "'conv' (Conv2d)", "input_shape=(C, H, W)"]),
+    "torchscript-model": (lambda: rfprobe.analyze(scripted_net()), ArgumentError,
+                          ["TorchScript module", "RecursiveScriptModule", "before torch.jit.script"]),
     "inputs-in-structural-mode": (lambda: rfprobe.probe(net3(), inputs=torch.rand(1, 3, 9, 9)), ArgumentError,
                                   ["inputs=", "mode='actual'"]),
 }
@@ -194,6 +232,8 @@ def test_bad_input(case):
     assert os.path.abspath(raised_in).startswith(RFPROBE_DIR), f"{case}: raised from {raised_in}"
     if cls is ModelError:
         assert e.__cause__ is not None or "NaN" in str(e), "the user's error is chained"
+    elif cls is InternalError:
+        assert e.__cause__ is not None, "rfprobe's own error is chained, for the report"
     else:
         assert e.__cause__ is None and (e.__context__ is None or e.__suppress_context__), \
             f"{case}: a chained traceback from {type(e.__cause__ or e.__context__).__name__}"

@@ -137,6 +137,40 @@ def gradient_stops(stops) -> str:
             "exact route follows the values); the gradient probe cannot see past it")
 
 
+def internal_error(name: str, site: str, module: str, error: BaseException) -> str:
+    """rfprobe's own code failed on an op the model ran: whose fault it is, and what to do.
+
+    >>> internal_error("expand_as", "net.py:8", "gate", TypeError("boom"))[:80]
+    "rfprobe failed on op 'expand_as' at net.py:8 (module 'gate'): TypeError: boom. T"
+    """
+    return (f"rfprobe failed on op {name!r} at {site} (module {module or '<model>'!r}): "
+            f"{type(error).__name__}: {error}. This is a limitation of rfprobe, not a fault of your model "
+            "(rfprobe's own code raised while following the op): please report it with this message "
+            "and the op's line; rfprobe's traceback is chained (error.__cause__)")
+
+
+def user_rule_raised(name: str, site: str, module: str, error: BaseException) -> str:
+    """The rule a user registered for an op raised: theirs to fix (it is chained).
+
+    >>> user_rule_raised("cumsum", "net.py:8", "", ZeroDivisionError("division by zero"))[:72]
+    "the rule registered for op 'cumsum' (rfprobe.register_rule) raised ZeroD"
+    """
+    return (f"the rule registered for op {name!r} (rfprobe.register_rule) raised {type(error).__name__}: "
+            f"{error}, on the op at {site} (module {module or '<model>'!r}). Fix the rule (its exception is "
+            "chained); it receives an rfprobe.Call and returns InputDeps or a Global")
+
+
+def copy_failed(error: BaseException) -> str:
+    """The model could not be copied (rfprobe never runs the user's own object).
+
+    >>> copy_failed(RuntimeError("no copies"))[:63]
+    'rfprobe could not make its private copy of the model (as copy.d'
+    """
+    return (f"rfprobe could not make its private copy of the model (as copy.deepcopy makes one; rfprobe "
+            f"never runs your own object): {type(error).__name__}: {str(error)[:160]}. Make the model "
+            "copyable (its __deepcopy__ or __getstate__ raised)")
+
+
 def no_rule(name: str, site: str, module: str) -> str:
     """An op rfprobe has no rule for: how to declare one, and where the rule types are.
 

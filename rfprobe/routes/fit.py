@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import re
 
 import torch.nn as nn
 
@@ -97,11 +98,29 @@ def _first_size_that_runs(model: nn.Module, input_shape, fixed, channels, dims, 
         except RFProbeError as e:
             if not isinstance(e, ModelError):
                 raise
+            if (input_shape is None or input_shape[0] is None) and _CHANNELS.search(raised_text(e)):
+                raise _guessed_channels(model, channels, e) from None   # no size fixes a channel count
             first_error = first_error or e
     if first_error is not None:
         err = _diagnose(model, input_shape, dims, first_error, retry=False)
         raise err from (first_error.__cause__ if err is first_error else None)
     raise ArgumentError("no input size up to 4096 gives this model a spatial output")
+
+
+# torch's message for a conv given the wrong number of channels
+_CHANNELS = re.compile(r"to have \d+ channels, but got \d+ channels")
+
+
+def _guessed_channels(model: nn.Module, channels: int, error: ModelError) -> ArgumentError:
+    """The channel count rfprobe guessed from the model's first conv is wrong (the model starts
+    with something else, a space-to-depth, a stem that changes channels): refused at once, as
+    no input size can fix it."""
+    conv = next((f"{n!r} ({type(m).__name__})" for n, m in model.named_modules()
+                 if isinstance(m, nn.modules.conv._ConvNd)), "?")
+    return ArgumentError(f"input_shape is needed: rfprobe guessed {channels} input channels from the model's "
+                         f"first conv {conv}, but {model_raised(error)} (the model runs something else "
+                         "before it, e.g. a space-to-depth). No input size fixes a channel count: pass "
+                         "input_shape=(C, H, W) with the channels the model takes")
 
 
 def _grow(model: nn.Module, g: Graph, fixed, layer, output, unit, channels, dims) -> Graph:

@@ -32,11 +32,33 @@ def infer_dims(model: nn.Module) -> int | None:
 
 
 def infer_channels(model: nn.Module) -> int | None:
-    """Input channels of the first conv module (None if there is none)."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.conv._ConvNd):
-            return m.in_channels
-    return None
+    """Input channels of the first conv module (None if there is none), read through a
+    space-to-depth (or depth-to-space) at the model's entry: ``nn.Sequential(PixelUnshuffle(4),
+    Conv2d(48, ...))`` takes 3 channels, not 48.
+
+    >>> infer_channels(nn.Sequential(nn.PixelUnshuffle(4), nn.Conv2d(48, 8, 3)))
+    3
+    """
+    conv = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    if conv is None:
+        return None
+    entry = entry_module(model)
+    if isinstance(entry, nn.PixelUnshuffle) and conv.in_channels % entry.downscale_factor ** 2 == 0:
+        return conv.in_channels // entry.downscale_factor ** 2
+    if isinstance(entry, nn.PixelShuffle):
+        return conv.in_channels * entry.upscale_factor ** 2
+    return conv.in_channels
+
+
+def entry_module(model: nn.Module) -> nn.Module | None:
+    """The first leaf module the model runs, where that is known without running it: the first
+    leaf of nested ``nn.Sequential`` containers (None where the order is the model's code's)."""
+    m = model
+    while isinstance(m, nn.Sequential):
+        if len(m) == 0:
+            return None
+        m = m[0]
+    return m if not list(m.children()) else None
 
 
 _SHARED_META: dict[int, nn.Module | None] = {}   # id(model) -> its meta copy, inside one_meta_copy

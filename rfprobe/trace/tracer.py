@@ -37,9 +37,10 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from .. import render
-from ..errors import ArgumentError, ModelError, ResourceError, RFProbeError, UnknownOpError, model_raised
+from ..errors import (ArgumentError, InternalError, ModelError, ResourceError, RFProbeError, UnknownOpError,
+                      model_raised)
 from ..ops import (INDEX, LAYOUT, OPS, QUERY, REDUCTION, WRITE, Call, Global, Op, answer, reduced_layout,
-                   setitem)
+                   setitem, user_rules)
 from .copy import available_bytes, forward_hooks, input_dtype, meta_twin, private_copy
 from .diagnose import name_global_causes
 from .graph import Graph, Node, Unknown
@@ -182,7 +183,12 @@ class Tracer(TorchFunctionMode):
         if op.kind == QUERY:       # shape queries and the like: most calls, keep them cheap
             return self._query(op, name, func, types, args, kwargs)
         if op.surrogate is not None:
-            func, args, kwargs = self.policy.substitute(op, func, args, kwargs)
+            try:
+                func, args, kwargs = self.policy.substitute(op, func, args, kwargs)
+            except RFProbeError:
+                raise
+            except Exception as e:
+                raise self._internal(name, _Site(), e) from e
         tensors = _tensors_of(args, kwargs)
         of, nodes = self.of, self.nodes
         data, in_ids, layouts = [], [], []
@@ -210,19 +216,32 @@ class Tracer(TorchFunctionMode):
         # an in-place op returns its input, a view shares its input's memory: keep the object the
         # model holds (the probe may not swap it), so writes through it reach the base
         alias = any(raw is t for t in tensors) or _view_of(raw, tensors)
-        out = raw if alias else self.policy.post(raw)
-        outs = [out] if isinstance(out, torch.Tensor) else [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
-        # values, masks (bool) and indices (argmax) computed from them: all are followed
-        if not outs and raw is not None and not isinstance(raw, (torch.Tensor, tuple, list)):
-            self.read_sizes = True   # not a tensor: maybe a size in disguise (x.untyped_storage())
-        for i, t in enumerate(outs):
-            layout, deps = (self._rule(op, name, args, kwargs, tensors, data, layouts, t, site, i, outs)
-                            if self.rules else (None, None))
-            self.add(name, [in_ids[data.index(k)] for k in _dep_args(deps, data)], deps, t, layout, site)
+        # what follows is rfprobe's own code (the policy, the op's rules): an exception it raises
+        # is rfprobe's limitation, never the model's
+        try:
+            out = raw if alias else self.policy.post(raw)
+            outs = [out] if isinstance(out, torch.Tensor) else [t for t in tree_flatten(out)[0]
+                                                                if isinstance(t, torch.Tensor)]
+            # values, masks (bool) and indices (argmax) computed from them: all are followed
+            if not outs and raw is not None and not isinstance(raw, (torch.Tensor, tuple, list)):
+                self.read_sizes = True   # not a tensor: maybe a size in disguise (x.untyped_storage())
+            for i, t in enumerate(outs):
+                layout, deps = (self._rule(op, name, args, kwargs, tensors, data, layouts, t, site, i, outs)
+                                if self.rules else (None, None))
+                self.add(name, [in_ids[data.index(k)] for k in _dep_args(deps, data)], deps, t, layout, site)
+        except RFProbeError:
+            raise
+        except Exception as e:
+            raise self._internal(name, site, e) from e
         if op.kind == INDEX and alias:
             self.views[id(raw)] = (args[0], args[1])
         if inplace and raw is tensors[0] and getattr(raw, "_base", None) is not None:
-            self._write_back(raw, name, site)
+            try:
+                self._write_back(raw, name, site)
+            except RFProbeError:
+                raise
+            except Exception as e:
+                raise self._internal(name, site, e) from e
         if self.calls is not None:
             self._record(func, name, args, kwargs, out)
         return out
@@ -241,8 +260,13 @@ class Tracer(TorchFunctionMode):
     def _write(self, name, func, args, kwargs, tensors, data, in_ids, layouts, site):
         """``x[index] = value``: ``x`` becomes a new node reading its old self and ``value``."""
         out = func(*args, **kwargs)
-        layout, deps = (self._guard(lambda: setitem(args, tensors, data, layouts), name, site, layouts[0])
-                        if self.rules else (None, None))
+        try:
+            layout, deps = (self._guard(lambda: setitem(args, tensors, data, layouts), name, site, layouts[0])
+                            if self.rules else (None, None))
+        except RFProbeError:
+            raise
+        except Exception as e:
+            raise self._internal(name, site, e) from e
         self.add(name, [in_ids[data.index(k)] for k in _dep_args(deps, data)], deps, args[0], layout, site)
         if self.calls is not None:
             self._record(func, name, args, kwargs, out)
@@ -312,6 +336,13 @@ class Tracer(TorchFunctionMode):
         except UnknownOpError as e:
             return fallback_layout, self._refused(name, site, e)
 
+    def _internal(self, name, site, error) -> RFProbeError:
+        """rfprobe's own code raised on op ``name``: say so, name the op and where it ran. Where
+        the op's rule is the user's (``register_rule``), the user's rule is at fault."""
+        if name in user_rules():
+            return ArgumentError(render.user_rule_raised(name, str(site or "?"), self.module_stack[-1], error))
+        return InternalError(render.internal_error(name, str(site or "?"), self.module_stack[-1], error))
+
     def _refused(self, name, site, error) -> Unknown:
         return Unknown(f"op {name!r} at {site or '?'} (module {self.module_stack[-1] or '<model>'!r}): {error}")
 
@@ -326,6 +357,13 @@ class Tracer(TorchFunctionMode):
             back = (op.kind == LAYOUT and out.dim() >= self.dims + 1
                     and tuple(out.shape[-self.dims:]) in self.lost_shapes)
             return (trailing if back else None), Global(f"{name} of a tensor without spatial axes")
+        if op.moves is not None and main is None and isinstance(args[0], torch.Tensor):
+            # the data moved has no spatial axes (pooled to a vector), another input has them (the
+            # shape of y.expand_as(x), x[idx]): every output element is one of the data's, each
+            # already reading every position
+            k = next(k for k in data if layouts[k] is not None)
+            return (ref if tuple(out.shape) == tuple(tensors[k].shape) else None), Global(
+                f"{name} of a tensor without spatial axes")
         if op.moves is not None:
             call = Call(name, args, kwargs, data, tensors, layouts, tuple(out.shape), self.dims, None, index,
                         tuple(tuple(o.shape) for o in outs))
@@ -470,6 +508,7 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = Non
     hooked = forward_hooks(model)
     if hooked:
         notes.append(render.hooks_note(hooked))
+    tracer = None     # until the private copy exists: a failure before is the copy's
     try:
         twin = meta_twin(model)
         x = torch.empty((1, *input_shape), device="meta", dtype=input_dtype(model))
@@ -478,10 +517,11 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = Non
     except RFProbeError:
         raise
     except Exception as meta_error:  # the model reads values: trace for real on the CPU
-        if any(w in str(meta_error) for w in _SHAPE_ERRORS):   # too small an input: same on the CPU
+        if tracer is not None and any(w in str(meta_error) for w in _SHAPE_ERRORS):   # too small: same on the CPU
             done = [n.name for n in tracer.nodes[-3:]]
             raise ModelError(model_raised(meta_error, input_shape, done=done)) from meta_error
         notes.append(render.fallback_note(type(meta_error).__name__, str(meta_error)))
+        tracer = None
         try:
             twin = private_copy(model, "cpu")
             x = torch.rand((1, *input_shape), dtype=input_dtype(model),
@@ -493,6 +533,8 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = Non
         except RFProbeError:
             raise
         except Exception as e:
+            if tracer is None:
+                raise ModelError(render.copy_failed(e)) from e
             done = [n.name for n in tracer.nodes[-3:]]
             raise ModelError(model_raised(e, input_shape, done=done)) from e
     name_global_causes(tracer.nodes, tracer.module_types, tracer.lost_shapes)
