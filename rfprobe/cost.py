@@ -76,6 +76,8 @@ def _macs(model: nn.Module, input_shape) -> int:
 
     twin = private_copy(model, "meta")
     for m in twin.modules():
+        for hooks in (m._forward_hooks, m._forward_pre_hooks):   # the user's: MACs are the modules'
+            hooks.clear()
         if isinstance(m, (_CONV, nn.Linear)):
             m.register_forward_hook(hook)
     try:

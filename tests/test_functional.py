@@ -825,22 +825,18 @@ def test_integer_indices_into_an_op_without_a_rule_are_refused_not_dropped():
         rfprobe.analyze(gather, input_shape=(1, 10, 10))
 
 
-def test_forward_hooks_are_not_run_and_the_note_says_so():
-    """The private copy runs without the user's hooks (they could write into the user's
-    objects): a hook that would shift the map is not applied, and the analysis and the
-    report say which module's hooks were left out. The user's hook stays registered."""
+def test_forward_hooks_run_and_no_note_says_otherwise():
+    """The private copy runs the user's forward hooks, as a plain forward does (tests/test_hooks.py
+    has the RF they give): the hook is called, stays registered, and no note is added."""
     net = nn.Sequential(conv(1, 1, 3), conv(1, 1, 3))
     calls = []
 
-    def shift(module, inputs, output):
+    def seen(module, inputs, output):
         calls.append(1)
-        return torch.roll(output, 4, dims=3)
-    handle = net[0].register_forward_hook(shift)
+    handle = net[0].register_forward_hook(seen)
     a = rfprobe.analyze(net, input_shape=(1, 20, 20))
     r = rfprobe.verify(net, input_shape=(1, 20, 20))
-    assert calls == [] and len(net[0]._forward_hooks) == 1
-    assert any("forward hooks on '0' were not run" in n for n in a.notes)
-    assert any("forward hooks on '0' were not run" in d for d in r.diagnoses)
-    assert "forward hooks on '0'" in str(a)
+    assert len(calls) >= 2 and len(net[0]._forward_hooks) == 1
+    assert r.ok and not a.notes and "hooks" not in str(a)
     handle.remove()
     assert not rfprobe.analyze(net, input_shape=(1, 20, 20)).notes

@@ -24,16 +24,16 @@ def fallback_note(error_type: str, error: str) -> str:
 
 
 def hooks_note(where: list[str]) -> str:
-    """The note a graph carries when the user's model has forward hooks, which rfprobe's
-    private copy runs without.
+    """The note a graph carries when the user's model has backward hooks, which rfprobe's
+    private copies run without (forward hooks run).
 
-    >>> hooks_note(["a", "b", "c", "d", "e"])[:45]
-    'forward hooks on a, b, c, d and 1 more were n'
+    >>> hooks_note(["a", "b", "c", "d", "e"])[:46]
+    'backward hooks on a, b, c, d and 1 more are no'
     """
     shown = ", ".join(where[:4]) + (f" and {len(where) - 4} more" if len(where) > 4 else "")
-    return (f"forward hooks on {shown} were not run: rfprobe traces a private copy without hooks, "
-            "so that they cannot write into your objects. A hook that changes a module's input or "
-            "output changes the model: remove it, or put its computation in a module")
+    return (f"backward hooks on {shown} are not run: the gradient probe and erf run a private copy "
+            "without backward hooks, which could change the gradient they measure (forward hooks "
+            "run, as in a plain forward)")
 
 
 def trace_memory(spent: int, budget: int, input_shape: tuple[int, ...]) -> str:

@@ -2,7 +2,10 @@
 the memory a device has left for a copy to run in.
 
 rfprobe never runs the user's object: every route runs a copy that shares nothing with it (on
-``meta`` for the analytic routes, so no parameter memory is copied), hooks removed.
+``meta`` for the analytic routes, so no parameter memory is copied). The user's forward hooks
+run on the copy (bound methods rebound to the copies of their objects); backward and state-dict
+hooks are removed. :func:`user_state_kept` puts back anything a hook wrote into the user's
+modules.
 
 >>> import torch.nn as nn
 >>> net = nn.Sequential(nn.Conv2d(3, 2, 3))
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import weakref
 from typing import Any
 
 import torch
@@ -88,14 +92,21 @@ def meta_twin(model: nn.Module) -> nn.Module:
     return twin
 
 
-_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-          "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called",
-          "_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
-          "_load_state_dict_post_hooks")
+_FORWARD_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs",
+                  "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called")
+_CLEARED_HOOKS = ("_backward_hooks", "_backward_pre_hooks", "_state_dict_hooks", "_state_dict_pre_hooks",
+                  "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
+_HOOKS = _FORWARD_HOOKS + _CLEARED_HOOKS
+
+# private copy -> the user's model it copies, for copies of models with forward hooks: running
+# the copy runs the user's hooks, which may write into the user's modules (user_state_kept)
+_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def private_copy(model: nn.Module, device: str | torch.device = "meta") -> nn.Module:
-    """A deep copy of ``model`` that shares nothing with it, hooks removed.
+    """A deep copy of ``model`` that shares nothing with it; its modules carry the user's
+    forward hooks (bound methods rebound to the copies of their objects), no backward or
+    state-dict hooks.
 
     On ``meta`` no parameter memory is copied. The user's object is never touched.
 
@@ -106,22 +117,117 @@ def private_copy(model: nn.Module, device: str | torch.device = "meta") -> nn.Mo
     ('meta', False, 'cpu')
     """
     if str(device) == "meta":
+        memo: dict[Any, Any] = _held_results(model)
         with torch.no_grad():
-            return _meta_module(model, {})
-    with torch.no_grad():
-        twin = copy.deepcopy(model)
-    for m in twin.modules():
-        _clear_hooks(m)
-    twin.to(device)
+            twin = _meta_module(model, memo)
+            for user, mine in memo.pop(_PENDING, ()):
+                _copy_forward_hooks(user, mine, memo)
+    else:
+        with torch.no_grad():
+            twin = copy.deepcopy(model, _held_results(model))    # deep-copies the hook dicts, rebinding bound methods
+        for m in twin.modules():
+            _clear_hooks(m)
+        twin.to(device)
+    if any(_has_forward_hooks(m) for m in model.modules()):
+        _SOURCES[twin] = weakref.ref(model)
     return twin
 
 
+def _held_results(model: nn.Module) -> dict[Any, Any]:
+    """A deepcopy memo that copies the results a module holds (a dict that its hooks filled
+    during a plain call, ``torch.Tensor`` with a ``grad_fn``, which ``deepcopy`` refuses) as
+    detached clones."""
+    memo: dict[Any, Any] = {}
+    skip = _NOT_HELD
+    for m in model.modules():
+        for k, v in m.__dict__.items():
+            if k in skip:
+                continue
+            for t in (v.values() if isinstance(v, dict) else v if isinstance(v, (list, tuple)) else (v,)):
+                if isinstance(t, torch.Tensor) and t.grad_fn is not None and id(t) not in memo:
+                    memo[id(t)] = t.detach().clone()
+    return memo
+
+
+_NOT_HELD = frozenset(("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set", *_HOOKS))
+_PENDING = "forward hooks to copy"     # a key of _meta_module's memo (the others are ids)
+
+
+def _has_forward_hooks(m: nn.Module) -> bool:
+    return bool(m.__dict__.get("_forward_hooks") or m.__dict__.get("_forward_pre_hooks"))
+
+
+def _copy_forward_hooks(user: nn.Module, mine: nn.Module, memo: dict[Any, Any]) -> None:
+    """Give ``mine`` the forward hooks of ``user``, in the same order, once the whole model is
+    copied: a hook bound to a module (or to an object the model holds, timm's FeatureHooks) is
+    rebound to its copy through ``memo``; a hook that cannot be copied is shared."""
+    for attr in _FORWARD_HOOKS:
+        theirs = user.__dict__.get(attr)
+        if not theirs:
+            continue
+        ours = mine.__dict__[attr]
+        for key, hook in theirs.items():
+            if callable(hook):
+                try:
+                    hook = copy.deepcopy(hook, memo)
+                except Exception:
+                    pass
+            ours[key] = hook
+
+
 def _clear_hooks(m: nn.Module) -> None:
-    for attr in _HOOKS:
+    for attr in _CLEARED_HOOKS:
         d = getattr(m, attr, None)
         if isinstance(d, dict):
             d.clear()
     m._is_full_backward_hook = None
+
+
+def source_of(twin: nn.Module) -> nn.Module | None:
+    """The user's model ``twin`` copies, where running ``twin`` runs the user's forward hooks."""
+    ref = _SOURCES.get(twin)
+    return None if ref is None else ref()
+
+
+@contextlib.contextmanager
+def user_state_kept(model: nn.Module | None):
+    """Put every module of ``model`` back as it was when the block began, also after an
+    exception: the user's hooks run on the private copy, and one that closes over the user's
+    model (timm's FeatureHooks fill a dict owned by the wrapper) writes into it. Each module's
+    ``__dict__`` is restored in place, and the contents of the dicts, lists and sets it holds
+    (``_parameters``, ``_buffers``, a dict of features). Objects outside the model are not
+    watched: a hook that appends to a global list does so, as in any forward.
+
+    >>> net = nn.Sequential(nn.Conv2d(1, 1, 1)); net.feats = {}
+    >>> with user_state_kept(net):
+    ...     net.feats["a"] = 1; net.extra = 2
+    >>> net.feats, hasattr(net, "extra")
+    ({}, False)
+    """
+    if model is None:
+        yield
+        return
+    saved = []
+    for m in model.modules():
+        d = m.__dict__
+        contents = [(v, dict(v) if isinstance(v, dict) else list(v)) for v in d.values()
+                    if isinstance(v, (dict, list, set))]
+        saved.append((d, dict(d), contents))
+    try:
+        yield
+    finally:
+        for d, before, contents in saved:
+            d.clear()
+            d.update(before)
+            for v, old in contents:
+                if isinstance(v, dict):
+                    v.clear()
+                    v.update(old)
+                elif isinstance(v, list):
+                    v[:] = old
+                else:
+                    v.clear()
+                    v.update(old)
 
 
 # attribute values a copy may share with the user's module: nothing in them can change
@@ -151,12 +257,14 @@ def _meta_module(m: nn.Module, memo: dict[int, Any]) -> nn.Module:
     cls = type(m)
     if not _plain_module_class(cls):
         _meta_tensors(m, memo)
-        twin = copy.deepcopy(m, memo)
+        twin = copy.deepcopy(m, memo)    # its hook dicts too, bound methods rebound
         for sub in twin.modules():
             _clear_hooks(sub)
         return twin
     twin = cls.__new__(cls)
     memo[id(m)] = twin
+    if _has_forward_hooks(m):
+        memo.setdefault(_PENDING, []).append((m, twin))
     state = m.__getstate__()     # a new dict: its values are replaced in place
     for k, v in state.items():
         kind = _STATE_KIND.get(k)
@@ -205,15 +313,18 @@ def _meta_tensors(m: nn.Module, memo: dict[int, Any]) -> None:
         _meta_tensor(t, memo)
 
 
-def forward_hooks(model: nn.Module) -> list[str]:
-    """Where the user's model (or torch, globally) has forward or forward-pre hooks."""
-    kinds = ("_forward_hooks", "_forward_pre_hooks")
-    where = [repr(name or "<model>") for name, m in model.named_modules()
-             if any(getattr(m, k, None) for k in kinds)]
-    from torch.nn.modules import module as _nn_module
-    if getattr(_nn_module, "_global_forward_hooks", None) or getattr(_nn_module, "_global_forward_pre_hooks", None):
-        where.append("every module (global hooks)")
-    return where
+def backward_hooks(model: nn.Module) -> list[str]:
+    """The modules of the user's model that have backward or backward-pre hooks, which the
+    private copies do not run.
+
+    >>> net = nn.Sequential(nn.Conv2d(1, 1, 1), nn.ReLU())
+    >>> _ = net[1].register_full_backward_hook(lambda m, gi, go: None)
+    >>> backward_hooks(net)
+    ["'1'"]
+    """
+    kinds = ("_backward_hooks", "_backward_pre_hooks")
+    return [repr(name or "<model>") for name, m in model.named_modules()
+            if any(getattr(m, k, None) for k in kinds)]
 
 
 def input_dtype(model: nn.Module) -> torch.dtype:

@@ -41,7 +41,7 @@ from ..errors import (ArgumentError, InternalError, ModelError, ResourceError, R
                       model_raised)
 from ..ops import (INDEX, LAYOUT, OPS, QUERY, REDUCTION, WRITE, Call, Global, Op, answer, reduced_layout,
                    setitem, user_rules)
-from .copy import available_bytes, forward_hooks, input_dtype, meta_twin, private_copy
+from .copy import available_bytes, backward_hooks, input_dtype, meta_twin, private_copy, source_of, user_state_kept
 from .diagnose import name_global_causes
 from .graph import Graph, Node, Unknown
 
@@ -455,7 +455,10 @@ def run(twin: nn.Module, x: torch.Tensor, tracer: Tracer):
     """Run ``twin`` on ``x`` under ``tracer``, which learns the module running each op.
 
     Each module's ``forward`` is wrapped on the instance (the twin is ours) rather than hooked:
-    a module with hooks takes ``nn.Module``'s slow call path, about a tenth of a trace."""
+    a module with hooks takes ``nn.Module``'s slow call path, about a tenth of a trace. A module
+    that has the user's forward hooks (copied onto the twin, and run) takes it anyway: its
+    ``_call_impl`` is wrapped instead, so the ops of its hooks are its own and its output is the
+    one its hooks return. Whatever those hooks write into the user's modules is put back."""
     names = {m: n for n, m in twin.named_modules()}
     tracer.module_types.update({n: type(m) for m, n in names.items()})
     stack, of, outputs = tracer.module_stack, tracer.of, tracer.module_outputs
@@ -474,21 +477,23 @@ def run(twin: nn.Module, x: torch.Tensor, tracer: Tracer):
             return out
         return forward
 
-    own = {m: m.__dict__.get("forward") for m in names}
+    where = {m: "_call_impl" if m.__dict__.get("_forward_hooks") or m.__dict__.get("_forward_pre_hooks")
+             else "forward" for m in names}
+    own = {m: m.__dict__.get(where[m]) for m in names}
     for m, name in names.items():
-        m.__dict__["forward"] = wrap(own[m] or types.MethodType(type(m).forward, m), name)
+        m.__dict__[where[m]] = wrap(own[m] or types.MethodType(getattr(type(m), where[m]), m), name)
     try:
         tracer.add("input", (), None, x, tuple(range(-tracer.dims, 0)))
         # the model's own randomness (dropout in training mode) must not move the user's RNG
         cuda = [x.device.index or 0] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda), tracer:
+        with user_state_kept(source_of(twin)), torch.random.fork_rng(devices=cuda), tracer:
             return twin(x)
     finally:
         for m, f in own.items():
             if f is None:
-                del m.__dict__["forward"]
+                del m.__dict__[where[m]]
             else:
-                m.__dict__["forward"] = f
+                m.__dict__[where[m]] = f
 
 
 # torch's messages for an input too small (or of a size the model cannot split): the same on
@@ -505,7 +510,7 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = Non
         raise ArgumentError(f"model must be a torch.nn.Module, not {type(model).__name__}")
     dims = dims or len(input_shape) - 1
     notes: list[str] = []
-    hooked = forward_hooks(model)
+    hooked = backward_hooks(model)
     if hooked:
         notes.append(render.hooks_note(hooked))
     tracer = None     # until the private copy exists: a failure before is the copy's
