@@ -18,3 +18,16 @@ class ConvThen(nn.Module):
 
     def forward(self, x):
         return self.tail(self.c(x))
+
+
+class SpaceToDepthStem(nn.Module):
+    """A PixelUnshuffle(4) in the model's own code before its first conv (Conv2d(48, ...)):
+    the conv's 48 input channels are 3 of the model's."""
+
+    def __init__(self):
+        super().__init__()
+        self.pu = nn.PixelUnshuffle(4)
+        self.conv = nn.Conv2d(48, 8, 3)
+
+    def forward(self, x):
+        return self.conv(self.pu(x))

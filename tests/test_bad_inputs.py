@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 import rfprobe
+from tests.models import SpaceToDepthStem
 from rfprobe.errors import (ArgumentError, GlobalOpError, InternalError, ModelError, ResourceError, RFProbeError,
                             SpecError, UnknownOpError)
 
@@ -86,18 +87,6 @@ class SqueezeExcite(nn.Module):
     def forward(self, x):
         y = self.c(x)
         return y * y.mean((2, 3), keepdim=True)
-
-
-class SpaceToDepthStem(nn.Module):
-    """A PixelUnshuffle(4) in the model's code before its first conv (Conv2d(48, ...)): 3 channels."""
-
-    def __init__(self):
-        super().__init__()
-        self.pu = nn.PixelUnshuffle(4)
-        self.conv = nn.Conv2d(48, 8, 3)
-
-    def forward(self, x):
-        return self.conv(self.pu(x))
 
 
 class Logcumsumexp(nn.Module):

@@ -9,6 +9,7 @@ import torch.nn as nn
 
 import rfprobe
 from rfprobe.errors import InternalError, ModelError
+from tests.models import SpaceToDepthStem
 
 
 class ECA(nn.Module):
@@ -122,19 +123,6 @@ def test_a_model_that_cannot_be_copied_says_so():
 
 
 # ----------------------------------------------------------------------------- no expensive guess
-class Stem(nn.Module):
-    """A space-to-depth before the first conv, in the model's own code: the conv's 48 input
-    channels are 3 of the model's."""
-
-    def __init__(self):
-        super().__init__()
-        self.pu = nn.PixelUnshuffle(4)
-        self.conv = nn.Conv2d(48, 16, 3)
-
-    def forward(self, x):
-        return self.conv(self.pu(x))
-
-
 def _counting(monkeypatch):
     from rfprobe.routes import fit
     calls = []
@@ -151,10 +139,10 @@ def test_a_wrong_channel_guess_is_refused_at_once(monkeypatch):
     """It traced (48, n, n) for n up to 4096 (seconds) before failing."""
     calls = _counting(monkeypatch)
     with pytest.raises(rfprobe.ArgumentError) as info:
-        rfprobe.analyze(Stem())
+        rfprobe.analyze(SpaceToDepthStem())
     assert "input_shape=(C, H, W)" in str(info.value) and "48" in str(info.value)
     assert len(calls) == 1, calls
-    assert rfprobe.analyze(Stem(), (3, None, None)).size == (12, 12)
+    assert rfprobe.analyze(SpaceToDepthStem(), (3, None, None)).size == (12, 12)
 
 
 def test_a_space_to_depth_at_the_entry_divides_the_channels(monkeypatch):
