@@ -265,6 +265,69 @@ def test_pixel_unshuffle_and_getitem_crop():
     assert_probe_is_exact(M(), a, units, (1, 16, 16))
 
 
+class _SpaceToDepthByView(nn.Module):
+    """timm's TResNet stem: space-to-depth written with view/permute/view (no pixel_unshuffle),
+    then a 3x3 conv; ``channels_last`` splits (N, H, W, C) the same way."""
+
+    def __init__(self, block=4, channels_last=False):
+        super().__init__()
+        self.bs, self.channels_last = block, channels_last
+        self.c = conv(3 * block * block, 2, 3)
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        bs = self.bs
+        if self.channels_last:
+            x = x.permute(0, 2, 3, 1).reshape(n, h // bs, bs, w // bs, bs, c)
+            x = x.permute(0, 1, 3, 2, 4, 5).reshape(n, h // bs, w // bs, c * bs * bs).permute(0, 3, 1, 2)
+        else:
+            x = x.view(n, c, h // bs, bs, w // bs, bs).permute(0, 3, 5, 1, 2, 4).contiguous()
+            x = x.view(n, c * bs * bs, h // bs, w // bs)
+        return self.c(x)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_space_to_depth_by_view_is_a_block_window(channels_last):
+    """A spatial axis split into (H/4, 4) survives as its coarse dim: after the merge into
+    channels, position j reads rows 4j..4j+3, and the 3x3 conv over it 4j..4j+11 (by hand);
+    stride 4. It was refused: "(1, 2, 2, 2) without spatial axes". Checked by the probe per unit
+    and by the perturbation oracle."""
+    net = _SpaceToDepthByView(channels_last=channels_last)
+    shape = (3, 16, 16)
+    r = rfprobe.verify(net, shape)
+    a = r.analysis
+    assert r.ok and a.status == "ok", str(r)
+    assert (a.size, a.stride) == ((12, 12), (4, 4))
+    assert a.box((1, 0)) == ((4, 15), (0, 11))
+    assert_probe_is_exact(net, a, [(0, 0), (1, 0), (1, 1)], shape)
+    moved = perturbed(_SpaceToDepthByView(channels_last=channels_last), shape)[1, 0]
+    assert (moved == a.region((1, 0), bounded=True).input_mask()).all()
+
+
+def test_attention_values_of_a_one_by_one_map():
+    """SHViT's single-head attention on a 1x1 map: ``v @ attn.T`` with v flattened (no spatial
+    axes) and attn of shape (1, 1, 1). rfprobe's matmul rule raised TypeError (an
+    InternalError); the answer is global, and a 2x2 map gives the same."""
+    class SingleHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = conv(3, 6, 4, stride=4)
+            self.qkv = conv(6, 6, 1)
+            self.proj = conv(2, 2, 1)
+
+        def forward(self, x):
+            x = self.stem(x)
+            b, _, h, w = x.shape
+            q, k, v = torch.split(self.qkv(x), [2, 2, 2], dim=1)
+            q, k, v = q.flatten(2), k.flatten(2), v.flatten(2)
+            attn = (q.transpose(-2, -1) @ k).softmax(dim=-1)
+            return self.proj((v @ attn.transpose(-2, -1)).reshape(b, 2, h, w))
+    for side in (4, 8):
+        r = rfprobe.verify(SingleHead(), (3, side, side))
+        assert r.ok and r.analysis.status == "global", str(r)
+        assert r.probe_box == ((0, side - 1), (0, side - 1))
+
+
 def test_spatial_cat_and_split():
     """torch.cat along the width joins two halves computed by different convs; chunk splits
     them again: unit j of the right chunk reads the right half (hand-computed boxes)."""

@@ -160,13 +160,20 @@ def _keep(call: Call, new) -> tuple:
 
 def reshape(call: Call):
     """view/reshape/flatten/squeeze...: a spatial axis survives where the same size has the same
-    number of elements to its right; merged or split spatial axes are global."""
-    src = call.tensors[call.data[0]]
-    new = _reshape_layout(tuple(src.shape), call.out_shape, call.in_layouts[call.data[0]])
-    if new is None:
+    number of elements to its right. A spatial axis split into (coarse, fine...) dims, as in a
+    space-to-depth stem, survives as its coarse dim: coarse index ``j`` reads the block
+    ``j*B .. j*B + B - 1`` (``B`` the fine dims' product), and the fine dims hold no position
+    (like channels, or the window elements of ``unfold``). Merged spatial axes are global."""
+    k = call.data[0]
+    src = call.tensors[k]
+    found = _reshape_layout(tuple(src.shape), call.out_shape, call.in_layouts[k])
+    if found is None:
         return None, Global(f"{call.name} merges or splits spatial axes {tuple(src.shape)} -> "
                             f"{call.out_shape} (every position can reach every output)")
-    return _keep(call, new)
+    new, blocks = found
+    axes = tuple(identity(src.shape[d]) if b == 1 else Affine(tuple(range(b)), b, 0, src.shape[d])
+                 for d, b in zip(call.in_layouts[k], blocks))
+    return tuple(new), [InputDep(k, axes)]
 
 
 def permute(call: Call):
@@ -298,17 +305,42 @@ def _perm(name, args, kwargs, nd) -> list[int]:
 
 
 def _reshape_layout(sin, sout, layout):
-    """Row-major reshape: spatial dim ``d`` survives as output dim ``e`` exactly when both have
-    the same size and the same number of elements to their right (then index i_e == i_d)."""
-    new = []
+    """Row-major reshape: spatial dim ``d`` survives as output dim ``e`` with block 1 when both
+    have the same size and the same number of elements to their right (then index i_e == i_d);
+    failing that, as the first dim ``e`` of a run ``e..f`` whose sizes multiply to ``d``'s with
+    the same number of elements to the right of ``f`` (a split: i_d == i_e * B + ..., block
+    ``B = n_d // n_e``). Returns (output dims, blocks), or None when an axis is merged."""
+    new, blocks = [], []
     for d in layout:
         right = math.prod(sin[len(sin) + d + 1:])
         hits = [e for e in range(len(sout)) if sout[e] == sin[d] and math.prod(sout[e + 1:]) == right]
         hits = [e - len(sout) for e in hits if e - len(sout) not in new]
-        if not hits:
+        if hits:
+            new.append(d if d in hits else hits[-1])
+            blocks.append(1)
+            continue
+        split = _split_run(sin[d], right, sout, new)
+        if split is None:
             return None
-        new.append(d if d in hits else hits[-1])
-    return tuple(new)
+        new.append(split - len(sout))
+        blocks.append(sin[d] // sout[split])
+    return tuple(new), tuple(blocks)
+
+
+def _split_run(n, right, sout, taken):
+    """The first dim of a run of output dims, two or more, whose sizes multiply to ``n`` with
+    ``right`` elements after it (a spatial axis of size ``n`` split row-major); None if none."""
+    for e in range(len(sout)):
+        if e - len(sout) in taken or sout[e] < 2:   # a leading 1 is an unsqueeze, not the coarse dim
+            continue
+        size = sout[e]
+        for f in range(e + 1, len(sout)):
+            size *= sout[f]
+            if size > n:
+                break
+            if size == n and math.prod(sout[f + 1:]) == right and f > e and sout[e] != n:
+                return e
+    return None
 
 
 # ----------------------------------------------------------------------------- the records

@@ -104,6 +104,9 @@ def linear(call: Call):
 
 
 def _whole_axis(call: Call, dim: int, why: str):
+    if any(call.in_layouts[j] is None for j in call.data):
+        # e.g. ``v @ attn`` where v was flattened over positions: already global
+        return Global(f"{call.name} mixes a tensor without spatial axes into space")
     k = call.data[0]
     layout = call.in_layouts[k] or ()
     if dim not in layout:

@@ -41,6 +41,7 @@ from ..errors import (ArgumentError, InternalError, ModelError, ResourceError, R
                       model_raised)
 from ..ops import (INDEX, LAYOUT, OPS, QUERY, REDUCTION, WRITE, Call, Global, Op, answer, reduced_layout,
                    setitem, user_rules)
+from ..ops.layout import reshape
 from .copy import available_bytes, backward_hooks, input_dtype, meta_twin, private_copy, source_of, user_state_kept
 from .diagnose import name_global_causes
 from .graph import Graph, Node, Unknown
@@ -346,6 +347,11 @@ class Tracer(TorchFunctionMode):
     def _refused(self, name, site, error) -> Unknown:
         return Unknown(f"op {name!r} at {site or '?'} (module {self.module_stack[-1] or '<model>'!r}): {error}")
 
+    def _back(self, op, out) -> bool:
+        """A layout op whose output has trailing sizes that a reshape merged away or split."""
+        return (op.kind == LAYOUT and out.dim() >= self.dims + 1
+                and tuple(out.shape[-self.dims:]) in self.lost_shapes)
+
     def _rule(self, op, name, args, kwargs, tensors, data, layouts, out, site, index=0, outs=()):
         """The output's layout and deps, from the op's record."""
         main = layouts[data[0]]
@@ -354,9 +360,7 @@ class Tracer(TorchFunctionMode):
         if ref is None:
             # a reshape back to a spatial shape that a flatten lost (e.g. after attention over
             # flattened positions): the spatial axes are back, every position still global
-            back = (op.kind == LAYOUT and out.dim() >= self.dims + 1
-                    and tuple(out.shape[-self.dims:]) in self.lost_shapes)
-            return (trailing if back else None), Global(f"{name} of a tensor without spatial axes")
+            return (trailing if self._back(op, out) else None), Global(f"{name} of a tensor without spatial axes")
         if op.moves is not None and main is None and isinstance(args[0], torch.Tensor):
             # the data moved has no spatial axes (pooled to a vector), another input has them (the
             # shape of y.expand_as(x), x[idx]): every output element is one of the data's, each
@@ -368,8 +372,12 @@ class Tracer(TorchFunctionMode):
             call = Call(name, args, kwargs, data, tensors, layouts, tuple(out.shape), self.dims, None, index,
                         tuple(tuple(o.shape) for o in outs))
             layout, deps = self._guard(lambda: op.moves(call), name, site, None)
-            if layout is None and main is not None:
+            if main is not None and (layout is None or (op.moves is reshape and _resized(tensors[data[0]], main, out, layout))):
+                # merged away, or split into blocks (space-to-depth, window partition): a reshape
+                # back to these sizes after the positions were mixed restores the spatial axes
                 self.lost_shapes.add(tuple(tensors[data[0]].shape[d] for d in main))
+            if layout is None and self._back(op, out):
+                return trailing, deps   # a window reverse: blocks merged back into the sizes split earlier
             return layout, deps
         if op.kind == REDUCTION:
             layout = reduced_layout(args, kwargs, tensors[data[0]], ref, out, op.dim_at)
@@ -390,6 +398,11 @@ class Tracer(TorchFunctionMode):
             return layout, self._refused(name, site, e)
         if layout is None and not isinstance(deps, Global):
             deps = Global(f"{name} changes the layout so that spatial axes are lost")
+        if main is None and isinstance(deps, Global) and layout is not None and not any(
+                _spatial(tensors[k], layouts[k]) == _spatial(out, layout) for k in data if layouts[k] is not None):
+            # the first input has no spatial axes and the output has none of the others' sizes
+            # (``v @ attn`` with v flattened): the layout borrowed from another input is not the output's
+            layout = None
         return layout, (deps if isinstance(deps, Global) else tuple(deps))
 
 
@@ -438,6 +451,15 @@ def _frozen(v):
 def _view_of(t, tensors) -> bool:
     base = getattr(t, "_base", None) if isinstance(t, torch.Tensor) else None
     return base is not None and any(base is x or base is getattr(x, "_base", None) for x in tensors)
+
+
+def _spatial(t, layout) -> tuple[int, ...]:
+    return tuple(t.shape[d] for d in layout)
+
+
+def _resized(src, layout, out, new) -> bool:
+    """True when a layout op gave the spatial axes other sizes (a reshape that split them)."""
+    return _spatial(src, layout) != _spatial(out, new)
 
 
 def _same_sizes(src, layout, out) -> bool:
