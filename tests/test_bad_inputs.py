@@ -260,8 +260,12 @@ def test_catalogue_matches_docs():
     """Every row of docs/errors.md is tested here and every test case is documented."""
     with open(DOC) as f:
         doc = f.read()
+    rows = dict(re.findall(r"^\| `([a-z0-9-]+)` \| .*? \| `([A-Za-z]+)` \|", doc, flags=re.M))
     ids = set(re.findall(r"^\| `([a-z0-9-]+)` \|", doc, flags=re.M))
     assert ids == set(CASES), f"undocumented: {set(CASES) - ids}; untested: {ids - set(CASES)}"
+    assert set(rows) == ids, f"rows without an error class column: {ids - set(rows)}"
+    wrong = {k: (rows[k], CASES[k][1].__name__) for k in ids if rows[k] != CASES[k][1].__name__}
+    assert not wrong, f"the documented error class differs from the tested one: {wrong}"
 
 
 def test_fractional_units_and_impossible_expectations_are_argument_errors():

@@ -101,6 +101,48 @@ def test_a_crash_in_the_probes_policy_blames_rfprobe(monkeypatch):
     assert "the model raised" not in str(info.value) and "op 'conv2d'" in str(info.value)
 
 
+def test_a_crash_in_the_probes_backward_blames_rfprobe(monkeypatch):
+    """rfprobe's own backward (the structural probe's positive gradients) raising: an
+    InternalError, never "the model raised"."""
+    from rfprobe.routes import gradient
+    real = gradient._Support.forward
+
+    def forward(ctx, x, pool):
+        out = real(ctx, x, pool)
+        ctx.pool = None         # a bug, simulated: rfprobe's backward finds no pool
+        return out
+    monkeypatch.setattr(gradient._Support, "forward", staticmethod(forward))
+    with pytest.raises(InternalError) as info:
+        rfprobe.probe(rfprobe.build("conv3 relu conv3", in_channels=3), (3, 9, 9))
+    text = str(info.value)
+    assert "the model raised" not in text and "backward pass of the probe" in text
+    assert "AttributeError" in text and "limitation of rfprobe" in text
+    assert isinstance(info.value.__cause__, AttributeError)
+
+
+def test_the_models_own_backward_error_is_the_models():
+    """A custom autograd Function of the model whose backward raises: the model's fault."""
+    class Fn(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            raise RuntimeError("my backward")
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 2, 3)
+
+        def forward(self, x):
+            return Fn.apply(self.c(x))
+    with pytest.raises(ModelError, match="the model raised RuntimeError") as info:
+        rfprobe.probe(M(), (3, 9, 9))
+    assert not isinstance(info.value, InternalError) and "my backward" in str(info.value)
+
+
 def test_the_models_own_error_is_still_the_models():
     class Raises(nn.Module):
         def forward(self, x):

@@ -30,7 +30,7 @@ from .messages import (CLI_ARG_HELP, CLI_DESCRIPTION, CLI_HELP, assertion_differ
                        demo_text, expectation_count, expectation_failed, module_not_found, module_raised,
                        no_attribute, no_rule, not_a_model, usage_error, user_rule_raised, fallback_note,
                        global_coupling,
-                       gradient_stops, holes, hooks_note, hull, internal_error, possible_causes, probe_saw_local,
+                       gradient_stops, holes, hooks_note, hull, internal_backward, internal_error, possible_causes, probe_saw_local,
                        progress_line, routes_differ, trace_memory, truncated, user_rules_suspect, varies)
 from .text import (analysis_text, comparison_text, cost_text, erf_text, probe_text, report_text,
                    report_verdict, summary)
@@ -46,7 +46,7 @@ __all__ = [
     "bad_ints", "cli_error", "cli_version", "collapse_refusal", "compare_text", "demo_text",
     "expectation_count", "expectation_failed", "module_not_found", "module_raised", "no_attribute", "no_rule",
     "not_a_model", "usage_error", "fallback_note", "global_coupling", "gradient_stops", "holes",
-    "hooks_note", "hull", "internal_error", "copy_failed", "user_rule_raised",
+    "hooks_note", "hull", "internal_backward", "internal_error", "copy_failed", "user_rule_raised",
     "possible_causes", "probe_saw_local", "progress_line", "routes_differ",
     "trace_memory", "truncated", "user_rules_suspect", "varies",
 ]

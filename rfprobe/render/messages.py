@@ -149,6 +149,17 @@ def internal_error(name: str, site: str, module: str, error: BaseException) -> s
             "and the op's line; rfprobe's traceback is chained (error.__cause__)")
 
 
+def internal_backward(during: str, error: BaseException) -> str:
+    """rfprobe's own code failed in the backward pass (the probe's positive surrogate gradients).
+
+    >>> internal_backward("the probe", KeyError("k"))[:62]
+    "rfprobe failed in the backward pass of the probe: KeyError: 'k'"
+    """
+    return (f"rfprobe failed in the backward pass of {during}: {type(error).__name__}: {error}. This is a "
+            "limitation of rfprobe, not a fault of your model (rfprobe's own backward code raised): please "
+            "report it with this message; rfprobe's traceback is chained (error.__cause__)")
+
+
 def user_rule_raised(name: str, site: str, module: str, error: BaseException) -> str:
     """The rule a user registered for an op raised: theirs to fix (it is chained).
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import random
 
 import numpy as np
@@ -43,7 +44,8 @@ import torch
 import torch.nn as nn
 from torch.utils._pytree import tree_map
 
-from ..errors import ModelError, RFProbeError, model_raised
+from .. import render
+from ..errors import InternalError, ModelError, RFProbeError, model_raised
 from ..trace import Graph, Node, Policy, Tracer, private_copy, run
 
 
@@ -247,10 +249,29 @@ def backprop_units(twin: nn.Module, x: torch.Tensor, tracer: Tracer, target: Nod
                 seed[target.unit_index(unit, channel, item)] = 1.0
             if not y.requires_grad:
                 return torch.zeros_like(x)
-            (g,) = torch.autograd.grad(y, x, seed, allow_unused=True)
+            try:
+                (g,) = torch.autograd.grad(y, x, seed, allow_unused=True)
+            except Exception as e:
+                if _raised_in_rfprobe(e):   # the probe's own backward (its surrogates), not the model's
+                    raise InternalError(render.internal_backward(what, e)) from e
+                raise
             return torch.zeros_like(x) if g is None else g
     except RFProbeError:
         raise
     except Exception as e:
         done = [n.name for n in tracer.nodes[-3:]]
         raise ModelError(model_raised(e, tuple(x.shape), during=what, done=done)) from e
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _raised_in_rfprobe(error: BaseException) -> bool:
+    """The innermost Python frame of ``error``'s traceback is rfprobe's own code. Only asked of
+    the backward pass: there the frames between rfprobe's call and the raise are torch's engine
+    (no Python frames), a backward of rfprobe's (the probe's surrogates) or of the user's."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_PACKAGE + os.sep) \
+        and tb.tb_frame.f_code is not backprop_units.__code__
