@@ -328,6 +328,30 @@ def test_attention_values_of_a_one_by_one_map():
         assert r.probe_box == ((0, side - 1), (0, side - 1))
 
 
+def test_tokens_back_to_a_channels_last_map_after_attention():
+    """LeViT/Swin style: a map flattened into tokens (N, HW, C), mixed by attention, reshaped
+    back channels-last (N, H, W, C) and permuted to (N, C, H, W). The spatial axes are back
+    (global), as for the channels-first round trip; it was refused as 'without spatial axes'. Here
+    C == H == W == 4, so only the reshape keeping the tokens' last dim (C) says channels-last."""
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = conv(3, 4, 2, stride=2)
+            self.attn = nn.MultiheadAttention(4, 1, batch_first=True)
+            self.head = conv(4, 2, 1)
+
+        def forward(self, x):
+            x = self.embed(x)
+            b, c, h, w = x.shape
+            t = x.flatten(2).transpose(1, 2)
+            t = self.attn(t, t, t, need_weights=False)[0]
+            return self.head(t.reshape(b, h, w, c).permute(0, 3, 1, 2))
+    r = rfprobe.verify(Tokens(), (3, 8, 8))
+    assert r.ok and r.analysis.status == "global", str(r)
+    assert r.probe_box == ((0, 7), (0, 7))
+    assert any("attention" in c for c in r.analysis.global_causes)
+
+
 def test_spatial_cat_and_split():
     """torch.cat along the width joins two halves computed by different convs; chunk splits
     them again: unit j of the right chunk reads the right half (hand-computed boxes)."""

@@ -152,7 +152,7 @@ def internal_error(name: str, site: str, module: str, error: BaseException) -> s
 def internal_backward(during: str, error: BaseException) -> str:
     """rfprobe's own code failed in the backward pass (the probe's positive surrogate gradients).
 
-    >>> internal_backward("the probe", KeyError("k"))[:62]
+    >>> internal_backward("the probe", KeyError("k"))[:63]
     "rfprobe failed in the backward pass of the probe: KeyError: 'k'"
     """
     return (f"rfprobe failed in the backward pass of {during}: {type(error).__name__}: {error}. This is a "

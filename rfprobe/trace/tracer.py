@@ -347,10 +347,17 @@ class Tracer(TorchFunctionMode):
     def _refused(self, name, site, error) -> Unknown:
         return Unknown(f"op {name!r} at {site or '?'} (module {self.module_stack[-1] or '<model>'!r}): {error}")
 
-    def _back(self, op, out) -> bool:
-        """A layout op whose output has trailing sizes that a reshape merged away or split."""
-        return (op.kind == LAYOUT and out.dim() >= self.dims + 1
-                and tuple(out.shape[-self.dims:]) in self.lost_shapes)
+    def _back(self, op, src, out) -> tuple[int, ...] | None:
+        """The spatial dims of a layout op's output whose trailing sizes (or, channels-last, the
+        sizes before the last dim) are ones a reshape merged away or split; None if neither.
+        Both (C == W): channels-last when the op kept ``src``'s last dim, (N, HW, C) -> (N, H, W, C)."""
+        if op.kind != LAYOUT or out.dim() < self.dims + 1:
+            return None
+        first = tuple(out.shape[-self.dims:]) in self.lost_shapes
+        last = out.dim() == self.dims + 2 and tuple(out.shape[-self.dims - 1:-1]) in self.lost_shapes
+        if last and (not first or (src.dim() and src.shape[-1] == out.shape[-1])):
+            return tuple(d - 1 for d in self.trailing)      # (N, *spatial, C): tokens back to a map
+        return self.trailing if first else None
 
     def _rule(self, op, name, args, kwargs, tensors, data, layouts, out, site, index=0, outs=()):
         """The output's layout and deps, from the op's record."""
@@ -360,7 +367,7 @@ class Tracer(TorchFunctionMode):
         if ref is None:
             # a reshape back to a spatial shape that a flatten lost (e.g. after attention over
             # flattened positions): the spatial axes are back, every position still global
-            return (trailing if self._back(op, out) else None), Global(f"{name} of a tensor without spatial axes")
+            return self._back(op, tensors[data[0]], out), Global(f"{name} of a tensor without spatial axes")
         if op.moves is not None and main is None and isinstance(args[0], torch.Tensor):
             # the data moved has no spatial axes (pooled to a vector), another input has them (the
             # shape of y.expand_as(x), x[idx]): every output element is one of the data's, each
@@ -376,8 +383,9 @@ class Tracer(TorchFunctionMode):
                 # merged away, or split into blocks (space-to-depth, window partition): a reshape
                 # back to these sizes after the positions were mixed restores the spatial axes
                 self.lost_shapes.add(tuple(tensors[data[0]].shape[d] for d in main))
-            if layout is None and self._back(op, out):
-                return trailing, deps   # a window reverse: blocks merged back into the sizes split earlier
+            back = self._back(op, tensors[data[0]], out) if layout is None else None
+            if back is not None:    # a window reverse: blocks merged back into the sizes split earlier
+                return back, deps
             return layout, deps
         if op.kind == REDUCTION:
             layout = reduced_layout(args, kwargs, tensors[data[0]], ref, out, op.dim_at)
