@@ -15,6 +15,8 @@ tensor is infinite, which gives the theoretical box that may reach into the padd
 """
 from __future__ import annotations
 
+import functools
+import math
 from typing import Sequence
 
 import numpy as np
@@ -24,33 +26,40 @@ from ..results import Product, Region
 from ..trace import Graph, Node
 
 
+def _inside(x: np.ndarray, y: np.ndarray) -> bool:
+    """Sorted unique index sets: is ``x`` a subset of ``y``? Bounds first (most pairs fail
+    there), a contiguous ``y`` needs nothing more; ``isin`` only for gapped sets."""
+    if len(x) > len(y) or x[0] < y[0] or x[-1] > y[-1]:
+        return False
+    return len(y) == y[-1] - y[0] + 1 or bool(np.isin(x, y, assume_unique=True).all())
+
+
 def _simplify(products: list[Product]) -> list[Product]:
-    uniq = {}
-    for p in products:
-        uniq[tuple(a.tobytes() for a in p)] = p
-    ps = list(uniq.values())
+    """Fewer products for the same set: join the products that are equal on every axis but
+    one (grouped by the other axes), drop one inside another; repeat until nothing changes.
+    Each axis of a product is a sorted array of unique indices."""
+    ps = list({tuple(a.tobytes() for a in p): p for p in products}.values())
+    ndim = len(ps[0]) if ps else 0
     changed = True
     while changed and len(ps) > 1:
         changed = False
-        for i in range(len(ps)):
-            for j in range(len(ps)):
-                if i == j:
-                    continue
-                a, b = ps[i], ps[j]
-                if all(np.isin(x, y, assume_unique=True).all() for x, y in zip(a, b)):
-                    ps.pop(i)                       # a is inside b
-                    changed = True
-                    break
-                diff = [k for k, (x, y) in enumerate(zip(a, b)) if not np.array_equal(x, y)]
-                if len(diff) == 1:                  # equal but on one axis: one product
-                    k = diff[0]
-                    merged = tuple(np.union1d(x, y) if n == k else x for n, (x, y) in enumerate(zip(a, b)))
-                    ps[i] = merged
-                    ps.pop(j)
-                    changed = True
-                    break
-            if changed:
-                break
+        for k in range(ndim):
+            groups: dict[tuple, list[Product]] = {}
+            for p in ps:
+                groups.setdefault(tuple(a.tobytes() for n, a in enumerate(p) if n != k), []).append(p)
+            if len(groups) < len(ps):
+                ps = [g[0] if len(g) == 1 else
+                      tuple(functools.reduce(np.union1d, [q[k] for q in g]) if n == k else a
+                            for n, a in enumerate(g[0]))
+                      for g in groups.values()]
+                changed = True
+        ps.sort(key=lambda p: -math.prod(len(a) for a in p))
+        keep: list[Product] = []
+        for p in ps:
+            if not any(all(_inside(x, y) for x, y in zip(p, q)) for q in keep):
+                keep.append(p)
+        changed = changed or len(keep) < len(ps)
+        ps = keep
     return ps
 
 
