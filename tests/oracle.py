@@ -54,9 +54,9 @@ class OracleResult:
     forwards: int                            # number of batched forward calls made
 
 
-def _private(model: nn.Module, seed: int) -> nn.Module:
+def _private(model: nn.Module, seed: int, hooks: bool = False) -> nn.Module:
     twin = copy.deepcopy(model)
-    for m in twin.modules():  # the user's hooks must not run in the oracle either
+    for m in twin.modules() if not hooks else ():  # the user's hooks must not run in the oracle either
         for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks"):
             d = getattr(m, attr, None)
             if isinstance(d, dict):
@@ -104,10 +104,11 @@ class _Runner:
 
 def perturbation_rf(model: nn.Module, input_shape: Sequence[int], unit: Sequence[int], *,
                     seeds: Sequence[int] = (0, 1), pick: Callable | None = None,
-                    channel: int | None = None) -> OracleResult:
+                    channel: int | None = None, hooks: bool = False) -> OracleResult:
     """Input positions whose perturbation moves output ``unit`` (spatial index, one int per axis,
     non-negative). ``input_shape`` is (C, *spatial) without batch; ``pick`` selects the output
-    tensor from whatever the model returns."""
+    tensor from whatever the model returns. ``hooks=True`` keeps the model's forward hooks (a
+    feature extractor built from hooks, such as timm's, returns nothing without them)."""
     shape = tuple(int(s) for s in input_shape)
     spatial = shape[1:]
     dims = len(spatial)
@@ -115,7 +116,7 @@ def perturbation_rf(model: nn.Module, input_shape: Sequence[int], unit: Sequence
     forwards = 0
     bisected = None
     for seed in seeds:
-        twin = _private(model, seed)
+        twin = _private(model, seed, hooks)
         run = _Runner(twin, unit, pick, channel)
         g = torch.Generator().manual_seed(10_000 + seed)
         base = torch.rand((1, *shape), generator=g, dtype=torch.float64) + 1.0
