@@ -262,7 +262,12 @@ def test_timm_model(case: Case):
         before = snapshot(model)
     p = rfprobe.probe(model, oshape, output=level)
     assert_unchanged(model, before, "probe")
-    rfprobe.erf(model, oshape, output=level, n=2, batch_size=2, progress=False)
+    try:        # the real (random) weights: a unit can be dead for the inputs drawn, and summed over
+        # channels a LayerNorm's output (uniform weight at init) does not depend on its input at
+        # all (pvt_v2, swinv2); erf says so, and even then must leave the model as it was
+        rfprobe.erf(model, oshape, output=level, n=2, batch_size=2, progress=False)
+    except rfprobe.RFProbeError as e:
+        assert type(e) is rfprobe.RFProbeError and "gradient is zero" in str(e), e
     assert_unchanged(model, before, "erf")
     short = _create(case, **kwargs, out_indices=(model.feature_info.out_indices[level],))
     o = perturbation_rf(short, oshape, p.unit, pick=_nchw(model), seeds=(0,), hooks=True)
