@@ -55,13 +55,14 @@ class Prepared:
 
 def prepare(model, input_shape=None, *, layer: str | None = None, output: Any = None, unit=None,
             channel: int | None = None, device=None, dtype: torch.dtype | None = None,
-            mode: str | None = None, inputs: torch.Tensor | None = None, seed: int | None = None
-            ) -> Prepared:
+            mode: str | None = None, inputs: torch.Tensor | None = None, seed: int | None = None,
+            who: str = "actual mode") -> Prepared:
     """Check the shared arguments, in this order, and trace the model.
 
     ``model``: a module or a spec string. ``dtype``: the compute dtype (checked when given).
     ``mode``: the probe mode whose demands on the weights are checked (``'structural'`` or
-    ``'actual'``, :func:`~rfprobe.validate.check_model`); None checks none. ``inputs``: actual
+    ``'actual'``, :func:`~rfprobe.validate.check_model`; ``who`` names the caller that needs real
+    weights); None checks none. ``inputs``: actual
     mode's one input, which fixes ``input_shape``. ``seed``: checked when given. Then the model
     is traced (``input_shape``, ``layer``, ``output``, ``unit`` as :func:`rfprobe.analyze`
     takes them), the unit is normalised (default: the centre unit of the selected output), and
@@ -71,7 +72,7 @@ def prepare(model, input_shape=None, *, layer: str | None = None, output: Any = 
     if dtype is not None:
         check_dtype(dtype)
     if mode is not None:
-        check_model(model, mode)
+        check_model(model, mode, who)
     if inputs is not None:
         check_inputs(inputs)
         if mode != "actual":

@@ -74,8 +74,9 @@ def _tensors(model: nn.Module) -> Iterable[tuple[str, torch.Tensor]]:
     yield from model.named_buffers()
 
 
-def check_model(model: nn.Module, mode: str) -> None:
-    """Complex weights, weights on the meta device, non-finite weights (actual mode)."""
+def check_model(model: nn.Module, mode: str, who: str = "actual mode") -> None:
+    """Complex weights, weights on the meta device, non-finite weights (actual mode). ``who``:
+    what needs the real weights, named in the message (``erf`` runs them too)."""
     for name, t in _tensors(model):
         if t.is_complex():
             raise ArgumentError(f"model has a complex tensor {name!r} ({t.dtype}): rfprobe handles real "
@@ -84,9 +85,9 @@ def check_model(model: nn.Module, mode: str) -> None:
     meta = [name for name, t in _tensors(model) if t.device.type == "meta"]
     if meta:
         if mode == "actual":
-            raise ArgumentError(f"model is on the meta device ({meta[0]!r} has no values): actual mode "
+            raise ArgumentError(f"model is on the meta device ({meta[0]!r} has no values): {who} "
                                 "needs the real weights. Load them (model.to_empty(device='cpu') then "
-                                "load_state_dict), or use mode='structural', or rfprobe.analyze(model)")
+                                "load_state_dict), or use mode='structural' (rfprobe.probe), or rfprobe.analyze(model)")
         other = [n for n, t in model.named_buffers() if t.device.type == "meta" and not n.endswith(_BN_STATS)]
         if other:
             raise ArgumentError(f"model is on the meta device and its buffer {other[0]!r} has no values; "

@@ -193,6 +193,8 @@ CASES = {
     "channel-out-of-range": (lambda: rfprobe.probe(net3(), channel=9), ArgumentError, ["channel=9", "3 channels"]),
     "device-unknown": (lambda: rfprobe.probe(net3(), device="gpu"), ArgumentError, ["device='gpu'", "'cpu'"]),
     "device-meta": (lambda: rfprobe.probe(net3(), device="meta"), ArgumentError, ["device='meta'", "'cpu'"]),
+    "erf-meta-model": (lambda: rfprobe.erf(meta_net(), n=2), ArgumentError,
+                       ["meta device", "erf (the effective RF) needs the real weights", "to_empty"]),
     "erf-n-bool": (lambda: rfprobe.erf(net3(), n=True), ArgumentError, ["n=True", "positive int"]),
     "output-layout": (lambda: rfprobe.probe(ChannelsLastSplit()), ArgumentError,
                       ["(1, 30, 30, 1, 3)", "(N, C, *spatial) or channels-last (N, *spatial, C)"]),
@@ -309,3 +311,18 @@ def test_erf_refuses_non_finite_inputs_and_analyze_checks_the_unit_of_a_fixed_in
         rfprobe.erf(net, inputs=torch.full((2, 1, 9, 9), float("nan")))
     with pytest.raises(ArgumentError, match=r"unit=\(100, 0\) is out of range"):
         rfprobe.analyze(net, (1, 9, 9), unit=(100, 0))
+
+
+def test_actual_mode_inputs_take_the_models_dtype():
+    """A float64 model given float32 inputs in actual mode (and the reverse) ended in torch's
+    "Input type (float) and bias type (double) should be the same", blamed on the model: the
+    inputs are now cast to the model's dtype. Checked against a plain backward in float64."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3)).double()
+    x = torch.rand(1, 3, 12, 12)
+    p = rfprobe.probe(net, mode="actual", inputs=x, unit=(4, 4))
+    x64 = x.double().requires_grad_(True)
+    net(x64)[0, :, 4, 4].sum().backward()
+    assert (p.mask == (x64.grad[0].abs().sum(0) > 0).numpy()).all()
+    q = rfprobe.probe(net.float(), mode="actual", inputs=x.double(), unit=(4, 4))
+    assert q.box == p.box

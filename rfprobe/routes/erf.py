@@ -139,7 +139,7 @@ def erf(model: ModelLike, input_shape: InputShape = None, *, inputs: Any = None,
     if inputs is not None:
         input_shape, inputs = shape_of_batches(model, inputs, input_shape)
     p = prepare(model, input_shape, layer=layer, output=output, unit=unit, channel=channel, device=device,
-                dtype=dtype, seed=seed)
+                dtype=dtype, seed=seed, mode="actual", who="erf (the effective RF)")
     graph, analysis, target, u, dev = p.graph, p.analysis, p.target, p.unit, p.device
     theoretical = analysis.size if analysis.status in ("ok", "varies") else None
     box = None

@@ -212,7 +212,10 @@ def input_gradient(twin, graph: Graph, target_id: int, units, channel, structura
             dtype = next((p.dtype for p in twin.parameters() if p.is_floating_point()), dtype)
         x = torch.rand((1, *graph.input_shape), generator=generator, dtype=dtype).add_(1.0).to(device)
     else:
-        x = inputs.detach().clone().to(device)
+        # the user's weights, in their dtype: float32 inputs to a float64 model are widened (a
+        # plain forward would raise torch's dtype mismatch)
+        own = next((p.dtype for p in twin.parameters() if p.is_floating_point()), inputs.dtype)
+        x = inputs.detach().clone().to(device=device, dtype=own if not structural else dtype)
         if x.dim() == len(graph.input_shape):
             x = x.unsqueeze(0)
         x = x[:1]
