@@ -143,6 +143,27 @@ def test_the_models_own_backward_error_is_the_models():
     assert not isinstance(info.value, InternalError) and "my backward" in str(info.value)
 
 
+def test_a_max_off_the_data_path_stays_a_max_in_the_probe():
+    """gemma4_vit reads its patch grid back from position ids (``int(pos.max().item()) + 1``).
+    The structural probe replaced every max by a sum, also this one, which reads no input
+    position: the grid came out wrong and "the model raised" a reshape error. The surrogate is
+    for the data's path only."""
+    class GridFromPositions(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Conv2d(3, 4, 4, stride=4)
+
+        def forward(self, x):
+            y = self.embed(x)
+            side = x.shape[-1] // 4
+            pos = torch.arange(side * side) % side                 # column of each patch
+            w = int(pos.max().item()) + 1                          # 4; a sum would give 25
+            return y.reshape(y.shape[0], 4, -1, w)
+    r = rfprobe.verify(GridFromPositions(), (3, 16, 16))
+    assert r.ok and r.analysis.status == "ok", r
+    assert r.analysis.size == (4, 4) and r.analysis.stride == (4, 4)
+
+
 def test_the_models_own_error_is_still_the_models():
     class Raises(nn.Module):
         def forward(self, x):

@@ -183,7 +183,9 @@ class Tracer(TorchFunctionMode):
         op = OPS.get(name, _NO_OP)
         if op.kind == QUERY:       # shape queries and the like: most calls, keep them cheap
             return self._query(op, name, func, types, args, kwargs)
-        if op.surrogate is not None:
+        if op.surrogate is not None and any(id(t) in self.of for t in _tensors_of(args, kwargs)):
+            # only on the data's path: a max over position ids that the model turns into a shape
+            # (gemma4_vit's grid) must stay a max
             try:
                 func, args, kwargs = self.policy.substitute(op, func, args, kwargs)
             except RFProbeError:
