@@ -16,10 +16,11 @@ a ViT runs on 64 pixels instead of 224), then
 - no call (verify, probe, erf) changes the model (weights, buffers, modes, hooks, attributes:
   ``tests/snapshot.py``).
 
-Models that rfprobe cannot follow yet are strict expected failures naming the construct and
-the issue that covers it, and whether it raises or verify finds its routes disagreeing. ``LEFT_OUT`` lists the architecture modules that are not swept, each
-with its reason (cost on a 2-core CI machine, or no feature extraction), so that a module timm
-adds shows up here (``test_every_timm_module_is_swept_or_left_out_with_a_reason``).
+Models that rfprobe cannot follow yet are strict expected failures naming the construct (and
+the issue that covers it), typed by how they fail: an rfprobe error, or a result whose routes
+verify finds disagreeing. ``LEFT_OUT`` lists the architecture modules that are not swept, each
+with its reason (its cost on a 2-core CI machine), so that a module a new timm adds shows up
+here (``test_every_timm_module_is_swept_or_left_out_with_a_reason``).
 """
 from __future__ import annotations
 
@@ -51,7 +52,6 @@ class Case:
     oracle_misses: str | None = None  # why the oracle can miss positions here (then only inside)
 
 
-
 IMG = "img_size"
 P2_TOKENS = f"tokens; {PART2}"
 P2_WINDOWS = f"windows; {PART2}"
@@ -63,7 +63,7 @@ def _c(module, model, side, oracle_side=None, kwargs=(), error=None, wrong=None,
 
 
 SWEEP = [
-    # convolutional trunks: the oracle runs on a 32-pixel input
+    # convolutional trunks (and hybrids taking any size): the oracle runs on a thinner input
     _c("byobnet", "test_byobnet", 64, 32),
     _c("convmixer", "convmixer_768_32", 32, 16),
     _c("convnext", "test_convnext", 64, 32),
