@@ -352,6 +352,38 @@ def test_tokens_back_to_a_channels_last_map_after_attention():
     assert any("attention" in c for c in r.analysis.global_causes)
 
 
+def test_attention_with_a_large_additive_bias_is_seen_whole_by_the_probe():
+    """A relative-position bias passed to F.scaled_dot_product_attention as a float attn_mask
+    (timm's ViT-RelPos): computed with the structural probe's positive weights it is large,
+    the softmax inside the fused op saturated and keys the forward reads got an exactly zero
+    gradient (the probe saw 48x48 of a 64x64 input). The analysis, plain autograd in actual
+    mode and the probe now agree: global."""
+    class BiasedAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = conv(3, 8, 4, stride=4)
+            self.qkv = nn.Linear(8, 24)
+            # as RelPosMlp: a hidden layer of 256 from (log) relative coordinates; with the
+            # probe's positive weights its output spans thousands
+            self.bias_mlp = nn.Sequential(nn.Linear(2, 256), nn.ReLU(), nn.Linear(256, 1))
+            self.register_buffer("coords", torch.rand(16, 16, 2) * 3)
+
+        def forward(self, x):
+            t = self.embed(x).flatten(2).transpose(1, 2)                   # (N, 16, 8)
+            q, k, v = self.qkv(t).chunk(3, dim=-1)
+            bias = self.bias_mlp(self.coords).squeeze(-1)                  # (16, 16), no input in it
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            return o.transpose(1, 2).reshape(x.shape[0], 8, 4, 4)
+    torch.manual_seed(0)
+    net = BiasedAttention().eval()
+    r = rfprobe.verify(net, (3, 16, 16))
+    assert r.ok and r.analysis.status == "global", str(r)
+    assert r.probe_box == ((0, 15), (0, 15))
+    x = torch.rand(1, 3, 16, 16, requires_grad=True)
+    net(x)[0, :, 2, 2].sum().backward()
+    assert (x.grad[0].abs().sum(0) > 0).all()        # the real model reads every position
+
+
 def test_spatial_cat_and_split():
     """torch.cat along the width joins two halves computed by different convs; chunk splits
     them again: unit j of the right chunk reads the right half (hand-computed boxes)."""

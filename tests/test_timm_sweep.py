@@ -146,6 +146,7 @@ SWEEP = [
     _c("visformer", "visformer_tiny", 32, kwargs=[(IMG, 32)]),
     _c("vision_transformer", "test_vit", 32, kwargs=[(IMG, 32)]),
     _c("vision_transformer_hybrid", "vit_tiny_r_s16_p8_224", 32, kwargs=[(IMG, 32)]),
+    _c("vision_transformer_relpos", "test_vit_relpos", 32, kwargs=[(IMG, 32)]),
     _c("vitamin", "vitamin_small_224", 64, kwargs=[(IMG, 64)], oracle_misses="LayerNorm bounds the "
        "oracle's huge values while its positive weights grow the activations to about 1e8, so a "
        "perturbation moves the unit less than the oracle's relative threshold"),
@@ -170,9 +171,6 @@ SWEEP = [
        f"shifted-window attention is local, reported global; {P2_WINDOWS}"),
     _c("swin_transformer_v2_cr", "swinv2_cr_tiny_224", 64, kwargs=[(IMG, 64)], wrong="levels 0-1: "
        f"window attention is local, reported global; {P2_WINDOWS}"),
-    _c("vision_transformer_relpos", "test_vit_relpos", 64, kwargs=[(IMG, 64)], wrong="the structural "
-       "probe misses token columns that mode='actual' and the oracle see (relative-position "
-       "attention): a probe bug of its own, not a layout"),
     _c("tnt", "tnt_s_patch16_224", 64, kwargs=[(IMG, 64)], error="F.unfold (im2col) of pixels "
        f"into tokens has no rule; {P2_TOKENS}"),
     _c("volo", "volo_d1_224", 64, kwargs=[(IMG, 64)], error="F.unfold (im2col) in outlook "

@@ -203,6 +203,30 @@ def extreme_surrogate(func, args, kwargs):
     return summed, args, kwargs
 
 
+def attention_surrogate(func, args, kwargs):
+    """The structural probe's ``scaled_dot_product_attention``: a float ``attn_mask`` adds
+    nothing (its finite entries read as 0, with the gradient still passing to the mask), while
+    its ``-inf`` entries still mask. A large additive bias (a relative-position bias computed
+    with the probe's positive weights) saturated the softmax inside the fused op, so keys
+    the forward reads got an exactly zero gradient; a boolean mask is left as it is.
+
+    >>> import torch
+    >>> q = torch.ones(1, 2, 4)
+    >>> fn, a, k = attention_surrogate(torch.nn.functional.scaled_dot_product_attention, (q, q, q),
+    ...                                {"attn_mask": torch.tensor([[500.0, 0.0], [0.0, float("-inf")]])})
+    >>> k["attn_mask"].tolist()
+    [[0.0, 0.0], [0.0, -inf]]
+    """
+    at_arg = len(args) > 3
+    mask = args[3] if at_arg else kwargs.get("attn_mask")
+    if not isinstance(mask, torch.Tensor) or not mask.is_floating_point():
+        return func, args, kwargs
+    neutral = torch.where(torch.isneginf(mask), mask, mask - mask.detach())
+    if at_arg:
+        return func, (*args[:3], neutral, *args[4:]), kwargs
+    return func, args, {**kwargs, "attn_mask": neutral}
+
+
 def sum_surrogate(func, args, kwargs):
     """The structural probe's ``linalg.vector_norm(x, ord, dim, keepdim)``: a sum over the same
     dims (the norm's gradient reaches only the largest element for ``ord=inf`` and nothing for
@@ -243,7 +267,7 @@ RECORDS = [
     Op("instance_norm", norm_over_space, meta=meta.instance_norm, fixed_layout=True),
     Op("layer_norm", norm_over_space, meta=meta.layer_norm),
     Op("scaled_dot_product_attention", global_rule("scaled_dot_product_attention (attention over positions)"),
-       mixer="attention"),
+       mixer="attention", surrogate=attention_surrogate),
     Op("multi_head_attention_forward", global_rule("multi-head attention (attention over positions)"),
        mixer="attention"),
     Op("einsum", einsum, mixer="einsum over positions"),
