@@ -384,6 +384,35 @@ def test_attention_with_a_large_additive_bias_is_seen_whole_by_the_probe():
     assert (x.grad[0].abs().sum(0) > 0).all()        # the real model reads every position
 
 
+@pytest.mark.parametrize("kdim", [None, 32])
+def test_multihead_attention_is_seen_whole_by_the_probe(kdim):
+    """nn.MultiheadAttention over 8x8 patches of a 64x64 input: one traced op, whose queries
+    and keys came from the probe's positive weights on positive values; the softmax inside
+    saturated and the probe saw ((8, 63), (0, 63)). Global for the analysis, plain autograd and
+    the probe alike, with packed and with separate (``kdim``) projection weights."""
+    class Patches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = conv(3, 16, 8, stride=8)
+            self.attn = nn.MultiheadAttention(16, 2, batch_first=True, kdim=kdim, vdim=kdim)
+            self.kv = nn.Linear(16, kdim) if kdim else nn.Identity()
+
+        def forward(self, x):
+            y = self.embed(x)
+            t = y.flatten(2).transpose(1, 2)
+            kv = self.kv(t)
+            t = self.attn(t, kv, kv, need_weights=False)[0]
+            return t.transpose(1, 2).reshape(y.shape)
+    torch.manual_seed(0)
+    net = Patches().eval()
+    r = rfprobe.verify(net, (3, 64, 64))
+    assert r.ok and r.analysis.status == "global", str(r)
+    assert r.probe_box == ((0, 63), (0, 63))
+    x = torch.rand(1, 3, 64, 64, requires_grad=True)
+    net(x)[0, :, 4, 4].sum().backward()
+    assert (x.grad[0].abs().sum(0) > 0).all()
+
+
 def test_spatial_cat_and_split():
     """torch.cat along the width joins two halves computed by different convs; chunk splits
     them again: unit j of the right chunk reads the right half (hand-computed boxes)."""

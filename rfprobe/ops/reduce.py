@@ -227,6 +227,29 @@ def attention_surrogate(func, args, kwargs):
     return func, args, {**kwargs, "attn_mask": neutral}
 
 
+def projection_surrogate(func, args, kwargs):
+    """The structural probe's ``multi_head_attention_forward`` (``nn.MultiheadAttention``): the
+    in-projection weights scaled so that each row's absolute values sum to 1. The op is traced
+    as one, so its queries and keys came from the probe's positive weights on positive values
+    and its logits reached thousands: the softmax inside saturated, and keys the forward reads
+    got an exactly zero gradient. Masks are left as they are.
+
+    >>> import torch
+    >>> fn, a, k = projection_surrogate(None, (0, 0, 0, 4, 1, torch.full((2, 4), 3.0)), {})
+    >>> a[5].sum(-1).tolist()
+    [1.0, 1.0]
+    """
+    def scaled(w):
+        if not isinstance(w, torch.Tensor) or not w.is_floating_point():
+            return w
+        return w / w.abs().sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+    if len(args) > 5:
+        args = (*args[:5], scaled(args[5]), *args[6:])
+    kwargs = {k: scaled(v) if k in ("in_proj_weight", "q_proj_weight", "k_proj_weight") else v
+              for k, v in kwargs.items()}
+    return func, args, kwargs
+
+
 def sum_surrogate(func, args, kwargs):
     """The structural probe's ``linalg.vector_norm(x, ord, dim, keepdim)``: a sum over the same
     dims (the norm's gradient reaches only the largest element for ``ord=inf`` and nothing for
@@ -269,6 +292,6 @@ RECORDS = [
     Op("scaled_dot_product_attention", global_rule("scaled_dot_product_attention (attention over positions)"),
        mixer="attention", surrogate=attention_surrogate),
     Op("multi_head_attention_forward", global_rule("multi-head attention (attention over positions)"),
-       mixer="attention"),
+       mixer="attention", surrogate=projection_surrogate),
     Op("einsum", einsum, mixer="einsum over positions"),
 ]
