@@ -352,6 +352,18 @@ def test_tokens_back_to_a_channels_last_map_after_attention():
     assert any("attention" in c for c in r.analysis.global_causes)
 
 
+def assert_global_everywhere(net, side):
+    """Analysis global, verify ok, the probe's box the whole (3, side, side) input, and plain
+    autograd on the real model (its centre unit) nonzero at every position."""
+    r = rfprobe.verify(net, (3, side, side))
+    assert r.ok and r.analysis.status == "global", str(r)
+    assert r.probe_box == ((0, side - 1), (0, side - 1))
+    x = torch.rand(1, 3, side, side, requires_grad=True)
+    y = net(x)
+    y[0, :, y.shape[2] // 2, y.shape[3] // 2].sum().backward()
+    assert (x.grad[0].abs().sum(0) > 0).all()
+
+
 def test_attention_with_a_large_additive_bias_is_seen_whole_by_the_probe():
     """A relative-position bias passed to F.scaled_dot_product_attention as a float attn_mask
     (timm's ViT-RelPos): computed with the structural probe's positive weights it is large,
@@ -375,13 +387,7 @@ def test_attention_with_a_large_additive_bias_is_seen_whole_by_the_probe():
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
             return o.transpose(1, 2).reshape(x.shape[0], 8, 4, 4)
     torch.manual_seed(0)
-    net = BiasedAttention().eval()
-    r = rfprobe.verify(net, (3, 16, 16))
-    assert r.ok and r.analysis.status == "global", str(r)
-    assert r.probe_box == ((0, 15), (0, 15))
-    x = torch.rand(1, 3, 16, 16, requires_grad=True)
-    net(x)[0, :, 2, 2].sum().backward()
-    assert (x.grad[0].abs().sum(0) > 0).all()        # the real model reads every position
+    assert_global_everywhere(BiasedAttention().eval(), 16)
 
 
 @pytest.mark.parametrize("kdim", [None, 32])
@@ -404,13 +410,7 @@ def test_multihead_attention_is_seen_whole_by_the_probe(kdim):
             t = self.attn(t, kv, kv, need_weights=False)[0]
             return t.transpose(1, 2).reshape(y.shape)
     torch.manual_seed(0)
-    net = Patches().eval()
-    r = rfprobe.verify(net, (3, 64, 64))
-    assert r.ok and r.analysis.status == "global", str(r)
-    assert r.probe_box == ((0, 63), (0, 63))
-    x = torch.rand(1, 3, 64, 64, requires_grad=True)
-    net(x)[0, :, 4, 4].sum().backward()
-    assert (x.grad[0].abs().sum(0) > 0).all()
+    assert_global_everywhere(Patches().eval(), 64)
 
 
 def test_spatial_cat_and_split():
