@@ -143,10 +143,8 @@ def internal_error(name: str, site: str, module: str, error: BaseException) -> s
     >>> internal_error("expand_as", "net.py:8", "gate", TypeError("boom"))[:80]
     "rfprobe failed on op 'expand_as' at net.py:8 (module 'gate'): TypeError: boom. T"
     """
-    return (f"rfprobe failed on op {name!r} at {site} (module {module or '<model>'!r}): "
-            f"{type(error).__name__}: {error}. This is a limitation of rfprobe, not a fault of your model "
-            "(rfprobe's own code raised while following the op): please report it with this message "
-            "and the op's line; rfprobe's traceback is chained (error.__cause__)")
+    return _rfprobe_failed(f"on op {name!r} at {site} (module {module or '<model>'!r})", error,
+                           "rfprobe's own code raised while following the op", "this message and the op's line")
 
 
 def internal_backward(during: str, error: BaseException) -> str:
@@ -155,9 +153,14 @@ def internal_backward(during: str, error: BaseException) -> str:
     >>> internal_backward("the probe", KeyError("k"))[:63]
     "rfprobe failed in the backward pass of the probe: KeyError: 'k'"
     """
-    return (f"rfprobe failed in the backward pass of {during}: {type(error).__name__}: {error}. This is a "
-            "limitation of rfprobe, not a fault of your model (rfprobe's own backward code raised): please "
-            "report it with this message; rfprobe's traceback is chained (error.__cause__)")
+    return _rfprobe_failed(f"in the backward pass of {during}", error, "rfprobe's own backward code raised",
+                           "this message")
+
+
+def _rfprobe_failed(where: str, error: BaseException, what: str, report: str) -> str:
+    return (f"rfprobe failed {where}: {type(error).__name__}: {error}. This is a limitation of rfprobe, "
+            f"not a fault of your model ({what}): please report it with {report}; rfprobe's traceback "
+            "is chained (error.__cause__)")
 
 
 def user_rule_raised(name: str, site: str, module: str, error: BaseException) -> str:
