@@ -10,7 +10,8 @@ nothing else keeps a list of op names. The families:
 * :mod:`rfprobe.ops.resample`: interpolation, pixel (un)shuffle, padding, flips, rolls;
 * :mod:`rfprobe.ops.layout`: reshapes, permutes, pieces, indexing, cat, shape queries;
 * :mod:`rfprobe.ops.reduce`: reductions, norms, softmax, Linear, attention, einsum;
-* :mod:`rfprobe.ops.scan`: running ops along an axis (cumsum, cumprod, cummax, cummin, diff).
+* :mod:`rfprobe.ops.scan`: running ops along an axis (cumsum, cumprod, cummax, cummin, diff);
+* :mod:`rfprobe.ops.spectral`: complex parts and views, conjugates, the ``torch.fft`` family.
 
 Adding an op is one record in its family's ``RECORDS`` (and one test); a user declares one
 with :func:`register_rule`.
@@ -29,7 +30,7 @@ from typing import Any, Iterator
 import torch
 
 from ..errors import ArgumentError, UnknownOpError, did_you_mean
-from . import layout, pointwise, reduce, resample, scan, window
+from . import layout, pointwise, reduce, resample, scan, spectral, window
 from .maps import (INDEX, LAYOUT, QUERY, REDUCTION, VALUE, WRITE, Affine, AxisMap, Broadcast, Call, Global,
                    InputDep, LayoutRule, Mapped, Op, Rule, global_rule, identity, per_axis, whole_axis)
 from .pointwise import channel_only, elementwise
@@ -38,10 +39,10 @@ from .reduce import reduced_layout
 
 __all__ = ["OPS", "Op", "Rule", "LayoutRule", "Call", "InputDep", "Global", "Affine", "Mapped", "Broadcast",
            "AxisMap", "identity", "whole_axis", "per_axis", "global_rule", "elementwise", "channel_only",
-           "register_rule", "unregister_rule", "registered_rule", "user_rules", "meta_result", "gradient_stops", "setitem", "reduced_layout",
+           "register_rule", "unregister_rule", "registered_rule", "removed_records", "user_rules", "meta_result", "gradient_stops", "setitem", "reduced_layout",
            "VALUE", "LAYOUT", "INDEX", "WRITE", "REDUCTION", "QUERY"]
 
-FAMILIES = (window, pointwise, resample, layout, reduce, scan)
+FAMILIES = (window, pointwise, resample, layout, reduce, scan, spectral)
 
 
 def _collect() -> dict[str, Op]:
@@ -145,6 +146,26 @@ def registered_rule(name: str, rule: Rule | str, *, override: bool = False) -> I
             OPS.pop(name, None)
         else:
             OPS[name] = before
+
+
+@contextlib.contextmanager
+def removed_records(*names: str) -> Iterator[None]:
+    """The block runs as if rfprobe had no record for ``names``: ops it does not know, for tests
+    of what happens then. A name without a record is already unknown (a test that needs an
+    unknown op names it here, and stays right once the op gets a record). The records come
+    back after, also after an exception.
+
+    >>> with removed_records("fft_fft2", "logcumsumexp"):
+    ...     "fft_fft2" in OPS
+    False
+    >>> "fft_fft2" in OPS
+    True
+    """
+    before = {n: OPS.pop(n) for n in names if n in OPS}
+    try:
+        yield
+    finally:
+        OPS.update(before)
 
 
 def user_rules() -> frozenset[str]:

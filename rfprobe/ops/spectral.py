@@ -1,0 +1,148 @@
+"""Complex values and Fourier transforms: ``.real``/``.imag``, conjugates, complex views, the
+``torch.fft`` family and its shifts.
+
+Taking the real or imaginary part, a conjugate or a phase reads each position alone
+(pointwise). ``view_as_real`` adds a trailing dim of 2 that holds no position (like a channel)
+and ``view_as_complex`` folds it back. A Fourier transform reads the whole of every axis it
+transforms: along one spatial axis of several, output ``j`` reads that whole axis and its own
+index on the others (a strip); over every spatial axis it is global, with the op named.
+``fftshift``/``ifftshift`` are rolls by half the axis.
+
+>>> import torch
+>>> x = torch.empty(1, 4, 8, 6)
+>>> fourier(Call("fft_fft2", (x,), {}, (0,), (x,), ((-2, -1),), (1, 4, 8, 6), 2))
+Global(why='fft_fft2 over every spatial axis (a Fourier transform reads the whole axis)')
+>>> [m.stride for m in fourier(Call("fft_rfft", (x,), {"dim": -1}, (0,), (x,), ((-2, -1),), (1, 4, 8, 4), 2))[0].axes]
+[1, 0]
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from ..errors import UnknownOpError
+from .maps import LAYOUT, Call, Global, InputDep, Mapped, Op, identity, whole_axis
+from .pointwise import channel_only, elementwise
+
+
+def _transformed_dims(name: str, args: tuple, kwargs: dict, ndim: int) -> list[int]:
+    """The dims a ``torch.fft`` call transforms (negative), from its ``dim`` (and ``s``) as
+    torch reads them: one dim (default -1) for the 1-D transforms, (-2, -1) for the 2-D ones,
+    every dim (or the last ``len(s)``) for the n-D ones."""
+    call = Call(name, args, kwargs, (), (), (), (), 0)
+    base = name.removeprefix("fft_")
+    if base.endswith("2"):
+        dim = call.arg(2, "dim", (-2, -1))
+    elif base.endswith("n"):
+        dim = call.arg(2, "dim", None)
+        if dim is None:
+            s = call.arg(1, "s", None)
+            dim = range(-len(s), 0) if s is not None else range(-ndim, 0)
+    else:
+        dim = call.arg(2, "dim", -1)
+    dims = [dim] if isinstance(dim, int) else list(dim)
+    return [d - ndim if d >= 0 else d for d in dims]
+
+
+def fourier(call: Call):
+    """A ``torch.fft`` transform: each transformed spatial axis is read whole; global when every
+    spatial axis is transformed; over channels only, each position reads its own."""
+    k = call.data[0]
+    layout = call.in_layouts[k]
+    dims = _transformed_dims(call.name, call.args, call.kwargs, len(call.shape(k)))
+    if not any(d in layout for d in dims):
+        return channel_only(call)
+    if all(d in dims for d in layout):
+        return Global(f"{call.name} over every spatial axis (a Fourier transform reads the whole axis)")
+    return [InputDep(k, tuple(whole_axis(n) if d in dims else identity(n)
+                              for d, n in zip(layout, call.spatial_in(k))))]
+
+
+def _rolled(j: int, bounded: bool, n: int, shift: int) -> list[int]:
+    return [(j - shift) % n]
+
+
+def shift(call: Call) -> list[InputDep]:
+    """``fftshift``/``ifftshift(x, dim)``: a roll by ``n // 2`` (``-(n // 2)`` for the inverse)
+    of each shifted axis (every axis when ``dim`` is None)."""
+    k = call.data[0]
+    ndim = len(call.shape(k))
+    dim = call.arg(1, "dim", None)
+    dims = range(-ndim, 0) if dim is None else [dim] if isinstance(dim, int) else dim
+    dims = {d - ndim if d >= 0 else d for d in dims}
+    sign = -1 if call.name == "fft_ifftshift" else 1
+    return [InputDep(k, tuple(Mapped(functools.partial(_rolled, n=n, shift=sign * (n // 2)), n) if d in dims
+                              else identity(n) for d, n in zip(call.in_layouts[k], call.spatial_in(k))))]
+
+
+def as_real(call: Call):
+    """``view_as_real(z)``: (..., 2) with real and imaginary parts in a new last dim, which holds
+    no position; the spatial axes move one dim to the left."""
+    k = call.data[0]
+    return tuple(d - 1 for d in call.in_layouts[k]), channel_only(call)
+
+
+def as_complex(call: Call):
+    """``view_as_complex(x)``: the last dim (of size 2) becomes complex values; it must not be a
+    spatial axis."""
+    k = call.data[0]
+    layout = call.in_layouts[k]
+    if -1 in layout:
+        raise UnknownOpError("view_as_complex folds a spatial axis (the last dim) into complex values; "
+                             "rfprobe has no rule for that")
+    return tuple(d + 1 for d in layout), channel_only(call)
+
+
+class _Spread(torch.autograd.Function):
+    """Forward: the transform itself. Backward: every element of each transformed slice of the
+    input gets the sum of the gradient's magnitudes over that slice of the output (positive, so
+    the sums of complex exponentials that the true adjoint makes cannot cancel to zero)."""
+
+    @staticmethod
+    def forward(ctx, x, func, args, kwargs, dims):
+        ctx.shape, ctx.dtype, ctx.dims = x.shape, x.dtype, dims
+        return func(x, *args, **kwargs)
+
+    @staticmethod
+    def backward(ctx, g):
+        spread = g.abs().sum(dim=ctx.dims, keepdim=True).expand(ctx.shape).to(ctx.dtype)
+        return spread, None, None, None, None
+
+
+def fourier_surrogate(func, args, kwargs):
+    """The structural probe's Fourier transform: the same values, a positive backward
+    (:class:`_Spread`) with the transform's support (each transformed axis read whole).
+
+    >>> x = torch.ones(1, 4, requires_grad=True)
+    >>> fn, a, k = fourier_surrogate(torch.fft.rfft, (x,), {})
+    >>> y = fn(*a, **k); y.real[0, 2].backward(); x.grad.tolist()
+    [[1.0, 1.0, 1.0, 1.0]]
+    """
+    name = getattr(func, "__name__", "")
+
+    def spread(x, *rest, **kw):
+        dims = _transformed_dims(name, (x, *rest), kw, x.dim())
+        return _Spread.apply(x, func, rest, kw, [d % x.dim() for d in dims])
+    return spread, args, kwargs
+
+
+def angle_surrogate(func, args, kwargs):
+    """The structural probe's ``angle``: ``abs``, with the same (pointwise) support; the phase
+    of a positive real value has no gradient with respect to it."""
+    return torch.abs, args, kwargs
+
+
+_POINTWISE = "real imag conj conj_physical resolve_conj resolve_neg complex polar".split()
+_FOURIER = [f"fft_{b}" for b in ("fft ifft rfft irfft hfft ihfft fft2 ifft2 rfft2 irfft2 hfft2 ihfft2 "
+                                 "fftn ifftn rfftn irfftn hfftn ihfftn").split()]
+
+RECORDS = [
+    *(Op(n, elementwise) for n in _POINTWISE),
+    Op("angle", elementwise, surrogate=angle_surrogate),
+    *(Op(n, fourier, surrogate=fourier_surrogate) for n in _FOURIER),
+    Op("fft_fftshift", shift),
+    Op("fft_ifftshift", shift),
+    Op("view_as_real", kind=LAYOUT, moves=as_real),
+    Op("view_as_complex", kind=LAYOUT, moves=as_complex),
+]
