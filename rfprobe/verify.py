@@ -51,7 +51,9 @@ def verify(model: ModelLike, input_shape: InputShape = None, *, unit: Unit = Non
         if a.status == "ok":
             closed_box = tuple((u * s - p, u * s - p + r - 1)
                                for u, r, s, p in zip(unit, a.size, a.stride, a.padding))
-            if closed_box != exact_box:
+            if any(e0 < c0 or e1 > c1 for (c0, c1), (e0, e1) in zip(closed_box, exact_box) if e0 <= e1):
+                mismatches.append(render.closed_too_small(closed_box, exact_box))   # the formula under-states
+            elif closed_box != exact_box:
                 diagnoses.append(render.hull(closed_box, exact_box))
         else:
             diagnoses.append(render.varies(a.size_min, a.size))

@@ -52,6 +52,22 @@ class Affine:
 
 
 @dataclass(frozen=True)
+class Piece(Affine):
+    """Output ``j`` reads input ``j - padding`` only inside the piece, ``padding <= j <
+    padding + n_in`` (``torch.cat`` along a spatial axis: each output index reads one input).
+    Outside it, the index reads nothing of this input, bounded or not; and paths that meet at a
+    cat are alternatives, not a union (the closed form keeps them apart).
+
+    >>> sorted(Piece((0,), 1, 4, 3).deps(np.array([2, 5, 9]), bounded=False).tolist())
+    [1]
+    """
+
+    def deps(self, idx: np.ndarray, bounded: bool) -> np.ndarray:
+        out = super().deps(idx, bounded)
+        return out[(out >= 0) & (out < self.n_in)]
+
+
+@dataclass(frozen=True)
 class Mapped:
     """Output ``j`` reads ``fn(j, bounded)``: a position-dependent map."""
 
@@ -92,7 +108,7 @@ def whole_axis(n: int) -> Affine:
     return Affine(tuple(range(n)), 0, 0, n)
 
 
-AxisMap = Affine | Mapped | Broadcast
+AxisMap = Affine | Piece | Mapped | Broadcast
 
 
 @dataclass(frozen=True)
@@ -218,3 +234,5 @@ class Op:
     dim_at: int = 1               # a reduction's positional ``dim`` (``norm(x, p, dim)``: 2)
     scales: bool = False          # a product: a gate broadcast over space scales a map through it
     overwrites: bool = False      # an in-place op whose result does not read its input (fill_)
+    reads_values: bool = False    # hands a tensor's values to Python (``item``, ``tolist``, ``numpy``)
+    from_values: bool = False     # builds a tensor from Python values (``torch.tensor``)

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ops import Affine, Broadcast, Global
+from ..ops.maps import Piece
 from ..trace import Graph, Node
 
 
@@ -119,7 +120,7 @@ def _closed_forms(graph: Graph) -> tuple[list[Closed], list[str]]:
                     result = result or Closed(None, "varies", f"{node.name}: {node.op} is {kind}")
                     break
             if rsp is not None:
-                paths.append((graph.nodes[src].name, tuple(rsp)))
+                paths.append((graph.nodes[src].name, tuple(rsp), any(type(m) is Piece for m in dep.axes)))
         if result is not None and result.status == "global":
             out.append(result)
             continue
@@ -131,8 +132,18 @@ def _closed_forms(graph: Graph) -> tuple[list[Closed], list[str]]:
 
 
 def _merge(node: Node, paths, notes: list[str]) -> Closed:
+    """One closed form for a node reached by several paths. Paths that are pieces of a cat along
+    a spatial axis are alternatives (each unit reads one of them): they give one form only where
+    they all give the same one. Other paths (an add) are a union, their hull exact where their
+    strides agree."""
     if not paths:       # built from constants only (ones_like(x) reads x's shape, not its values)
         return Closed(None, "constant", f"{node.name}: {node.op} reads no input position")
+    pieces = {rsp for _, rsp, piece in paths if piece}
+    if len(pieces) > 1:
+        detail = ", ".join(f"{name} {_box_text(rsp)}" for name, rsp, piece in paths if piece)
+        return Closed(None, "varies", f"{node.name}: {node.op} joins pieces along a spatial axis whose units "
+                                      f"read different boxes ({detail}), so the box depends on the unit")
+    paths = list({(name if not piece else "", rsp): (name, rsp) for name, rsp, piece in paths}.values())
     if len(paths) == 1:
         return Closed(paths[0][1])
     merged = []
@@ -149,3 +160,8 @@ def _merge(node: Node, paths, notes: list[str]) -> Closed:
             notes.append(f"{node.name}: paths are not aligned on axis {a}: {detail}")
         merged.append((right - left + 1, strides.pop(), -left))
     return Closed(tuple(merged))
+
+
+def _box_text(rsp) -> str:
+    """Unit ``i``'s box per axis, as the formula ``i*S - P .. i*S - P + r - 1``."""
+    return " x ".join(f"[{S}i{-P:+d}, {S}i{r - 1 - P:+d}]" for r, S, P in rsp)
