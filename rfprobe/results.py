@@ -118,6 +118,8 @@ class Analysis:
     # the exact route for this output: _exact(unit, bounded) -> Region (routes.exact.propagate,
     # bound to the graph and the target by routes.analyze.analysis_of)
     _exact: Callable[[tuple[int, ...], bool], Region] | None = field(default=None, repr=False, compare=False)
+    # how the user selected the output (``layer='backbone', output='out'``), '' for the model's own
+    selection: str = ""
 
     def __post_init__(self):
         remember(self, "size", "stride", "padding")   # so pytest can show the table on failure

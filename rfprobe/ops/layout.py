@@ -21,7 +21,7 @@ import torch
 
 from ..errors import UnknownOpError
 from . import meta
-from .maps import (INDEX, LAYOUT, QUERY, WRITE, Affine, Broadcast, Call, Global, InputDep, Mapped, Op,
+from .maps import (INDEX, LAYOUT, QUERY, WRITE, Affine, Broadcast, Call, Global, InputDep, Mapped, Op, Piece,
                    identity)
 
 def getitem(call: Call) -> tuple[tuple[int, ...] | None, list[InputDep]]:
@@ -98,7 +98,7 @@ def cat(call: Call) -> list[InputDep]:
         if k in call.data and call.in_layouts[k] is None:
             deps.append(InputDep(k, Global(f"{call.name} joins a tensor without spatial axes")))
         elif k in call.data:
-            axes = tuple(Affine((0,), 1, offset, n) if d == dim else identity(n)
+            axes = tuple(Piece((0,), 1, offset, n) if d == dim else identity(n)
                          for d, n in zip(call.in_layouts[k], call.spatial_in(k)))
             deps.append(InputDep(k, axes))
         if t.dim() == ndim:
@@ -353,7 +353,14 @@ _has_compatible_shallow_copy_type __array__
 """.split()
 _SIZE_READS = frozenset("__get__ size numel stride __len__ __format__ __repr__ tolist item __array__".split())
 
-RECORDS = [Op(n, kind=QUERY, reads_size=n in _SIZE_READS) for n in _QUERIES]
+# these hand a tensor's values to Python, and these build a tensor from Python values: a path
+# through both is one the tracer cannot follow (``torch.tensor(y.tolist())``)
+_VALUE_READS = frozenset("item tolist __array__ numpy __float__ __int__ __index__ __complex__".split())
+_FROM_VALUES = "tensor as_tensor asarray scalar_tensor".split()
+
+RECORDS = [Op(n, kind=QUERY, reads_size=n in _SIZE_READS or n not in _QUERIES, reads_values=n in _VALUE_READS)
+           for n in _QUERIES + sorted(_VALUE_READS - set(_QUERIES))]
+RECORDS += [Op(n, from_values=True) for n in _FROM_VALUES]   # no rule: a copy of traced data is refused
 RECORDS += [Op(n, kind=LAYOUT, moves=reshape)
             for n in "view reshape flatten unflatten squeeze unsqueeze view_as reshape_as".split()]
 RECORDS += [Op(n, kind=LAYOUT, moves=permute) for n in "permute transpose swapaxes swapdims movedim moveaxis t".split()]

@@ -71,6 +71,16 @@ def hull(closed_box, exact_box) -> str:
             "a strided dilated kernel or a pad/crop leaves the formula's edge indices unread")
 
 
+def closed_too_small(closed_box, exact_box) -> str:
+    """The exact set reaches outside the closed form's box: the closed form is wrong there.
+
+    >>> closed_too_small(((0, 4),), ((0, 6),))
+    'closed-form box ((0, 4),) does not hold the exact box ((0, 6),): the closed form is wrong for this unit (please report it)'
+    """
+    return (f"closed-form box {closed_box} does not hold the exact box {exact_box}: the closed form is wrong "
+            "for this unit (please report it)")
+
+
 def varies(size_min, size) -> str:
     """The RF's size changes with the unit's position.
 
@@ -429,3 +439,46 @@ def cli_error(e: Exception) -> str:
     'rfprobe: error: bad spec'
     """
     return f"rfprobe: error: {e}"
+
+
+def selection(layer, output) -> str:
+    """How the user selected an output within a container, as they wrote it ('' without
+    ``output=``: the output's own name says which it is).
+
+    >>> selection("backbone", "out"), selection(None, 1), selection("layer3", None)
+    ("layer='backbone', output='out'", 'output=1', '')
+    """
+    if output is None:
+        return ""
+    return ", ".join(f"{k}={v!r}" for k, v in (("layer", layer), ("output", output)) if v is not None)
+
+
+def untraced_property(prop: str, site: str, module: str) -> str:
+    """A property of a traced tensor that returned a new tensor rfprobe does not follow.
+
+    >>> untraced_property("grad", "m.py:3", "")
+    "property '.grad' at m.py:3 (module '<model>') returns a tensor rfprobe does not follow; compute it with a torch function instead"
+    """
+    return (f"property '.{prop}' at {site} (module {module or '<model>'!r}) returns a tensor rfprobe does not "
+            "follow; compute it with a torch function instead")
+
+
+def values_through_python(name: str, site: str, module: str, reads: list[str]) -> str:
+    """A tensor built from Python values after the model read traced values into Python.
+
+    >>> values_through_python("tensor", "m.py:7", "", ["'c' by tolist at m.py:6"])
+    "op 'tensor' at m.py:7 (module '<model>') builds a tensor from Python values after the model read traced values into Python ('c' by tolist at m.py:6); rfprobe cannot follow values through Python: compute them with torch functions"
+    """
+    return (f"op {name!r} at {site} (module {module or '<model>'!r}) builds a tensor from Python values after the "
+            f"model read traced values into Python ({'; '.join(reads[-3:])}); rfprobe cannot follow values "
+            "through Python: compute them with torch functions")
+
+
+def lost_view(base: str, site: str, module: str) -> str:
+    """A view of a traced tensor that no traced op made, used by an op.
+
+    >>> lost_view("conv", "m.py:4", "")
+    "a view of 'conv' used at m.py:4 (module '<model>') was made by an op rfprobe does not see, so it cannot say which positions it holds"
+    """
+    return (f"a view of {base!r} used at {site} (module {module or '<model>'!r}) was made by an op rfprobe does "
+            "not see, so it cannot say which positions it holds")

@@ -97,10 +97,11 @@ def output_name(a: Analysis | None, target: str) -> str:
             owner = graph.owner(graph.node(target))
         except KeyError:
             owner = None
+    selected = f" [{a.selection}]" if getattr(a, "selection", "") else ""
     if owner is None:
-        return repr(target)
+        return repr(target) + selected
     kind = graph.module_types.get(owner)
-    return f"{owner!r} ({kind})" if kind else repr(owner)
+    return (f"{owner!r} ({kind})" if kind else repr(owner)) + selected
 
 
 def _unit_text(unit) -> str:

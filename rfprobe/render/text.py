@@ -75,7 +75,7 @@ def summary(a: Analysis) -> str:
     >>> summary(rfprobe.analyze("conv3"))
     "RF 3x3, stride 1x1, padding 0x0 (input (1, 3, 3), output '0')"
     """
-    where = f"(input {a.input_shape}, output {a.target!r})"
+    where = f"(input {a.input_shape}, output {a.target!r}{f' = {a.selection}' if a.selection else ''})"
     if a.status == "global":
         return f"RF global: {'; '.join(a.global_causes)} {where}"
     if a.status == "varies":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from .. import render
 from ..errors import ArgumentError
 from ..hints import InputShape, ModelLike, Unit
 from ..results import Analysis, LayerRow
@@ -60,7 +61,7 @@ def analysis_of(graph: Graph, layer=None, output=None) -> Analysis:
         size, size_min, stride, padding = _varying(graph, target)
     a = Analysis(rows, size, stride, padding, status, causes, tuple(notes) + tuple(graph.notes),
                  graph.input_shape, target.shape, target.name, size_min, graph,
-                 functools.partial(propagate, graph, target))
+                 functools.partial(propagate, graph, target), render.selection(layer, output))
     return a
 
 

@@ -13,13 +13,14 @@ replayed from the previous trace's recording when the model's code never read a 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import re
 
 import torch.nn as nn
 
 from ..errors import ArgumentError, ModelError, RFProbeError, model_raised, raised_text
-from ..trace import Graph, Node, one_meta_copy, replay, select, trace
+from ..trace import Graph, Node, depends_on_input, one_meta_copy, replay, select, trace
 from ..validate import check_target, check_unit, normalize_unit, resolve_input_shape
 from .closed import closed_forms
 from .exact import propagate
@@ -73,7 +74,7 @@ def _users_input(model: nn.Module, input_shape, shape, layer, output, unit) -> G
     except ModelError as e:
         err = _diagnose(model, input_shape, len(shape) - 1, e)
         raise err from (e.__cause__ if err is e else None)
-    check_target(select(g, layer, output), shape)
+    check_target(select(g, layer, output, functools.partial(depends_on_input, model, shape, layer, output)), shape)
     if unit is not None:       # the input is the user's: the unit must exist in its output
         normalize_unit(unit, select(g, layer, output).spatial)
     return g
@@ -90,7 +91,8 @@ def _first_size_that_runs(model: nn.Module, input_shape, fixed, channels, dims, 
         size = tuple(f if f is not None else n for f in fixed)
         try:
             g = trace(model, (channels, *size), dims, record=True)
-            target = select(g, layer, output)
+            target = select(g, layer, output, functools.partial(depends_on_input, model, (channels, *size),
+                                                                   layer, output))
             if target.spatial is None:      # flattened or pooled away: no input size helps
                 check_target(target, (channels, *size))
             if all(s >= 1 for s in target.spatial):

@@ -81,6 +81,7 @@ class Graph:
     module_outputs: dict[str, int]
     notes: list[str] = field(default_factory=list)
     module_types: dict[str, str] = field(default_factory=dict)   # module path -> class name
+    module_containers: dict[str, Any] = field(default_factory=dict)  # module -> its container output, node ids
     closed: Any = field(default=None, repr=False, compare=False)   # routes.closed.closed_forms' cache
     recording: Any = field(default=None, repr=False, compare=False)  # what replay() needs (meta traces)
 
@@ -113,10 +114,11 @@ class Unknown(Global):
     selected output do not matter; selecting an output that depends on it raises."""
 
 
-def select(graph: Graph, layer: str | None = None, output: Any = None) -> Node:
+def select(graph: Graph, layer: str | None = None, output: Any = None, confirm=None) -> Node:
     """The node to probe: a module's or node's output (``layer``), or the model output
     (``output`` = index or key for tuples and dicts). Raises ``UnknownOpError`` when the
-    selected output depends on an op without a rule.
+    selected output depends on an op without a rule, or (``confirm``: a check by experiment
+    that the output depends on the input) when the trace lost the path to it.
 
     >>> import torch.nn as nn
     >>> from collections import OrderedDict
@@ -130,7 +132,7 @@ def select(graph: Graph, layer: str | None = None, output: Any = None) -> Node:
     ...
     rfprobe.errors.ArgumentError: layer='cnov' is not a module or node of this model. Did you mean 'conv'? ...
     """
-    node = _pick(graph, layer, output)
+    node = _pick(graph, layer, output, confirm)
     if node.layout is not None and node.layout != tuple(range(-graph.dims, 0)) and node.channel_dim is None:
         raise ArgumentError(f"the output of {node.name!r} (shape {node.shape}) keeps its spatial axes in dims "
                             f"{node.layout} among {len(node.shape)}: rfprobe probes outputs shaped (N, C, "
@@ -143,15 +145,22 @@ def select(graph: Graph, layer: str | None = None, output: Any = None) -> Node:
     return node
 
 
-def _pick(graph: Graph, layer, output) -> Node:
+def _pick(graph: Graph, layer, output, confirm=None) -> Node:
     if layer is not None:
         if not isinstance(layer, str):
             raise ArgumentError(f"layer={layer!r} must be a module name like 'layer3' or 'features.16', "
                                 "or a node name from rfprobe.analyze(model).layers")
         if layer in graph.module_outputs:
-            return graph.nodes[graph.module_outputs[layer]]
+            if output is None:
+                return graph.nodes[graph.module_outputs[layer]]
+            if layer not in graph.module_containers:
+                raise ArgumentError(f"output={output!r}: module {layer!r} returns a single tensor; leave output=None "
+                                    "or select another layer=")
+            return _within(graph, graph.module_containers[layer], output, f"module {layer!r}", confirm)
         for n in graph.nodes:
             if n.name == layer:
+                if output is not None:
+                    raise ArgumentError(f"output={output!r}: node {layer!r} is one tensor; leave output=None")
                 return n
         names = list(graph.module_outputs) + [n.name for n in graph.nodes]
         raise ArgumentError(f"layer={layer!r} is not a module or node of this model."
@@ -160,17 +169,75 @@ def _pick(graph: Graph, layer, output) -> Node:
     if output is not None:
         if not isinstance(out, (dict, list)):
             raise ArgumentError(f"output={output!r}: the model returns a single tensor; leave output=None")
+        return _within(graph, out, output, "the model's output", confirm)
+    return _first(graph, out, output, confirm)
+
+
+def _within(graph: Graph, out, output, where: str, confirm=None) -> Node:
+    """The tensor at key ``output`` of a container output (dicts, dataclasses and ModelOutputs
+    by key, tuples and lists by index; a nested one by a tuple of keys or a dotted key such as
+    ``'0.boxes'``)."""
+    path = _path(out, output)
+    if path is None:
+        keys = _keys(out)
+        raise ArgumentError(f"output={output!r} is not in {where}; choose one of {keys}."
+                            + did_you_mean(str(output), [str(k) for k in keys]))
+    for key in path:
+        out = out[key]
+    return _first(graph, out, output, confirm)
+
+
+def _path(out, output) -> list | None:
+    """The keys that lead to ``output`` in ``out``, or None where there is none."""
+    if _has(out, output):
+        return [output]
+    if isinstance(output, str) and "." in output:
+        output = tuple(output.split("."))
+    if not isinstance(output, (tuple, list)) or not output:
+        return None
+    path = []
+    for key in output:
+        if isinstance(out, list) and isinstance(key, str) and key.lstrip("-").isdigit():
+            key = int(key)
+        if not _has(out, key):
+            return None
+        path.append(key)
+        out = out[key]
+    return path
+
+
+def _has(out, key) -> bool:
+    if isinstance(out, dict):
         try:
-            out = out[output]
-        except (KeyError, IndexError, TypeError):
-            keys = list(out) if isinstance(out, dict) else list(range(len(out)))
-            raise ArgumentError(f"output={output!r} is not in the model's output; choose one of {keys}") from None
+            return key in out
+        except TypeError:       # an unhashable key
+            return False
+    return isinstance(out, list) and isinstance(key, int) and not isinstance(key, bool) and -len(out) <= key < len(out)
+
+
+def _keys(out, prefix: str = "") -> list:
+    """Every key of a container output, nested ones dotted (``'0.boxes'``)."""
+    items = out.items() if isinstance(out, dict) else enumerate(out) if isinstance(out, list) else ()
+    keys: list = []
+    for k, v in items:
+        keys.append(f"{prefix}{k}" if prefix else k)
+        if isinstance(v, (dict, list)):
+            keys.extend(_keys(v, f"{prefix}{k}."))
+    return keys
+
+
+def _first(graph: Graph, out, output, confirm=None) -> Node:
     if isinstance(out, (dict, list)):
         first = next((v for v in tree_flatten(out)[0] if isinstance(v, int)), None)
         if first is None:
             raise ArgumentError("the model returns no tensor derived from its input")
         out = first
     if out is None:
+        if confirm is not None and confirm():
+            raise UnknownOpError(f"the selected output{'' if output is None else f' (output={output!r})'} changes "
+                                 "with the model input, but rfprobe lost the path from the input to it: an op it "
+                                 "does not see (values read into Python and made a tensor again, or an op run "
+                                 "outside torch) cuts it; compute that part with torch functions")
         raise ArgumentError(f"the selected output{'' if output is None else f' (output={output!r})'} "
                             "does not depend on the model input")
     return graph.nodes[out]

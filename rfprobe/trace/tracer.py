@@ -27,10 +27,13 @@ its surrogates and replaces values instead, and computes no rules.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
 import types
+from typing import Any
+
 import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
@@ -132,6 +135,7 @@ class Tracer(TorchFunctionMode):
         self.keep: list[torch.Tensor] = []  # keeps traced tensors alive so ids stay unique
         self.module_stack: list[str] = [""]
         self.module_outputs: dict[str, int] = {}
+        self.module_containers: dict[str, Any] = {}   # module -> its container output, with node ids
         self.module_types: dict[str, type] = {} if module_types is None else module_types
         self.counts: dict[str, int] = {}
         self.lost_shapes: set[tuple[int, ...]] = set()   # spatial sizes a reshape merged away
@@ -144,6 +148,9 @@ class Tracer(TorchFunctionMode):
         self.read_sizes = False             # the model's own code read a spatial size (see replay)
         self.private_args = private_args    # the calls' arguments are rfprobe's own (a replay's)
         self.spent = 0
+        self.value_reads: list[str] = []     # traced values handed to Python (tolist, item...)
+        self.capture: str | None = None     # a module whose raw output to keep (``captured``)
+        self.captured: Any = None
 
     def _spend(self, t: torch.Tensor) -> None:
         """Count what a real-valued trace keeps, and stop it before it exhausts the memory (an
@@ -193,18 +200,12 @@ class Tracer(TorchFunctionMode):
             except Exception as e:
                 raise self._internal(name, _Site(), e) from e
         tensors = _tensors_of(args, kwargs)
-        of, nodes = self.of, self.nodes
-        data, in_ids, layouts = [], [], []
-        for k, t in enumerate(tensors):
-            i = of.get(id(t))
-            if i is None:
-                layouts.append(None)
-            else:
-                data.append(k)
-                in_ids.append(i)
-                layouts.append(nodes[i].layout)
+        data, in_ids, layouts = self._inputs(tensors)
         if not data:
-            return func(*args, **kwargs)
+            out = func(*args, **kwargs)
+            if op.from_values and self.value_reads and isinstance(out, torch.Tensor):
+                self._from_values(name, out)
+            return out
         data, layouts = tuple(data), tuple(layouts)
         site = _Site()
         if op.kind == WRITE:
@@ -249,6 +250,23 @@ class Tracer(TorchFunctionMode):
             self._record(func, name, args, kwargs, out)
         return out
 
+    def _inputs(self, tensors):
+        """Which of an op's tensors carry data from the model input: their positions among
+        ``tensors``, their node ids, and every tensor's layout (None where it carries none)."""
+        of, nodes = self.of, self.nodes
+        data, in_ids, layouts = [], [], []
+        for k, t in enumerate(tensors):
+            i = of.get(id(t))
+            if i is None and t._base is not None and id(t._base) in of:
+                i = self._lost_view(t)      # a view of traced data made where the tracer did not see
+            if i is None:
+                layouts.append(None)
+            else:
+                data.append(k)
+                in_ids.append(i)
+                layouts.append(nodes[i].layout)
+        return data, in_ids, layouts
+
     def _query(self, op, name, func, types, args, kwargs):
         """A call that returns no data (``x.shape``, ``x.size()``): run it, noting whether the
         model's code read a spatial size; ``x.mT``/``x.T`` are traced as the transposes they are."""
@@ -256,9 +274,26 @@ class Tracer(TorchFunctionMode):
             view = self._view_property(func, types, args[0])
             if view is not None:
                 return view
+        if op.reads_values and args and id(args[0]) in self.of:
+            self.value_reads.append(f"{self.nodes[self.of[id(args[0])]].name!r} by {name} at {_Site() or '?'}")
         if op.reads_size and self.calls is not None and not self.read_sizes:
             self.read_sizes = self._reads_space(func, name, args)
         return func(*args, **kwargs)
+
+    def _lost_view(self, t) -> int:
+        """A view of a traced tensor that no traced op made (a property or C code the mode does
+        not see): an unknown node, so a path through it is refused, never cut."""
+        site = _Site()
+        why = render.lost_view(self.nodes[self.of[id(t._base)]].name, str(site or "?"), self.module_stack[-1])
+        return self.add("view", [self.of[id(t._base)]], Unknown(why), t, None, site)
+
+    def _from_values(self, name, out) -> None:
+        """A tensor built from Python values after the model read traced values into Python:
+        it may hold them, and the path through Python is one rfprobe cannot follow, so it is an
+        unknown node naming both (it raises only if the selected output depends on it)."""
+        site = _Site()
+        why = render.values_through_python(name, str(site or "?"), self.module_stack[-1], self.value_reads)
+        self.add(name, (), Unknown(why), out, None, site)
 
     def _write(self, name, func, args, kwargs, tensors, data, in_ids, layouts, site):
         """``x[index] = value``: ``x`` becomes a new node reading its old self and ``value``."""
@@ -283,15 +318,27 @@ class Tracer(TorchFunctionMode):
         self.calls.append((func, name, args, kwargs, self.module_stack[-1], out))
 
     def _view_property(self, func, types, x):
-        """``x.mT``, ``x.T`` (and ``.mH``, ``.H`` of a real tensor) are properties, not calls:
-        traced as the transpose/permute they are, so the positions they move stay tracked
-        (a property access is otherwise not an op, and the path through it would be lost)."""
+        """A property of a traced tensor that returns a tensor is an op, not a query: ``x.mT``,
+        ``x.T`` (and ``.mH``, ``.H`` of a real tensor) are traced as the transposes they are,
+        ``x.real``/``x.imag`` as ``torch.real``/``torch.imag``, ``x.data`` as the ``detach`` it
+        is. Any other property that returns a new tensor becomes an unknown node naming it: the
+        path through it would otherwise be lost, and a lost path reads as "no dependence"."""
         prop = getattr(getattr(func, "__self__", None), "__name__", "")
         if prop in ("mT", "mH") and x.dim() >= 2 and (prop == "mT" or not x.is_complex()):
             return self.__torch_function__(torch.Tensor.transpose, types, (x, -2, -1), {})
         if prop in ("T", "H") and (prop == "T" or not x.is_complex()):
             return self.__torch_function__(torch.Tensor.permute, types, (x, *range(x.dim() - 1, -1, -1)), {})
-        return None
+        if prop in ("real", "imag"):
+            return self.__torch_function__(getattr(torch, prop), types, (x,), {})
+        if prop == "data":
+            return self.__torch_function__(torch.Tensor.detach, types, (x,), {})
+        out = func(x)
+        if isinstance(out, torch.Tensor) and out is not x and id(out) not in self.of:
+            site = _Site()
+            why = render.untraced_property(prop, str(site or "?"), self.module_stack[-1])
+            self.add(f"Tensor.{prop}", [self.of[id(x)]], Unknown(why), out, None, site)
+            return out
+        return None     # not a tensor (x.shape, x.device): a query, which _query runs
 
     def _reads_space(self, func, name, args) -> bool:
         """Whether a shape query reads a spatial size of a traced tensor (``x.shape``,
@@ -493,7 +540,7 @@ def run(twin: nn.Module, x: torch.Tensor, tracer: Tracer):
     one its hooks return. Whatever those hooks write into the user's modules is put back."""
     names = {m: n for n, m in twin.named_modules()}
     tracer.module_types.update({n: type(m) for m, n in names.items()})
-    stack, of, outputs = tracer.module_stack, tracer.of, tracer.module_outputs
+    stack, of, outputs, containers = tracer.module_stack, tracer.of, tracer.module_outputs, tracer.module_containers
 
     def wrap(inner, name):
         def forward(*args, **kwargs):
@@ -502,10 +549,18 @@ def run(twin: nn.Module, x: torch.Tensor, tracer: Tracer):
                 out = inner(*args, **kwargs)
             finally:
                 stack.pop()
-            first = out if isinstance(out, torch.Tensor) else next(
-                (t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)), None)
-            if first is not None and name and id(first) in of:
-                outputs[name] = of[id(first)]
+            if not name:
+                return out
+            if name == tracer.capture:
+                tracer.captured = out
+            if isinstance(out, torch.Tensor):
+                if id(out) in of:
+                    outputs[name] = of[id(out)]
+                return out
+            mapped = _map_outputs(out, tracer)      # a container: output= selects within it
+            first = next((i for i in tree_flatten(mapped)[0] if isinstance(i, int)), None)
+            if first is not None:
+                outputs[name], containers[name] = first, mapped
             return out
         return forward
 
@@ -577,18 +632,66 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = Non
     name_global_causes(tracer.nodes, tracer.module_types, tracer.lost_shapes)
     outputs = _map_outputs(out, tracer)
     graph = Graph(tracer.nodes, dims, tuple(input_shape), outputs, tracer.module_outputs, notes,
-                  module_types={n: t.__name__ for n, t in tracer.module_types.items()})
+                  module_types={n: t.__name__ for n, t in tracer.module_types.items()},
+                  module_containers=tracer.module_containers)
     if tracer.calls is not None and not tracer.read_sizes and not any(isinstance(n.deps, Unknown) for n in tracer.nodes):
         graph.recording = (tracer, x)
     return graph
 
 
 def _map_outputs(out, tracer):
-    """The model's output structure with each tensor replaced by its node id."""
+    """The model's output structure with each tensor replaced by its node id: dicts (and
+    ``ModelOutput``s) and dataclasses become dicts, tuples and lists become lists."""
     if isinstance(out, torch.Tensor):
         return tracer.of.get(id(out))
     if isinstance(out, dict):
         return {k: _map_outputs(v, tracer) for k, v in out.items()}
     if isinstance(out, (list, tuple)):
         return [_map_outputs(v, tracer) for v in out]
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):
+        return {f.name: _map_outputs(getattr(out, f.name), tracer) for f in dataclasses.fields(out)}
     return None
+
+
+def depends_on_input(model: nn.Module, input_shape: tuple[int, ...], layer: str | None, output: Any) -> bool:
+    """Whether the selected output changes when the input does, by experiment: two runs of a
+    private CPU copy on different random inputs. Where the trace found no path from the input to
+    the output, this tells a model that ignores its input from a path the tracer lost."""
+    values = []
+    for seed in (1, 2):
+        twin = private_copy(model, "cpu")
+        x = torch.rand((1, *input_shape), dtype=input_dtype(model), generator=torch.Generator().manual_seed(seed))
+        tracer = Tracer(len(input_shape) - 1)
+        tracer.capture = layer
+        try:
+            with torch.no_grad():
+                out = run(twin, x, tracer)
+        except Exception:       # the model cannot run on real values here: no evidence either way
+            return False
+        out = tracer.captured if layer is not None else out
+        values.append(_at(out, output))
+    a, b = values
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape != b.shape or not torch.equal(a, b)
+    return False
+
+
+def _at(out, output):
+    """The value at key ``output`` of a (nested) container output, read as :func:`select` reads
+    its node ids (a tuple or dotted key walks nested containers)."""
+    if output is None:
+        flat = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)] if not isinstance(out, torch.Tensor) else [out]
+        return flat[0] if flat else None
+    keys = [output]
+    if isinstance(output, (tuple, list)) or (isinstance(output, str) and "." in output):
+        keys = list(output.split(".")) if isinstance(output, str) else list(output)
+    for key in keys:
+        if dataclasses.is_dataclass(out) and not isinstance(out, dict):
+            out = getattr(out, key, None)
+        elif isinstance(out, dict):
+            out = out.get(key) if key in out else out.get(output)
+        elif isinstance(out, (list, tuple)):
+            out = out[int(key)]
+        else:
+            return None
+    return _at(out, None)
