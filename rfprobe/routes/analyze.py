@@ -14,16 +14,16 @@ import functools
 from typing import Any
 
 from ..errors import ArgumentError
-from ..hints import InputShape, ModelLike, Unit
+from ..hints import InputShape, Layer, ModelLike, Unit
 from ..results import Analysis, LayerRow
 from ..trace import Graph, Node, select
-from ..validate import as_model, check_spatial_output
+from ..validate import as_model, check_spatial_output, layer_name
 from .closed import closed_forms
 from .exact import propagate
 from .fit import choose_input
 
 
-def analyze(model: ModelLike, input_shape: InputShape = None, *, layer: str | None = None,
+def analyze(model: ModelLike, input_shape: InputShape = None, *, layer: Layer = None,
             output: Any = None, unit: Unit = None) -> Analysis:
     """Closed form per layer and per axis, and the exact per-unit propagation.
 
@@ -35,6 +35,7 @@ def analyze(model: ModelLike, input_shape: InputShape = None, *, layer: str | No
     [(3, 3), (3, 3), (5, 5)]
     """
     model = as_model(model)
+    layer = layer_name(model, layer)
     # the fitted input, not just any: whether an op is global can depend on the size (an
     # adaptive pool to 1x1 of a 1x1 map is the identity)
     graph = choose_input(model, input_shape, layer, output, unit)
