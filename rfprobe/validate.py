@@ -22,6 +22,7 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn as nn
 
+from . import render
 from .errors import ArgumentError, ModelError, ResourceError
 from .spec import build
 from .trace.copy import available_bytes, infer_channels, infer_dims
@@ -237,32 +238,40 @@ def check_device(device) -> torch.device:
     >>> check_device("gpu")
     Traceback (most recent call last):
     ...
-    rfprobe.errors.ArgumentError: device='gpu' is not a device torch knows: give a string or torch.device such as 'cpu', 'cuda', 'cuda:1', 'mps' or 'xpu'; use 'cpu' (usable here), or None for the model's own device
+    rfprobe.errors.ArgumentError: device='gpu' is not a device torch knows, such as 'cpu', 'cuda', 'cuda:1', 'mps' or 'xpu' (a string or a torch.device); use 'cpu' (usable here), or None for the model's own device
     """
-    use = f"use {_usable_devices()} (usable here), or None for the model's own device"
     try:
         if not isinstance(device, (str, torch.device)):
             raise TypeError(device)
         dev = torch.device(device)
     except (TypeError, RuntimeError, ValueError):
         kind = "" if isinstance(device, str) else f" (type {type(device).__name__})"
-        raise ArgumentError(f"device={_shown(device)}{kind} is not a device torch knows: give a string or "
-                            "torch.device such as 'cpu', 'cuda', 'cuda:1', 'mps' or 'xpu'; " + use) from None
+        raise _device_refused(device, f"{kind} is not a device torch knows, such as 'cpu', 'cuda', 'cuda:1', 'mps' "
+                                      "or 'xpu' (a string or a torch.device)") from None
     if dev.type == "meta":
         raise ArgumentError(f"device={device!r}: a gradient route computes values, which meta tensors do "
                             "not hold; use device='cpu' or 'cuda' (rfprobe.analyze needs no device)")
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ArgumentError(f"device={device!r} but CUDA is not available here; {use}")
+            raise _device_refused(device, " but CUDA is not available here")
         if dev.index is not None and dev.index >= count:
-            raise ArgumentError(f"device={device!r} but this machine has {count} CUDA device(s): "
-                                f"cuda:0..cuda:{count - 1}")
+            raise _device_refused(device, f" but this machine has {count} CUDA device(s): cuda:0..cuda:{count - 1}")
     elif dev.type != "cpu" and not _holds_a_tensor(dev):
-        raise ArgumentError(f"device={device!r} is not available here: this PyTorch ({torch.__version__}) "
-                            f"cannot put a tensor on {str(dev)!r} (it was built without that backend, or the "
-                            f"machine has no such device); {use}")
+        raise _device_refused(device, f" is not available here: this PyTorch ({torch.__version__}) cannot put a "
+                                      f"tensor on {str(dev)!r} (it was built without that backend, or the machine "
+                                      "has no such device)")
     return dev
+
+
+def _device_refused(device, problem: str) -> ArgumentError:
+    """``device=`` refused: the ``problem`` after the value, then the devices usable here, in the
+    Python API's words and the command line's (``--device``)."""
+    usable = _usable_devices()
+    return ArgumentError(f"device={_shown(device)}{problem}; use {', '.join(map(repr, usable))} (usable here), "
+                         "or None for the model's own device",
+                         cli=f"--device {device}{problem}; use --device {' or '.join(usable)} (usable here), or "
+                         "leave --device out for the model's own device")
 
 
 def _holds_a_tensor(dev: torch.device) -> bool:
@@ -278,8 +287,8 @@ def _holds_a_tensor(dev: torch.device) -> bool:
     return True
 
 
-def _usable_devices() -> str:
-    """The devices a gradient route can run on here, quoted: 'cpu', then CUDA's and the current
+def _usable_devices() -> list[str]:
+    """The devices a gradient route can run on here: 'cpu', then CUDA's and the current
     accelerator's (mps, xpu) where one is available."""
     found = ["cpu"]
     if torch.cuda.is_available():
@@ -289,7 +298,7 @@ def _usable_devices() -> str:
         current = accelerator.current_accelerator()
         if current is not None and current.type not in found:
             found.append(current.type)
-    return ", ".join(repr(d) for d in found)
+    return found
 
 
 # the smallest value each expectation can have: no RF has a size below 1 or a negative stride
@@ -502,16 +511,17 @@ def run_device(model: nn.Module, device) -> torch.device:
 
 
 # ----------------------------------------------------------------------------- the selected output
-def check_spatial_output(target, example: str = "the trunk") -> None:
-    """The selected output (a graph node) has spatial axes; ``example`` names a layer to pick."""
+def check_spatial_output(target, suggested: str | None = None) -> None:
+    """The selected output (a graph node) has spatial axes; ``suggested`` names a layer to pick
+    (:func:`rfprobe.routes.closed.suggest_layer`), in the API's words and the command line's."""
     if target.spatial is None:
-        raise ArgumentError(f"the selected output {target.name!r} has shape {target.shape} without "
-                            f"spatial axes; choose a conv feature map with layer=... (e.g. {example})")
+        raise ArgumentError(render.no_spatial_output(target.name, target.shape, suggested),
+                            cli=render.no_spatial_output(target.name, target.shape, suggested, cli=True))
 
 
-def check_target(target, shape) -> None:
+def check_target(target, shape, suggested: str | None = None) -> None:
     """The selected output of a trace at ``shape`` has spatial axes, none of them empty."""
-    check_spatial_output(target)
+    check_spatial_output(target, suggested)
     if any(s < 1 for s in target.spatial):
         raise ArgumentError(f"input_shape={shape} is too small: output {target.name!r} has spatial "
                             f"shape {target.spatial}")

@@ -25,11 +25,11 @@ from . import data, html, messages, text
 from .data import analysis_dict, erf_dict, jsonable, probe_dict, report_dict, to_json
 from .html import analysis_html, comparison_html, erf_html, probe_html, report_html
 from .messages import (CLI_ARG_HELP, CLI_DESCRIPTION, CLI_HELP, assertion_differs, assertion_disagree,
-                       assertion_global, bad_ints, cli_error, cli_version, copy_failed, collapse_refusal,
+                       assertion_global, bad_ints, cli_error, cli_message, cli_version, copy_failed, collapse_refusal,
                        compare_text,
                        demo_text, expectation_count, expectation_failed, module_not_found, module_raised,
                        no_attribute, no_rule, not_a_model, usage_error, user_rule_raised, fallback_note,
-                       global_coupling,
+                       global_coupling, layer_advice, no_spatial_output,
                        gradient_stops, holes, hooks_note, hull, internal_backward, internal_error, possible_causes, probe_saw_local,
                        progress_line, routes_differ, trace_memory, truncated, user_rules_suspect, varies)
 from .text import (analysis_text, comparison_text, cost_text, erf_text, probe_text, report_text,
@@ -43,9 +43,10 @@ __all__ = [
     "analysis_html", "probe_html", "report_html", "erf_html", "comparison_html",
     "analysis_dict", "probe_dict", "report_dict", "erf_dict", "jsonable", "to_json",
     "CLI_ARG_HELP", "CLI_DESCRIPTION", "CLI_HELP", "assertion_differs", "assertion_disagree", "assertion_global",
-    "bad_ints", "cli_error", "cli_version", "collapse_refusal", "compare_text", "demo_text",
+    "bad_ints", "cli_error", "cli_message", "cli_version", "collapse_refusal", "compare_text", "demo_text",
     "expectation_count", "expectation_failed", "module_not_found", "module_raised", "no_attribute", "no_rule",
-    "not_a_model", "usage_error", "fallback_note", "global_coupling", "gradient_stops", "holes",
+    "not_a_model", "usage_error", "fallback_note", "global_coupling", "layer_advice",
+    "no_spatial_output", "gradient_stops", "holes",
     "hooks_note", "hull", "internal_backward", "internal_error", "copy_failed", "user_rule_raised",
     "possible_causes", "probe_saw_local", "progress_line", "routes_differ",
     "trace_memory", "truncated", "user_rules_suspect", "varies",

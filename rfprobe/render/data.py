@@ -52,6 +52,7 @@ def analysis_dict(a: Analysis) -> dict:
         "status": a.status, "size": a.size, "size_min": a.size_min, "stride": a.stride,
         "padding": a.padding, "global_causes": list(a.global_causes), "notes": list(a.notes),
         "input_shape": a.input_shape, "output_shape": a.output_shape, "target": a.target,
+        "suggested_layer": a.suggested_layer,
         "layers": [{"name": r.name, "op": r.op, "shape": r.shape, "size": r.size, "stride": r.stride,
                     "padding": r.padding, "status": r.status, "why": r.why} for r in a.layers],
     }

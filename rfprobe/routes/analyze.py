@@ -18,7 +18,7 @@ from ..hints import InputShape, Layer, ModelLike, Unit
 from ..results import Analysis, LayerRow
 from ..trace import Graph, Node, select
 from ..validate import as_model, check_spatial_output, layer_name
-from .closed import closed_forms
+from .closed import closed_forms, suggest_layer
 from .exact import propagate
 from .fit import choose_input
 
@@ -44,7 +44,7 @@ def analyze(model: ModelLike, input_shape: InputShape = None, *, layer: Layer = 
 
 def analysis_of(graph: Graph, layer=None, output=None) -> Analysis:
     target = select(graph, layer, output)
-    check_spatial_output(target, "'features'")
+    check_spatial_output(target, suggest_layer(graph, target) if target.spatial is None else None)
     closed, notes = closed_forms(graph)
     rows = tuple(LayerRow(n.name, n.op, n.shape, c.size, c.stride, c.padding, c.status, c.why)
                  for n, c in zip(graph.nodes[1:target.id + 1], closed[1:target.id + 1]))
@@ -61,7 +61,8 @@ def analysis_of(graph: Graph, layer=None, output=None) -> Analysis:
         size, size_min, stride, padding = _varying(graph, target)
     a = Analysis(rows, size, stride, padding, status, causes, tuple(notes) + tuple(graph.notes),
                  graph.input_shape, target.shape, target.name, size_min, graph,
-                 functools.partial(propagate, graph, target))
+                 functools.partial(propagate, graph, target),
+                 suggested_layer=suggest_layer(graph, target) if status == "global" else None)
     return a
 
 
