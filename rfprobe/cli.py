@@ -1,17 +1,18 @@
 """The ``rfprobe`` command: thin; parse, call the public API, print, exit 0/1/2.
 
     rfprobe                                   the seed demo: 3x3 stacks against 5x5 and 7x7
-    rfprobe verify SPEC|module:attr [--input 3,224,224] [--layer NAME] [--unit I,J] [--json]
-            [--expect-size N[,N]] [--expect-stride N[,N]] [--expect-padding N[,N]]
+    rfprobe verify SPEC|module:attr [--input 3,224,224] [--layer NAME] [--unit I,J] [--device DEV]
+            [--json] [--expect-size N[,N]] [--expect-stride N[,N]] [--expect-padding N[,N]]
     rfprobe table SPEC|module:attr [--input ...] [--layer NAME] [--json]
-    rfprobe compare SPEC SPEC ... [--channels C] [--json]
+    rfprobe compare SPEC SPEC ... [--channels C] [--input [C,]H,W] [--json]
     rfprobe --version                         python -m rfprobe ... runs the same command
 
 Exit codes: 0 when every route agrees (and every ``--expect-*`` holds), 1 when they disagree or
 an expectation fails, 2 on bad input (a spec typo, a bad option, a model that cannot be
 imported or run). ``module:attr`` is imported from the current directory first, as
 ``python -m`` would. With ``--json`` every outcome, errors included, is one JSON object on
-stdout with ``ok`` and ``exit``.
+stdout with ``ok`` and ``exit``. Advice is in the command line's words (``--layer NAME``, where
+the Python API says ``layer=...``).
 
 >>> main(["verify", "conv3 relu conv3", "--expect-size", "5"])   # doctest: +ELLIPSIS
 layer  op ...
@@ -147,11 +148,13 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help=HELP["json"])
         if name == "verify":
             p.add_argument("--unit", metavar="I[,J]", help=HELP["unit"])
+            p.add_argument("--device", metavar="DEV", help=HELP["device"])
             for what in ("size", "stride", "padding"):
                 p.add_argument(f"--expect-{what}", metavar="N[,N]", help=HELP["expect"].format(what=what))
     p = sub.add_parser("compare", help=render.CLI_HELP["compare"], description=render.CLI_HELP["compare"])
     p.add_argument("specs", nargs="+", metavar="SPEC", help=HELP["specs"])
     p.add_argument("--channels", type=int, default=1, help=HELP["channels"])
+    p.add_argument("--input", metavar="[C,]H,W", help=HELP["compare-input"])
     p.add_argument("--dims", type=int, default=2, help=HELP["dims"])
     p.add_argument("--json", action="store_true", help=HELP["json"])
     return parser
@@ -202,7 +205,7 @@ def _main(argv=None, as_json: bool | None = None) -> int:
             return _run(args)
     except RFProbeError as e:
         if as_json:
-            _emit({"ok": False, "error": {"type": type(e).__name__, "message": str(e)}, "exit": 2}, out)
+            _emit({"ok": False, "error": {"type": type(e).__name__, "message": render.cli_message(e)}, "exit": 2}, out)
         else:
             print(render.cli_error(e), file=sys.stderr)
         return 2
@@ -241,13 +244,13 @@ def _table(model, args) -> int:
     if args.json:
         _emit({**a.to_dict(), "ok": True, "exit": 0}, args.out)
     else:
-        print(a)
+        print(render.analysis_text(a, cli=True))
     return 0
 
 
 def _compare(args) -> int:
     from .cost import compare
-    rows = compare(*args.specs, channels=args.channels, dims=args.dims)
+    rows = compare(*args.specs, channels=args.channels, dims=args.dims, input_shape=_ints(args.input, "--input"))
     code = 0 if all(getattr(r, "ok", True) for r in rows) else 1
     if args.json:
         _emit({"ok": code == 0, "rows": [dataclasses.asdict(r) for r in rows], "exit": code}, args.out)
@@ -267,7 +270,7 @@ def _verify(model, args) -> int:
         except ArgumentError as e:
             raise ArgumentError(f"--expect-{what}: {e}") from None
         expected[what] = want
-    r = verify(model, _ints(args.input, "--input"), unit=_unit(args.unit), layer=args.layer)
+    r = verify(model, _ints(args.input, "--input"), unit=_unit(args.unit), layer=args.layer, device=args.device)
     n = len(r.probe.size)
     failed = []
     for what, want in expected.items():
@@ -283,9 +286,9 @@ def _verify(model, args) -> int:
     if args.json:
         _emit({**r.to_dict(), "ok": code == 0, "expectations_failed": failed, "exit": code}, args.out)
     elif failed:                      # what failed leads; then the table, whose verdict says FAIL
-        print("\n".join(failed + ["", render.report_text(r, failed)]))
+        print("\n".join(failed + ["", render.report_text(r, failed, cli=True)]))
     else:
-        print(r)
+        print(render.report_text(r, cli=True))
     return code
 
 

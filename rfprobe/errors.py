@@ -22,7 +22,18 @@ from typing import Iterable
 
 
 class RFProbeError(ValueError):
-    """Base class: a call to rfprobe that cannot give an exact answer, and why."""
+    """Base class: a call to rfprobe that cannot give an exact answer, and why. ``cli``: the
+    same message in the command line's words where they differ (``--layer NAME`` where the
+    Python API says ``layer=...``); the ``rfprobe`` command prints it instead.
+
+    >>> e = RFProbeError("choose layer=...", cli="choose --layer NAME")
+    >>> str(e), e.cli
+    ('choose layer=...', 'choose --layer NAME')
+    """
+
+    def __init__(self, *args, cli: str | None = None):
+        super().__init__(*args)
+        self.cli = cli
 
 
 class SpecError(RFProbeError):

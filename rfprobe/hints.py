@@ -19,10 +19,14 @@ InputShape = Optional[Sequence[Optional[int]]]
 # one output position: one int per spatial axis (negative counts from the end), or one int
 # for every axis; None for the centre unit
 Unit = Optional[Union[int, Sequence[int]]]
-# where a gradient route runs: "cpu", "cuda", "cuda:1" or a torch.device; None for the model's own
+# the output to measure: a module's or node's name ('layer3', 'features.16'), or the module
+# object itself (one of the model's, found by identity); None for the model's output
+Layer = Optional[Union[str, nn.Module]]
+# where a gradient route runs: "cpu", "cuda", "cuda:1", "mps" or a torch.device that this torch
+# can use here; None for the model's own
 Device = Optional[Union[str, torch.device]]
 
 # an expected RF size, stride or padding: one int for every axis, or one per axis
 Expected = Optional[Union[int, Sequence[int]]]
 
-__all__ = ["ModelLike", "InputShape", "Unit", "Device", "Expected"]
+__all__ = ["ModelLike", "InputShape", "Unit", "Layer", "Device", "Expected"]

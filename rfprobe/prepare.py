@@ -28,8 +28,8 @@ from .routes.analyze import analysis_of
 from .routes.fit import choose_input
 from .errors import ArgumentError
 from .trace import Graph, Node
-from .validate import (as_model, check_channel, check_dtype, check_inputs, check_model, check_seed, normalize_unit,
-                       run_device, shape_of_inputs)
+from .validate import (as_model, check_channel, check_dtype, check_inputs, check_model, check_seed, layer_name,
+                       normalize_unit, run_device, shape_of_inputs)
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,7 +38,7 @@ class Prepared:
     selected output, and the unit, channel and device, all checked."""
 
     model: nn.Module              # the user's module, or the one built from a spec string
-    layer: str | None             # the selection, as given (a route that traces again reuses it)
+    layer: str | None             # the selection by name (a route that traces again reuses it)
     output: Any
     graph: Graph                  # the trace at the input the routes use
     analysis: Analysis            # closed form and exact route of the selected output
@@ -53,7 +53,7 @@ class Prepared:
         return self.graph.input_shape
 
 
-def prepare(model, input_shape=None, *, layer: str | None = None, output: Any = None, unit=None,
+def prepare(model, input_shape=None, *, layer: str | nn.Module | None = None, output: Any = None, unit=None,
             channel: int | None = None, device=None, dtype: torch.dtype | None = None,
             mode: str | None = None, inputs: torch.Tensor | None = None, seed: int | None = None,
             who: str = "actual mode") -> Prepared:
@@ -65,10 +65,13 @@ def prepare(model, input_shape=None, *, layer: str | None = None, output: Any = 
     weights); None checks none. ``inputs``: actual
     mode's one input, which fixes ``input_shape``. ``seed``: checked when given. Then the model
     is traced (``input_shape``, ``layer``, ``output``, ``unit`` as :func:`rfprobe.analyze`
-    takes them), the unit is normalised (default: the centre unit of the selected output), and
-    ``channel`` and ``device`` (default: the model's own) are checked against it.
+    takes them; a ``layer`` module becomes its name), the unit is normalised (default: the centre unit of the selected output), and
+    ``channel`` is checked against it. ``device`` (default: the model's own) is checked first,
+    before any work.
     """
     model = as_model(model)
+    layer = layer_name(model, layer)
+    dev = run_device(model, device)
     if dtype is not None:
         check_dtype(dtype)
     if mode is not None:
@@ -85,4 +88,4 @@ def prepare(model, input_shape=None, *, layer: str | None = None, output: Any = 
     target = graph.node(analysis.target)
     u = analysis.centre_unit if unit is None else normalize_unit(unit, target.spatial)
     check_channel(channel, target)
-    return Prepared(model, layer, output, graph, analysis, target, u, channel, run_device(model, device))
+    return Prepared(model, layer, output, graph, analysis, target, u, channel, dev)

@@ -100,7 +100,8 @@ class Analysis:
     ``size``/``stride``/``padding`` are per-axis tuples from the closed form; when the RF varies
     with position they come from the exact route (``size`` is the largest, ``size_min`` the
     smallest over one period of units) and ``status`` is ``'varies'``; when an op couples every
-    position ``status`` is ``'global'`` and ``global_causes`` names it.
+    position ``status`` is ``'global'`` and ``global_causes`` names it, and ``suggested_layer``
+    the last module before it whose output has a local RF (None where none has).
     """
 
     layers: tuple[LayerRow, ...]
@@ -118,6 +119,8 @@ class Analysis:
     # the exact route for this output: _exact(unit, bounded) -> Region (routes.exact.propagate,
     # bound to the graph and the target by routes.analyze.analysis_of)
     _exact: Callable[[tuple[int, ...], bool], Region] | None = field(default=None, repr=False, compare=False)
+    # where the RF is global: the last module on the path whose output has a local RF (a layer= to try)
+    suggested_layer: str | None = None
     # how the user selected the output (``layer='backbone', output='out'``), '' for the model's own
     selection: str = ""
 

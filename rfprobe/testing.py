@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import render
-from .hints import Expected, InputShape, ModelLike
+from .hints import Device, Expected, InputShape, Layer, ModelLike, Unit
 from .measure import RFTuple
 from .results import Analysis, ProbeResult
 from .validate import check_expectation
@@ -44,21 +44,27 @@ except ModuleNotFoundError:     # such an editable install maps the package only
 
 
 def assert_receptive_field(model: ModelLike, input_shape: InputShape = None, *, size: Expected = None,
-                           stride: Expected = None, padding: Expected = None, **kw: Any) -> None:
+                           stride: Expected = None, padding: Expected = None, unit: Unit = None, layer: Layer = None,
+                           output: Any = None, device: Device = None) -> None:
     """Verify all routes agree and the RF has the given size/stride/padding (int = every axis).
 
     Passes silently. On failure raises ``AssertionError`` whose message leads with what differs,
     one line per field ("expected size (7, 7), got (5, 5)"), then the per-layer table and the
-    diagnosis; pytest shows the caller's line, not this function. Keyword arguments go to
-    :func:`rfprobe.verify` (``input_shape``, ``unit``, ``layer``...).
+    diagnosis; pytest shows the caller's line, not this function. ``input_shape``, ``unit``,
+    ``layer``, ``output`` and ``device`` are :func:`rfprobe.verify`'s (its whole signature, so a
+    misspelt keyword is named as this function's).
 
     >>> import rfprobe
     >>> assert_receptive_field(rfprobe.build("conv3/s2 conv3"), size=7, stride=(2, 2), padding=0)
+    >>> assert_receptive_field(rfprobe.build("conv3"), rf=3)
+    Traceback (most recent call last):
+    ...
+    TypeError: assert_receptive_field() got an unexpected keyword argument 'rf'...
     """
     __tracebackhide__ = True
     for what, want in (("size", size), ("stride", stride), ("padding", padding)):
         check_expectation(what, want, None)     # a bad expectation is an argument error, before any work
-    r = verify(model, input_shape, **kw)
+    r = verify(model, input_shape, unit=unit, layer=layer, output=output, device=device)
     n = len(r.probe.size)
     wants = [(what, check_expectation(what, want, n), got) for what, want, got in
              (("size", size, r.size), ("stride", stride, r.stride), ("padding", padding, r.padding))]

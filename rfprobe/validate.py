@@ -22,6 +22,7 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn as nn
 
+from . import render
 from .errors import ArgumentError, ModelError, ResourceError
 from .spec import build
 from .trace.copy import available_bytes, infer_channels, infer_dims
@@ -227,27 +228,77 @@ def check_channel(channel, target) -> None:
 
 
 def check_device(device) -> torch.device:
-    """``device`` as a ``torch.device`` that exists here: a string or device naming a backend
-    torch knows ('cpu', 'cuda', 'cuda:1', 'mps'), and for CUDA a GPU that is there."""
+    """``device`` as a ``torch.device`` this PyTorch can use on this machine: a string or device
+    naming a backend ('cpu', 'cuda', 'cuda:1', 'mps', 'xpu'), for CUDA a GPU that is there, and
+    for any other backend one that can hold a tensor here (torch's own errors for a backend it was
+    built without run to 7,000 characters and name no argument).
+
+    >>> check_device("cpu")
+    device(type='cpu')
+    >>> check_device("gpu")
+    Traceback (most recent call last):
+    ...
+    rfprobe.errors.ArgumentError: device='gpu' is not a device torch knows, such as 'cpu', 'cuda', 'cuda:1', 'mps' or 'xpu' (a string or a torch.device); use 'cpu' (usable here), or None for the model's own device
+    """
     try:
         if not isinstance(device, (str, torch.device)):
             raise TypeError(device)
         dev = torch.device(device)
     except (TypeError, RuntimeError, ValueError):
-        raise ArgumentError(f"device={device!r} is not a device: use 'cpu', 'cuda' or 'cuda:N' "
-                            "(a string or a torch.device)") from None
+        kind = "" if isinstance(device, str) else f" (type {type(device).__name__})"
+        raise _device_refused(device, f"{kind} is not a device torch knows, such as 'cpu', 'cuda', 'cuda:1', 'mps' "
+                                      "or 'xpu' (a string or a torch.device)") from None
     if dev.type == "meta":
         raise ArgumentError(f"device={device!r}: a gradient route computes values, which meta tensors do "
                             "not hold; use device='cpu' or 'cuda' (rfprobe.analyze needs no device)")
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ArgumentError(f"device={device!r} but CUDA is not available here; use device='cpu' "
-                                "(or None: the model's own device)")
+            raise _device_refused(device, " but CUDA is not available here")
         if dev.index is not None and dev.index >= count:
-            raise ArgumentError(f"device={device!r} but this machine has {count} CUDA device(s): "
-                                f"cuda:0..cuda:{count - 1}")
+            raise _device_refused(device, f" but this machine has {count} CUDA device(s): cuda:0..cuda:{count - 1}")
+    elif dev.type != "cpu" and not _holds_a_tensor(dev):
+        raise _device_refused(device, f" is not available here: this PyTorch ({torch.__version__}) cannot put a "
+                                      f"tensor on {str(dev)!r} (it was built without that backend, or the machine "
+                                      "has no such device)")
     return dev
+
+
+def _device_refused(device, problem: str) -> ArgumentError:
+    """``device=`` refused: the ``problem`` after the value, then the devices usable here, in the
+    Python API's words and the command line's (``--device``)."""
+    usable = _usable_devices()
+    return ArgumentError(f"device={_shown(device)}{problem}; use {', '.join(map(repr, usable))} (usable here), "
+                         "or None for the model's own device",
+                         cli=f"--device {device}{problem}; use --device {' or '.join(usable)} (usable here), or "
+                         "leave --device out for the model's own device")
+
+
+def _holds_a_tensor(dev: torch.device) -> bool:
+    """Whether an empty tensor can be made on ``dev``: the one test every backend answers (torch
+    raises NotImplementedError, RuntimeError, AssertionError or ImportError where it cannot)."""
+    import warnings
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.empty(0, device=dev)
+    except Exception:
+        return False
+    return True
+
+
+def _usable_devices() -> list[str]:
+    """The devices a gradient route can run on here: 'cpu', then CUDA's and the current
+    accelerator's (mps, xpu) where one is available."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found.append("cuda")
+    accelerator = getattr(torch, "accelerator", None)    # torch >= 2.6
+    if accelerator is not None and accelerator.is_available():
+        current = accelerator.current_accelerator()
+        if current is not None and current.type not in found:
+            found.append(current.type)
+    return found
 
 
 # the smallest value each expectation can have: no RF has a size below 1 or a negative stride
@@ -292,6 +343,40 @@ def _uncompiled(model: nn.Module) -> nn.Module:
     while type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
         model = model._orig_mod
     return model
+
+
+def layer_name(model: nn.Module, layer) -> str | None:
+    """``layer=`` as the name the rest of rfprobe selects by: a name stays; a module of ``model``
+    (found by identity among ``model.named_modules()``, so a module of the model that was given
+    to ``torch.compile`` is found too) becomes its path; the model itself is its own output (None).
+    A message names a module by its class, never by its repr (a model's repr runs to pages).
+
+    >>> import rfprobe
+    >>> net = rfprobe.build("conv3 relu conv3")
+    >>> layer_name(net, net[1]), layer_name(net, "2"), layer_name(net, net)
+    ('1', '2', None)
+    >>> layer_name(net, rfprobe.build("conv3")[0])
+    Traceback (most recent call last):
+    ...
+    rfprobe.errors.ArgumentError: layer= got a Conv2d module that is not part of this model (it is not among model.named_modules(); a copy of a module, or a module of another instance of the model, is another object): pass a module of the model you analyse, such as model.layer3, or its name as a string, such as '0'
+    """
+    if layer is None or isinstance(layer, str):
+        return layer
+    if not isinstance(layer, nn.Module):
+        text = repr(layer)
+        shown = f"layer={text}" if len(text) <= 60 and "\n" not in text else "layer="
+        raise ArgumentError(f"{shown} (type {type(layer).__name__}) must be a module name like 'layer3' or "
+                            "'features.16', a module of the model (model.layer3), or a node name from "
+                            "rfprobe.analyze(model).layers")
+    layer = _uncompiled(layer)
+    for name, module in model.named_modules():
+        if module is layer:
+            return name or None
+    example = next((n for n, _ in model.named_children()), "layer3")
+    raise ArgumentError(f"layer= got a {type(layer).__name__} module that is not part of this model (it is not "
+                        "among model.named_modules(); a copy of a module, or a module of another instance of "
+                        "the model, is another object): pass a module of the model you analyse, such as "
+                        f"model.layer3, or its name as a string, such as {example!r}")
 
 
 def _whole(s) -> int:
@@ -426,16 +511,17 @@ def run_device(model: nn.Module, device) -> torch.device:
 
 
 # ----------------------------------------------------------------------------- the selected output
-def check_spatial_output(target, example: str = "the trunk") -> None:
-    """The selected output (a graph node) has spatial axes; ``example`` names a layer to pick."""
+def check_spatial_output(target, suggested: str | None = None) -> None:
+    """The selected output (a graph node) has spatial axes; ``suggested`` names a layer to pick
+    (:func:`rfprobe.routes.closed.suggest_layer`), in the API's words and the command line's."""
     if target.spatial is None:
-        raise ArgumentError(f"the selected output {target.name!r} has shape {target.shape} without "
-                            f"spatial axes; choose a conv feature map with layer=... (e.g. {example})")
+        raise ArgumentError(render.no_spatial_output(target.name, target.shape, suggested),
+                            cli=render.no_spatial_output(target.name, target.shape, suggested, cli=True))
 
 
-def check_target(target, shape) -> None:
+def check_target(target, shape, suggested: str | None = None) -> None:
     """The selected output of a trace at ``shape`` has spatial axes, none of them empty."""
-    check_spatial_output(target)
+    check_spatial_output(target, suggested)
     if any(s < 1 for s in target.spatial):
         raise ArgumentError(f"input_shape={shape} is too small: output {target.name!r} has spatial "
                             f"shape {target.spatial}")

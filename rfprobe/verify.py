@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .hints import Device, InputShape, ModelLike, Unit
+from .hints import Device, InputShape, Layer, ModelLike, Unit
 from .ops import gradient_stops, user_rules
 from .trace import ancestors
 from .prepare import prepare
@@ -18,7 +18,7 @@ from .results import Analysis, Report
 from . import render
 
 
-def verify(model: ModelLike, input_shape: InputShape = None, *, unit: Unit = None, layer: str | None = None,
+def verify(model: ModelLike, input_shape: InputShape = None, *, unit: Unit = None, layer: Layer = None,
            output: Any = None, device: Device = None) -> Report:
     """Run the closed form, the exact propagation and the gradient probe, and compare.
 

@@ -78,3 +78,36 @@ def test_a_tensor_where_input_shape_goes_points_to_inputs():
     assert len(str(pytest.raises(rfprobe.ArgumentError, rfprobe.erf, "conv3", x).value)) < 300
     f = rfprobe.erf("conv3", inputs=x, n=4)
     assert f.map.shape == (8, 8) and f.n == 4
+
+
+# ----------------------------------------------------------------------------- a misspelt keyword
+def _results():
+    """One result of each kind, whose ``plot`` is public too."""
+    return {"Analysis": rfprobe.analyze("conv3"), "ProbeResult": rfprobe.probe("conv3"),
+            "Report": rfprobe.verify("conv3"), "ERF": rfprobe.erf("conv3", n=1)}
+
+
+def test_a_misspelt_keyword_is_named_as_the_called_functions():
+    """``assert_receptive_field(net, rf=5)`` said "verify() got an unexpected keyword argument
+    'rf'": the user never called verify. Every public function (and the fixture's copy, and each
+    result's ``plot``) names itself."""
+    calls = [(name, lambda fn=fn: fn("conv3", rf=5)) for name, fn in _public_functions()]
+    calls.append(("assert_receptive_field", lambda: rfprobe.testing.RF().assert_receptive_field("conv3", rf=5)))
+    calls += [("plot", lambda r=r: r.plot(rf=5)) for r in _results().values()]
+    wrong = {}
+    for name, call in calls:
+        with pytest.raises(TypeError) as info:
+            call()
+        if not str(info.value).startswith(f"{name}() got an unexpected keyword argument 'rf'"):
+            wrong[name] = str(info.value)
+    assert wrong == {}
+
+
+def test_assert_receptive_field_takes_every_keyword_of_verify():
+    """Its keywords are written out (a ``**kw`` passed on made verify name the misspelling): they
+    must stay verify's, with the same defaults."""
+    mine = inspect.signature(assert_receptive_field).parameters
+    for p in inspect.signature(rfprobe.verify).parameters.values():
+        assert p.name in mine and mine[p.name].kind is p.kind and mine[p.name].default == p.default, p
+    net = rfprobe.build("conv3/s2 conv3")
+    assert_receptive_field(net, (1, 15, 15), unit=(1, 1), layer=net[0], output=None, device="cpu", size=3, stride=2)

@@ -138,6 +138,19 @@ def scripted_net():
         return torch.jit.script(net3())
 
 
+def _absent_backend() -> str:
+    """A backend this torch cannot use here ("mps" on most machines), found with plain torch."""
+    for device in ("mps", "xpu", "hpu", "xla"):
+        try:
+            torch.empty(0, device=device)
+        except Exception:
+            return device
+    raise AssertionError("every backend is usable here")
+
+
+ABSENT = _absent_backend()
+
+
 def big_net():
     return nn.Sequential(nn.Conv2d(3, 64, 3), nn.Conv2d(64, 64, 3))
 
@@ -169,6 +182,8 @@ CASES = {
     "unit-not-ints": (lambda: rfprobe.probe(net3(), unit="centre"), ArgumentError, ["unit='centre'", "tuple of ints"]),
     "layer-typo": (lambda: rfprobe.probe(Named(), layer="featurs"), ArgumentError,
                    ["layer='featurs'", "Did you mean 'features'"]),
+    "layer-foreign-module": (lambda: rfprobe.probe(Named(), layer=Named().features), ArgumentError,
+                             ["layer= got a Sequential module that is not part of this model", "another object"]),
     "output-key": (lambda: rfprobe.probe(DictOut(), output="c"), ArgumentError, ["output='c'", "['a', 'b']"]),
     "forward-raises": (lambda: rfprobe.probe(Raises()), ModelError,
                        ["boom from the user's forward", "RuntimeError", "input_shape="]),
@@ -191,12 +206,15 @@ CASES = {
                                 ResourceError, ["GiB", "input_shape=(3, 20000, 20000)", "slab mode", "max_memory="]),
     "max-memory-exceeded": (lambda: rfprobe.probe(net3(), input_shape=(3, 64, 64), max_memory=1000), ResourceError,
                             ["max_memory=", "GiB"]),
-    "no-spatial-output": (lambda: rfprobe.analyze(Classifier()), ArgumentError, ["without spatial axes", "layer="]),
+    "no-spatial-output": (lambda: rfprobe.analyze(Classifier()), ArgumentError,
+                          ["without spatial axes", "layer=... (e.g. layer='c', the last module whose output has a local RF)"]),
     "global-op-box": (lambda: rfprobe.analyze(SqueezeExcite()).box(), GlobalOpError, ["global", "mean"]),
     "unknown-op": (lambda: rfprobe.analyze(Logcumsumexp()), UnknownOpError, ["'logcumsumexp'", "register_rule"]),
     "mode-typo": (lambda: rfprobe.probe(net3(), mode="structual"), ArgumentError, ["mode='structual'", "'actual'"]),
     "channel-out-of-range": (lambda: rfprobe.probe(net3(), channel=9), ArgumentError, ["channel=9", "3 channels"]),
     "device-unknown": (lambda: rfprobe.probe(net3(), device="gpu"), ArgumentError, ["device='gpu'", "'cpu'"]),
+    "device-absent": (lambda: rfprobe.probe(net3(), device=ABSENT), ArgumentError,
+                      [f"device={ABSENT!r} is not available here", "'cpu' (usable here)"]),
     "device-meta": (lambda: rfprobe.probe(net3(), device="meta"), ArgumentError, ["device='meta'", "'cpu'"]),
     "erf-meta-model": (lambda: rfprobe.erf(meta_net(), n=2), ArgumentError,
                        ["meta device", "erf (the effective RF) needs the real weights", "to_empty"]),

@@ -361,3 +361,107 @@ def test_json_stdout_is_only_the_object_when_the_model_prints(capsys, tmp_path, 
     code, out, err = run(capsys, "verify", "cwd_models_chatty:Net", "--json")
     assert code == 0 and json.loads(out)["size"] == [3, 3] and "shape (1, 1," in err
     sys.modules.pop("cwd_models_chatty", None)
+
+
+# ----------------------------------------------------------------------------- --device, compare --input, advice
+def test_verify_takes_a_device(capsys):
+    """--device runs the probe there; one this torch cannot use is bad input (2), said in the
+    command line's words, as one line (torch's own error for 'mps' was 7,777 characters)."""
+    code, out, err = run(capsys, "verify", "conv3 relu conv3", "--device", "cpu", "--expect-size", "5")
+    assert code == 0 and out.splitlines()[-1] == "OK: all routes agree, RF 5x5", err
+    absent = next(d for d in ("mps", "xpu", "hpu") if not _usable(d))
+    for argv in ([absent], ["cuda:x"], ["gpu"]):
+        code, out, err = run(capsys, "verify", "conv3", "--device", *argv)
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+        assert err.startswith(f"rfprobe: error: --device {argv[0]} ") and "--device cpu" in err, err
+        assert "device=" not in err and "None" not in err, err
+    code, out, _ = run(capsys, "verify", "conv3", "--device", absent, "--json")
+    d = json.loads(out)
+    assert code == 2 and d["error"]["message"].startswith(f"--device {absent} is not available here")
+
+
+def _usable(device: str) -> bool:
+    import torch
+    try:
+        torch.empty(0, device=device)
+    except Exception:
+        return False
+    return True
+
+
+def test_compare_takes_an_input(capsys):
+    """--input gives each stack's total MACs for that input, by hand for one channel on 32x32:
+    conv5 -> 28x28 outputs of 25 MACs = 19600; conv3 relu conv3 -> 30x30 of 9 then 28x28 of 9 =
+    8100 + 7056 = 15156. H,W and C,H,W (C = --channels) are the same input."""
+    for given in ("32,32", "1,32,32"):
+        code, out, _ = run(capsys, "compare", "conv5", "conv3 relu conv3", "--input", given, "--json")
+        d = json.loads(out)
+        assert code == 0 and [r["macs"] for r in d["rows"]] == [19600, 15156], d
+    code, out, _ = run(capsys, "compare", "conv5", "conv3 relu conv3", "--input", "32,32")
+    assert code == 0 and "19600" in out and "15156" in out and "MACs for an input of (1, 32, 32)" in out
+    code, _, err = run(capsys, "compare", "conv5", "--input", "32,x")
+    assert code == 2 and "--input '32,x'" in err
+
+
+# a classifier whose trunk ends in a 1x1 map at the 32x32 input rfprobe tries first, where the
+# adaptive pool after it is the identity (local): the advice must still name the trunk
+ADVICE = textwrap.dedent("""
+    import torch.nn as nn
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.trunk = nn.Sequential(nn.Conv2d(1, 4, 4, stride=4), nn.ReLU(), nn.Conv2d(4, 4, 8, stride=8),
+                                       nn.ReLU())
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(4, 2)
+        def forward(self, x):
+            return self.fc(self.pool(self.trunk(x)).flatten(1))
+    class Pooled(Classifier):
+        def forward(self, x):
+            return self.pool(self.trunk(x))
+""")
+
+
+def test_the_advice_is_in_the_command_lines_words_and_names_the_trunk(capsys, tmp_path, monkeypatch):
+    """A classifier's output has no spatial axes, a pooled map's RF is global: the advice names
+    the trunk (the last module whose output has a local RF, read from the model's structure) as
+    ``--layer trunk`` on the command line and ``layer='trunk'`` in Python; and --layer trunk
+    then gives the trunk's RF, by hand 4 + (8 - 1)*4 = 32 with stride 32."""
+    (tmp_path / "cwd_models_advice.py").write_text(ADVICE)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "verify", "cwd_models_advice:Classifier")
+    assert code == 2 and err.strip() == (
+        "rfprobe: error: the selected output 'fc' has shape (1, 2) without spatial axes; choose a conv feature "
+        "map with --layer NAME (e.g. --layer trunk, the last module whose output has a local RF)")
+    for cmd in ("verify", "table"):         # at 64x64 the pool reads a 2x2 map: global
+        code, out, err = run(capsys, cmd, "cwd_models_advice:Pooled", "--input", "1,64,64")
+        assert code == 0 and ("advice: for a local RF select an earlier output with --layer trunk (the last "
+                              "module whose output has a local RF)") in out.splitlines(), out
+        assert "layer=" not in out + err
+    code, out, _ = run(capsys, "verify", "cwd_models_advice:Pooled", "--layer", "trunk", "--expect-size", "32",
+                       "--expect-stride", "32")
+    assert code == 0, out
+    code, out, _ = run(capsys, "verify", "cwd_models_advice:Pooled", "--input", "1,64,64", "--json")
+    assert json.loads(out)["analysis"]["suggested_layer"] == "trunk"
+
+    import rfprobe
+    from cwd_models_advice import Classifier, Pooled
+    with pytest.raises(rfprobe.ArgumentError) as info:
+        rfprobe.analyze(Classifier())
+    assert str(info.value).endswith("with layer=... (e.g. layer='trunk', the last module whose output has a "
+                                    "local RF)") and "--layer" not in str(info.value)
+    r = rfprobe.verify(Pooled(), (1, 64, 64))
+    assert r.analysis.suggested_layer == "trunk" and "--layer" not in str(r)
+    assert ("advice: for a local RF select an earlier output with layer='trunk' (the last module whose output "
+            "has a local RF)") in str(r).splitlines()
+    assert "layer=&#x27;trunk&#x27;" in r.analysis._repr_html_()
+    assert rfprobe.analyze(Pooled(), (1, 64, 64), layer="trunk").suggested_layer is None    # local: no advice
+    sys.modules.pop("cwd_models_advice", None)
+
+
+@pytest.mark.slow
+def test_the_advice_for_a_torchvision_resnet50_names_layer4(capsys):
+    """The advice a new user met (``layer=... (e.g. the trunk)``): for torchvision's resnet50 it
+    names its trunk, layer4, read from the structure (avgpool and fc follow it)."""
+    code, out, err = run(capsys, "verify", "torchvision.models:resnet50")
+    assert code == 2 and "choose a conv feature map with --layer NAME (e.g. --layer layer4," in err, err

@@ -237,6 +237,16 @@ def test_a_compiled_model_is_analysed_through_its_original_module(monkeypatch):
     assert str(rfprobe.cost(compiled, (3, 16, 16))) == str(rfprobe.cost(net, (3, 16, 16)))
 
 
+def test_a_layer_module_of_a_compiled_model_is_found():
+    """A compiled model is analysed through its ``_orig_mod``, whose modules are the user's own
+    objects: a module taken from the model before or after ``torch.compile`` is found."""
+    net = rfprobe.build("conv3 relu conv3/s2 conv3")
+    compiled = torch.compile(net)
+    assert rfprobe.analyze(compiled, layer=net[2]).size == (5, 5)
+    assert rfprobe.verify(compiled, layer=getattr(compiled, "2")).size == (5, 5)
+    assert rfprobe.analyze(compiled, layer=compiled).size == (9, 9)
+
+
 def test_a_scripted_model_is_refused_with_the_fix():
     """It was "'_CachedForward' object has no attribute '__getattr__'", blamed on the model."""
     import warnings

@@ -53,6 +53,7 @@ def analysis_dict(a: Analysis) -> dict:
         "padding": a.padding, "global_causes": list(a.global_causes), "notes": list(a.notes),
         "input_shape": a.input_shape, "output_shape": a.output_shape, "target": a.target,
         "selection": a.selection,
+        "suggested_layer": a.suggested_layer,
         "layers": [{"name": r.name, "op": r.op, "shape": r.shape, "size": r.size, "stride": r.stride,
                     "padding": r.padding, "status": r.status, "why": r.why} for r in a.layers],
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING
 
-from .text import (COMPARE_HEAD, LAYER_HEAD, comparison_rows, coverage_text, erf_rows, joined, layer_rows,
+from .text import (COMPARE_HEAD, LAYER_HEAD, advice, comparison_rows, coverage_text, erf_rows, joined, layer_rows,
                    probe_text, report_verdict, summary)
 
 if TYPE_CHECKING:                     # the result classes, for readers and type checkers only
@@ -44,9 +44,10 @@ def verdict_html(text: str, colour: str) -> str:
 
 
 def analysis_html(a: Analysis) -> str:
-    """The per-layer table and the summary line, coloured by status (ok, varies, global)."""
+    """The per-layer table and the summary line, coloured by status (ok, varies, global), with the
+    advice and the notes."""
     colour = {"ok": GREEN, "varies": AMBER, "global": RED}.get(a.status, AMBER)
-    notes = "".join(f"<li>{escape(n)}</li>" for n in a.notes)
+    notes = "".join(f"<li>{escape(n)}</li>" for n in advice(a) + list(a.notes))
     return (html_table(LAYER_HEAD, layer_rows(a))
             + (f"<ul>{notes}</ul>" if notes else "") + verdict_html(summary(a), colour))
 

@@ -7,7 +7,7 @@ tests pin it).
 """
 from __future__ import annotations
 
-from .text import joined, table
+from .text import joined, layer_option, table
 
 
 # ----------------------------------------------------------------------------- graph notes, limits
@@ -236,6 +236,34 @@ def possible_causes() -> str:
             "the input (integer ops, argmax routing), or a rule that does not match the op")
 
 
+# ----------------------------------------------------------------------------- choosing a layer
+def layer_advice(suggested: str | None, cli: bool = False) -> str:
+    """How to select a layer, in the Python API's words or the command line's (``cli``), with
+    ``suggested`` (the last module whose output has a local RF) as the example.
+
+    >>> layer_advice("layer4")
+    "layer=... (e.g. layer='layer4', the last module whose output has a local RF)"
+    >>> layer_advice("layer4", cli=True)
+    '--layer NAME (e.g. --layer layer4, the last module whose output has a local RF)'
+    >>> layer_advice(None, cli=True)
+    '--layer NAME (a module of the trunk)'
+    """
+    how = "--layer NAME" if cli else "layer=..."
+    if suggested is None:
+        return f"{how} (a module of the trunk)"
+    return f"{how} (e.g. {layer_option(suggested, cli)}, the last module whose output has a local RF)"
+
+
+def no_spatial_output(name: str, shape, suggested: str | None, cli: bool = False) -> str:
+    """The selected output has no spatial axes (a classifier's logits): which layer to pick.
+
+    >>> no_spatial_output("fc", (1, 1000), "layer4", cli=True)
+    "the selected output 'fc' has shape (1, 1000) without spatial axes; choose a conv feature map with --layer NAME (e.g. --layer layer4, the last module whose output has a local RF)"
+    """
+    return (f"the selected output {name!r} has shape {shape} without spatial axes; choose a conv feature "
+            f"map with {layer_advice(suggested, cli)}")
+
+
 # ----------------------------------------------------------------------------- cost
 def collapse_refusal(index: int, module, why: str) -> str:
     """Why ``rfprobe.collapse`` cannot fold the stack, naming the layer.
@@ -292,6 +320,9 @@ CLI_ARG_HELP = {
     "json": "print one JSON object on stdout, errors included (the exit code is unchanged)",
     "unit": "output unit I,J, one index per axis, or one index for every axis; negative counts from "
             "the end (default: the centre)",
+    "device": "where the gradient probe runs: cpu, cuda, cuda:1, mps (default: the model's own device)",
+    "compare-input": "input shape H,W (or C,H,W, C being --channels) without the batch: adds each stack's "
+                     "total MACs for that input",
     "expect": "exit 1 unless the RF {what} is this (one number: every axis)",
     "specs": "two or more specs to set side by side, each one argument (quote it)",
     "channels": "width of every conv (default 1)",
@@ -433,12 +464,22 @@ def assertion_disagree(mismatches) -> str:
 
 
 def cli_error(e: Exception) -> str:
-    """An error, as the command line prints it.
+    """An error, as the command line prints it (in its own words where an rfprobe error has them).
 
     >>> cli_error(ValueError("bad spec"))
     'rfprobe: error: bad spec'
     """
-    return f"rfprobe: error: {e}"
+    return f"rfprobe: error: {cli_message(e)}"
+
+
+def cli_message(e: Exception) -> str:
+    """An error's message in the command line's words: its ``cli`` wording where it has one.
+
+    >>> from rfprobe.errors import ArgumentError
+    >>> cli_message(ArgumentError("pick layer=...", cli="pick --layer NAME")), cli_message(KeyError("k"))
+    ('pick --layer NAME', "'k'")
+    """
+    return getattr(e, "cli", None) or str(e)
 
 
 def selection(layer, output) -> str:

@@ -12,6 +12,7 @@ RF 5x5, stride 2x2, padding 0x0 (input (1, 5, 5), output '1')
 """
 from __future__ import annotations
 
+import shlex
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:                     # the result classes, for readers and type checkers only
@@ -68,6 +69,29 @@ def layer_rows(a: Analysis) -> list[list[str]]:
     return rows
 
 
+def layer_option(name: str, cli: bool = False) -> str:
+    """How a layer is selected, in the Python API's words or the command line's (``cli``).
+
+    >>> layer_option("layer4"), layer_option("layer4", cli=True), layer_option("up:interpolate#1", cli=True)
+    ("layer='layer4'", '--layer layer4', "--layer 'up:interpolate#1'")
+    """
+    return f"--layer {shlex.quote(name)}" if cli else f"layer={name!r}"
+
+
+def advice(a: Analysis, cli: bool = False) -> list[str]:
+    """The lines that tell what to try next: for a global RF, the layer whose local RF the user
+    may have wanted (``a.suggested_layer``), in the API's words or the command line's.
+
+    >>> from types import SimpleNamespace as A
+    >>> advice(A(status="global", suggested_layer="layer4"), cli=True)
+    ['advice: for a local RF select an earlier output with --layer layer4 (the last module whose output has a local RF)']
+    """
+    if a.status != "global" or a.suggested_layer is None:
+        return []
+    return [f"advice: for a local RF select an earlier output with {layer_option(a.suggested_layer, cli)} "
+            "(the last module whose output has a local RF)"]
+
+
 def summary(a: Analysis) -> str:
     """The analysis in one line: the RF, or why there is no fixed one.
 
@@ -83,10 +107,11 @@ def summary(a: Analysis) -> str:
     return f"RF {joined(a.size)}, stride {joined(a.stride)}, padding {joined(a.padding)} {where}"
 
 
-def analysis_text(a: Analysis) -> str:
-    """``str(analysis)``: the per-layer table, the summary line and the notes (module example)."""
+def analysis_text(a: Analysis, cli: bool = False) -> str:
+    """``str(analysis)``: the per-layer table, the summary line, the advice and the notes (module
+    example); ``cli``: advice in the command line's words."""
     body = table(LAYER_HEAD, layer_rows(a))
-    lines = [body, summary(a)]
+    lines = [body, summary(a)] + advice(a, cli)
     lines += [f"note: {n}" for n in a.notes]
     return "\n".join(lines)
 
@@ -137,15 +162,16 @@ def report_verdict(r: Report, failed: Sequence[str] = ()) -> str:
     return ("OK: " if r.ok else "FAIL: ") + agree
 
 
-def report_text(r: Report, failed: Sequence[str] = ()) -> str:
+def report_text(r: Report, failed: Sequence[str] = (), cli: bool = False) -> str:
     """``str(report)``: the analysis, the unit's box by each route, diagnoses, mismatches and
-    the verdict (see :func:`report_verdict` for ``failed``).
+    the verdict (see :func:`report_verdict` for ``failed``); ``cli``: the analysis's advice in
+    the command line's words.
 
     >>> import rfprobe
     >>> print(report_text(rfprobe.verify("conv3")).splitlines()[-2])
     unit (0, 0): closed form ((0, 2), (0, 2)), exact ((0, 2), (0, 2)), exact within input ((0, 2), (0, 2)), probe ((0, 2), (0, 2))
     """
-    parts = [analysis_text(r.analysis), "",
+    parts = [analysis_text(r.analysis, cli), "",
              f"unit {r.probe.unit}: closed form {r.closed_box}, exact {r.exact_box}, "
              f"exact within input {r.exact_clipped_box}, probe {r.probe_box}"]
     parts += [f"diagnosis: {d}" for d in r.diagnoses]

@@ -15,16 +15,16 @@ from typing import Any
 
 from .. import render
 from ..errors import ArgumentError
-from ..hints import InputShape, ModelLike, Unit
+from ..hints import InputShape, Layer, ModelLike, Unit
 from ..results import Analysis, LayerRow
 from ..trace import Graph, Node, select
-from ..validate import as_model, check_spatial_output
-from .closed import closed_forms
+from ..validate import as_model, check_spatial_output, layer_name
+from .closed import closed_forms, suggest_layer
 from .exact import propagate
 from .fit import choose_input
 
 
-def analyze(model: ModelLike, input_shape: InputShape = None, *, layer: str | None = None,
+def analyze(model: ModelLike, input_shape: InputShape = None, *, layer: Layer = None,
             output: Any = None, unit: Unit = None) -> Analysis:
     """Closed form per layer and per axis, and the exact per-unit propagation.
 
@@ -36,6 +36,7 @@ def analyze(model: ModelLike, input_shape: InputShape = None, *, layer: str | No
     [(3, 3), (3, 3), (5, 5)]
     """
     model = as_model(model)
+    layer = layer_name(model, layer)
     # the fitted input, not just any: whether an op is global can depend on the size (an
     # adaptive pool to 1x1 of a 1x1 map is the identity)
     graph = choose_input(model, input_shape, layer, output, unit)
@@ -44,7 +45,7 @@ def analyze(model: ModelLike, input_shape: InputShape = None, *, layer: str | No
 
 def analysis_of(graph: Graph, layer=None, output=None) -> Analysis:
     target = select(graph, layer, output)
-    check_spatial_output(target, "'features'")
+    check_spatial_output(target, suggest_layer(graph, target) if target.spatial is None else None)
     closed, notes = closed_forms(graph)
     rows = tuple(LayerRow(n.name, n.op, n.shape, c.size, c.stride, c.padding, c.status, c.why)
                  for n, c in zip(graph.nodes[1:target.id + 1], closed[1:target.id + 1]))
@@ -61,7 +62,9 @@ def analysis_of(graph: Graph, layer=None, output=None) -> Analysis:
         size, size_min, stride, padding = _varying(graph, target)
     a = Analysis(rows, size, stride, padding, status, causes, tuple(notes) + tuple(graph.notes),
                  graph.input_shape, target.shape, target.name, size_min, graph,
-                 functools.partial(propagate, graph, target), render.selection(layer, output))
+                 functools.partial(propagate, graph, target),
+                 suggested_layer=suggest_layer(graph, target) if status == "global" else None,
+                 selection=render.selection(layer, output))
     return a
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from ..ops import Affine, Broadcast, Global
 from ..ops.maps import Piece
-from ..trace import Graph, Node
+from ..trace import Graph, Node, ancestors
 
 
 def compose_size(r: int, S: int, k: int) -> int:
@@ -165,3 +165,27 @@ def _merge(node: Node, paths, notes: list[str]) -> Closed:
 def _box_text(rsp) -> str:
     """Unit ``i``'s box per axis, as the formula ``i*S - P .. i*S - P + r - 1``."""
     return " x ".join(f"[{S}i{-P:+d}, {S}i{r - 1 - P:+d}]" for r, S, P in rsp)
+
+
+def suggest_layer(graph: Graph, target: Node) -> str | None:
+    """A ``layer=`` to try where ``target``'s RF is global or has no spatial axes: the last
+    module on its path whose output has spatial axes and a local RF (closed form ``ok`` or
+    ``varies``), by its outermost name (``layer4``, not ``layer4.2.relu``); None where none has.
+
+    >>> import torch.nn as nn
+    >>> from rfprobe.trace import trace
+    >>> net = nn.Sequential(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    >>> g = trace(net, (1, 8, 8))
+    >>> suggest_layer(g, g.nodes[-1])
+    '0'
+    """
+    closed, _ = closed_forms(graph)
+    path = {n.id for n in ancestors(graph, target)}
+    best = None
+    for name, i in graph.module_outputs.items():
+        node = graph.nodes[i]
+        if name and i in path and node.spatial is not None and closed[i].status in ("ok", "varies"):
+            key = (i, -name.count("."), -len(name))     # the latest output, then its outermost module
+            if best is None or key > best[0]:
+                best = (key, name)
+    return None if best is None else best[1]

@@ -22,7 +22,7 @@ import torch.nn as nn
 from ..errors import ArgumentError, ModelError, RFProbeError, model_raised, raised_text
 from ..trace import Graph, Node, depends_on_input, one_meta_copy, replay, select, trace
 from ..validate import check_target, check_unit, normalize_unit, resolve_input_shape
-from .closed import closed_forms
+from .closed import closed_forms, suggest_layer
 from .exact import propagate
 
 
@@ -74,7 +74,8 @@ def _users_input(model: nn.Module, input_shape, shape, layer, output, unit) -> G
     except ModelError as e:
         err = _diagnose(model, input_shape, len(shape) - 1, e)
         raise err from (e.__cause__ if err is e else None)
-    check_target(select(g, layer, output, functools.partial(depends_on_input, model, shape, layer, output)), shape)
+    target = select(g, layer, output, functools.partial(depends_on_input, model, shape, layer, output))
+    check_target(target, shape, _suggestion(model, g, layer, output) if target.spatial is None else None)
     if unit is not None:       # the input is the user's: the unit must exist in its output
         normalize_unit(unit, select(g, layer, output).spatial)
     return g
@@ -94,7 +95,7 @@ def _first_size_that_runs(model: nn.Module, input_shape, fixed, channels, dims, 
             target = select(g, layer, output, functools.partial(depends_on_input, model, (channels, *size),
                                                                    layer, output))
             if target.spatial is None:      # flattened or pooled away: no input size helps
-                check_target(target, (channels, *size))
+                check_target(target, (channels, *size), _suggestion(model, g, layer, output))
             if all(s >= 1 for s in target.spatial):
                 return g
         except RFProbeError as e:
@@ -107,6 +108,20 @@ def _first_size_that_runs(model: nn.Module, input_shape, fixed, channels, dims, 
         err = _diagnose(model, input_shape, dims, first_error, retry=False)
         raise err from (first_error.__cause__ if err is first_error else None)
     raise ArgumentError("no input size up to 4096 gives this model a spatial output")
+
+
+def _suggestion(model: nn.Module, g: Graph, layer, output) -> str | None:
+    """The ``layer=`` to suggest where the selected output has no spatial axes: the last module
+    whose output has a local RF (:func:`~rfprobe.routes.closed.suggest_layer`), read from a trace
+    at four times the input size where the model runs there. At the small sizes an input search
+    starts from, a trunk's last map can be 1x1, and an adaptive pool to 1x1 of it is the identity
+    (a resnet's ``avgpool`` would be suggested instead of ``layer4``)."""
+    bigger = (g.input_shape[0], *(4 * s for s in g.input_shape[1:]))
+    try:
+        g = _trace_at(model, g, bigger)
+    except RFProbeError:
+        pass
+    return suggest_layer(g, select(g, layer, output))
 
 
 # torch's message for a conv given the wrong number of channels

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import RFProbeError
-from ..hints import Device, InputShape, ModelLike, Unit
+from ..hints import Device, InputShape, Layer, ModelLike, Unit
 from ..measure import box_of, coverage_of
 from ..prepare import Prepared, prepare
 from ..results import Analysis, ProbeResult
@@ -44,7 +44,7 @@ SLAB_ABOVE = 1 << 18
 
 
 @gradients_allowed
-def probe(model: ModelLike, input_shape: InputShape = None, *, unit: Unit = None, layer: str | None = None,
+def probe(model: ModelLike, input_shape: InputShape = None, *, unit: Unit = None, layer: Layer = None,
           output: Any = None, channel: int | None = None, mode: str = "structural",
           inputs: torch.Tensor | None = None, device: Device = None, dtype: torch.dtype = torch.float32,
           seed: int = 0, full: bool | None = None, max_memory: int | None = None) -> ProbeResult:
@@ -99,7 +99,7 @@ def probe_prepared(p: Prepared, *, mode: str = "structural", inputs: torch.Tenso
 
 @gradients_allowed
 def probe_many(model: ModelLike, units: Sequence[Unit], input_shape: InputShape = None, *,
-               layer: str | None = None, output: Any = None, channel: int | None = None, device: Device = None,
+               layer: Layer = None, output: Any = None, channel: int | None = None, device: Device = None,
                dtype: torch.dtype = torch.float32, seed: int = 0) -> tuple[ProbeResult, ...]:
     """Structural probes of several units of one output, sharing backward passes: units whose
     RF boxes (from the exact route, clipped to the input) do not overlap are seeded in the same
