@@ -290,3 +290,17 @@ def test_verify_reports_a_closed_form_that_under_states_the_exact_box(monkeypatc
     monkeypatch.setattr(closed, "compose_size", lambda r, S, k: r)
     r = rfprobe.verify(nn.Conv2d(1, 1, 3), (1, 8, 8), unit=(2, 2))
     assert not r.ok and any("does not hold the exact box" in m for m in r.mismatches), r
+
+
+def test_a_module_that_never_runs_is_named_as_such():
+    class Unused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(1, 1, 3)
+            self.spare = nn.Conv2d(1, 1, 5)
+
+        def forward(self, x):
+            return self.c(x)
+
+    with pytest.raises(rfprobe.ArgumentError, match="'spare' is a module of this model, but its forward did not run"):
+        rfprobe.analyze(Unused(), (1, 8, 8), layer="spare")

@@ -162,6 +162,10 @@ def _pick(graph: Graph, layer, output, confirm=None) -> Node:
                 if output is not None:
                     raise ArgumentError(f"output={output!r}: node {layer!r} is one tensor; leave output=None")
                 return n
+        if layer in graph.module_types:
+            raise ArgumentError(f"layer={layer!r} is a module of this model, but its forward did not run on this "
+                                "input or returned no tensor computed from it; select a module the forward runs "
+                                "(see rfprobe.analyze(model).layers)")
         names = list(graph.module_outputs) + [n.name for n in graph.nodes]
         raise ArgumentError(f"layer={layer!r} is not a module or node of this model."
                             + did_you_mean(layer, names) + " See rfprobe.analyze(model).layers for the names.")
