@@ -7,7 +7,7 @@ import torch
 
 import rfprobe
 from rfprobe.ops import OPS, user_rules
-from tests.models import ConvThen
+from tests.models import UNKNOWN_OP, ConvThen, rule_for_unknown_op, unknown_op
 
 
 def _logcumsumexp():
@@ -38,15 +38,16 @@ def test_replacing_a_built_in_rule_needs_override_and_unregister_puts_it_back():
 
 
 def test_a_rule_for_one_block_only():
-    with pytest.raises(rfprobe.UnknownOpError):
-        rfprobe.analyze(_logcumsumexp(), (1, 10, 10))
-    with rfprobe.registered_rule("logcumsumexp", _prefix):
-        r = rfprobe.verify(_logcumsumexp(), (1, 10, 10), unit=(4, 5))
-        # unit (4, 5) reads conv outputs (4, 0..5): rows 4..6, columns 0..7
-        assert r.ok and r.exact_clipped_box == ((4, 6), (0, 7)) == r.probe_box
-    assert "logcumsumexp" not in OPS
-    with pytest.raises(rfprobe.UnknownOpError):
-        rfprobe.analyze(_logcumsumexp(), (1, 10, 10))
+    with unknown_op():
+        with pytest.raises(rfprobe.UnknownOpError):
+            rfprobe.analyze(_logcumsumexp(), (1, 10, 10))
+        with rule_for_unknown_op(_prefix):
+            r = rfprobe.verify(_logcumsumexp(), (1, 10, 10), unit=(4, 5))
+            # unit (4, 5) reads conv outputs (4, 0..5): rows 4..6, columns 0..7
+            assert r.ok and r.exact_clipped_box == ((4, 6), (0, 7)) == r.probe_box
+        assert UNKNOWN_OP not in OPS
+        with pytest.raises(rfprobe.UnknownOpError):
+            rfprobe.analyze(_logcumsumexp(), (1, 10, 10))
 
 
 def test_the_block_restores_what_was_there_even_after_an_error():
@@ -58,20 +59,20 @@ def test_the_block_restores_what_was_there_even_after_an_error():
 
 
 def test_a_users_global_rule_that_makes_the_routes_disagree_is_named():
-    with rfprobe.registered_rule("logcumsumexp", "global"):
+    with rule_for_unknown_op("global"):
         r = rfprobe.verify(_logcumsumexp(), (1, 10, 10), unit=(4, 5))
     assert not r.ok
-    assert any(d.startswith("likely cause: the rule you registered for 'logcumsumexp'") for d in r.diagnoses), r.diagnoses
+    assert any(d.startswith(f"likely cause: the rule you registered for '{UNKNOWN_OP}'") for d in r.diagnoses), r.diagnoses
 
 
 def test_a_correct_user_rule_is_not_blamed():
-    with rfprobe.registered_rule("logcumsumexp", _prefix):
+    with rule_for_unknown_op(_prefix):
         r = rfprobe.verify(_logcumsumexp(), (1, 10, 10), unit=(4, 5))
     assert r.ok and not any("likely cause" in d for d in r.diagnoses)
 
 
 def test_the_unknown_op_message_points_to_the_rule_types():
-    with pytest.raises(rfprobe.UnknownOpError) as e:
+    with unknown_op(), pytest.raises(rfprobe.UnknownOpError) as e:
         rfprobe.analyze(_logcumsumexp(), (1, 10, 10))
     msg = str(e.value)
     for word in ("rfprobe.Call", "rfprobe.InputDep", "rfprobe.Mapped", "rfprobe.Global", "docs/rules.md"):
