@@ -2,6 +2,10 @@
 rfprobe's own by accident, and named by verify when they make the routes disagree."""
 from __future__ import annotations
 
+import ast
+import pathlib
+import re
+
 import pytest
 import torch
 
@@ -77,3 +81,40 @@ def test_the_unknown_op_message_points_to_the_rule_types():
     msg = str(e.value)
     for word in ("rfprobe.Call", "rfprobe.InputDep", "rfprobe.Mapped", "rfprobe.Global", "docs/rules.md"):
         assert word in msg, word
+
+
+# ----------------------------------------------------------------------------- no hand edits
+_ROOT = pathlib.Path(__file__).resolve().parent.parent
+_MUTATORS = {"pop", "popitem", "update", "clear", "setdefault", "__setitem__", "__delitem__"}
+
+
+def _hand_edits_of_ops(source: str) -> list[int]:
+    """Lines that change ``OPS`` in place (``OPS[k] = ...``, ``del OPS[k]``, ``OPS.pop(k)``...):
+    an edit a failing block would leave behind, where ``registered_rule``, ``removed_records``
+    or a patch restores what was there."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        targets = (node.targets if isinstance(node, (ast.Assign, ast.Delete))
+                   else [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])
+        if any(isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name) and t.value.id == "OPS"
+               for t in targets):
+            lines.append(node.lineno)
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _MUTATORS
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "OPS"):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_no_test_or_document_edits_the_table_by_hand():
+    sources = {str(p.relative_to(_ROOT)): p.read_text() for p in sorted((_ROOT / "tests").glob("*.py"))}
+    for doc in sorted((_ROOT / "docs").glob("*.md")):
+        for i, block in enumerate(re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)):
+            sources[f"{doc.relative_to(_ROOT)}, python block {i + 1}"] = block
+    assert len(sources) > 30
+    found = {name: lines for name, src in sources.items() if (lines := _hand_edits_of_ops(src))}
+    assert found == {}
+
+
+def test_the_scan_finds_a_hand_edit():
+    src = 'OPS["x"] = op\ndel OPS["x"]\nOPS.pop("y", None)\nOPS.get("z")\nwith mock.patch.dict(OPS, {}):\n    pass\n'
+    assert _hand_edits_of_ops(src) == [1, 2, 3]
