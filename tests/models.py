@@ -1,10 +1,31 @@
-"""Small models the tests share."""
+"""Small models the tests share, and the tests' own op without a rule."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, ContextManager
 
 import torch
 import torch.nn as nn
+
+import rfprobe
+from rfprobe.ops import Rule, removed_records
+
+# The op the tests of unknown ops and of user rules call (torch.logcumsumexp, a running
+# log-sum-exp: output j along its axis reads inputs 0..j). rfprobe ships no record for it today,
+# but a test never relies on that: it runs the part that needs the op unknown inside
+# ``unknown_op()``, so the suite stays right once the op gets a record (docs/design.md, section 9).
+UNKNOWN_OP = "logcumsumexp"
+
+
+def unknown_op() -> ContextManager[None]:
+    """``with unknown_op():`` the block runs as if rfprobe had no record for :data:`UNKNOWN_OP`."""
+    return removed_records(UNKNOWN_OP)
+
+
+def rule_for_unknown_op(rule: Rule | str) -> ContextManager[None]:
+    """``rfprobe.registered_rule(UNKNOWN_OP, rule)`` for the block: the user's rule, whatever rfprobe
+    ships for the op (``override=True`` because removing a record for a test does not make
+    register_rule forget that rfprobe has one; without one, it changes nothing)."""
+    return rfprobe.registered_rule(UNKNOWN_OP, rule, override=True)
 
 
 class ConvThen(nn.Module):

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 import rfprobe
-from tests.models import SpaceToDepthStem
+from tests.models import UNKNOWN_OP, SpaceToDepthStem, unknown_op
 from rfprobe.errors import (ArgumentError, GlobalOpError, InternalError, ModelError, ResourceError, RFProbeError,
                             SpecError, UnknownOpError)
 
@@ -96,6 +96,11 @@ class Logcumsumexp(nn.Module):
 
     def forward(self, x):
         return torch.logcumsumexp(self.c(x), -1)
+
+
+def analyze_unknown_op():
+    with unknown_op():
+        return rfprobe.analyze(Logcumsumexp())
 
 
 def nan_net():
@@ -209,7 +214,7 @@ CASES = {
     "no-spatial-output": (lambda: rfprobe.analyze(Classifier()), ArgumentError,
                           ["without spatial axes", "layer=... (e.g. layer='c', the last module whose output has a local RF)"]),
     "global-op-box": (lambda: rfprobe.analyze(SqueezeExcite()).box(), GlobalOpError, ["global", "mean"]),
-    "unknown-op": (lambda: rfprobe.analyze(Logcumsumexp()), UnknownOpError, ["'logcumsumexp'", "register_rule"]),
+    "unknown-op": (analyze_unknown_op, UnknownOpError, [f"'{UNKNOWN_OP}'", "register_rule"]),
     "mode-typo": (lambda: rfprobe.probe(net3(), mode="structual"), ArgumentError, ["mode='structual'", "'actual'"]),
     "channel-out-of-range": (lambda: rfprobe.probe(net3(), channel=9), ArgumentError, ["channel=9", "3 channels"]),
     "device-unknown": (lambda: rfprobe.probe(net3(), device="gpu"), ArgumentError, ["device='gpu'", "'cpu'"]),

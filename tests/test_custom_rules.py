@@ -2,12 +2,16 @@
 rfprobe's own by accident, and named by verify when they make the routes disagree."""
 from __future__ import annotations
 
+import ast
+import pathlib
+import re
+
 import pytest
 import torch
 
 import rfprobe
 from rfprobe.ops import OPS, user_rules
-from tests.models import ConvThen
+from tests.models import UNKNOWN_OP, ConvThen, rule_for_unknown_op, unknown_op
 
 
 def _logcumsumexp():
@@ -38,15 +42,16 @@ def test_replacing_a_built_in_rule_needs_override_and_unregister_puts_it_back():
 
 
 def test_a_rule_for_one_block_only():
-    with pytest.raises(rfprobe.UnknownOpError):
-        rfprobe.analyze(_logcumsumexp(), (1, 10, 10))
-    with rfprobe.registered_rule("logcumsumexp", _prefix):
-        r = rfprobe.verify(_logcumsumexp(), (1, 10, 10), unit=(4, 5))
-        # unit (4, 5) reads conv outputs (4, 0..5): rows 4..6, columns 0..7
-        assert r.ok and r.exact_clipped_box == ((4, 6), (0, 7)) == r.probe_box
-    assert "logcumsumexp" not in OPS
-    with pytest.raises(rfprobe.UnknownOpError):
-        rfprobe.analyze(_logcumsumexp(), (1, 10, 10))
+    with unknown_op():
+        with pytest.raises(rfprobe.UnknownOpError):
+            rfprobe.analyze(_logcumsumexp(), (1, 10, 10))
+        with rule_for_unknown_op(_prefix):
+            r = rfprobe.verify(_logcumsumexp(), (1, 10, 10), unit=(4, 5))
+            # unit (4, 5) reads conv outputs (4, 0..5): rows 4..6, columns 0..7
+            assert r.ok and r.exact_clipped_box == ((4, 6), (0, 7)) == r.probe_box
+        assert UNKNOWN_OP not in OPS
+        with pytest.raises(rfprobe.UnknownOpError):
+            rfprobe.analyze(_logcumsumexp(), (1, 10, 10))
 
 
 def test_the_block_restores_what_was_there_even_after_an_error():
@@ -58,21 +63,58 @@ def test_the_block_restores_what_was_there_even_after_an_error():
 
 
 def test_a_users_global_rule_that_makes_the_routes_disagree_is_named():
-    with rfprobe.registered_rule("logcumsumexp", "global"):
+    with rule_for_unknown_op("global"):
         r = rfprobe.verify(_logcumsumexp(), (1, 10, 10), unit=(4, 5))
     assert not r.ok
-    assert any(d.startswith("likely cause: the rule you registered for 'logcumsumexp'") for d in r.diagnoses), r.diagnoses
+    assert any(d.startswith(f"likely cause: the rule you registered for '{UNKNOWN_OP}'") for d in r.diagnoses), r.diagnoses
 
 
 def test_a_correct_user_rule_is_not_blamed():
-    with rfprobe.registered_rule("logcumsumexp", _prefix):
+    with rule_for_unknown_op(_prefix):
         r = rfprobe.verify(_logcumsumexp(), (1, 10, 10), unit=(4, 5))
     assert r.ok and not any("likely cause" in d for d in r.diagnoses)
 
 
 def test_the_unknown_op_message_points_to_the_rule_types():
-    with pytest.raises(rfprobe.UnknownOpError) as e:
+    with unknown_op(), pytest.raises(rfprobe.UnknownOpError) as e:
         rfprobe.analyze(_logcumsumexp(), (1, 10, 10))
     msg = str(e.value)
     for word in ("rfprobe.Call", "rfprobe.InputDep", "rfprobe.Mapped", "rfprobe.Global", "docs/rules.md"):
         assert word in msg, word
+
+
+# ----------------------------------------------------------------------------- no hand edits
+_ROOT = pathlib.Path(__file__).resolve().parent.parent
+_MUTATORS = {"pop", "popitem", "update", "clear", "setdefault", "__setitem__", "__delitem__"}
+
+
+def _hand_edits_of_ops(source: str) -> list[int]:
+    """Lines that change ``OPS`` in place (``OPS[k] = ...``, ``del OPS[k]``, ``OPS.pop(k)``...):
+    an edit a failing block would leave behind, where ``registered_rule``, ``removed_records``
+    or a patch restores what was there."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        targets = (node.targets if isinstance(node, (ast.Assign, ast.Delete))
+                   else [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])
+        if any(isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name) and t.value.id == "OPS"
+               for t in targets):
+            lines.append(node.lineno)
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _MUTATORS
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "OPS"):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_no_test_or_document_edits_the_table_by_hand():
+    sources = {str(p.relative_to(_ROOT)): p.read_text() for p in sorted((_ROOT / "tests").glob("*.py"))}
+    for doc in sorted((_ROOT / "docs").glob("*.md")):
+        for i, block in enumerate(re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)):
+            sources[f"{doc.relative_to(_ROOT)}, python block {i + 1}"] = block
+    assert len(sources) > 30
+    found = {name: lines for name, src in sources.items() if "OPS" in src and (lines := _hand_edits_of_ops(src))}
+    assert found == {}
+
+
+def test_the_scan_finds_a_hand_edit():
+    src = 'OPS["x"] = op\ndel OPS["x"]\nOPS.pop("y", None)\nOPS.get("z")\nwith mock.patch.dict(OPS, {}):\n    pass\n'
+    assert _hand_edits_of_ops(src) == [1, 2, 3]

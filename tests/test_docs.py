@@ -42,15 +42,12 @@ def test_the_worked_example_would_fail_with_a_wrong_rule(tmp_path, monkeypatch):
     """The example's check is not empty: a rule that reads only index j (pointwise) makes
     verify disagree with the probe."""
     import rfprobe
-    from rfprobe.ops import OPS, Op, elementwise
     blocks = _python_blocks(ROOT / "docs" / "design.md")
     namespace: dict = {"__name__": "design_md"}
     exec(compile(blocks[1], "docs/design.md", "exec"), namespace)
-    OPS["logcumsumexp"] = Op("logcumsumexp", elementwise)
-    try:
+    # override=True: the wrong rule replaces the op's record, whether or not rfprobe ships one
+    with rfprobe.registered_rule("logcumsumexp", "pointwise", override=True):
         r = rfprobe.verify(namespace["Running"](), input_shape=(1, 8, 8), unit=(2, 3))
-    finally:
-        del OPS["logcumsumexp"]
     assert not r.ok
 
 

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 import rfprobe
 from rfprobe.errors import InternalError, ModelError
-from tests.models import SpaceToDepthStem
+from tests.models import UNKNOWN_OP, SpaceToDepthStem, rule_for_unknown_op
 
 
 class ECA(nn.Module):
@@ -79,13 +79,9 @@ def test_a_crash_in_the_users_own_rule_blames_the_rule():
 
     def rule(call):
         return 1 / 0
-    rfprobe.register_rule("logcumsumexp", rule)
-    try:
-        with pytest.raises(rfprobe.ArgumentError) as info:
-            rfprobe.analyze(Running(), (1, 8, 8))
-    finally:
-        rfprobe.unregister_rule("logcumsumexp")
-    assert "rule registered for op 'logcumsumexp'" in str(info.value) and "ZeroDivisionError" in str(info.value)
+    with rule_for_unknown_op(rule), pytest.raises(rfprobe.ArgumentError) as info:
+        rfprobe.analyze(Running(), (1, 8, 8))
+    assert f"rule registered for op '{UNKNOWN_OP}'" in str(info.value) and "ZeroDivisionError" in str(info.value)
     assert isinstance(info.value.__cause__, ZeroDivisionError)
     assert not isinstance(info.value, InternalError) and "the model raised" not in str(info.value)
 

@@ -8,8 +8,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import rfprobe
-from rfprobe.ops import FAMILIES, OPS, QUERY, REDUCTION
-from tests.models import ConvThen
+from rfprobe import ops
+from rfprobe.ops import FAMILIES, OPS, QUERY, REDUCTION, Op, user_rules
+from tests.models import UNKNOWN_OP, ConvThen, rule_for_unknown_op, unknown_op
 from tests.oracle import perturbed
 
 
@@ -160,12 +161,24 @@ def test_a_prefix_is_closed_by_hand():
     assert r.ok and r.exact_clipped_box == ((2, 4), (0, 5)) == r.probe_box, str(r)
 
 
-def test_the_unknown_op_tests_still_use_an_op_without_a_rule():
-    """cumsum now has a record: the tests of unknown ops and user rules (test_rules.py,
-    test_custom_rules.py, test_bad_inputs.py, the worked example in docs/design.md) use
-    logcumsumexp, the same prefix along an axis, which stays without a record."""
-    assert OPS["cumsum"].rule is not None and OPS["diff"].rule is not None
-    assert "logcumsumexp" not in OPS
+def test_the_tests_unknown_op_stays_unknown_where_they_need_it_once_it_has_a_record(monkeypatch):
+    """The tests of unknown ops and user rules (test_rules.py, test_custom_rules.py,
+    test_bad_inputs.py, test_honest.py, the worked example in docs/design.md) run inside
+    ``unknown_op()`` or ``rule_for_unknown_op()``, never on the op happening to lack a record.
+    Here it gets one as if shipped (cumsum's prefix rule): the op is unknown in the block and
+    a user's rule still replaces it for a block, and the record is back after each."""
+    shipped = Op(UNKNOWN_OP, OPS["cumsum"].rule)
+    monkeypatch.setitem(OPS, UNKNOWN_OP, shipped)
+    monkeypatch.setitem(ops._BUILT_IN, UNKNOWN_OP, shipped)
+    net = ConvThen(lambda y: torch.logcumsumexp(y, dim=3))
+    # unit (2, 3) reads conv outputs (2, 0..3), which read rows 2..4 and columns 0..5 (by hand)
+    assert rfprobe.analyze(net, (1, 8, 8)).box((2, 3)) == ((2, 4), (0, 5))
+    with unknown_op():
+        with pytest.raises(rfprobe.UnknownOpError, match=f"'{UNKNOWN_OP}'"):
+            rfprobe.analyze(net, (1, 8, 8))
+    with rule_for_unknown_op("global"):
+        assert rfprobe.analyze(net, (1, 8, 8)).status == "global" and UNKNOWN_OP in user_rules()
+    assert OPS[UNKNOWN_OP] is shipped and UNKNOWN_OP not in user_rules()
 
 
 class _LendsDtype(nn.Module):

@@ -130,11 +130,10 @@ def unregister_rule(name: str) -> None:
 def registered_rule(name: str, rule: Rule | str, *, override: bool = False) -> Iterator[None]:
     """:func:`register_rule` for the block only; whatever was there before comes back after.
 
-    >>> import rfprobe
-    >>> with registered_rule("logcumsumexp", "global"):
-    ...     "logcumsumexp" in OPS
+    >>> with registered_rule("my_gate", "global"):
+    ...     "my_gate" in OPS
     True
-    >>> "logcumsumexp" in OPS
+    >>> "my_gate" in OPS
     False
     """
     before = OPS.get(name)
