@@ -86,7 +86,7 @@ def register_rule(name: str, rule: Rule | str, *, override: bool = False) -> Non
     rule = _as_rule(rule)
     if not isinstance(name, str) or not name:
         raise ArgumentError(f"register_rule: name={name!r} must be the op's name as the unknown-op error "
-                            "shows it, e.g. 'logcumsumexp'")
+                            "shows it, e.g. 'my_op'")
     builtin = _BUILT_IN.get(name)
     if builtin is not None and (builtin.rule is not None or builtin.moves is not None) and not override:
         raise ArgumentError(f"register_rule({name!r}, ...) would replace rfprobe's own rule for {name!r}; "
@@ -161,10 +161,14 @@ def removed_records(*names: str) -> Iterator[None]:
     True
     """
     before = {n: OPS.pop(n) for n in names if n in OPS}
+    shipped = {n: _BUILT_IN.pop(n) for n in names if n in _BUILT_IN}   # so a rule for it needs no override
     try:
         yield
     finally:
+        for n in names:
+            OPS.pop(n, None)        # a rule registered in the block goes with it
         OPS.update(before)
+        _BUILT_IN.update(shipped)
 
 
 def user_rules() -> frozenset[str]:
