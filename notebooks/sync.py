@@ -5,12 +5,14 @@ repository viewer shows the tables and pictures:
     python notebooks/sync.py 02_real_models.ipynb
 
 The kernel is this interpreter (a kernel spec written to a temporary folder), whatever
-kernels the machine has; volatile metadata (timings, kernel names) is dropped so that a rerun
+kernels the machine has, and imports the rfprobe of this checkout (its root first on the
+kernel's path), whichever one the interpreter has installed; volatile metadata (timings, kernel names) is dropped so that a rerun
 only changes what the code shows. tests/test_notebooks.py runs the notebooks the same way.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -25,13 +27,15 @@ KERNEL = "rfprobe-venv"
 
 
 def kernel_specs(root: Path) -> KernelSpecManager:
-    """A kernel spec for this interpreter under ``root`` (inline matplotlib, PNG pictures)."""
+    """A kernel spec for this interpreter under ``root`` (inline matplotlib, PNG pictures),
+    importing this checkout's rfprobe (a venv shared by several checkouts has one installed)."""
     spec = root / KERNEL
     spec.mkdir(parents=True, exist_ok=True)
+    path = os.pathsep.join([str(HERE.parent)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     (spec / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "rfprobe venv", "language": "python",
-        "env": {"MPLBACKEND": "module://matplotlib_inline.backend_inline"}}))
+        "env": {"MPLBACKEND": "module://matplotlib_inline.backend_inline", "PYTHONPATH": path}}))
     return KernelSpecManager(kernel_dirs=[str(root)])
 
 

@@ -92,6 +92,21 @@ def test_same_padded_2d_net_marks_the_unit_on_the_rf_centre(tmp_path):
     assert (unit.get_xdata()[0], unit.get_ydata()[0]) == (7, 0)
 
 
+@pytest.mark.parametrize("spec, unit, box", [("conv3 conv3", (1, 2), ((1, 5), (2, 6))),
+                                             ("conv5/p1", (0, 0), ((-1, 3), (-1, 3)))])
+def test_no_unit_marker_where_the_output_grid_is_not_the_input_s(tmp_path, spec, unit, box):
+    # stride 1 but padding less than r - 1 (conv3 conv3: r = 5, P = 0, 8x8 -> 4x4; conv5/p1:
+    # r = 5, P = 1, 8x8 -> 6x6): unit u reads u - P .. u - P + 4, so input position u is not
+    # where the unit sits; the RF centre u - P + 2 is drawn, the unit is named in the title
+    e = rfprobe.probe(spec, input_shape=(1, 8, 8), unit=unit)
+    assert e.box == tuple((max(lo, 0), hi) for lo, hi in box)
+    (ax,) = _data_axes(e.plot(path=tmp_path / "valid.png"))
+    (centre,) = _lines(ax, "RF centre")
+    assert (centre.get_ydata()[0], centre.get_xdata()[0]) == tuple((lo + hi) / 2 for lo, hi in box)
+    assert _lines(ax, "unit") == []
+    assert f"unit {unit}" in ax.get_title()
+
+
 # ----------------------------------------------------------------------------- (b) strided 2-D
 @pytest.mark.parametrize("spec, padding", [("conv3/s2 conv3/s2", 0), ("conv3/s2/p1 conv3/s2", 1)])
 def test_strided_2d_net_marks_the_rf_centre_and_names_the_unit_in_the_title(tmp_path, spec, padding):
@@ -173,6 +188,46 @@ def test_every_legend_entry_is_a_documented_label_and_covers_no_data(tmp_path):
                         assert b.x0 >= 0 and b.y0 >= 0 and b.x1 <= width and b.y1 <= height, (name, t)
     finally:
         plt.close(figs["given axes"])
+
+
+@pytest.fixture(scope="module")
+def panels():
+    """Four pictures' results: ERFs with four and five legend entries, a verify and a probe."""
+    return [rfprobe.erf(rfprobe.build("conv3 relu conv3 relu conv3", in_channels=2), n=2),
+            rfprobe.verify("conv3/p1 conv3/p1", input_shape=(1, 8, 8), unit=(0, 7)),
+            rfprobe.erf(rfprobe.build("conv3/p1 relu conv3/p1"), n=2, input_shape=(1, 9, 9)),
+            rfprobe.probe("conv3/s2 relu conv3/s2", input_shape=(1, 23, 23), unit=(2, 4))]
+
+
+@pytest.mark.parametrize("rows, cols, size", [(1, 2, (9, 3.6)), (2, 2, (8, 7))])
+def test_panels_drawn_into_given_axes_keep_their_size(panels, rows, cols, size):
+    """Pictures drawn into the axes of one constrained figure (notebook 03's is 1x2, 9x3.6):
+    each image keeps at least 0.45 of its grid cell's smaller side (a legend wider than the
+    axes' share of the figure made the layout shrink the images to 1.1 inches of 3.6, and
+    collapse them on a 7x3 figure), the layout is applied, and no legend covers any axes or
+    another legend or leaves the figure."""
+    import warnings
+
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(rows, cols, figsize=size, layout="constrained", squeeze=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")          # 'constrained_layout not applied ...'
+            for ax, r in zip(axes.flat, panels if rows * cols > 2 else panels[::2]):
+                r.plot(ax=ax)
+            renderer = _renderer(fig)
+        assert all(ax.get_legend() is not None for ax in axes.flat)
+        cell = min(size[0] / cols, size[1] / rows) * fig.dpi
+        for ax in axes.flat:
+            box = ax.get_window_extent(renderer)
+            assert min(box.width, box.height) >= 0.45 * cell, (box.width / fig.dpi, box.height / fig.dpi)
+        legends = [ax.get_legend().get_window_extent(renderer) for ax in axes.flat]
+        for i, leg in enumerate(legends):
+            assert leg.x0 >= 0 and leg.y0 >= 0 and leg.x1 <= fig.bbox.width and leg.y1 <= fig.bbox.height
+            assert not any(leg.overlaps(a.get_window_extent(renderer)) for a in fig.axes)
+            assert not any(leg.overlaps(other) for other in legends[i + 1:])
+    finally:
+        plt.close(fig)
 
 
 def test_the_colour_bar_label_is_inside_the_figure(tmp_path):

@@ -1,5 +1,5 @@
 """Plots (matplotlib, an optional extra): the gradient heatmap or the exact set, the boxes of
-the routes, the RF's centre and, where the output grid has the input's spacing, the unit.
+the routes, the RF's centre and, where the output grid is the input's, the unit.
 
 A result says what to draw: its ``plot_data()`` calls one of ``probe_plot_data``,
 ``report_plot_data``, ``analysis_plot_data`` or ``erf_plot_data`` here, which return
@@ -11,8 +11,8 @@ Every legend entry is one of ``LABELS`` (``{...}`` filled in):
 - ``RF centre``: the middle of the unit's RF, ``u*S - P + (r - 1)/2`` per axis (Distill's
   closed form; the middle of the exact box where the RF varies with position);
 - ``unit``: the unit's own index ``u`` in input coordinates, drawn only where the output grid
-  has the input's spacing (effective stride 1 on every axis: causal and 'same'-padded nets);
-  elsewhere the title names the unit;
+  is the input's (effective stride 1 and as many output as input positions on every axis:
+  causal and 'same'-padded nets); elsewhere the title names the unit;
 - ``centre of mass``: the ERF's weighted mean position;
 - the boxes: ``closed form 5x5`` (the closed form's box), ``exact box (unbounded)`` (exact
   propagation, reaching into padding where it does), ``theoretical RF 7x7`` and
@@ -111,8 +111,8 @@ def _unit_text(unit) -> str:
 def rf_markers(a: Analysis | None, unit, box=None) -> list:
     """``[(label, position)]``: the RF's centre (closed form ``u*S - P + (r - 1)/2`` when the
     analysis is 'ok'; otherwise the middle of the exact box, or of ``box`` without an
-    analysis; none for a global RF) and, where the effective stride is 1 on every axis, the
-    unit itself at input coordinate ``u``.
+    analysis; none for a global RF) and, where the output grid is the input's (``_same_grid``),
+    the unit itself at input coordinate ``u``.
 
     >>> import rfprobe
     >>> rf_markers(rfprobe.analyze("conv3/s2 conv3/s2", input_shape=(1, 15, 15)), (1, 2))
@@ -135,9 +135,22 @@ def rf_markers(a: Analysis | None, unit, box=None) -> list:
             return []
         centre = _middle(box)
     marks = [(RF_CENTRE, centre)]
-    if status == "ok" and all(s == 1 for s in a.stride):
+    if status == "ok" and _same_grid(a):
         marks.append((UNIT, tuple(unit)))
     return marks
+
+
+def _same_grid(a: Analysis) -> bool:
+    """Whether output index ``u`` is input position ``u``: stride 1 and as many output as input
+    positions on every axis (padding ``r - 1`` in all: 'same' and causal nets). A valid conv's
+    unit 0 is not at input 0 (it reads ``0 .. r - 1``), so no unit marker there.
+
+    >>> import rfprobe
+    >>> _same_grid(rfprobe.analyze("conv3/p1", input_shape=(1, 8, 8))), _same_grid(rfprobe.analyze("conv3"))
+    (True, False)
+    """
+    inputs = a.graph.nodes[0].spatial if a.graph is not None else tuple(a.input_shape[1:])
+    return all(s == 1 for s in a.stride) and tuple(a.output_spatial) == tuple(inputs)
 
 
 def _middle(box):
@@ -237,11 +250,12 @@ def _side_of(f, t):
 def plot(result: Any, path: str | None = None, ax: Any = None, log: bool = False, slices: int = 5) -> Any:
     """Plot a probe, verify, analysis or ERF result: the gradient heatmap (zeros in grey, so
     dilation holes show), the boxes of the routes, the RF's centre and (where the output grid
-    has the input's spacing) the unit; the legend sits below the axes, on no data (drawing
-    into your ``ax``, give its figure ``layout="constrained"`` or save it with
-    ``bbox_inches="tight"``, as Jupyter does, so the legend has room). 1-D as
-    bars, 3-D as slices along the first axis (``slices`` of them). ``log``: logarithmic colour
-    scale. ``path``: save as PNG, SVG or PDF (by the suffix). Needs matplotlib
+    is the input's) the unit; the legend sits below the axes, on no data. Drawing into your
+    ``ax``, the legend takes no more width than the axes' share of the figure beside their
+    colour bar (fewer columns where needed), so panels side by side keep their size; give
+    the figure ``layout="constrained"`` (or save it with ``bbox_inches="tight"``, as Jupyter
+    does) so it has room below. 1-D as bars, 3-D as slices along the first axis (``slices``
+    of them). ``log``: logarithmic colour scale. ``path``: save as PNG, SVG or PDF (by the suffix). Needs matplotlib
     (``pip install 'rfprobe[plot]'``).
 
     >>> import rfprobe, matplotlib
@@ -270,13 +284,14 @@ def plot(result: Any, path: str | None = None, ax: Any = None, log: bool = False
         im = _plot_2d(axis, img, holes, norm, bx, mk)
         if z is not None:
             axis.set_title(f"slice {z} of axis 0", fontsize=9)
+    bar = None
     if data.ndim >= 2:
-        fig.colorbar(im, ax=axes, shrink=0.8, label=bar_label + (" (log)" if log else ""))
+        bar = fig.colorbar(im, ax=axes, shrink=0.8, label=bar_label + (" (log)" if log else ""))
     if data.ndim < 3:
         axes[0].set_title(title, fontsize=9)
     else:
         fig.suptitle(title, fontsize=9)
-    _legend(fig, axes, own=ax is None)
+    _legend(fig, axes, own=ax is None, bar=bar)
     if path is not None:
         fig.savefig(path)
     return fig
@@ -312,9 +327,10 @@ def _norm(data, log):
     return colors.Normalize(vmin=0.0, vmax=vmax)
 
 
-def _legend(fig, axes, own: bool):
+def _legend(fig, axes, own: bool, bar=None):
     """One legend, below the axes and their labels, covering no data: a figure legend in a
-    figure of ours (its layout makes room), else under the given axes' own labels."""
+    figure of ours (its layout makes room), else under the given axes' own labels, no wider
+    than the axes' share of its figure (see ``_fit_below``)."""
     handles, labels = [], []
     for axis in axes:
         for h, lbl in zip(*axis.get_legend_handles_labels()):
@@ -323,16 +339,56 @@ def _legend(fig, axes, own: bool):
                 labels.append(lbl)
     if not handles:
         return None
-    kw = dict(fontsize=7, ncols=2 if len(labels) == 4 else min(len(labels), 3), frameon=False)
+    kw = dict(fontsize=7, frameon=False)
     if own:
-        return fig.legend(handles, labels, loc="outside lower center", **kw)
+        return fig.legend(handles, labels, loc="outside lower center", ncols=_columns(len(labels)), **kw)
+    return _fit_below(fig, axes[0], bar, handles, labels, kw)
+
+
+def _columns(n: int) -> int:
+    return 2 if n == 4 else min(n, 3)
+
+
+def _fit_below(fig, ax, bar, handles, labels, kw):
+    """The legend of a given axes, under its x labels, with as many columns as fit in the
+    axes' share of the figure less its colour bar (``_room``), centred under the axes where
+    it fits there, else flush with their right edge (reaching left under the y labels, not
+    right under the colour bar). A wider legend makes a layout engine widen the axes' column
+    for it on both sides: one panel of a row gets squashed, its colour bar pushed away, and
+    the legends of neighbouring panels overlap."""
     from matplotlib.transforms import ScaledTranslation
-    ax = axes[0]
     ax.apply_aspect()        # the box drawn (an image keeps its aspect), which the labels hang from
-    drop = (ax.get_window_extent().y0 - ax.get_tightbbox().y0) / fig.dpi   # inches taken by the labels
-    shift = ScaledTranslation(0, -drop, fig.dpi_scale_trans)
-    return ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0),
-                     bbox_transform=ax.transAxes + shift, **kw)
+    box, tight = ax.get_window_extent(), ax.get_tightbbox()
+    drop = (box.y0 - tight.y0) / fig.dpi                 # inches taken by the x labels
+    anchor = ax.transAxes + ScaledTranslation(0, -drop, fig.dpi_scale_trans)
+    room = _room(fig, ax, box, tight, bar)
+    kw = dict(kw, columnspacing=1.2, handlelength=1.6, handletextpad=0.6)    # compact
+    for n in range(_columns(len(labels)), 0, -1):
+        leg = ax.legend(handles, labels, loc="upper right", bbox_to_anchor=(1, 0),
+                        bbox_transform=anchor, ncols=n, **kw)
+        width = leg.get_window_extent().width
+        if width <= room:
+            break
+    leg.set_bbox_to_anchor((min(1.0, 0.5 + width / 2 / box.width), 0), transform=anchor)
+    return leg
+
+
+def _room(fig, ax, box, tight, bar) -> float:
+    """The width, in pixels, a legend under ``ax`` may take: the axes' share of the figure's
+    width (their columns of the grid they sit in, and of the grid that grid sits in) less the
+    span from the axes' right edge to the right of the colour bar's label and the layout's
+    pads; where the axes sit in no grid, the axes and their y labels."""
+    spec = ax.get_subplotspec()
+    if spec is None:
+        return box.x1 - tight.x0
+    top = spec.get_topmost_subplotspec()
+    share = 1.0
+    for s in [spec] if top is spec else [spec, top]:
+        grid = s.get_gridspec()
+        ratios = grid.get_width_ratios() or [1] * grid.ncols
+        share *= sum(ratios[c] for c in s.colspan) / sum(ratios)
+    beside = bar.ax.get_tightbbox().x1 - box.x1 if bar is not None else 0.0
+    return share * fig.bbox.width - beside - 0.15 * fig.dpi
 
 
 def _plot_1d(ax, data, boxes, marks, log, label):
