@@ -160,6 +160,38 @@ def big_net():
     return nn.Sequential(nn.Conv2d(3, 64, 3), nn.Conv2d(64, 64, 3))
 
 
+class _Heads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 1, 3)
+
+    def forward(self, x):
+        y = self.a(x)
+        return {"small": y, "big": y + 1}
+
+
+class LayerDict(nn.Module):
+    """A module whose layer ``heads`` returns a dict."""
+
+    def __init__(self):
+        super().__init__()
+        self.heads = _Heads()
+
+    def forward(self, x):
+        return self.heads(x)["small"]
+
+
+class ThroughPython(nn.Module):
+    """A path through Python values: the conv's output, as a list, made a tensor again."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3)
+
+    def forward(self, x):
+        return torch.tensor(self.conv(x).tolist())
+
+
 # id: (call, error class, message fragments)
 CASES = {
     "not-a-module": (lambda: rfprobe.analyze(42), ArgumentError, ["model must be", "int", "spec string"]),
@@ -190,6 +222,11 @@ CASES = {
     "layer-foreign-module": (lambda: rfprobe.probe(Named(), layer=Named().features), ArgumentError,
                              ["layer= got a Sequential module that is not part of this model", "another object"]),
     "output-key": (lambda: rfprobe.probe(DictOut(), output="c"), ArgumentError, ["output='c'", "['a', 'b']"]),
+    "output-not-in-layer": (lambda: rfprobe.analyze(LayerDict(), (1, 8, 8), layer="heads", output="smal"),
+                            ArgumentError, ["output='smal'", "module 'heads'", "['small', 'big']",
+                                            "Did you mean 'small'"]),
+    "lost-path": (lambda: rfprobe.analyze(ThroughPython(), (1, 8, 8)), UnknownOpError,
+                  ["op 'tensor'", "tolist", "cannot follow values through Python"]),
     "forward-raises": (lambda: rfprobe.probe(Raises()), ModelError,
                        ["boom from the user's forward", "RuntimeError", "input_shape="]),
     "nan-weights-actual": (lambda: rfprobe.probe(nan_net(), mode="actual"), ArgumentError,
