@@ -157,3 +157,37 @@ def test_resnet18_rows_select_themselves():
     # by hand: the stem's conv1, bn1, relu, maxpool; per block conv1, bn1, conv2, bn2 and the
     # block (its ReLU's second call); layers 2-4 add downsample.0 and .1: 4 + 8*5 + 3*2 = 50
     assert sum(r.name in dict(model.named_modules()) for r in a.layers) == 50
+
+
+# ----------------------------------------------------------------------------- only what output= reads
+class Heads(nn.Module):
+    """A trunk conv3 and three heads on it, returned as a dict. cls: conv3 added to a crop
+    (misaligned on purpose: a note); box: conv5 'same'; ctr: conv1. By hand, ctr's RF is the
+    trunk's 3."""
+
+    def __init__(self):
+        super().__init__()
+        self.trunk = nn.Conv2d(1, 2, 3, padding=1)
+        self.cls = nn.Conv2d(2, 2, 2)
+        self.box = nn.Conv2d(2, 2, 5, padding=2)
+        self.ctr = nn.Conv2d(2, 1, 1)
+
+    def forward(self, x):
+        y = self.trunk(x)
+        return {"cls": self.cls(y) + y[..., :-1, :-1], "box": self.box(y), "ctr": self.ctr(y)}
+
+
+def test_output_table_lists_only_what_the_output_reads():
+    shape = (1, 16, 16)
+    ctr = rfprobe.analyze(Heads(), shape, output="ctr")
+    assert [r.name for r in ctr.layers] == ["trunk", "ctr"]
+    assert ctr.size == (3, 3) and not ctr.notes
+    o = perturbation_rf(Heads(), shape, (8, 8), pick=lambda d: d["ctr"])
+    assert o.box == ((7, 9), (7, 9))
+    cls = rfprobe.analyze(Heads(), shape, output="cls")
+    assert [r.name for r in cls.layers] == ["trunk", "cls", "__getitem__#0", "add#1"]
+    assert any("not aligned" in n for n in cls.notes), cls.notes
+    box = rfprobe.analyze(Heads(), shape, output="box")
+    assert [r.name for r in box.layers] == ["trunk", "box"] and box.size == (7, 7)
+    for text in (str(ctr), ctr._repr_html_(), str(ctr.to_dict())):
+        assert "cls" not in text and "'box'" not in text

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import ArgumentError
 from ..hints import InputShape, ModelLike, Unit
 from ..results import Analysis, LayerRow
-from ..trace import Graph, Node, select
+from ..trace import Graph, Node, ancestors, select
 from ..validate import as_model, check_spatial_output
 from .closed import closed_forms
 from .exact import propagate
@@ -45,13 +45,17 @@ def analysis_of(graph: Graph, layer=None, output=None) -> Analysis:
     target = select(graph, layer, output)
     check_spatial_output(target, "'features'")
     closed, notes = closed_forms(graph)
-    rows = tuple(LayerRow(n.name, n.op, n.shape, c.size, c.stride, c.padding, c.status, c.why)
-                 for n, c in zip(graph.nodes[1:target.id + 1], closed[1:target.id + 1]))
+    # only what the selected output reads: a detector head's 'ctr' table shows no 'cls' branch
+    path = ancestors(graph, target)[1:]
+    rows = tuple(LayerRow(n.name, n.op, n.shape, closed[n.id].size, closed[n.id].stride, closed[n.id].padding,
+                          closed[n.id].status, closed[n.id].why) for n in path)
     c = closed[target.id]
     if c.status == "constant":
         raise ArgumentError(f"the selected output {target.name!r} does not depend on the model input: it is "
                             f"computed from constants ({c.why}); select another layer= or output=")
     causes = tuple(dict.fromkeys(r.why for r in rows if r.status == "global" and r.why))
+    on_path = {n.id for n in path}
+    notes = [text for at, text in notes if at in on_path]
     size = stride = padding = size_min = None
     status = c.status
     if c.status == "ok":

@@ -67,17 +67,17 @@ class Closed:
         return None if self.rsp is None else tuple(p for _, _, p in self.rsp)
 
 
-def closed_forms(graph: Graph) -> tuple[list[Closed], list[str]]:
-    """Closed form of every node, forward through the graph, plus alignment notes (computed
-    once per graph: choosing the input and the analysis both read them)."""
+def closed_forms(graph: Graph) -> tuple[list[Closed], list[tuple[int, str]]]:
+    """Closed form of every node, forward through the graph, plus alignment notes as (node id,
+    note) (computed once per graph: choosing the input and the analysis both read them)."""
     if graph.closed is None:
         graph.closed = _closed_forms(graph)
     return graph.closed
 
 
-def _closed_forms(graph: Graph) -> tuple[list[Closed], list[str]]:
+def _closed_forms(graph: Graph) -> tuple[list[Closed], list[tuple[int, str]]]:
     out: list[Closed] = []
-    notes: list[str] = []
+    notes: list[tuple[int, str]] = []
     for node in graph.nodes:
         if node.op == "input":
             out.append(Closed(((1, 1, 0),) * graph.dims))
@@ -130,7 +130,7 @@ def _closed_forms(graph: Graph) -> tuple[list[Closed], list[str]]:
     return out, notes
 
 
-def _merge(node: Node, paths, notes: list[str]) -> Closed:
+def _merge(node: Node, paths, notes: list[tuple[int, str]]) -> Closed:
     if not paths:       # built from constants only (ones_like(x) reads x's shape, not its values)
         return Closed(None, "constant", f"{node.name}: {node.op} reads no input position")
     if len(paths) == 1:
@@ -146,6 +146,6 @@ def _merge(node: Node, paths, notes: list[str]) -> Closed:
         centres = {(-2 * rsp[a][2] + rsp[a][0] - 1) for _, rsp in paths}
         if len(centres) > 1:
             detail = ", ".join(f"{name} centred at {(-2 * rsp[a][2] + rsp[a][0] - 1) / 2:g}" for name, rsp in paths)
-            notes.append(f"{node.name}: paths are not aligned on axis {a}: {detail}")
+            notes.append((node.id, f"{node.name}: paths are not aligned on axis {a}: {detail}"))
         merged.append((right - left + 1, strides.pop(), -left))
     return Closed(tuple(merged))
