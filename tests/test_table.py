@@ -191,3 +191,82 @@ def test_output_table_lists_only_what_the_output_reads():
     assert [r.name for r in box.layers] == ["trunk", "box"] and box.size == (7, 7)
     for text in (str(ctr), ctr._repr_html_(), str(ctr.to_dict())):
         assert "cls" not in text and "'box'" not in text
+
+
+# ----------------------------------------------------------------------------- every global op
+class SE(nn.Module):
+    """Squeeze-excitation: a pooled gate (1x1 convs on the 1x1 map) scales the map."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.fc = nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.fc(F.adaptive_avg_pool2d(x, 1)))
+
+
+class ECA(nn.Module):
+    """ECA's gate: the pooled vector runs through a Conv1d over channels (ops on a tensor
+    without spatial axes, global because of the pool, not causes of their own), and is
+    expanded to the map's shape (so not named as a broadcast gate: the mean is the cause)."""
+
+    def __init__(self):
+        super().__init__()
+        self.k = nn.Conv1d(1, 1, 3, padding=1)
+
+    def forward(self, x):
+        y = self.k(x.mean((2, 3)).unsqueeze(1)).squeeze(1).sigmoid()
+        return x * y[:, :, None, None].expand_as(x)
+
+
+class ThreeGates(nn.Module):
+    def __init__(self, bn_training=False):
+        super().__init__()
+        self.c0 = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.se1, self.se2, self.eca = SE(4), SE(4), ECA()
+        self.c1 = nn.Conv2d(4, 4, 3, padding=1)
+        self.train(bn_training)
+
+    def forward(self, x):
+        return self.c1(self.eca(self.se2(self.se1(self.bn(self.c0(x))))))
+
+
+def test_every_global_op_on_the_path_is_a_cause():
+    a = rfprobe.analyze(ThreeGates(), (1, 8, 8))
+    assert a.status == "global" and len(a.global_causes) == 3, a.global_causes
+    for cause, module in zip(a.global_causes[:2], ("se1", "se2")):
+        assert "squeeze-excitation" in cause and f"'{module}'" in cause, cause
+    assert a.global_causes[2].startswith("eca:mean#0: mean over spatial dims")
+    text = str(a)
+    assert "RF global: 3 global ops on the path, the first " + a.global_causes[0] in text
+    assert [line for line in text.splitlines() if line.startswith("global op ")] == [
+        f"global op {i}/3: {c}" for i, c in enumerate(a.global_causes, 1)]
+    assert all(c in a._repr_html_().replace("&#x27;", "'") for c in a.global_causes)
+    assert a.to_dict()["global_causes"] == list(a.global_causes)
+    r = rfprobe.verify(ThreeGates(), (1, 8, 8))
+    assert r.ok and sum(d.startswith("global coupling") for d in r.diagnoses) == 3, r.diagnoses
+    # by experiment: every position moves the centre unit
+    assert perturbation_rf(ThreeGates(), (1, 8, 8), (4, 4)).mask.all()
+
+
+def test_a_batchnorm_in_training_mode_is_its_own_cause_not_a_gate():
+    """Before the gates, a BatchNorm in training mode: four causes, the gates still named as
+    gates and the BatchNorm as itself."""
+    a = rfprobe.analyze(ThreeGates(bn_training=True), (1, 8, 8))
+    assert len(a.global_causes) == 4, a.global_causes
+    assert a.global_causes[0].startswith("bn: batch_norm in training mode")
+    assert ["squeeze-excitation" in c for c in a.global_causes] == [False, True, True, False]
+
+
+@pytest.mark.slow
+def test_efficientnet_b0_names_its_16_squeeze_excitation_gates():
+    torchvision = pytest.importorskip("torchvision")
+    from torchvision.ops.misc import SqueezeExcitation
+    model = torchvision.models.efficientnet_b0().eval()
+    gates = [n for n, m in model.named_modules() if isinstance(m, SqueezeExcitation)]
+    a = rfprobe.analyze(model, (3, 64, 64), layer="features")
+    assert len(gates) == 16 and len(a.global_causes) == 16, a.global_causes
+    for gate, cause in zip(gates, a.global_causes):
+        assert cause.startswith(f"{gate}.avgpool: squeeze-excitation"), cause
+    assert "RF global: 16 global ops on the path" in str(a)

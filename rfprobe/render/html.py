@@ -11,8 +11,8 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING
 
-from .text import (COMPARE_HEAD, LAYER_HEAD, comparison_rows, coverage_text, erf_rows, joined, layer_rows,
-                   probe_text, report_verdict, summary)
+from .text import (COMPARE_HEAD, LAYER_HEAD, comparison_rows, coverage_text, erf_rows, global_lines, joined,
+                   layer_rows, probe_text, report_verdict, summary)
 
 if TYPE_CHECKING:                     # the result classes, for readers and type checkers only
     from ..results import ERF, Analysis, Comparison, ProbeResult, Report
@@ -46,7 +46,7 @@ def verdict_html(text: str, colour: str) -> str:
 def analysis_html(a: Analysis) -> str:
     """The per-layer table and the summary line, coloured by status (ok, varies, global)."""
     colour = {"ok": GREEN, "varies": AMBER, "global": RED}.get(a.status, AMBER)
-    notes = "".join(f"<li>{escape(n)}</li>" for n in a.notes)
+    notes = "".join(f"<li>{escape(n)}</li>" for n in global_lines(a) + list(a.notes))
     return (html_table(LAYER_HEAD, layer_rows(a))
             + (f"<ul>{notes}</ul>" if notes else "") + verdict_html(summary(a), colour))
 

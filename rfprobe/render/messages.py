@@ -7,7 +7,7 @@ tests pin it).
 """
 from __future__ import annotations
 
-from .text import joined, table
+from .text import global_summary, joined, table
 
 
 # ----------------------------------------------------------------------------- graph notes, limits
@@ -410,7 +410,7 @@ def assertion_global(causes) -> str:
     >>> assertion_global(["'1': adaptive_avg_pool2d to 1x1"])
     "the receptive field is global: '1': adaptive_avg_pool2d to 1x1"
     """
-    return "the receptive field is global: " + "; ".join(causes)
+    return "the receptive field is global: " + global_summary(causes)
 
 
 def assertion_disagree(mismatches) -> str:

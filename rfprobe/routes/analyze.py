@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import ArgumentError
 from ..hints import InputShape, ModelLike, Unit
 from ..results import Analysis, LayerRow
-from ..trace import Graph, Node, ancestors, select
+from ..trace import Graph, Node, ancestors, own_global, select
 from ..validate import as_model, check_spatial_output
 from .closed import closed_forms
 from .exact import propagate
@@ -53,7 +53,7 @@ def analysis_of(graph: Graph, layer=None, output=None) -> Analysis:
     if c.status == "constant":
         raise ArgumentError(f"the selected output {target.name!r} does not depend on the model input: it is "
                             f"computed from constants ({c.why}); select another layer= or output=")
-    causes = tuple(dict.fromkeys(r.why for r in rows if r.status == "global" and r.why))
+    causes = _causes(graph, path, c)
     on_path = {n.id for n in path}
     notes = [text for at, text in notes if at in on_path]
     size = stride = padding = size_min = None
@@ -66,6 +66,16 @@ def analysis_of(graph: Graph, layer=None, output=None) -> Analysis:
                  graph.input_shape, target.shape, target.name, size_min, graph,
                  functools.partial(propagate, graph, target))
     return a
+
+
+def _causes(graph: Graph, path: list[Node], closed) -> tuple[str, ...]:
+    """Every op on ``path`` that itself makes the RF global, once per op node, in the order they
+    run (EfficientNet-B0's 16 squeeze-excitation gates, not only the first); none unless the
+    selected output's closed form ``closed`` is global."""
+    if closed.status != "global":
+        return ()
+    causes = [f"{n.name}: {why}" for n in path if (why := own_global(graph.nodes, n)) is not None]
+    return tuple(causes) or (closed.why,)    # never none: at worst the closed form's own
 
 
 def _varying(graph: Graph, target: Node):

@@ -236,6 +236,27 @@ def ancestors(graph: Graph, node: Node) -> list[Node]:
     return [graph.nodes[i] for i in sorted(seen)]
 
 
+def own_global(nodes: list[Node], node: Node) -> str | None:
+    """Why ``node`` itself couples every position of a tensor that has spatial axes (a mean
+    over space, a flatten, a BatchNorm in training mode, attention reading a map whole), or
+    None. An op on a tensor that an earlier op left without spatial axes (the Linear after a
+    flatten, the convs of a pooled gate) is global because of that earlier op, not its own.
+
+    >>> import torch.nn as nn
+    >>> from rfprobe.trace import trace
+    >>> g = trace(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 3)), (1, 8, 8))
+    >>> [(n.op, own_global(g.nodes, n) is not None) for n in g.nodes[1:]]
+    [('conv2d', False), ('flatten', True), ('linear', False)]
+    """
+    if isinstance(node.deps, Global):
+        first = nodes[node.inputs[0]] if node.inputs else None
+        return node.deps.why if first is not None and first.layout is not None else None
+    for dep, src in zip(node.deps or (), node.inputs):
+        if isinstance(dep.axes, Global) and nodes[src].layout is not None:
+            return dep.axes.why
+    return None
+
+
 def unknown_ancestor(graph: Graph, node: Node) -> Node | None:
     """The first op without a rule that ``node`` depends on, if any."""
     return next((n for n in ancestors(graph, node) if isinstance(n.deps, Unknown)), None)
