@@ -11,8 +11,8 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING
 
-from .text import (COMPARE_HEAD, LAYER_HEAD, advice, comparison_rows, coverage_text, erf_rows, joined, layer_rows,
-                   probe_text, report_verdict, summary)
+from .text import (COMPARE_HEAD, LAYER_HEAD, advice, comparison_rows, coverage_text, erf_rows, global_lines, joined,
+                   layer_rows, probe_text, report_verdict, summary)
 
 if TYPE_CHECKING:                     # the result classes, for readers and type checkers only
     from ..results import ERF, Analysis, Comparison, ProbeResult, Report
@@ -47,7 +47,7 @@ def analysis_html(a: Analysis) -> str:
     """The per-layer table and the summary line, coloured by status (ok, varies, global), with the
     advice and the notes."""
     colour = {"ok": GREEN, "varies": AMBER, "global": RED}.get(a.status, AMBER)
-    notes = "".join(f"<li>{escape(n)}</li>" for n in advice(a) + list(a.notes))
+    notes = "".join(f"<li>{escape(n)}</li>" for n in global_lines(a) + advice(a) + list(a.notes))
     return (html_table(LAYER_HEAD, layer_rows(a))
             + (f"<ul>{notes}</ul>" if notes else "") + verdict_html(summary(a), colour))
 

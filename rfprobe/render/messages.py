@@ -7,7 +7,7 @@ tests pin it).
 """
 from __future__ import annotations
 
-from .text import joined, layer_option, table
+from .text import global_summary, joined, layer_option, table
 
 
 # ----------------------------------------------------------------------------- graph notes, limits
@@ -59,6 +59,29 @@ def global_coupling(cause: str) -> str:
     "global coupling: '1': adaptive_avg_pool2d to 1x1"
     """
     return f"global coupling: {cause}"
+
+
+def not_aligned(node: str, axis: int, paths) -> str:
+    """Paths joined at ``node`` (an add, a concat) that share neither their centre nor their last
+    index on ``axis``; ``paths``: (name, first, last) of each path's box for unit 0 (unbounded).
+
+    >>> not_aligned("add#1", 0, [("c", 0, 1), ("crop", 0, 0)])
+    "add#1: paths are not aligned on axis 0: unit 0 reads 0..1 through c (centre 0.5), 0..0 through crop (centre 0); they share neither their centre (as 'same' padding aligns paths) nor their last index (as causal padding does)"
+    """
+    detail = ", ".join(f"{first}..{last} through {name} (centre {(first + last) / 2:g})" for name, first, last in paths)
+    return (f"{node}: paths are not aligned on axis {axis}: unit 0 reads {detail}; they share neither their "
+            "centre (as 'same' padding aligns paths) nor their last index (as causal padding does)")
+
+
+def strides_differ(node: str, axis: int, paths) -> str:
+    """Paths joined at ``node`` with different effective strides on ``axis``: no closed form;
+    ``paths``: (name, stride) of each.
+
+    >>> strides_differ("add#2", 1, [("a", 2), ("b", 4)])
+    'add#2: paths are not aligned: strides 2 (a) vs 4 (b) on axis 1'
+    """
+    detail = " vs ".join(f"{stride} ({name})" for name, stride in paths)
+    return f"{node}: paths are not aligned: strides {detail} on axis {axis}"
 
 
 def hull(closed_box, exact_box) -> str:
@@ -451,7 +474,7 @@ def assertion_global(causes) -> str:
     >>> assertion_global(["'1': adaptive_avg_pool2d to 1x1"])
     "the receptive field is global: '1': adaptive_avg_pool2d to 1x1"
     """
-    return "the receptive field is global: " + "; ".join(causes)
+    return "the receptive field is global: " + global_summary(causes)
 
 
 def assertion_disagree(mismatches) -> str:

@@ -101,17 +101,44 @@ def summary(a: Analysis) -> str:
     """
     where = f"(input {a.input_shape}, output {a.target!r}{f' = {a.selection}' if a.selection else ''})"
     if a.status == "global":
-        return f"RF global: {'; '.join(a.global_causes)} {where}"
+        return f"RF global: {global_summary(a.global_causes)} {where}"
     if a.status == "varies":
         return (f"RF varies with position: size {joined(a.size_min)} to {joined(a.size)} {where}")
     return f"RF {joined(a.size)}, stride {joined(a.stride)}, padding {joined(a.padding)} {where}"
 
 
+def global_summary(causes: Sequence[str]) -> str:
+    """The global ops on the path in a few words: the one cause, or how many and the first
+    (:func:`global_lines` lists them all).
+
+    >>> global_summary(["'p': mean over spatial dims"])
+    "'p': mean over spatial dims"
+    >>> global_summary(["'p': mean over spatial dims", "'q': flatten"])
+    "2 global ops on the path, the first 'p': mean over spatial dims"
+    """
+    if len(causes) == 1:
+        return causes[0]
+    return f"{len(causes)} global ops on the path, the first {causes[0]}"
+
+
+def global_lines(a: Analysis) -> list[str]:
+    """One line per global op on the path, where there are several (one is in the summary).
+
+    >>> import rfprobe
+    >>> global_lines(rfprobe.analyze("conv3"))
+    []
+    """
+    if a.status != "global" or len(a.global_causes) < 2:
+        return []
+    return [f"global op {i}/{len(a.global_causes)}: {c}" for i, c in enumerate(a.global_causes, 1)]
+
+
 def analysis_text(a: Analysis, cli: bool = False) -> str:
-    """``str(analysis)``: the per-layer table, the summary line, the advice and the notes (module
-    example); ``cli``: advice in the command line's words."""
+    """``str(analysis)``: the per-layer table, the summary line, every global op where there
+    are several, the advice and the notes (module example); ``cli``: advice in the command
+    line's words."""
     body = table(LAYER_HEAD, layer_rows(a))
-    lines = [body, summary(a)] + advice(a, cli)
+    lines = [body, summary(a)] + global_lines(a) + advice(a, cli)
     lines += [f"note: {n}" for n in a.notes]
     return "\n".join(lines)
 

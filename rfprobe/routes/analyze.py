@@ -17,7 +17,7 @@ from .. import render
 from ..errors import ArgumentError
 from ..hints import InputShape, Layer, ModelLike, Unit
 from ..results import Analysis, LayerRow
-from ..trace import Graph, Node, select
+from ..trace import Graph, Node, ancestors, own_global, select
 from ..validate import as_model, check_spatial_output, layer_name
 from .closed import closed_forms, suggest_layer
 from .exact import propagate
@@ -47,13 +47,17 @@ def analysis_of(graph: Graph, layer=None, output=None) -> Analysis:
     target = select(graph, layer, output)
     check_spatial_output(target, suggest_layer(graph, target) if target.spatial is None else None)
     closed, notes = closed_forms(graph)
-    rows = tuple(LayerRow(n.name, n.op, n.shape, c.size, c.stride, c.padding, c.status, c.why)
-                 for n, c in zip(graph.nodes[1:target.id + 1], closed[1:target.id + 1]))
+    # only what the selected output reads: a detector head's 'ctr' table shows no 'cls' branch
+    path = ancestors(graph, target)[1:]
+    rows = tuple(LayerRow(n.name, n.op, n.shape, closed[n.id].size, closed[n.id].stride, closed[n.id].padding,
+                          closed[n.id].status, closed[n.id].why) for n in path)
     c = closed[target.id]
     if c.status == "constant":
         raise ArgumentError(f"the selected output {target.name!r} does not depend on the model input: it is "
                             f"computed from constants ({c.why}); select another layer= or output=")
-    causes = tuple(dict.fromkeys(r.why for r in rows if r.status == "global" and r.why))
+    causes = _causes(graph, path, c)
+    on_path = {n.id for n in path}
+    notes = [text for at, text in notes if at in on_path]
     size = stride = padding = size_min = None
     status = c.status
     if c.status == "ok":
@@ -66,6 +70,16 @@ def analysis_of(graph: Graph, layer=None, output=None) -> Analysis:
                  suggested_layer=suggest_layer(graph, target) if status == "global" else None,
                  selection=render.selection(layer, output))
     return a
+
+
+def _causes(graph: Graph, path: list[Node], closed) -> tuple[str, ...]:
+    """Every op on ``path`` that itself makes the RF global, once per op node, in the order they
+    run (EfficientNet-B0's 16 squeeze-excitation gates, not only the first); none unless the
+    selected output's closed form ``closed`` is global."""
+    if closed.status != "global":
+        return ()
+    causes = [f"{n.name}: {why}" for n in path if (why := own_global(graph.nodes, n)) is not None]
+    return tuple(causes) or (closed.why,)    # never none: at worst the closed form's own
 
 
 def _varying(graph: Graph, target: Node):

@@ -6,9 +6,10 @@ kernel extent ``k``, stride ``s`` and padding ``p``, gives::
 
     r' = r + (k - 1) * S        S' = S * s        P' = P + p * S
 
-Each formula is its own small function; a node reached by paths that disagree (a residual add
-whose branches are not aligned) gets status ``varies`` and a note saying why; an op with no
-affine map (upsampling, a transposed conv) makes it ``varies`` too, and a global op ``global``.
+Each formula is its own small function; a node reached by paths of different strides gets
+status ``varies``, and paths of one stride whose boxes share neither their centre nor their last
+index (see ``_aligned``) get a note; an op with no affine map (upsampling, a transposed conv)
+makes it ``varies`` too, and a global op ``global``.
 
 >>> compose_size(3, 1, 3), compose_stride(1, 2), compose_padding(0, 2, 1)
 (5, 2, 2)
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 from ..ops import Affine, Broadcast, Global
 from ..ops.maps import Piece
+from ..render.messages import not_aligned, strides_differ
 from ..trace import Graph, Node, ancestors
 
 
@@ -68,17 +70,17 @@ class Closed:
         return None if self.rsp is None else tuple(p for _, _, p in self.rsp)
 
 
-def closed_forms(graph: Graph) -> tuple[list[Closed], list[str]]:
-    """Closed form of every node, forward through the graph, plus alignment notes (computed
-    once per graph: choosing the input and the analysis both read them)."""
+def closed_forms(graph: Graph) -> tuple[list[Closed], list[tuple[int, str]]]:
+    """Closed form of every node, forward through the graph, plus alignment notes as (node id,
+    note) (computed once per graph: choosing the input and the analysis both read them)."""
     if graph.closed is None:
         graph.closed = _closed_forms(graph)
     return graph.closed
 
 
-def _closed_forms(graph: Graph) -> tuple[list[Closed], list[str]]:
+def _closed_forms(graph: Graph) -> tuple[list[Closed], list[tuple[int, str]]]:
     out: list[Closed] = []
-    notes: list[str] = []
+    notes: list[tuple[int, str]] = []
     for node in graph.nodes:
         if node.op == "input":
             out.append(Closed(((1, 1, 0),) * graph.dims))
@@ -131,7 +133,7 @@ def _closed_forms(graph: Graph) -> tuple[list[Closed], list[str]]:
     return out, notes
 
 
-def _merge(node: Node, paths, notes: list[str]) -> Closed:
+def _merge(node: Node, paths, notes: list[tuple[int, str]]) -> Closed:
     """One closed form for a node reached by several paths. Paths that are pieces of a cat along
     a spatial axis are alternatives (each unit reads one of them): they give one form only where
     they all give the same one. Other paths (an add) are a union, their hull exact where their
@@ -150,14 +152,13 @@ def _merge(node: Node, paths, notes: list[str]) -> Closed:
     for a in range(len(paths[0][1])):
         strides = {rsp[a][1] for _, rsp in paths}
         if len(strides) > 1:
-            detail = " vs ".join(f"{rsp[a][1]} ({name})" for name, rsp in paths)
-            return Closed(None, "varies", f"{node.name}: paths are not aligned: strides {detail} on axis {a}")
-        left = min(-rsp[a][2] for _, rsp in paths)
-        right = max(-rsp[a][2] + rsp[a][0] - 1 for _, rsp in paths)
-        centres = {(-2 * rsp[a][2] + rsp[a][0] - 1) for _, rsp in paths}
-        if len(centres) > 1:
-            detail = ", ".join(f"{name} centred at {(-2 * rsp[a][2] + rsp[a][0] - 1) / 2:g}" for name, rsp in paths)
-            notes.append(f"{node.name}: paths are not aligned on axis {a}: {detail}")
+            return Closed(None, "varies", strides_differ(node.name, a, [(name, rsp[a][1]) for name, rsp in paths]))
+        # each path's box for unit 0: unit i reads the same boxes shifted by i * stride
+        boxes = [(name, -rsp[a][2], -rsp[a][2] + rsp[a][0] - 1) for name, rsp in paths]
+        left = min(first for _, first, _ in boxes)
+        right = max(last for _, _, last in boxes)
+        if not _aligned([(first, last) for _, first, last in boxes]):
+            notes.append((node.id, not_aligned(node.name, a, boxes)))
         merged.append((right - left + 1, strides.pop(), -left))
     return Closed(tuple(merged))
 
@@ -189,3 +190,17 @@ def suggest_layer(graph: Graph, target: Node) -> str | None:
             if best is None or key > best[0]:
                 best = (key, name)
     return None if best is None else best[1]
+
+
+def _aligned(boxes) -> bool:
+    """Paths are aligned on an axis when their boxes share the centre (what 'same' padding
+    gives: a residual block) or the last index (what causal padding gives: a TCN's dilated
+    branch beside its shortcut). Either way one box holds the others, so their union is the
+    largest box and the closed form's hull holds no position that no path reads. Sharing only
+    the first index is what a 'valid' conv beside a shortcut cropped at the end gives
+    (``x[..., :-2]`` where ``x[..., 1:-1]`` would centre it): a real misalignment.
+
+    >>> _aligned([(-2, 2), (0, 0)]), _aligned([(-4, 0), (0, 0)]), _aligned([(0, 1), (0, 0)])
+    (True, True, False)
+    """
+    return len({first + last for first, last in boxes}) == 1 or len({last for _, last in boxes}) == 1

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 
 from ..ops import LAYOUT, OPS, Broadcast, Global
-from .graph import Node, Unknown
+from .graph import Node, Unknown, own_global
 
 def name_global_causes(nodes: list[Node], module_types: dict[str, type],
                        lost_shapes: set[tuple[int, ...]]) -> None:
@@ -40,7 +40,10 @@ def name_global_causes(nodes: list[Node], module_types: dict[str, type],
     for node in nodes:
         if isinstance(node.deps, Global):
             if not isinstance(node.deps, Unknown):
-                taint[node.id] = next((taint[s] for s in node.inputs if s in taint), node.id)
+                # a global op on a map with spatial axes is its own origin (the second of two
+                # SE gates pools again), one on a pooled vector carries the origin it reads
+                own = own_global(nodes, node) is not None
+                taint[node.id] = node.id if own else next((taint[s] for s in node.inputs if s in taint), node.id)
                 _name_mixer(nodes, node, taint, named, lost_shapes)
                 cls, path = _owner(module_types, node.module)
                 if cls and path != node.module:

@@ -87,8 +87,9 @@ class Graph:
 
     def owner(self, node: Node) -> str | None:
         """The module whose output ``node`` is, as the user knows it: the shortest path among
-        the modules returning it that is not a bare container (Sequential, ModuleList,
-        ModuleDict), else the shortest; None where no module returns it (an op inside one).
+        the modules returning it that ran it (not an nn.Identity that hands it on) and are not
+        a bare container (Sequential, ModuleList, ModuleDict), else the shortest; None where no
+        module returns it (an op inside one). It is the node's name too (:func:`name_outputs`).
 
         >>> import torch.nn as nn
         >>> from rfprobe.trace import trace
@@ -96,9 +97,8 @@ class Graph:
         >>> g.owner(g.nodes[-1]), g.module_types["1"]
         ('1', 'ReLU')
         """
-        paths = sorted((p for p, i in self.module_outputs.items() if i == node.id), key=lambda p: (len(p), p))
-        plain = [p for p in paths if self.module_types.get(p) not in _CONTAINERS]
-        return (plain or paths or [None])[0]
+        paths = [p for p, i in self.module_outputs.items() if i == node.id]
+        return _owner(paths, self.module_types, node.module) if paths else None
 
     def node(self, key: str | int) -> Node:
         if isinstance(key, int):
@@ -107,6 +107,48 @@ class Graph:
             if n.name == key:
                 return n
         raise KeyError(key)
+
+
+def _owner(paths, module_types, module: str) -> str:
+    """Of the module paths returning one node, the one a user knows it by (see Graph.owner):
+    among those that ran the op (``module``, the innermost one, or a module around it; not an
+    nn.Identity after it that hands the tensor on), the shortest that is not a bare container.
+    ``module_types``: path -> class name or class."""
+    around = [p for p in paths if module == p or module.startswith(p + ".")] or paths
+    around = sorted(around, key=lambda p: (len(p), p))
+    plain = [p for p in around if getattr(module_types.get(p), "__name__", module_types.get(p)) not in _CONTAINERS]
+    return (plain or around)[0]
+
+
+def name_outputs(nodes: list[Node], module_outputs: dict[str, int], module_types: dict) -> None:
+    """Rename ``nodes`` in place so that each name selects its own node with ``layer=``: a
+    module's output node is named by the module (:meth:`Graph.owner`), and an op that a module
+    runs first but does not return (a residual block's add, before its last ReLU) is named by
+    module and op (``'layer1.0:add_#0'``), so its bare module name is left to the module's
+    output. The tracer names ops as they run, before it knows which one a module returns.
+
+    >>> import torch.nn as nn
+    >>> from rfprobe.trace import trace
+    >>> class Block(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.conv, self.act = nn.Conv2d(1, 1, 3, padding=1), nn.ReLU()
+    ...     def forward(self, x):
+    ...         return self.act(self.conv(x) + x)
+    >>> g = trace(nn.Sequential(Block()), (1, 8, 8))
+    >>> [n.name for n in g.nodes]
+    ['input', '0.conv', '0:add#0', '0']
+    """
+    paths: dict[int, list[str]] = {}
+    for p, i in module_outputs.items():
+        paths.setdefault(i, []).append(p)
+    for node in nodes:
+        if node.id == 0:                      # the model input keeps its name (an nn.Identity returns it)
+            continue
+        if node.id in paths:
+            node.name = _owner(paths[node.id], module_types, node.module)
+        elif node.name in module_outputs:     # the module's first op, not what it returns
+            node.name = f"{node.name}:{node.op}#0"
 
 
 class Unknown(Global):
@@ -263,6 +305,27 @@ def ancestors(graph: Graph, node: Node) -> list[Node]:
             seen.add(i)
             todo.extend(graph.nodes[i].inputs)
     return [graph.nodes[i] for i in sorted(seen)]
+
+
+def own_global(nodes: list[Node], node: Node) -> str | None:
+    """Why ``node`` itself couples every position of a tensor that has spatial axes (a mean
+    over space, a flatten, a BatchNorm in training mode, attention reading a map whole), or
+    None. An op on a tensor that an earlier op left without spatial axes (the Linear after a
+    flatten, the convs of a pooled gate) is global because of that earlier op, not its own.
+
+    >>> import torch.nn as nn
+    >>> from rfprobe.trace import trace
+    >>> g = trace(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 3)), (1, 8, 8))
+    >>> [(n.op, own_global(g.nodes, n) is not None) for n in g.nodes[1:]]
+    [('conv2d', False), ('flatten', True), ('linear', False)]
+    """
+    if isinstance(node.deps, Global):
+        first = nodes[node.inputs[0]] if node.inputs else None
+        return node.deps.why if first is not None and first.layout is not None else None
+    for dep, src in zip(node.deps or (), node.inputs):
+        if isinstance(dep.axes, Global) and nodes[src].layout is not None:
+            return dep.axes.why
+    return None
 
 
 def unknown_ancestor(graph: Graph, node: Node) -> Node | None:

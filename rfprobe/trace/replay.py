@@ -12,7 +12,7 @@ import torch
 from torch.utils._pytree import tree_flatten
 
 from .diagnose import name_global_causes
-from .graph import Graph
+from .graph import Graph, name_outputs
 from .tracer import EXACT, Tracer
 
 
@@ -62,6 +62,7 @@ def replay(graph: Graph, input_shape: tuple[int, ...]) -> Graph | None:
                         new[id(a)] = b
     except Exception:     # the model would raise at this size, or behave otherwise: trace it
         return None
+    name_outputs(tracer.nodes, graph.module_outputs, old.module_types)
     if [(n.name, n.op, n.inputs) for n in tracer.nodes] != [(n.name, n.op, n.inputs) for n in graph.nodes]:
         return None
     for mine, theirs in zip(tracer.nodes, graph.nodes):

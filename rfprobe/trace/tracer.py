@@ -47,7 +47,7 @@ from ..ops import (INDEX, LAYOUT, OPS, QUERY, REDUCTION, WRITE, Call, Global, Op
 from ..ops.layout import reshape
 from .copy import available_bytes, backward_hooks, input_dtype, meta_twin, private_copy, source_of, user_state_kept
 from .diagnose import name_global_causes
-from .graph import Graph, Node, Unknown
+from .graph import Graph, Node, Unknown, name_outputs
 
 _HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))    # rfprobe/
 _TORCH = os.path.dirname(os.path.abspath(torch.__file__))
@@ -166,7 +166,8 @@ class Tracer(TorchFunctionMode):
         # by module and op ('up:interpolate#1'), so a name says where to look
         n = self.counts.get(base, 0)
         self.counts[base] = n + 1
-        name = base if (n == 0 and base) else f"{base + ':' if base else ''}{op}#{n}"
+        plain = f"{base + ':' if base else ''}{op}#{n}"
+        name = base if (n == 0 and base) else plain   # graph.name_outputs renames it where needed
         # the call site matters where a message may quote it: ops that are global or unknown
         site = str(site) if isinstance(deps, Global) else ""
         node = Node(len(self.nodes), name, op, module, tuple(inputs), deps, tuple(t.shape), layout, site)
@@ -175,7 +176,7 @@ class Tracer(TorchFunctionMode):
         self.keep.append(t)
         if self.budget is not None:
             self._spend(t)
-        if name == self.protect:
+        if self.protect in (name, plain):   # plain: the name a module's first op gets if not returned
             self.protected = node.id
         return node.id
 
@@ -556,6 +557,8 @@ def run(twin: nn.Module, x: torch.Tensor, tracer: Tracer):
             if isinstance(out, torch.Tensor):
                 if id(out) in of:
                     outputs[name] = of[id(out)]
+                    if name == tracer.protect:    # named by the module at the end (name_outputs)
+                        tracer.protected = outputs[name]
                 return out
             mapped = _map_outputs(out, tracer)      # a container: output= selects within it
             first = next((i for i in tree_flatten(mapped)[0] if isinstance(i, int)), None)
@@ -574,7 +577,9 @@ def run(twin: nn.Module, x: torch.Tensor, tracer: Tracer):
         # the model's own randomness (dropout in training mode) must not move the user's RNG
         cuda = [x.device.index or 0] if x.device.type == "cuda" else []
         with user_state_kept(source_of(twin)), torch.random.fork_rng(devices=cuda), tracer:
-            return twin(x)
+            out = twin(x)
+        name_outputs(tracer.nodes, outputs, tracer.module_types)
+        return out
     finally:
         for m, f in own.items():
             if f is None:
