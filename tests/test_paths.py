@@ -304,3 +304,41 @@ def test_a_module_that_never_runs_is_named_as_such():
 
     with pytest.raises(rfprobe.ArgumentError, match="'spare' is a module of this model, but its forward did not run"):
         rfprobe.analyze(Unused(), (1, 8, 8), layer="spare")
+
+
+class Trimmed(nn.Module):
+    """conv3 (padding 1), then a Fourier transform whose ``n``/``s`` keeps the leading part of
+    the width (``transform``)."""
+
+    def __init__(self, transform):
+        super().__init__()
+        self.transform = transform
+        self.c = nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        return self.transform(self.c(x))
+
+
+@pytest.mark.parametrize("transform, columns", [
+    # rfft(n=6) reads columns 0..5 of the conv, which read input columns 0..6
+    (lambda y: torch.fft.irfft(torch.fft.rfft(y, n=6, dim=-1), n=12, dim=-1), (0, 6)),
+    # hfft(n=12) reads 12 // 2 + 1 = 7 columns of its input: conv columns 0..6, input 0..7
+    (lambda y: torch.fft.hfft(y, n=12), (0, 7)),
+    # irfft(n=8) reads 8 // 2 + 1 = 5: conv columns 0..4, input 0..5
+    (lambda y: torch.fft.irfft(y, n=8).repeat(1, 1, 1, 2)[..., :12], (0, 5)),
+], ids=["rfft-n", "hfft-n", "irfft-n"])
+def test_a_fourier_transform_trimmed_by_n_reads_only_what_it_keeps(transform, columns):
+    a = rfprobe.analyze(Trimmed(transform), (1, 12, 12))
+    assert a.box((3, 3), bounded=True) == ((2, 4), columns)
+    support = autograd_support(Trimmed(transform), (1, 12, 12), (3, 3))
+    rows, cols = np.nonzero(support)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (2, 4, *columns)
+    assert rfprobe.verify(Trimmed(transform), (1, 12, 12), unit=(3, 3)).ok
+
+
+def test_a_2d_transform_trimmed_by_s_is_not_global():
+    """fft2(s=(6, 6)) reads conv rows and columns 0..5 (input 0..6) for every output."""
+    m = Trimmed(lambda y: torch.fft.fft2(y, s=(6, 6)).abs().repeat(1, 1, 2, 2))
+    a = rfprobe.analyze(m, (1, 12, 12))
+    assert a.status != "global" and a.box((3, 3), bounded=True) == ((0, 6), (0, 6))
+    assert rfprobe.verify(m, (1, 12, 12), unit=(3, 3)).ok

@@ -22,7 +22,7 @@ import functools
 import torch
 
 from ..errors import UnknownOpError
-from .maps import LAYOUT, Call, Global, InputDep, Mapped, Op, identity, whole_axis
+from .maps import LAYOUT, Affine, Call, Global, InputDep, Mapped, Op, identity
 from .pointwise import channel_only, elementwise
 
 
@@ -45,18 +45,42 @@ def _transformed_dims(name: str, args: tuple, kwargs: dict, ndim: int) -> list[i
     return [d - ndim if d >= 0 else d for d in dims]
 
 
+def _read_lengths(name: str, args: tuple, kwargs: dict, shape: tuple[int, ...]) -> dict[int, int]:
+    """Per transformed dim (negative), how many leading input indices the transform reads:
+    ``n``/``s`` trims (or zero-pads) the input to that length first, and the inverse real
+    transforms (``irfft*``, ``hfft*``) read ``n // 2 + 1`` of their last dim; all of it without
+    ``n``/``s``.
+
+    >>> _read_lengths("fft_rfft", (None,), {"n": 6}, (1, 12)), _read_lengths("fft_irfft", (None, 8), {}, (1, 12))
+    ({-1: 6}, {-1: 5})
+    """
+    dims = _transformed_dims(name, args, kwargs, len(shape))
+    call = Call(name, args, kwargs, (), (), (), (), 0)
+    base = name.removeprefix("fft_")
+    sizes = call.arg(1, "s" if base[-1] in "2n" else "n", None)
+    sizes = [None] * len(dims) if sizes is None else [sizes] if isinstance(sizes, int) else list(sizes)
+    half = base.startswith(("irfft", "hfft"))
+    out = {}
+    for i, (d, n) in enumerate(zip(dims, sizes)):
+        used = None if n is None or n == -1 else (n // 2 + 1 if half and i == len(dims) - 1 else n)
+        out[d] = shape[d] if used is None else min(used, shape[d])
+    return out
+
+
 def fourier(call: Call):
-    """A ``torch.fft`` transform: each transformed spatial axis is read whole; global when every
-    spatial axis is transformed; over channels only, each position reads its own."""
+    """A ``torch.fft`` transform: each transformed spatial axis is read whole (or the part that
+    ``n``/``s`` keeps: output ``j`` reads input ``0..m-1``); global when every spatial axis is
+    read whole; over channels only, each position reads its own."""
     k = call.data[0]
     layout = call.in_layouts[k]
-    dims = _transformed_dims(call.name, call.args, call.kwargs, len(call.shape(k)))
-    if not any(d in layout for d in dims):
+    lengths = _read_lengths(call.name, call.args, call.kwargs, call.shape(k))
+    if not any(d in layout for d in lengths):
         return channel_only(call)
-    if all(d in dims for d in layout):
+    sizes = call.spatial_in(k)
+    if all(lengths.get(d) == n for d, n in zip(layout, sizes)):
         return Global(f"{call.name} over every spatial axis (a Fourier transform reads the whole axis)")
-    return [InputDep(k, tuple(whole_axis(n) if d in dims else identity(n)
-                              for d, n in zip(layout, call.spatial_in(k))))]
+    return [InputDep(k, tuple(Affine(tuple(range(lengths[d])), 0, 0, n) if d in lengths else identity(n)
+                              for d, n in zip(layout, sizes)))]
 
 
 def _rolled(j: int, bounded: bool, n: int, shift: int) -> list[int]:
@@ -96,34 +120,38 @@ def as_complex(call: Call):
 
 class _Spread(torch.autograd.Function):
     """Forward: the transform itself. Backward: every element of each transformed slice of the
-    input gets the sum of the gradient's magnitudes over that slice of the output (positive, so
-    the sums of complex exponentials that the true adjoint makes cannot cancel to zero)."""
+    input that the transform reads (``lengths``: its leading indices per dim) gets the sum of
+    the gradient's magnitudes over that slice of the output (positive, so the sums of complex
+    exponentials that the true adjoint makes cannot cancel to zero)."""
 
     @staticmethod
-    def forward(ctx, x, func, args, kwargs, dims):
-        ctx.shape, ctx.dtype, ctx.dims = x.shape, x.dtype, dims
+    def forward(ctx, x, func, args, kwargs, lengths):
+        ctx.shape, ctx.dtype, ctx.lengths = x.shape, x.dtype, lengths
         return func(x, *args, **kwargs)
 
     @staticmethod
     def backward(ctx, g):
-        spread = g.abs().sum(dim=ctx.dims, keepdim=True).expand(ctx.shape).to(ctx.dtype)
+        spread = g.abs().sum(dim=list(ctx.lengths), keepdim=True).expand(ctx.shape).to(ctx.dtype).clone()
+        for d, m in ctx.lengths.items():
+            spread.narrow(d, m, ctx.shape[d] - m).zero_()      # trimmed away by n=/s=: not read
         return spread, None, None, None, None
 
 
 def fourier_surrogate(func, args, kwargs):
     """The structural probe's Fourier transform: the same values, a positive backward
-    (:class:`_Spread`) with the transform's support (each transformed axis read whole).
+    (:class:`_Spread`) with the transform's support (each transformed axis read whole, or the
+    leading part ``n``/``s`` keeps).
 
     >>> x = torch.ones(1, 4, requires_grad=True)
-    >>> fn, a, k = fourier_surrogate(torch.fft.rfft, (x,), {})
-    >>> y = fn(*a, **k); y.real[0, 2].backward(); x.grad.tolist()
-    [[1.0, 1.0, 1.0, 1.0]]
+    >>> fn, a, k = fourier_surrogate(torch.fft.rfft, (x,), {"n": 3})
+    >>> y = fn(*a, **k); y.real[0, 1].backward(); x.grad.tolist()
+    [[1.0, 1.0, 1.0, 0.0]]
     """
     name = getattr(func, "__name__", "")
 
     def spread(x, *rest, **kw):
-        dims = _transformed_dims(name, (x, *rest), kw, x.dim())
-        return _Spread.apply(x, func, rest, kw, [d % x.dim() for d in dims])
+        lengths = _read_lengths(name, (x, *rest), kw, tuple(x.shape))
+        return _Spread.apply(x, func, rest, kw, {d % x.dim(): m for d, m in lengths.items()})
     return spread, args, kwargs
 
 
