@@ -177,6 +177,25 @@ def per_axis(v: Any, n: int) -> tuple[int, ...]:
     return (int(v),) * n
 
 
+def from_input(call: Call, main: int) -> list[InputDep]:
+    """Deps for the op's other data inputs than ``main``: a weight, bias or scale computed from
+    the model input (dynamic filters, a cross-correlation template, AdaLN's scale) reaches
+    every output position through every element, so each output reads all of it: every
+    position of a template that keeps spatial axes (a cross-correlation), else globally.
+
+    >>> import torch
+    >>> x, w = torch.empty(1, 2, 8, 8), torch.empty(2, 2, 3, 3)
+    >>> from_input(Call("conv2d", (x, w), {}, (0, 1), (x, w), ((-2, -1), None), (1, 2, 6, 6), 2), 0)
+    [InputDep(arg=1, axes=Global(why='conv2d takes a parameter computed from the model input (its 2nd argument): every output reads all of it'), perm=None)]
+    """
+    ordinal = {1: "2nd", 2: "3rd"}
+    return [InputDep(k, tuple(whole_axis(n) for n in call.spatial_in(k)))
+            if call.in_layouts[k] is not None and len(call.in_layouts[k]) == call.dims else
+            InputDep(k, Global(f"{call.name} takes a parameter computed from the model input (its "
+                               f"{ordinal.get(k, f'{k + 1}th')} argument): every output reads all of it"))
+            for k in call.data if k != main]
+
+
 def global_rule(why: str) -> Rule:
     """A rule that makes every output position read every input position; ``why`` may name
     the op as ``{name}``.

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import UnknownOpError
 from . import meta
-from .maps import REDUCTION, Broadcast, Call, Global, InputDep, Op, global_rule, identity, whole_axis
+from .maps import REDUCTION, Broadcast, Call, Global, InputDep, Op, from_input, global_rule, identity, whole_axis
 from .pointwise import both_surrogate, channel_only, elementwise
 
 def einsum(call: Call):
@@ -97,10 +97,28 @@ def softmax(call: Call):
 
 
 def linear(call: Call):
-    """``F.linear``/``matmul`` act on the last dim. When that dim is spatial, every output index
-    on that axis reads the whole axis: an ``Affine`` with all taps and stride 0 (exact; the
-    closed form then has stride 0 there), and ``Global`` when it is the only spatial axis."""
+    """``F.linear`` acts on the last dim of its input. When that dim is spatial, every output
+    index on that axis reads the whole axis: an ``Affine`` with all taps and stride 0 (exact;
+    the closed form then has stride 0 there), and ``Global`` when it is the only spatial axis.
+    A weight computed from the input (and no data input) is global."""
+    if call.data[0] != 0:
+        return Global(f"{call.name} with a weight computed from the model input")
     return _whole_axis(call, -1, "linear over a spatial axis (Linear over space)")
+
+
+def matmul(call: Call):
+    """``a @ b`` sums ``a``'s last dim against ``b``'s second-to-last: the axis a data operand
+    loses to the sum is read whole (``x @ W`` mixes ``x``'s last dim, ``P @ y`` mixes ``y``'s
+    rows). A 1-D operand drops that dim from the output; where it is spatial, refused."""
+    k = call.data[0]
+    a, b = call.tensors[0], call.tensors[1] if len(call.tensors) > 1 else None
+    layout = call.in_layouts[k] or ()
+    vector = a.dim() == 1 or (b is not None and b.dim() == 1)
+    mixed = -1 if k == 0 else -2
+    if vector and layout and (mixed in layout if k == 0 else min(layout) <= -2):
+        raise UnknownOpError(f"{call.name} with a 1-D operand drops a spatial axis of its other operand; "
+                             "rfprobe has no rule for that (sum over that axis with torch.sum instead)")
+    return _whole_axis(call, mixed, "matmul over a spatial axis (Linear over space)")
 
 
 def _whole_axis(call: Call, dim: int, why: str):
@@ -142,9 +160,10 @@ def norm_over_space(call: Call):
     if call.name == "layer_norm":
         shape = call.arg(1, "normalized_shape")
         n = len(shape) if isinstance(shape, (list, tuple)) else 1
-        layout = call.in_layouts[call.data[0]]
+        k = call.data[0]
+        layout = call.in_layouts[k]
         if not any(d >= -n for d in layout):
-            return channel_only(call)
+            return [InputDep(k, tuple(identity(m) for m in call.spatial_in(k)))] + from_input(call, k)
         return Global("layer_norm over spatial dims (statistics couple every position)")
     return Global(f"{call.name} (statistics over space couple every position)")
 
@@ -284,7 +303,7 @@ RECORDS = [
     Op("softmax", softmax, meta=meta.softmax, mixer="attention (softmax over positions)"),
     Op("log_softmax", softmax, meta=meta.softmax),
     Op("linear", linear, meta=meta.linear, mixer="Linear over space"),
-    Op("matmul", linear, mixer=_ATTENTION),
+    Op("matmul", matmul, mixer=_ATTENTION),
     Op("bmm", mixer=_ATTENTION),      # no rule: batched products have no spatial axes to follow
     Op("group_norm", norm_over_space, meta=meta.group_norm, fixed_layout=True),
     Op("instance_norm", norm_over_space, meta=meta.instance_norm, fixed_layout=True),

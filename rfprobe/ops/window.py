@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from . import meta
-from .maps import Affine, AxisMap, Call, Global, InputDep, Mapped, Op, per_axis
+from .maps import Affine, AxisMap, Call, Global, InputDep, Mapped, Op, from_input, per_axis
 
 def _window(call: Call, kernel, stride, padding, dilation) -> list[InputDep]:
     k = call.data[0]
     return [InputDep(k, _window_axes(tuple(kernel), tuple(stride), tuple(padding), tuple(dilation),
-                                     call.spatial_in(k)))]
+                                     call.spatial_in(k)))] + from_input(call, k)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -81,7 +81,7 @@ def conv_transpose(call: Call) -> list[InputDep]:
     padding = per_axis(call.arg(4, "padding", 0), n)
     dilation = per_axis(call.arg(7, "dilation", 1), n)
     k = call.data[0]
-    return [InputDep(k, _transposed_axes(kernel, stride, padding, dilation, call.spatial_in(k)))]
+    return [InputDep(k, _transposed_axes(kernel, stride, padding, dilation, call.spatial_in(k)))] + from_input(call, k)
 
 
 def _transposed_axes(kernel, stride, padding, dilation, sizes) -> tuple[AxisMap, ...]:
