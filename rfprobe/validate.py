@@ -66,8 +66,17 @@ def check_finite(inputs, where: str = "") -> None:
 
 
 def check_seed(seed) -> None:
+    """A seed torch's generators take: an int in ``-2**63 .. 2**64 - 1``.
+
+    >>> check_seed(2**70)
+    Traceback (most recent call last):
+    ...
+    rfprobe.errors.ArgumentError: seed=1180591620717411303424 is out of range: give an int from -2**63 to 2**64 - 1
+    """
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ArgumentError(f"seed={seed!r} must be an int")
+    if not -2**63 <= seed < 2**64:
+        raise ArgumentError(f"seed={seed!r} is out of range: give an int from -2**63 to 2**64 - 1")
 
 
 def _tensors(model: nn.Module) -> Iterable[tuple[str, torch.Tensor]]:

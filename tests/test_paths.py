@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import rfprobe
 from rfprobe.ops import removed_records
@@ -342,3 +343,107 @@ def test_a_2d_transform_trimmed_by_s_is_not_global():
     a = rfprobe.analyze(m, (1, 12, 12))
     assert a.status != "global" and a.box((3, 3), bounded=True) == ((0, 6), (0, 6))
     assert rfprobe.verify(m, (1, 12, 12), unit=(3, 3)).ok
+
+
+# ----------------------------------------------------------------------------- parameters from the input
+class DynamicFilter(nn.Module):
+    """CondConv-style: the second conv's kernel is computed from the global mean of the first
+    conv's map, so every output reads every input position."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 4, 3, padding=1)
+        self.k = nn.Linear(4, 144)
+
+    def forward(self, x):
+        y = self.a(x)
+        return F.conv2d(y, self.k(y.mean((2, 3))).view(4, 4, 3, 3), padding=1)
+
+
+class CrossCorrelation(nn.Module):
+    """SiamFC-style: a 5x5 template cut from the input at rows and columns 4..8 is the kernel
+    run over the whole map, so unit (i, j) reads i..i+4 x j..j+4 and the template's 4..8."""
+
+    def __init__(self):
+        super().__init__()
+        self.f = nn.Conv2d(1, 2, 1)
+
+    def forward(self, x):
+        return F.conv2d(self.f(x), self.f(x[:, :, 4:9, 4:9]))
+
+
+class AdaLN(nn.Module):
+    """A channels-last LayerNorm whose scale and shift are computed from a pooled vector."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 4, 3, padding=1)
+        self.g = nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.c(x)
+        cond = self.g(y.mean((2, 3)))[0]
+        return F.layer_norm(y.permute(0, 2, 3, 1), (4,), weight=cond, bias=cond).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("model", [DynamicFilter, AdaLN], ids=["dynamic-filter", "adaln"])
+def test_a_parameter_computed_from_a_global_mean_makes_the_rf_global(model):
+    a = rfprobe.analyze(model(), (1, 12, 12))
+    assert a.status == "global"
+    assert autograd_support(model(), (1, 12, 12), (3, 3)).all()     # every position, by autograd
+    assert rfprobe.verify(model(), (1, 12, 12), unit=(3, 3)).ok
+
+
+def test_a_template_cut_from_the_input_adds_its_positions_to_every_unit():
+    a = rfprobe.analyze(CrossCorrelation(), (1, 12, 12))
+    assert a.box((0, 0), bounded=True) == ((0, 8), (0, 8))     # 0..4 and the template's 4..8
+    assert a.box((3, 1), bounded=True) == ((3, 8), (1, 8))
+    for unit in ((0, 0), (6, 7), (3, 1)):
+        assert a.box(unit, bounded=True) == perturbation_rf(CrossCorrelation(), (1, 12, 12), unit, seeds=(0,)).box
+    assert rfprobe.verify(CrossCorrelation(), (1, 12, 12), unit=(6, 7)).ok
+
+
+class Mix(nn.Module):
+    """conv3 (padding 1), then a fixed 12x12 matrix on the left (mixes rows) or on the right
+    (mixes columns)."""
+
+    def __init__(self, side):
+        super().__init__()
+        self.side = side
+        self.c = nn.Conv2d(1, 2, 3, padding=1)
+        self.P = nn.Parameter(torch.rand(12, 12))
+
+    def forward(self, x):
+        y = self.c(x)
+        if self.side == "vector":
+            return (self.P[0] @ y)[:, :, None, :].expand(-1, -1, 12, -1)
+        return self.P @ y if self.side == "left" else y @ self.P
+
+
+@pytest.mark.parametrize("side, box", [("left", ((0, 11), (4, 6))), ("right", ((2, 4), (0, 11)))])
+def test_a_matrix_product_mixes_the_axis_its_operand_loses(side, box):
+    """Unit (3, 5): ``P @ y`` reads every row of y and columns 4..6; ``y @ P`` rows 2..4 and
+    every column."""
+    a = rfprobe.analyze(Mix(side), (1, 12, 12))
+    assert a.box((3, 5), bounded=True) == box == perturbation_rf(Mix(side), (1, 12, 12), (3, 5), seeds=(0,)).box
+    assert rfprobe.verify(Mix(side), (1, 12, 12), unit=(3, 5)).ok
+
+
+def test_a_vector_product_that_drops_a_spatial_axis_is_refused():
+    with pytest.raises(rfprobe.UnknownOpError, match="matmul with a 1-D operand"):
+        rfprobe.analyze(Mix("vector"), (1, 12, 12))
+
+
+def test_a_roll_that_names_a_dim_twice_adds_the_shifts():
+    """roll(y, (1, 2), (3, 3)) rolls the width by 3: unit (1, 1) reads conv column 10, which
+    reads input columns 9..11; rows 0..2."""
+    class Rolled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x):
+            return torch.roll(self.c(x), (1, 2), (3, 3))
+
+    a = rfprobe.analyze(Rolled(), (1, 12, 12))
+    assert a.box((1, 1), bounded=True) == ((0, 2), (9, 11)) == perturbation_rf(Rolled(), (1, 12, 12), (1, 1), seeds=(0,)).box

@@ -223,7 +223,10 @@ def roll(call: Call) -> list[InputDep]:
         raise UnknownOpError("torch.roll without dims rolls the flattened tensor; rfprobe has no rule")
     shifts = [shifts] if isinstance(shifts, int) else list(shifts)
     dims = [dims] if isinstance(dims, int) else list(dims)
-    by = {(d - ndim if d >= 0 else d): sh for d, sh in zip(dims, shifts)}
+    by: dict[int, int] = {}
+    for d, sh in zip(dims, shifts):     # a dim named twice is rolled twice: the shifts add up
+        d = d - ndim if d >= 0 else d
+        by[d] = by.get(d, 0) + sh
     return [InputDep(k, tuple(Mapped(lambda j, b, n=n, sh=by[d]: [(j - sh) % n], n) if d in by else identity(n)
                               for d, n in zip(call.in_layouts[k], call.spatial_in(k))))]
 
