@@ -1,9 +1,9 @@
 """The ``rfprobe`` command: thin; parse, call the public API, print, exit 0/1/2.
 
     rfprobe                                   the seed demo: 3x3 stacks against 5x5 and 7x7
-    rfprobe verify SPEC|module:attr [--input 3,224,224] [--layer NAME] [--unit I,J] [--device DEV]
+    rfprobe verify SPEC|module:attr [--input 3,224,224] [--layer NAME] [--output KEY] [--unit I,J] [--device DEV]
             [--json] [--expect-size N[,N]] [--expect-stride N[,N]] [--expect-padding N[,N]]
-    rfprobe table SPEC|module:attr [--input ...] [--layer NAME] [--json]
+    rfprobe table SPEC|module:attr [--input ...] [--layer NAME] [--output KEY] [--json]
     rfprobe compare SPEC SPEC ... [--channels C] [--input [C,]H,W] [--json]
     rfprobe --version                         python -m rfprobe ... runs the same command
 
@@ -28,6 +28,7 @@ import dataclasses
 import importlib
 import io
 import os
+import re
 import sys
 import traceback
 
@@ -143,6 +144,7 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument("model", help=HELP["model"])
         p.add_argument("--input", metavar="C,H,W", help=HELP["input"])
         p.add_argument("--layer", metavar="NAME", help=HELP["layer"])
+        p.add_argument("--output", metavar="KEY", help=HELP["output"])
         p.add_argument("--in-channels", type=int, metavar="C", help=HELP["in-channels"])
         p.add_argument("--dims", type=int, default=2, help=HELP["dims"])
         p.add_argument("--json", action="store_true", help=HELP["json"])
@@ -182,13 +184,39 @@ def main(argv=None) -> int:
         return 0
 
 
+def _key(text: str | None):
+    """``--output``'s key: an index where it is an integer (a tuple's), else the text (a dict's
+    key, or a dotted key into nested containers).
+
+    >>> _key("1"), _key("-1"), _key("out"), _key("0.boxes"), _key(None)
+    (1, -1, 'out', '0.boxes', None)
+    """
+    return int(text) if text is not None and re.fullmatch(r"-?\d+", text) else text
+
+
+def _negative_units(argv: list[str]) -> list[str]:
+    """``--unit -1,-1`` as ``--unit=-1,-1``: argparse reads a value that starts with '-' and is
+    not one number as an option.
+
+    >>> _negative_units(["verify", "conv3", "--unit", "-1,-1"])
+    ['verify', 'conv3', '--unit=-1,-1']
+    """
+    out: list[str] = []
+    for a in argv:
+        if out and out[-1] == "--unit" and re.fullmatch(r"-\d+(,-?\d+)*", a):
+            out[-1] = f"--unit={a}"
+        else:
+            out.append(a)
+    return out
+
+
 def _emit(d: dict, out) -> None:
     print(render.to_json(d), file=out)
 
 
 def _main(argv=None, as_json: bool | None = None) -> int:
     """``main`` without the guard for a reader that left (tests/test_edges.py calls it)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = _negative_units(sys.argv[1:] if argv is None else list(argv))
     as_json = _wants_json(argv) if as_json is None else as_json
     out = sys.stdout          # with --json only the one object goes here; what else prints goes to stderr
     try:
@@ -240,7 +268,7 @@ def _demo() -> int:
 
 def _table(model, args) -> int:
     from .routes.analyze import analyze
-    a = analyze(model, input_shape=_ints(args.input, "--input"), layer=args.layer)
+    a = analyze(model, input_shape=_ints(args.input, "--input"), layer=args.layer, output=_key(args.output))
     if args.json:
         _emit({**a.to_dict(), "ok": True, "exit": 0}, args.out)
     else:
@@ -270,7 +298,8 @@ def _verify(model, args) -> int:
         except ArgumentError as e:
             raise ArgumentError(f"--expect-{what}: {e}") from None
         expected[what] = want
-    r = verify(model, _ints(args.input, "--input"), unit=_unit(args.unit), layer=args.layer, device=args.device)
+    r = verify(model, _ints(args.input, "--input"), unit=_unit(args.unit), layer=args.layer,
+               output=_key(args.output), device=args.device)
     n = len(r.probe.size)
     failed = []
     for what, want in expected.items():

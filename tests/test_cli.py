@@ -465,3 +465,30 @@ def test_the_advice_for_a_torchvision_resnet50_names_layer4(capsys):
     names its trunk, layer4, read from the structure (avgpool and fc follow it)."""
     code, out, err = run(capsys, "verify", "torchvision.models:resnet50")
     assert code == 2 and "choose a conv feature map with --layer NAME (e.g. --layer layer4," in err, err
+
+
+def test_output_selects_a_key_and_negative_units_need_no_equals_sign(capsys, tmp_path, monkeypatch):
+    (tmp_path / "cli_heads.py").write_text(textwrap.dedent("""
+        import torch.nn as nn
+        class TwoHeads(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a = nn.Conv2d(1, 1, 3)
+                self.b = nn.Conv2d(1, 1, 7)
+            def forward(self, x):
+                return {"small": self.a(x), "big": self.b(x)}
+        class Pair(TwoHeads):
+            def forward(self, x):
+                return self.a(x), self.b(x)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # by hand: the 3x3 head reads 3x3, the 7x7 head 7x7; unit -1 of the 14x14 map reads 13..15
+    code, out, err = run(capsys, "verify", "cli_heads:TwoHeads", "--input", "1,16,16", "--output", "small",
+                         "--unit", "-1,-1", "--expect-size", "3")
+    assert code == 0 and "((13, 15), (13, 15))" in out, err
+    code, out, err = run(capsys, "table", "cli_heads:TwoHeads", "--input", "1,16,16", "--output", "big")
+    assert code == 0 and "RF 7x7" in out and "output='big'" in out
+    code, out, err = run(capsys, "table", "cli_heads:Pair", "--input", "1,16,16", "--output", "1")
+    assert code == 0 and "RF 7x7" in out
+    code, out, err = run(capsys, "table", "cli_heads:TwoHeads", "--input", "1,16,16", "--output", "bgi")
+    assert code == 2 and "Did you mean 'big'" in err

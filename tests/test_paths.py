@@ -447,3 +447,27 @@ def test_a_roll_that_names_a_dim_twice_adds_the_shifts():
 
     a = rfprobe.analyze(Rolled(), (1, 12, 12))
     assert a.box((1, 1), bounded=True) == ((0, 2), (9, 11)) == perturbation_rf(Rolled(), (1, 12, 12), (1, 1), seeds=(0,)).box
+
+
+def test_a_rule_that_forgets_a_data_input_is_refused_not_followed_in_part():
+    """A rule (here a user's, for add) that gives deps for the first of two data inputs only
+    would drop the second branch's positions: the node is unknown and the path refused."""
+    from rfprobe.ops import InputDep, identity, registered_rule
+
+    def first_only(call):
+        k = call.data[0]
+        return [InputDep(k, tuple(identity(n) for n in call.spatial_in(k)))]
+
+    class TwoBranches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(1, 1, 3, padding=1)
+            self.b = nn.Conv2d(1, 1, 5, padding=2)
+
+        def forward(self, x):
+            return torch.add(self.a(x), self.b(x))
+
+    with registered_rule("add", first_only, override=True):
+        with pytest.raises(rfprobe.UnknownOpError, match=r"'add' .*says nothing of argument\(s\) \[1\]"):
+            rfprobe.analyze(TwoBranches(), (1, 12, 12))
+    assert rfprobe.analyze(TwoBranches(), (1, 12, 12)).size == (5, 5)     # the built-in rule: the union

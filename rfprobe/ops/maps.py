@@ -253,5 +253,6 @@ class Op:
     dim_at: int = 1               # a reduction's positional ``dim`` (``norm(x, p, dim)``: 2)
     scales: bool = False          # a product: a gate broadcast over space scales a map through it
     overwrites: bool = False      # an in-place op whose result does not read its input (fill_)
+    drops: bool = False           # the rule reads only some data inputs on purpose (``x.to(y)``: y lends its dtype)
     reads_values: bool = False    # hands a tensor's values to Python (``item``, ``tolist``, ``numpy``)
     from_values: bool = False     # builds a tensor from Python values (``torch.tensor``)

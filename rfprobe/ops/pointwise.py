@@ -185,12 +185,12 @@ def _record(name: str) -> Op:
 
 RECORDS = [_record(n) for n in _ARITHMETIC + _ACTIVATIONS + _DROPOUT + _CASTS + MASKS]
 RECORDS += [
-    *(Op(n, cast) for n in _MOVES),
+    *(Op(n, cast, drops=True) for n in _MOVES),
     Op("detach", elementwise, gradient=False),
     Op("detach_", gradient=False),     # no rule (unknown), but it stops gradients
     Op("masked_fill", elementwise), Op("masked_fill_", elementwise),
-    Op("copy_", copy_from, overwrites=True),
-    *(Op(n, constant, overwrites=n in ("fill_", "zero_")) for n in _CONSTANTS),
+    Op("copy_", copy_from, overwrites=True, drops=True),
+    *(Op(n, constant, overwrites=n in ("fill_", "zero_"), drops=True) for n in _CONSTANTS),
     Op("batch_norm", batch_norm, meta=meta.batch_norm, fixed_layout=True),
     Op("local_response_norm", elementwise),     # across channels only
     *(Op(n, inplace=True) for n in ("__ipow__", "__iand__", "__ior__") if n not in _ARITHMETIC),

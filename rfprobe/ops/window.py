@@ -101,14 +101,16 @@ def max_unpool(call: Call) -> list[InputDep]:
     value goes back to the position its index names, inside its own pooling window, so output
     ``j`` reads every pooled unit whose window ``[i*s - p, i*s - p + k - 1]`` holds ``j`` (the
     transposed geometry of the pool). Assumes the indices come from the matching max pool, as
-    the op's contract says; they depend on the same windows, so the values' path covers them."""
+    the op's contract says. The indices, where computed from the input, are read at the same
+    pooled positions as the values (the index that sends a value to ``j`` sits beside it)."""
     n = call.dims
     kernel = per_axis(call.arg(2, "kernel_size"), n)
     stride_arg = call.arg(3, "stride", None)
     stride = kernel if stride_arg is None else per_axis(stride_arg, n)
     padding = per_axis(call.arg(4, "padding", 0), n)
-    k = call.data[0]
-    return [InputDep(k, _transposed_axes(kernel, stride, padding, (1,) * n, call.spatial_in(k)))]
+    return [InputDep(k, _transposed_axes(kernel, stride, padding, (1,) * n, call.spatial_in(k)))
+            for k in call.data if k in (0, 1) and call.in_layouts[k] is not None] + [
+            d for d in from_input(call, 0) if d.arg > 1 or call.in_layouts[d.arg] is None]
 
 
 

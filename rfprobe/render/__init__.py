@@ -26,7 +26,7 @@ from .data import analysis_dict, erf_dict, jsonable, probe_dict, report_dict, to
 from .html import analysis_html, comparison_html, erf_html, probe_html, report_html
 from .messages import (CLI_ARG_HELP, CLI_DESCRIPTION, CLI_HELP, assertion_differs, assertion_disagree,
                        assertion_global, bad_ints, cli_error, cli_message, cli_version, copy_failed, collapse_refusal,
-                       closed_too_small,
+                       closed_too_small, rule_skips,
                        compare_text,
                        demo_text, expectation_count, expectation_failed, module_not_found, module_raised,
                        no_attribute, no_rule, not_a_model, usage_error, user_rule_raised, fallback_note,
@@ -53,5 +53,5 @@ __all__ = [
     "hooks_note", "hull", "internal_backward", "internal_error", "copy_failed", "user_rule_raised",
     "possible_causes", "probe_saw_local", "progress_line", "routes_differ",
     "trace_memory", "truncated", "user_rules_suspect", "varies",
-    "selection", "untraced_property", "values_through_python", "lost_view", "closed_too_small",
+    "selection", "untraced_property", "values_through_python", "lost_view", "closed_too_small", "rule_skips",
 ]

@@ -338,6 +338,8 @@ CLI_ARG_HELP = {
               "as python -m would)"),
     "input": "input shape C,H,W without the batch (default: the smallest that holds the unit's RF)",
     "layer": "module or node name of the output to analyse, as in the table's 'layer' column",
+    "output": "key or index of the output within what the model (or --layer) returns: out, 0, or a dotted "
+              "key such as 0.boxes (default: the first tensor)",
     "in-channels": "input channels of a spec (default 1)",
     "dims": "spatial axes of a spec: 1, 2 or 3 (default 2)",
     "json": "print one JSON object on stdout, errors included (the exit code is unchanged)",
@@ -546,3 +548,14 @@ def lost_view(base: str, site: str, module: str) -> str:
     """
     return (f"a view of {base!r} used at {site} (module {module or '<model>'!r}) was made by an op rfprobe does "
             "not see, so it cannot say which positions it holds")
+
+
+def rule_skips(name: str, site: str, module: str, args: list[int]) -> str:
+    """An op's rule says nothing of some of its arguments that are computed from the input.
+
+    >>> rule_skips("my_op", "m.py:3", "", [1])
+    "op 'my_op' at m.py:3 (module '<model>'): its rule says nothing of argument(s) [1], which are computed from the model input; rfprobe cannot tell which positions they add (give the op a rule that returns an InputDep for each)"
+    """
+    return (f"op {name!r} at {site} (module {module or '<model>'!r}): its rule says nothing of argument(s) {args}, "
+            "which are computed from the model input; rfprobe cannot tell which positions they add (give the op a "
+            "rule that returns an InputDep for each)")

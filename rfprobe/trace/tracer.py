@@ -454,6 +454,10 @@ class Tracer(TorchFunctionMode):
             deps = op.rule(call)
         except UnknownOpError as e:     # the rule refuses this use of the op
             return layout, self._refused(name, site, e)
+        if not isinstance(deps, Global) and not op.drops:
+            missing = set(data) - {d.arg for d in deps}
+            if missing:     # a rule that forgets an argument computed from the input cuts a path
+                return layout, Unknown(render.rule_skips(name, str(site or "?"), self.module_stack[-1], sorted(missing)))
         if layout is None and not isinstance(deps, Global):
             deps = Global(f"{name} changes the layout so that spatial axes are lost")
         if main is None and isinstance(deps, Global) and layout is not None and not any(
