@@ -52,3 +52,12 @@ class SpaceToDepthStem(nn.Module):
 
     def forward(self, x):
         return self.conv(self.pu(x))
+
+
+def usable_device(device: str) -> bool:
+    """Whether this torch can put a tensor on ``device`` here (plain torch, not rfprobe)."""
+    try:
+        torch.empty(0, device=device)
+    except Exception:
+        return False
+    return True

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from rfprobe.cli import main
+from tests.models import usable_device
 
 
 def run(capsys, *argv):
@@ -369,7 +370,7 @@ def test_verify_takes_a_device(capsys):
     command line's words, as one line (torch's own error for 'mps' was 7,777 characters)."""
     code, out, err = run(capsys, "verify", "conv3 relu conv3", "--device", "cpu", "--expect-size", "5")
     assert code == 0 and out.splitlines()[-1] == "OK: all routes agree, RF 5x5", err
-    absent = next(d for d in ("mps", "xpu", "hpu") if not _usable(d))
+    absent = next(d for d in ("mps", "xpu", "hpu") if not usable_device(d))
     for argv in ([absent], ["cuda:x"], ["gpu"]):
         code, out, err = run(capsys, "verify", "conv3", "--device", *argv)
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
@@ -378,15 +379,6 @@ def test_verify_takes_a_device(capsys):
     code, out, _ = run(capsys, "verify", "conv3", "--device", absent, "--json")
     d = json.loads(out)
     assert code == 2 and d["error"]["message"].startswith(f"--device {absent} is not available here")
-
-
-def _usable(device: str) -> bool:
-    import torch
-    try:
-        torch.empty(0, device=device)
-    except Exception:
-        return False
-    return True
 
 
 def test_compare_takes_an_input(capsys):

@@ -15,15 +15,9 @@ import torch.nn as nn
 import rfprobe
 from rfprobe.errors import ArgumentError, ModelError, model_raised
 from rfprobe.testing import assert_receptive_field
+from tests.models import usable_device
 
 
-def _usable(device: str) -> bool:
-    """Whether this torch can put a tensor on ``device`` here (plain torch, not rfprobe)."""
-    try:
-        torch.empty(0, device=device)
-    except Exception:
-        return False
-    return True
 
 RFPROBE_DIR = os.path.dirname(os.path.abspath(rfprobe.__file__))
 
@@ -122,7 +116,7 @@ ENTRIES = {
     "assert_receptive_field": lambda m, unit=None, **kw: assert_receptive_field(m, unit=unit, **kw),
 }
 # the backends this torch cannot use here (torch's own errors for them were up to 7,777 characters)
-ABSENT = [d for d in ("mps", "xpu", "hpu", "xla") if not _usable(d)]
+ABSENT = [d for d in ("mps", "xpu", "hpu", "xla") if not usable_device(d)]
 
 # one bad argument each check of prepare's refuses; probe_many's units take the unit's place
 # (its own check, same words but for the argument's name)

@@ -519,13 +519,22 @@ def selection(layer, output) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in (("layer", layer), ("output", output)) if v is not None)
 
 
+def _at(site: str, module: str) -> str:
+    """Where an op ran, as the refusals say it.
+
+    >>> _at("m.py:3", "")
+    "at m.py:3 (module '<model>')"
+    """
+    return f"at {site} (module {module or '<model>'!r})"
+
+
 def untraced_property(prop: str, site: str, module: str) -> str:
     """A property of a traced tensor that returned a new tensor rfprobe does not follow.
 
     >>> untraced_property("grad", "m.py:3", "")
     "property '.grad' at m.py:3 (module '<model>') returns a tensor rfprobe does not follow; compute it with a torch function instead"
     """
-    return (f"property '.{prop}' at {site} (module {module or '<model>'!r}) returns a tensor rfprobe does not "
+    return (f"property '.{prop}' {_at(site, module)} returns a tensor rfprobe does not "
             "follow; compute it with a torch function instead")
 
 
@@ -535,7 +544,7 @@ def values_through_python(name: str, site: str, module: str, reads: list[str]) -
     >>> values_through_python("tensor", "m.py:7", "", ["'c' by tolist at m.py:6"])
     "op 'tensor' at m.py:7 (module '<model>') builds a tensor from Python values after the model read traced values into Python ('c' by tolist at m.py:6); rfprobe cannot follow values through Python: compute them with torch functions"
     """
-    return (f"op {name!r} at {site} (module {module or '<model>'!r}) builds a tensor from Python values after the "
+    return (f"op {name!r} {_at(site, module)} builds a tensor from Python values after the "
             f"model read traced values into Python ({'; '.join(reads[-3:])}); rfprobe cannot follow values "
             "through Python: compute them with torch functions")
 
@@ -546,7 +555,7 @@ def lost_view(base: str, site: str, module: str) -> str:
     >>> lost_view("conv", "m.py:4", "")
     "a view of 'conv' used at m.py:4 (module '<model>') was made by an op rfprobe does not see, so it cannot say which positions it holds"
     """
-    return (f"a view of {base!r} used at {site} (module {module or '<model>'!r}) was made by an op rfprobe does "
+    return (f"a view of {base!r} used {_at(site, module)} was made by an op rfprobe does "
             "not see, so it cannot say which positions it holds")
 
 
@@ -556,6 +565,6 @@ def rule_skips(name: str, site: str, module: str, args: list[int]) -> str:
     >>> rule_skips("my_op", "m.py:3", "", [1])
     "op 'my_op' at m.py:3 (module '<model>'): its rule says nothing of argument(s) [1], which are computed from the model input; rfprobe cannot tell which positions they add (give the op a rule that returns an InputDep for each)"
     """
-    return (f"op {name!r} at {site} (module {module or '<model>'!r}): its rule says nothing of argument(s) {args}, "
+    return (f"op {name!r} {_at(site, module)}: its rule says nothing of argument(s) {args}, "
             "which are computed from the model input; rfprobe cannot tell which positions they add (give the op a "
             "rule that returns an InputDep for each)")
