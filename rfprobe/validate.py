@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from .errors import ArgumentError, ModelError, ResourceError
+from .render.messages import without_axes
 from .spec import build
 from .trace.copy import available_bytes, infer_channels, infer_dims
 
@@ -426,16 +427,19 @@ def run_device(model: nn.Module, device) -> torch.device:
 
 
 # ----------------------------------------------------------------------------- the selected output
-def check_spatial_output(target, example: str = "the trunk") -> None:
-    """The selected output (a graph node) has spatial axes; ``example`` names a layer to pick."""
+def check_spatial_output(target, example: str = "the trunk", lost=None) -> None:
+    """The selected output (a graph node) has spatial axes; ``example`` names a layer to pick,
+    ``lost`` the node whose op lost them (``trace.graph.axes_lost_at``), named in the error."""
     if target.spatial is None:
-        raise ArgumentError(f"the selected output {target.name!r} has shape {target.shape} without "
-                            f"spatial axes; choose a conv feature map with layer=... (e.g. {example})")
+        why = getattr(getattr(lost, "deps", None), "why", "")
+        raise ArgumentError(without_axes(target.name, target.shape, example,
+                                                None if lost is None else lost.op,
+                                                "" if lost is None else lost.name, why))
 
 
-def check_target(target, shape) -> None:
+def check_target(target, shape, lost=None) -> None:
     """The selected output of a trace at ``shape`` has spatial axes, none of them empty."""
-    check_spatial_output(target)
+    check_spatial_output(target, lost=lost)
     if any(s < 1 for s in target.spatial):
         raise ArgumentError(f"input_shape={shape} is too small: output {target.name!r} has spatial "
                             f"shape {target.spatial}")

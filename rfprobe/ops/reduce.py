@@ -19,7 +19,7 @@ import torch
 
 from ..errors import UnknownOpError
 from . import meta
-from .maps import REDUCTION, Broadcast, Call, Global, InputDep, Op, global_rule, identity, whole_axis
+from .maps import REDUCTION, Broadcast, Call, Global, InputDep, Mapped, Op, global_rule, identity, whole_axis
 from .pointwise import both_surrogate, channel_only, elementwise
 
 def einsum(call: Call):
@@ -72,10 +72,13 @@ def reduction(call: Call, dim_at: int = 1):
     k = call.data[0]
     layout = call.in_layouts[k]
     ndim = len(call.shape(k))
-    if dim is None:
+    if dim is None or (isinstance(dim, (list, tuple)) and not dim):    # sum(x, []): every dim
         return Global(f"{call.name} over the whole tensor")
     dims = [dim] if isinstance(dim, int) else list(dim)
     dims = [d - ndim if d >= 0 else d for d in dims]
+    indices = call.name in _INDICES or (call.name in ("max", "min") and call.index == 1)
+    if indices and all(call.shape(k)[d] == 1 for d in dims):
+        return []        # the index of the one element along dims of size 1: always 0
     if not any(d in layout for d in dims):
         return channel_only(call)
     kept = len(call.out_shape) == ndim      # keepdim: every axis still there, the reduced ones of size 1
@@ -85,14 +88,21 @@ def reduction(call: Call, dim_at: int = 1):
     return [InputDep(k, axes)]
 
 
+_INDICES = ("argmax", "argmin")
+
+
 def softmax(call: Call):
     """Softmax along a dim: along a spatial dim every output reads that whole axis (global when
-    it is the only spatial axis; attention over flattened positions is caught at the flatten)."""
+    it is the only spatial axis; attention over flattened positions is caught at the flatten).
+    Without ``dim`` torch picks dim 0 for 0-, 1- and 3-dim inputs, else dim 1 (deprecated, but
+    run); along a dim of size 1 the result is constant (1, or 0 for log_softmax)."""
     dim = call.arg(1, "dim", None)
     k = call.data[0]
     ndim = len(call.shape(k))
     if dim is None:
-        return Global(f"{call.name} over the whole tensor")
+        dim = 0 if ndim in (0, 1, 3) else 1
+    if call.shape(k)[dim] == 1:
+        return []
     return _whole_axis(call, dim - ndim if dim >= 0 else dim, f"{call.name} over a spatial dim")
 
 
@@ -109,8 +119,13 @@ def _whole_axis(call: Call, dim: int, why: str):
         return Global(f"{call.name} mixes a tensor without spatial axes into space")
     k = call.data[0]
     layout = call.in_layouts[k] or ()
+    product = call.name in ("linear", "matmul")
+    if product and (len(call.data) > 1 or call.tensors[k] is not call.arg(0, "input")):
+        # a weight (or a second operand) computed from the model input: each output sums one
+        # operand's row against every column of the other, wherever those sit
+        return Global(f"{call.name} of a weight or a second operand computed from the model input")
     if dim not in layout:
-        return channel_only(call) if call.name in ("linear", "matmul") else elementwise(call)
+        return channel_only(call) if product else elementwise(call)
     if len(layout) == 1 or len(call.data) > 1:
         return Global(why)
     axes = tuple(whole_axis(n) if d == dim else identity(n)
@@ -137,16 +152,40 @@ def normalize(call: Call):
 
 
 def norm_over_space(call: Call):
-    """group_norm / instance_norm normalise over spatial axes; layer_norm when its
-    normalized_shape covers a spatial dim."""
+    """group_norm / instance_norm normalise over the dims after (N, C); layer_norm over its last
+    ``len(normalized_shape)`` dims: each output reads the whole of the spatial axes among them
+    (its own index on the others), global when they hold every spatial axis."""
     if call.name == "layer_norm":
         shape = call.arg(1, "normalized_shape")
-        n = len(shape) if isinstance(shape, (list, tuple)) else 1
-        layout = call.in_layouts[call.data[0]]
+        n = len(shape) if isinstance(shape, (list, tuple, torch.Size)) else 1
+        k = call.data[0]
+        layout = call.in_layouts[k]
         if not any(d >= -n for d in layout):
             return channel_only(call)
-        return Global("layer_norm over spatial dims (statistics couple every position)")
-    return Global(f"{call.name} (statistics over space couple every position)")
+        if all(d >= -n for d in layout):
+            return Global("layer_norm over spatial dims (statistics couple every position)")
+        return [InputDep(k, tuple(whole_axis(m) if d >= -n else identity(m)
+                                  for d, m in zip(layout, call.spatial_in(k))))]
+    if call.name == "instance_norm" and not call.arg(5, "use_input_stats", True):
+        return elementwise(call)        # running statistics (eval with track_running_stats)
+    # statistics over dims 2.. of (N, C, ...): a spatial axis folded into C (a (C, H, W) map
+    # whose channels went to the batch) reads its group of channels (group_norm) or itself
+    k = call.data[0]
+    layout = call.in_layouts[k]
+    nd = len(call.shape(k))
+    if all(d >= 2 - nd for d in layout):
+        return Global(f"{call.name} (statistics over space couple every position)")
+    groups = int(call.arg(1, "num_groups")) if call.name == "group_norm" else None
+    maps = []
+    for d, m in zip(layout, call.spatial_in(k)):
+        if d >= 2 - nd:
+            maps.append(whole_axis(m))
+        elif d == 1 - nd and groups:
+            size = m // groups
+            maps.append(Mapped(lambda c, b, size=size: range((c // size) * size, (c // size + 1) * size), m))
+        else:
+            maps.append(identity(m))
+    return [InputDep(k, tuple(maps))]
 
 
 def reduced_layout(args, kwargs, src, layout, out, dim_at: int = 1):
@@ -155,9 +194,8 @@ def reduced_layout(args, kwargs, src, layout, out, dim_at: int = 1):
     dim, without ``dim``). ``dim_at``: where the op takes ``dim`` positionally."""
     dim = kwargs.get("dim", args[dim_at] if len(args) > dim_at and not isinstance(args[dim_at], torch.Tensor)
                      else None)
-    keep = kwargs.get("keepdim", args[dim_at + 1] if len(args) > dim_at + 1 and isinstance(args[dim_at + 1], bool)
-                      else False)
-    if out.dim() == src.dim() or keep:
+    # the rank says whether dims were kept: a bool after ``dim`` may be std's ``unbiased``
+    if out.dim() == src.dim():
         return layout
     if dim is None:
         return None
@@ -276,6 +314,7 @@ _ATTENTION = "attention (matrix product over positions)"
 RECORDS = [
     _reduction("mean", meta=meta.mean),
     *(_reduction(n) for n in "sum std var logsumexp prod nansum nanmean".split()),
+    *(_reduction(n) for n in ("std_mean", "var_mean")),     # (std, mean): each reads what std reads
     *(_reduction(n, surrogate=extreme_surrogate) for n in ("amax", "amin", "max", "min")),
     _reduction("norm", dim_at=2),                    # norm(x, p, dim, keepdim)
     _reduction("linalg_vector_norm", dim_at=2, surrogate=sum_surrogate),   # vector_norm(x, ord, dim, keepdim)

@@ -31,7 +31,8 @@ from .messages import (CLI_ARG_HELP, CLI_DESCRIPTION, CLI_HELP, assertion_differ
                        no_attribute, no_rule, not_a_model, usage_error, user_rule_raised, fallback_note,
                        global_coupling,
                        gradient_stops, holes, hooks_note, hull, internal_backward, internal_error, possible_causes, probe_saw_local,
-                       progress_line, routes_differ, trace_memory, truncated, user_rules_suspect, varies)
+                       progress_line, routes_differ, trace_memory, truncated, user_rules_suspect, values_note, varies,
+                       without_axes)
 from .text import (analysis_text, comparison_text, cost_text, erf_text, probe_text, report_text,
                    report_verdict, summary)
 from .plot import plot      # the function (see above); last, so nothing rebinds the name
@@ -48,5 +49,5 @@ __all__ = [
     "not_a_model", "usage_error", "fallback_note", "global_coupling", "gradient_stops", "holes",
     "hooks_note", "hull", "internal_backward", "internal_error", "copy_failed", "user_rule_raised",
     "possible_causes", "probe_saw_local", "progress_line", "routes_differ",
-    "trace_memory", "truncated", "user_rules_suspect", "varies",
+    "trace_memory", "truncated", "user_rules_suspect", "values_note", "varies", "without_axes",
 ]

@@ -23,6 +23,29 @@ def fallback_note(error_type: str, error: str) -> str:
             "branches, whose ops rfprobe has not seen")
 
 
+def values_note(why: str) -> str:
+    """The note a graph carries when an op's rule needed the values of a constant argument,
+    which rfprobe's meta copy does not hold.
+
+    >>> values_note("index_select's index is on the meta device")[:62]
+    'traced on the CPU with real values: an op needs the values of '
+    """
+    return (f"traced on the CPU with real values: an op needs the values of a constant it reads ({why}), "
+            "which rfprobe's copy on the meta device does not hold")
+
+
+def without_axes(name: str, shape, example: str, lost_op: str | None = None, lost_node: str = "",
+                 why: str = "") -> str:
+    """The error for a selected output without spatial axes, naming the op that lost them.
+
+    >>> without_axes("fc", (1, 10), "'features'", "flatten", "flatten#0", "flatten merges spatial axes")[:96]
+    "the selected output 'fc' has shape (1, 10) without spatial axes: op 'flatten' (node 'flatten#0')"
+    """
+    lost = "" if lost_op is None else f": op {lost_op!r} (node {lost_node!r}) lost them" + (f" ({why})" if why else "")
+    return (f"the selected output {name!r} has shape {tuple(shape)} without spatial axes{lost}; choose a conv "
+            f"feature map with layer=... (e.g. {example})")
+
+
 def hooks_note(where: list[str]) -> str:
     """The note a graph carries when the user's model has backward hooks, which rfprobe's
     private copies run without (forward hooks run).

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import ArgumentError
 from ..hints import InputShape, ModelLike, Unit
 from ..results import Analysis, LayerRow
-from ..trace import Graph, Node, select
+from ..trace import Graph, Node, axes_lost_at, select
 from ..validate import as_model, check_spatial_output
 from .closed import closed_forms
 from .exact import propagate
@@ -43,7 +43,7 @@ def analyze(model: ModelLike, input_shape: InputShape = None, *, layer: str | No
 
 def analysis_of(graph: Graph, layer=None, output=None) -> Analysis:
     target = select(graph, layer, output)
-    check_spatial_output(target, "'features'")
+    check_spatial_output(target, "'features'", axes_lost_at(graph, target))
     closed, notes = closed_forms(graph)
     rows = tuple(LayerRow(n.name, n.op, n.shape, c.size, c.stride, c.padding, c.status, c.why)
                  for n, c in zip(graph.nodes[1:target.id + 1], closed[1:target.id + 1]))

@@ -19,7 +19,7 @@ import re
 import torch.nn as nn
 
 from ..errors import ArgumentError, ModelError, RFProbeError, model_raised, raised_text
-from ..trace import Graph, Node, one_meta_copy, replay, select, trace
+from ..trace import Graph, Node, axes_lost_at, one_meta_copy, replay, select, trace
 from ..validate import check_target, check_unit, normalize_unit, resolve_input_shape
 from .closed import closed_forms
 from .exact import propagate
@@ -73,7 +73,8 @@ def _users_input(model: nn.Module, input_shape, shape, layer, output, unit) -> G
     except ModelError as e:
         err = _diagnose(model, input_shape, len(shape) - 1, e)
         raise err from (e.__cause__ if err is e else None)
-    check_target(select(g, layer, output), shape)
+    target = select(g, layer, output)
+    check_target(target, shape, axes_lost_at(g, target))
     if unit is not None:       # the input is the user's: the unit must exist in its output
         normalize_unit(unit, select(g, layer, output).spatial)
     return g
@@ -92,7 +93,7 @@ def _first_size_that_runs(model: nn.Module, input_shape, fixed, channels, dims, 
             g = trace(model, (channels, *size), dims, record=True)
             target = select(g, layer, output)
             if target.spatial is None:      # flattened or pooled away: no input size helps
-                check_target(target, (channels, *size))
+                check_target(target, (channels, *size), axes_lost_at(g, target))
             if all(s >= 1 for s in target.spatial):
                 return g
         except RFProbeError as e:
