@@ -349,13 +349,14 @@ def test_a_conv_whose_weight_is_computed_from_the_input_reads_everything():
 def test_an_op_that_drops_a_trailing_dim_keeps_the_spatial_axes_where_they_are():
     """A channels-last map times a vector drops the last dim, so the spatial axes move one dim
     right: rfprobe once kept them at the same negative dims (on the batch) and refused the
-    output with a puzzling shape; now it follows einsum-style drops of leading dims and names
-    the op when it cannot tell."""
+    output with a puzzling shape; now it names the op when it cannot tell, and an einsum that
+    sums the channels away, leading or trailing, puts the axes where their letters go."""
     v = torch.rand(4)
     with pytest.raises(rfprobe.ArgumentError, match="op 'matmul' .* lost them"):
         rfprobe.analyze(Then(lambda y: (y.movedim(1, -1) @ v).unsqueeze(1)), (1, 5, 6))
-    a = _exact(Then(lambda y: torch.einsum("bchw->bhw", y).unsqueeze(1)), (1, 5, 6), [(0, 0), (2, 3)])
-    assert a.size == (3, 3)
+    for eq, f in (("bchw->bhw", lambda y: y), ("bhwc->bhw", lambda y: y.movedim(1, -1))):
+        a = _exact(Then(lambda y, eq=eq, f=f: torch.einsum(eq, f(y)).unsqueeze(1)), (1, 5, 6), [(0, 0), (2, 3)])
+        assert a.size == (3, 3), eq
 
 
 def test_expand_as_lends_only_its_shape():

@@ -220,8 +220,16 @@ def permute(call: Call):
 
 
 def channel_shuffle(call: Call):
-    """Channels only: every position stays where it is."""
-    return _keep(call, call.in_layouts[call.data[0]])
+    """``channel_shuffle(x, groups)`` permutes dim 1: output ``o`` reads ``(o % g) * (C // g) +
+    o // g``. Every position stays where it is, unless dim 1 holds a spatial axis (a
+    channels-last map whose batch went to dim 0), which is then permuted so."""
+    k = call.data[0]
+    src, layout = call.tensors[k], call.in_layouts[k]
+    g = int(call.arg(1, "groups"))
+    n = src.shape[1]
+    axes = tuple(Mapped(lambda o, b, g=g, n=n: [(o % g) * (n // g) + o // g], n) if d == 1 - src.dim()
+                 else identity(src.shape[d]) for d in layout)
+    return tuple(layout), [InputDep(k, axes)]
 
 
 def unfold(call: Call):

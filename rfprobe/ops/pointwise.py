@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 
+from ..errors import UnknownOpError
 from . import meta
 from .maps import QUERY, Affine, AxisMap, Broadcast, Call, Global, InputDep, Op, identity
 
@@ -91,6 +92,16 @@ def dropped(call: Call) -> list[InputDep]:
     training = call.arg(2, "training", call.kwargs.get("train", not call.name.startswith(("alpha", "feature_alpha"))))
     if training and isinstance(p, (int, float)) and p >= 1:
         return []
+    return elementwise(call)
+
+
+def where(call: Call) -> list[InputDep]:
+    """``torch.where(condition, x, y)`` reads each position of all three (broadcast);
+    ``torch.where(condition)`` alone returns the indices of its true elements, a list whose
+    length depends on the values, which rfprobe does not follow."""
+    if len(call.args) + len(call.kwargs) == 1:
+        raise UnknownOpError("torch.where(condition) with one argument returns the indices of the true "
+                             "elements (torch.nonzero), which rfprobe does not follow")
     return elementwise(call)
 
 
@@ -210,7 +221,8 @@ _BOTH = ("maximum", "minimum")
 
 
 def _record(name: str) -> Op:
-    return Op(name, dropped if name in _DROPOUT else elementwise, meta=_META.get(name), inplace=name in _INPLACE_DUNDERS,
+    rule = dropped if name in _DROPOUT else where if name == "where" else elementwise
+    return Op(name, rule, meta=_META.get(name), inplace=name in _INPLACE_DUNDERS,
               surrogate=dropout_off if name in _DROPOUT else both_surrogate if name in _BOTH else None,
               gradient=name not in MASKS,
               scales=name in _PRODUCTS)

@@ -23,10 +23,12 @@ from .maps import REDUCTION, Broadcast, Call, Global, InputDep, Mapped, Op, glob
 from .pointwise import both_surrogate, channel_only, elementwise
 
 def einsum(call: Call):
-    """``torch.einsum(equation, *operands)``: a spatial axis whose letter stays in the output,
-    in the same place, is read pointwise (channel mixing such as ``'bchw,oc->bohw'``); one
-    summed away is global (attention pooling ``'bnhw,bchw->bnc'``); one moved elsewhere, an
-    ellipsis or the sublist form is refused (declare a rule for it)."""
+    """``torch.einsum(equation, *operands)``: a spatial axis whose letter stays in the output is
+    read pointwise (channel mixing such as ``'bchw,oc->bohw'``; a sum over channels that drops
+    their dim, ``'bhwc->bhw'``, moves the spatial axes to the dims their letters take); one
+    summed away is global (attention pooling ``'bnhw,bchw->bnc'``); spatial axes put in another
+    order, an ellipsis or the sublist form are refused (declare a rule for it). Returns
+    (output layout, deps)."""
     eq = call.args[0] if call.args else None
     if not isinstance(eq, str):
         raise UnknownOpError("einsum in the sublist form has no rule; write the equation as a string")
@@ -38,27 +40,28 @@ def einsum(call: Call):
     subs = lhs.split(",")
     if not arrow:   # implicit output: the letters used once, in alphabetical order
         rhs = "".join(sorted(c for c in set(lhs) if c.isalpha() and lhs.count(c) == 1))
-    deps = []
+    deps, out_layout = [], None
     for k in call.data:
         layout = call.in_layouts[k]
         if layout is None or k >= len(subs):
             deps.append(InputDep(k, Global(f"einsum {eq!r} mixes a tensor without spatial axes into space")))
             continue
         sub = subs[k]
-        axes = []
-        for a, d in enumerate(layout):
-            letter = sub[len(sub) + d]
-            if letter not in rhs:
-                return Global(f"einsum {eq!r} sums over spatial axis {letter!r} (einsum over positions)")
-            where_out = rhs.index(letter) - len(rhs)
-            if call.out_layout is None or where_out != call.out_layout[a]:
-                raise UnknownOpError(f"einsum {eq!r} moves spatial axis {letter!r} to another dim; "
-                                     "rfprobe follows einsums that keep them in place")
-            n_in, n_out = call.tensors[k].shape[d], call.out_shape[where_out]
-            axes.append(Broadcast() if n_in == 1 and n_out != 1 else identity(n_in))
+        letters = [sub[len(sub) + d] for d in layout]
+        gone = next((c for c in letters if c not in rhs), None)
+        if gone is not None:
+            return None, Global(f"einsum {eq!r} sums over spatial axis {gone!r} (einsum over positions)")
+        dims = [rhs.index(c) - len(rhs) for c in letters]
+        want = sorted(dims) if out_layout is None else list(out_layout)
+        moved = next((c for c, d, w in zip(letters, dims, want) if d != w), None)
+        if moved is not None:
+            raise UnknownOpError(f"einsum {eq!r} moves spatial axis {moved!r} to another dim; "
+                                 "rfprobe follows einsums that keep the spatial axes in their order")
+        axes = [Broadcast() if call.tensors[k].shape[d] == 1 and call.out_shape[w] != 1 else identity(call.tensors[k].shape[d])
+                for d, w in zip(layout, dims)]
+        out_layout = tuple(dims)
         deps.append(InputDep(k, tuple(axes)))
-    return deps
-
+    return out_layout, deps
 
 
 def reduction(call: Call, dim_at: int = 1):
@@ -332,5 +335,5 @@ RECORDS = [
        mixer="attention", surrogate=attention_surrogate),
     Op("multi_head_attention_forward", global_rule("multi-head attention (attention over positions)"),
        mixer="attention", surrogate=projection_surrogate),
-    Op("einsum", einsum, mixer="einsum over positions"),
+    Op("einsum", moves=einsum, mixer="einsum over positions"),
 ]
