@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from . import render
 from .errors import ArgumentError, ModelError, ResourceError
+
 from .spec import build
 from .trace.copy import available_bytes, infer_channels, infer_dims
 
@@ -520,17 +521,19 @@ def run_device(model: nn.Module, device) -> torch.device:
 
 
 # ----------------------------------------------------------------------------- the selected output
-def check_spatial_output(target, suggested: str | None = None) -> None:
+def check_spatial_output(target, suggested: str | None = None, lost=None) -> None:
     """The selected output (a graph node) has spatial axes; ``suggested`` names a layer to pick
-    (:func:`rfprobe.routes.closed.suggest_layer`), in the API's words and the command line's."""
+    (:func:`rfprobe.routes.closed.suggest_layer`), in the API's words and the command line's;
+    ``lost`` the node whose op lost them (``trace.graph.axes_lost_at``), named in the error."""
     if target.spatial is None:
-        raise ArgumentError(render.no_spatial_output(target.name, target.shape, suggested),
-                            cli=render.no_spatial_output(target.name, target.shape, suggested, cli=True))
+        where = (None,) if lost is None else (lost.op, lost.name, getattr(lost.deps, "why", ""))
+        raise ArgumentError(render.no_spatial_output(target.name, target.shape, suggested, False, *where),
+                            cli=render.no_spatial_output(target.name, target.shape, suggested, True, *where))
 
 
-def check_target(target, shape, suggested: str | None = None) -> None:
+def check_target(target, shape, suggested: str | None = None, lost=None) -> None:
     """The selected output of a trace at ``shape`` has spatial axes, none of them empty."""
-    check_spatial_output(target, suggested)
+    check_spatial_output(target, suggested, lost)
     if any(s < 1 for s in target.spatial):
         raise ArgumentError(f"input_shape={shape} is too small: output {target.name!r} has spatial "
                             f"shape {target.spatial}")

@@ -192,3 +192,154 @@ def perturbed(net: nn.Module, shape, steps=(1e3, -1e3, 1e6, -1e6), seed: int = 0
                 xp[(0, slice(None)) + pos] += step
                 moved[(Ellipsis,) + pos] |= (net(xp) != y)[0].any(0).numpy()
     return moved
+
+
+# ----------------------------------------------------------------------------- every position, by mode
+# The huge replacement above suits monotone ops (a huge value dominates any max and is never
+# absorbed). Ops that saturate (tanh, sigmoid), step (sign, round, comparisons) or cancel (a
+# difference) hide it: tanh(1e50) == tanh(20) in float64, so the unit does not move. The
+# "steps" mode keeps the model's arithmetic in its sensitive range instead: signed random
+# weights, a signed random base input, and each position moved alone by several steps of both
+# signs and of sizes from 1e-3 (inside a smooth op's linear range) to 64 (across any threshold
+# a step function puts in the range the base spans), each step a random vector over the
+# channels, so that no fixed combination of weights cancels it.
+MODES = ("huge", "steps")
+STEPS = (1e-3, -1e-3, 0.5, -0.5, 8.0, -8.0, 64.0, -64.0)
+
+
+def _signed(model: nn.Module, seed: int) -> nn.Module:
+    """A float64 eval copy whose floating parameters are drawn again, signed, so a unit's value
+    stays in the range where saturating ops still respond (each output sums O(1) terms)."""
+    twin = copy.deepcopy(model)
+    for m in twin.modules():
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks"):
+            d = getattr(m, attr, None)
+            if isinstance(d, dict):
+                d.clear()
+    twin = twin.to(torch.float64).eval()
+    g = torch.Generator().manual_seed(20_000 + seed)
+    with torch.no_grad():
+        for p in twin.parameters():
+            fan_in = max(1, p[0].numel()) if p.dim() > 1 else 1
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) / fan_in ** 0.5)
+        for name, b in twin.named_buffers():
+            if name.endswith("running_mean"):
+                b.zero_()
+            elif name.endswith("running_var"):
+                b.fill_(1.0)
+    return twin
+
+
+def _changed(yb: torch.Tensor, y0: torch.Tensor) -> np.ndarray:
+    """Per row of ``yb``: does any value differ from ``y0`` (a NaN or an infinity appearing or
+    going counts; a relative 1e-9 absorbs the batch-size dependent rounding of CPU kernels)?"""
+    yb, y0 = _real(yb), _real(y0).expand_as(_real(yb))
+    close = torch.isfinite(y0) & ((yb - y0).abs() <= 1e-9 * y0.abs())
+    same = (yb == y0) | (torch.isnan(yb) & torch.isnan(y0)) | close
+    return (~same).reshape(same.shape[0], -1).any(dim=1).numpy()
+
+
+def _real(t: torch.Tensor) -> torch.Tensor:
+    t = torch.view_as_real(t) if t.is_complex() else t
+    return t if t.is_floating_point() else t.to(torch.float64)
+
+
+class _Rows:
+    """The selected output values of a batch of inputs: one batched forward when the model
+    treats each batch row on its own (checked first on two unrelated inputs, whole outputs
+    compared), one forward per row when it does not (an op over dim 0 such as a flip of the
+    batch, a reshape that folds the batch into another dim)."""
+
+    def __init__(self, twin: nn.Module, at: Callable, probe: torch.Tensor):
+        self.twin, self.at, self.forwards = twin, at, 0
+        with torch.no_grad():
+            single = torch.cat([_real(self.twin(probe[i:i + 1])) for i in range(2)])
+            self.forwards += 4
+            try:
+                # both orders: a running min over the batch gives the same result as the single
+                # rows when the second row happens to be larger everywhere, not when it comes first
+                both = [_real(self.twin(probe[list(order)])) for order in ((0, 1), (1, 0))]
+                self.batched = (single.shape[0] == 2 and all(b.shape == single.shape for b in both)
+                                and not _changed(both[0], single).any()
+                                and not _changed(both[1], single.flip(0)).any())
+                self.at(both[0], True)
+            except Exception:           # the model's code assumes batch 1, or its dim 0 is not the batch
+                self.batched = False
+
+    def _one(self, x: torch.Tensor) -> torch.Tensor:
+        self.forwards += 1
+        return self.at(self.twin(x), False).reshape(-1)
+
+    def _batch(self, xb: torch.Tensor) -> torch.Tensor:
+        self.forwards += 1
+        y = self.at(self.twin(xb), True)
+        return y.reshape(y.shape[0], -1)
+
+    def __call__(self, xb: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            if self.batched:
+                out = torch.cat([self._batch(xb[i:i + CHUNK]) for i in range(0, xb.shape[0], CHUNK)])
+                if out.shape[0] == xb.shape[0]:
+                    return out
+                self.batched = False       # the model kept its own batch on this input
+            return torch.stack([self._one(xb[i:i + 1]) for i in range(xb.shape[0])])
+
+
+def each_position(model: nn.Module, input_shape: Sequence[int], at: Callable, *, mode: str = "huge",
+                  seeds: Sequence[int] = (0, 1), steps: Sequence[float] = STEPS) -> OracleResult:
+    """Input positions that move the selected output values, each position tried alone (for
+    small inputs: no bisection). ``at(output, batched)`` returns the values to watch, with the
+    batch first when ``batched`` (e.g. ``lambda y, b: y[:, :, 3] if b else y[0, :, 3]``).
+
+    ``mode="huge"``: the copy and the replacement of :func:`perturbation_rf` (positive weights,
+    a position replaced by ~1e50), for monotone ops. ``mode="steps"``: :func:`_signed` weights,
+    a signed base input, and every step of ``steps`` along a random channel vector (see
+    ``STEPS``), for ops that saturate, step or cancel. Either way a position is in the set
+    only if the output moved (the only error is a miss); seeds add to the set.
+
+    >>> net = nn.Sequential(nn.Conv1d(1, 1, 3), nn.Hardtanh(), nn.Conv1d(1, 1, 2))
+    >>> pick = lambda y, b: y[:, 0, 4] if b else y[0, 0, 4]
+    >>> np.flatnonzero(each_position(net, (1, 10), pick, mode="steps").mask).tolist()   # 4..4+3
+    [4, 5, 6, 7]
+    >>> each_position(net, (1, 10), pick, mode="huge").box is None    # positive sums clip at 1
+    True
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}: one of {MODES}")
+    shape = tuple(int(s) for s in input_shape)
+    spatial = shape[1:]
+    points = list(itertools.product(*(range(n) for n in spatial)))
+    mask = np.zeros(spatial, dtype=bool)
+    forwards = 0
+    for seed in seeds:
+        g = torch.Generator().manual_seed(30_000 + seed)
+        if mode == "huge":
+            twin = _private(model, seed)
+            base = torch.rand((1, *shape), generator=g, dtype=torch.float64) + 1.0
+            noise = (torch.rand((1, *shape), generator=g, dtype=torch.float64) + 1.0) * HUGE
+            xs = base.repeat(len(points), *([1] * len(shape)))
+            for i, p in enumerate(points):
+                xs[(i, slice(None)) + p] = noise[(0, slice(None)) + p]
+            owner = np.arange(len(points))
+        else:
+            twin = _signed(model, seed)
+            base = torch.randn((1, *shape), generator=g, dtype=torch.float64)
+            xs = base.repeat(len(points) * len(steps), *([1] * len(shape)))
+            for i, p in enumerate(points):
+                for j, s in enumerate(steps):
+                    r = (torch.rand(shape[0], generator=g, dtype=torch.float64) + 0.5) * torch.where(
+                        torch.rand(shape[0], generator=g) < 0.5, -1.0, 1.0).to(torch.float64)
+                    xs[(i * len(steps) + j, slice(None)) + p] += s * r
+            owner = np.repeat(np.arange(len(points)), len(steps))
+        other = torch.rand((1, *shape), generator=g, dtype=torch.float64) + (1.0 if mode == "huge" else -0.5)
+        rows = _Rows(twin, at, torch.cat([base, other]))
+        y0 = rows(base)[0]
+        moved = _changed(rows(xs), y0)
+        assert len(moved) == len(owner), "one row per perturbed input"
+        for i in np.unique(owner[moved]):
+            mask[points[i]] = True
+        forwards += rows.forwards
+    if not mask.any():
+        return OracleResult(mask, None, None, forwards)
+    box = tuple((int(ix.min()), int(ix.max())) for ix in np.nonzero(mask))
+    return OracleResult(mask, box, None, forwards)

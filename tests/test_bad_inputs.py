@@ -249,7 +249,7 @@ CASES = {
     "max-memory-exceeded": (lambda: rfprobe.probe(net3(), input_shape=(3, 64, 64), max_memory=1000), ResourceError,
                             ["max_memory=", "GiB"]),
     "no-spatial-output": (lambda: rfprobe.analyze(Classifier()), ArgumentError,
-                          ["without spatial axes", "layer=... (e.g. layer='c', the last module whose output has a local RF)"]),
+                          ["without spatial axes", "op 'mean' (node 'mean#0') lost them", "layer=... (e.g. layer='c', the last module whose output has a local RF)"]),
     "global-op-box": (lambda: rfprobe.analyze(SqueezeExcite()).box(), GlobalOpError, ["global", "mean"]),
     "unknown-op": (analyze_unknown_op, UnknownOpError, [f"'{UNKNOWN_OP}'", "register_rule"]),
     "mode-typo": (lambda: rfprobe.probe(net3(), mode="structual"), ArgumentError, ["mode='structual'", "'actual'"]),

@@ -867,7 +867,21 @@ def test_einsum_that_keeps_spatial_axes_in_place_is_pointwise(eq, self_product):
 def test_einsum_over_positions_is_global_and_moves_are_refused():
     """Summing a spatial axis away is global, with the equation named; an einsum that moves a
     spatial axis to another dim, or hides it in '...', is refused rather than guessed."""
-    a = rfprobe.analyze(_Einsum("bchw,bchw->bc", True), input_shape=(2, 12, 12))
+    # an (N, C) result has no spatial axes left: refused, naming the einsum and why (its dims
+    # (1, 4) were once taken for a 1x4 map)
+    with pytest.raises(rfprobe.ArgumentError, match=r"op 'einsum' .* lost them \(einsum 'bchw,bchw->bc' sums over "
+                                                    "spatial axis 'h'"):
+        rfprobe.analyze(_Einsum("bchw,bchw->bc", True), input_shape=(2, 12, 12))
+
+    class Gate(nn.Module):        # the same sum, broadcast back over the map
+        def __init__(self):
+            super().__init__()
+            self.c = conv(2, 4, 3)
+
+        def forward(self, x):
+            y = self.c(x)
+            return torch.einsum("bchw,bchw->bc", y, y)[..., None, None] * y
+    a = rfprobe.analyze(Gate(), input_shape=(2, 12, 12))
     assert a.status == "global" and "'bchw,bchw->bc' sums over spatial axis 'h'" in a.global_causes[0]
 
     class Pooled(nn.Module):      # attention pooling: weights over positions, summed away

@@ -32,13 +32,14 @@ import torch
 from ..errors import ArgumentError, UnknownOpError, did_you_mean
 from . import layout, pointwise, reduce, resample, scan, spectral, window
 from .maps import (INDEX, LAYOUT, QUERY, REDUCTION, VALUE, WRITE, Affine, AxisMap, Broadcast, Call, Global,
-                   InputDep, LayoutRule, Mapped, Op, Rule, global_rule, identity, per_axis, whole_axis)
+                   InputDep, LayoutRule, Mapped, Op, Rule, ValuesNeeded, global_rule, identity, per_axis,
+                   whole_axis)
 from .pointwise import channel_only, elementwise
 from .layout import setitem
 from .reduce import reduced_layout
 
 __all__ = ["OPS", "Op", "Rule", "LayoutRule", "Call", "InputDep", "Global", "Affine", "Mapped", "Broadcast",
-           "AxisMap", "identity", "whole_axis", "per_axis", "global_rule", "elementwise", "channel_only",
+           "AxisMap", "ValuesNeeded", "identity", "whole_axis", "per_axis", "global_rule", "elementwise", "channel_only",
            "register_rule", "unregister_rule", "registered_rule", "removed_records", "user_rules", "meta_result", "gradient_stops", "setitem", "reduced_layout",
            "VALUE", "LAYOUT", "INDEX", "WRITE", "REDUCTION", "QUERY"]
 

@@ -22,7 +22,7 @@ import torch
 from ..errors import UnknownOpError
 from . import meta
 from .maps import (INDEX, LAYOUT, QUERY, WRITE, Affine, Broadcast, Call, Global, InputDep, Mapped, Op, Piece,
-                   identity)
+                   ValuesNeeded, identity)
 
 def getitem(call: Call) -> tuple[tuple[int, ...] | None, list[InputDep]]:
     """``x[...]``: slices of spatial axes are crops (start, step); ints, ``None``, ``...`` and
@@ -151,11 +151,44 @@ def setitem(args, tensors, data, layouts, keep_old=False):
     return layout, deps
 
 
+def index_select(call: Call) -> list[InputDep] | Global:
+    """``index_select(x, dim, index)``: along a spatial ``dim`` output ``j`` reads ``index[j]``
+    (temporal sampling: SlowFast's slow pathway), along any other dim each position its own. The
+    index's values are read when the trace holds them (a tensor the model made on the CPU); on
+    the meta device the model is traced again with real values. An index computed from the
+    model input makes every output read all it was computed from."""
+    x, dim, index = call.arg(0, "input"), call.arg(1, "dim"), call.arg(2, "index")
+    k = next((j for j in call.data if call.tensors[j] is x), None)
+    if k is None:
+        raise UnknownOpError("index_select of a constant by an index computed from the model input has no rule")
+    # an index the trace follows reads all of it (nothing more when it is a constant moved to
+    # the input's device with .to(x)); its values, as this input made them, pick the positions
+    extra = [InputDep(j, Global("index_select's index computed from the model input"))
+             for j in call.data if call.tensors[j] is index]
+    nd = x.dim()
+    dim = dim - nd if dim >= 0 else dim
+    layout = call.in_layouts[k]
+    index = torch.as_tensor(index)      # a 0-dim index the tracer gave as an int
+    if dim in layout and index.device.type == "meta":
+        raise ValuesNeeded("index_select's index along a spatial axis, held on the meta device")
+    picked = index.reshape(-1).tolist() if dim in layout else None
+    return [InputDep(k, tuple(Mapped(lambda j, b, p=picked: [p[j]], n) if d == dim else identity(n)
+                              for d, n in zip(layout, call.spatial_in(k))))] + extra
+
+
 def _keep(call: Call, new) -> tuple:
     """The input's positions unchanged, its spatial axes now in dims ``new``."""
     k = call.data[0]
     src = call.tensors[k]
     return tuple(new), [InputDep(k, tuple(identity(src.shape[d]) for d in call.in_layouts[k]))]
+
+
+def _shape_only(call: Call):
+    """``x.expand_as(y)``, ``x.view_as(y)``, ``x.reshape_as(y)`` where only ``y`` comes from the
+    model input: ``y`` lends its shape, and its layout to the result, which reads none of it."""
+    if call.data[0] == 0:
+        return None
+    return tuple(call.in_layouts[call.data[0]]), []
 
 
 def reshape(call: Call):
@@ -164,6 +197,9 @@ def reshape(call: Call):
     space-to-depth stem, survives as its coarse dim: coarse index ``j`` reads the block
     ``j*B .. j*B + B - 1`` (``B`` the fine dims' product), and the fine dims hold no position
     (like channels, or the window elements of ``unfold``). Merged spatial axes are global."""
+    lent = _shape_only(call)
+    if lent is not None:
+        return lent
     k = call.data[0]
     src = call.tensors[k]
     found = _reshape_layout(tuple(src.shape), call.out_shape, call.in_layouts[k])
@@ -184,8 +220,16 @@ def permute(call: Call):
 
 
 def channel_shuffle(call: Call):
-    """Channels only: every position stays where it is."""
-    return _keep(call, call.in_layouts[call.data[0]])
+    """``channel_shuffle(x, groups)`` permutes dim 1: output ``o`` reads ``(o % g) * (C // g) +
+    o // g``. Every position stays where it is, unless dim 1 holds a spatial axis (a
+    channels-last map whose batch went to dim 0), which is then permuted so."""
+    k = call.data[0]
+    src, layout = call.tensors[k], call.in_layouts[k]
+    g = int(call.arg(1, "groups"))
+    n = src.shape[1]
+    axes = tuple(Mapped(lambda o, b, g=g, n=n: [(o % g) * (n // g) + o // g], n) if d == 1 - src.dim()
+                 else identity(src.shape[d]) for d in layout)
+    return tuple(layout), [InputDep(k, axes)]
 
 
 def unfold(call: Call):
@@ -208,6 +252,9 @@ def unfold(call: Call):
 
 def expand(call: Call):
     """expand/broadcast_to: a size-1 spatial axis spread over the output is broadcast."""
+    lent = _shape_only(call)
+    if lent is not None:
+        return lent
     k = call.data[0]
     src, layout = call.tensors[k], call.in_layouts[k]
     axes = tuple(Broadcast() if src.shape[d] == 1 and call.out_shape[d] != 1 else identity(src.shape[d])
@@ -373,6 +420,7 @@ RECORDS += [
     Op("stack", kind=LAYOUT, moves=stack),
     Op("unfold", kind=LAYOUT, moves=unfold),
     Op("__getitem__", kind=INDEX, moves=getitem),
+    Op("index_select", index_select),
     Op("__setitem__", kind=WRITE, moves=write),
     *(Op(n, cat, meta=meta.cat) for n in ("cat", "concat", "concatenate")),
 ]

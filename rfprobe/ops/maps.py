@@ -29,6 +29,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..errors import UnknownOpError
+
 # ----------------------------------------------------------------------------- per-axis maps
 @dataclass(frozen=True)
 class Affine:
@@ -207,6 +209,13 @@ def global_rule(why: str) -> Rule:
         return Global(why.format(name=call.name))
     rule.__doc__ = f"Global coupling: {why}"
     return rule
+
+
+class ValuesNeeded(UnknownOpError):
+    """Raised by a rule that needs the values of a constant argument (an index, a window)
+    which the trace holds on the meta device, where tensors have no values: the tracer then
+    traces the model again on the CPU, where they are known (and refuses the op if they are
+    still unknown there)."""
 
 
 # ----------------------------------------------------------------------------- the op record

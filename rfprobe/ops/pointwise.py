@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import functools
 
+from ..errors import UnknownOpError
 from . import meta
-from .maps import AxisMap, Broadcast, Call, Global, InputDep, Op, identity
+from .maps import QUERY, Affine, AxisMap, Broadcast, Call, Global, InputDep, Op, identity
 
 def elementwise(call: Call) -> list[InputDep]:
     """Pointwise ops with broadcasting (relu, add, mul, batch_norm in eval...): identity per axis,
@@ -73,6 +74,42 @@ def constant(call: Call) -> list[InputDep]:
     return []
 
 
+def across_channels(call: Call) -> list[InputDep]:
+    """``F.local_response_norm(x, size)``: output ``c`` of dim 1 reads ``c - size//2 ..
+    c + (size-1)//2`` of dim 1 (zero padded), every other dim its own index: pointwise in
+    space, unless dim 1 holds a spatial axis (a channels-last map), which then reads that window."""
+    k = call.data[0]
+    nd = len(call.shape(k))
+    size = int(call.arg(1, "size"))
+    return [InputDep(k, tuple(Affine(tuple(range(size)), 1, size // 2, n) if d == 1 - nd else identity(n)
+                              for d, n in zip(call.in_layouts[k], call.spatial_in(k))))]
+
+
+def dropped(call: Call) -> list[InputDep]:
+    """Dropout reads its own position; with ``p = 1`` in training every value is dropped and
+    the result is constant. (A random drop below 1 still reads every position it keeps.)"""
+    p = call.arg(1, "p", 0.5)
+    training = call.arg(2, "training", call.kwargs.get("train", not call.name.startswith(("alpha", "feature_alpha"))))
+    if training and isinstance(p, (int, float)) and p >= 1:
+        return []
+    return elementwise(call)
+
+
+def where(call: Call) -> list[InputDep]:
+    """``torch.where(condition, x, y)`` reads each position of all three (broadcast);
+    ``torch.where(condition)`` alone returns the indices of its true elements, a list whose
+    length depends on the values, which rfprobe does not follow."""
+    if len(call.args) + len(call.kwargs) == 1:
+        raise UnknownOpError("torch.where(condition) with one argument returns the indices of the true "
+                             "elements (torch.nonzero), which rfprobe does not follow")
+    return elementwise(call)
+
+
+def copied(call: Call) -> list[InputDep]:
+    """``x.new_tensor(data)``: ``data``'s values, pointwise; ``x`` lends its dtype and device."""
+    return [d for d in elementwise(call) if d.arg != 0]
+
+
 def batch_norm(call: Call):
     """Eval mode normalises with running statistics (pointwise); training mode with the batch's
     statistics, which couples every position."""
@@ -111,6 +148,10 @@ logical_and logical_or logical_xor logical_not __and__ __or__ __xor__ __invert__
 bitwise_and bitwise_or bitwise_xor bitwise_not isnan isinf isfinite isposinf isneginf signbit
 """.split()
 _CONSTANTS = "fill_ zero_ zeros_like ones_like full_like empty_like".split()
+# x.new_zeros(size) and its kin: a tensor of constants in x's dtype and device, read from no
+# data, as torch.zeros is (untraced: adding one to data adds no position, an output built
+# from them alone does not depend on the input); new_tensor(data) copies data
+_NEW = "new_zeros new_ones new_full new_empty new_empty_strided".split()
 # in-place dunders (``add_`` and the like say so by their trailing underscore)
 _INPLACE_DUNDERS = "__iadd__ __isub__ __imul__ __itruediv__ __ipow__ __iand__ __ior__".split()
 
@@ -147,7 +188,10 @@ del _dunder, _k, _names, _defaults, _n
 
 def dropout_off(func, args, kwargs):
     """The structural probe's dropout: the same call with ``training=False`` (every position
-    passes; a random drop could hide one)."""
+    passes; a random drop could hide one), unless ``p = 1`` drops everything anyway."""
+    p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
+    if isinstance(p, (int, float)) and p >= 1:
+        return func, args, kwargs
     if len(args) > 2:
         args = (*args[:2], False, *args[3:])
     else:
@@ -177,7 +221,8 @@ _BOTH = ("maximum", "minimum")
 
 
 def _record(name: str) -> Op:
-    return Op(name, elementwise, meta=_META.get(name), inplace=name in _INPLACE_DUNDERS,
+    rule = dropped if name in _DROPOUT else where if name == "where" else elementwise
+    return Op(name, rule, meta=_META.get(name), inplace=name in _INPLACE_DUNDERS,
               surrogate=dropout_off if name in _DROPOUT else both_surrogate if name in _BOTH else None,
               gradient=name not in MASKS,
               scales=name in _PRODUCTS)
@@ -191,7 +236,9 @@ RECORDS += [
     Op("masked_fill", elementwise), Op("masked_fill_", elementwise),
     Op("copy_", copy_from, overwrites=True, drops=True),
     *(Op(n, constant, overwrites=n in ("fill_", "zero_"), drops=True) for n in _CONSTANTS),
+    *(Op(n, kind=QUERY) for n in _NEW),
+    Op("new_tensor", copied, drops=True),     # x.new_tensor(data): x lends its dtype and device
     Op("batch_norm", batch_norm, meta=meta.batch_norm, fixed_layout=True),
-    Op("local_response_norm", elementwise),     # across channels only
+    Op("local_response_norm", across_channels),
     *(Op(n, inplace=True) for n in ("__ipow__", "__iand__", "__ior__") if n not in _ARITHMETIC),
 ]

@@ -19,14 +19,16 @@ import torch
 
 from ..errors import UnknownOpError
 from . import meta
-from .maps import REDUCTION, Broadcast, Call, Global, InputDep, Op, from_input, global_rule, identity, whole_axis
+from .maps import REDUCTION, Broadcast, Call, Global, InputDep, Mapped, Op, from_input, global_rule, identity, whole_axis
 from .pointwise import both_surrogate, channel_only, elementwise
 
 def einsum(call: Call):
-    """``torch.einsum(equation, *operands)``: a spatial axis whose letter stays in the output,
-    in the same place, is read pointwise (channel mixing such as ``'bchw,oc->bohw'``); one
-    summed away is global (attention pooling ``'bnhw,bchw->bnc'``); one moved elsewhere, an
-    ellipsis or the sublist form is refused (declare a rule for it)."""
+    """``torch.einsum(equation, *operands)``: a spatial axis whose letter stays in the output is
+    read pointwise (channel mixing such as ``'bchw,oc->bohw'``; a sum over channels that drops
+    their dim, ``'bhwc->bhw'``, moves the spatial axes to the dims their letters take); one
+    summed away is global (attention pooling ``'bnhw,bchw->bnc'``); spatial axes put in another
+    order, an ellipsis or the sublist form are refused (declare a rule for it). Returns
+    (output layout, deps)."""
     eq = call.args[0] if call.args else None
     if not isinstance(eq, str):
         raise UnknownOpError("einsum in the sublist form has no rule; write the equation as a string")
@@ -38,27 +40,28 @@ def einsum(call: Call):
     subs = lhs.split(",")
     if not arrow:   # implicit output: the letters used once, in alphabetical order
         rhs = "".join(sorted(c for c in set(lhs) if c.isalpha() and lhs.count(c) == 1))
-    deps = []
+    deps, out_layout = [], None
     for k in call.data:
         layout = call.in_layouts[k]
         if layout is None or k >= len(subs):
             deps.append(InputDep(k, Global(f"einsum {eq!r} mixes a tensor without spatial axes into space")))
             continue
         sub = subs[k]
-        axes = []
-        for a, d in enumerate(layout):
-            letter = sub[len(sub) + d]
-            if letter not in rhs:
-                return Global(f"einsum {eq!r} sums over spatial axis {letter!r} (einsum over positions)")
-            where_out = rhs.index(letter) - len(rhs)
-            if call.out_layout is None or where_out != call.out_layout[a]:
-                raise UnknownOpError(f"einsum {eq!r} moves spatial axis {letter!r} to another dim; "
-                                     "rfprobe follows einsums that keep them in place")
-            n_in, n_out = call.tensors[k].shape[d], call.out_shape[where_out]
-            axes.append(Broadcast() if n_in == 1 and n_out != 1 else identity(n_in))
+        letters = [sub[len(sub) + d] for d in layout]
+        gone = next((c for c in letters if c not in rhs), None)
+        if gone is not None:
+            return None, Global(f"einsum {eq!r} sums over spatial axis {gone!r} (einsum over positions)")
+        dims = [rhs.index(c) - len(rhs) for c in letters]
+        want = sorted(dims) if out_layout is None else list(out_layout)
+        moved = next((c for c, d, w in zip(letters, dims, want) if d != w), None)
+        if moved is not None:
+            raise UnknownOpError(f"einsum {eq!r} moves spatial axis {moved!r} to another dim; "
+                                 "rfprobe follows einsums that keep the spatial axes in their order")
+        axes = [Broadcast() if call.tensors[k].shape[d] == 1 and call.out_shape[w] != 1 else identity(call.tensors[k].shape[d])
+                for d, w in zip(layout, dims)]
+        out_layout = tuple(dims)
         deps.append(InputDep(k, tuple(axes)))
-    return deps
-
+    return out_layout, deps
 
 
 def reduction(call: Call, dim_at: int = 1):
@@ -72,10 +75,13 @@ def reduction(call: Call, dim_at: int = 1):
     k = call.data[0]
     layout = call.in_layouts[k]
     ndim = len(call.shape(k))
-    if dim is None:
+    if dim is None or (isinstance(dim, (list, tuple)) and not dim):    # sum(x, []): every dim
         return Global(f"{call.name} over the whole tensor")
     dims = [dim] if isinstance(dim, int) else list(dim)
     dims = [d - ndim if d >= 0 else d for d in dims]
+    indices = call.name in _INDICES or (call.name in ("max", "min") and call.index == 1)
+    if indices and all(call.shape(k)[d] == 1 for d in dims):
+        return []        # the index of the one element along dims of size 1: always 0
     if not any(d in layout for d in dims):
         return channel_only(call)
     kept = len(call.out_shape) == ndim      # keepdim: every axis still there, the reduced ones of size 1
@@ -85,14 +91,21 @@ def reduction(call: Call, dim_at: int = 1):
     return [InputDep(k, axes)]
 
 
+_INDICES = ("argmax", "argmin")
+
+
 def softmax(call: Call):
     """Softmax along a dim: along a spatial dim every output reads that whole axis (global when
-    it is the only spatial axis; attention over flattened positions is caught at the flatten)."""
+    it is the only spatial axis; attention over flattened positions is caught at the flatten).
+    Without ``dim`` torch picks dim 0 for 0-, 1- and 3-dim inputs, else dim 1 (deprecated, but
+    run); along a dim of size 1 the result is constant (1, or 0 for log_softmax)."""
     dim = call.arg(1, "dim", None)
     k = call.data[0]
     ndim = len(call.shape(k))
     if dim is None:
-        return Global(f"{call.name} over the whole tensor")
+        dim = 0 if ndim in (0, 1, 3) else 1
+    if call.shape(k)[dim] == 1:
+        return []
     return _whole_axis(call, dim - ndim if dim >= 0 else dim, f"{call.name} over a spatial dim")
 
 
@@ -127,8 +140,13 @@ def _whole_axis(call: Call, dim: int, why: str):
         return Global(f"{call.name} mixes a tensor without spatial axes into space")
     k = call.data[0]
     layout = call.in_layouts[k] or ()
+    product = call.name in ("linear", "matmul")
+    if product and (len(call.data) > 1 or (call.name == "linear" and call.tensors[k] is not call.arg(0, "input"))):
+        # a weight (or a second operand) computed from the model input: each output sums one
+        # operand's row against every column of the other, wherever those sit
+        return Global(f"{call.name} of a weight or a second operand computed from the model input")
     if dim not in layout:
-        return channel_only(call) if call.name in ("linear", "matmul") else elementwise(call)
+        return channel_only(call) if product else elementwise(call)
     if len(layout) == 1 or len(call.data) > 1:
         return Global(why)
     axes = tuple(whole_axis(n) if d == dim else identity(n)
@@ -155,17 +173,40 @@ def normalize(call: Call):
 
 
 def norm_over_space(call: Call):
-    """group_norm / instance_norm normalise over spatial axes; layer_norm when its
-    normalized_shape covers a spatial dim."""
+    """group_norm / instance_norm normalise over the dims after (N, C); layer_norm over its last
+    ``len(normalized_shape)`` dims: each output reads the whole of the spatial axes among them
+    (its own index on the others), global when they hold every spatial axis."""
     if call.name == "layer_norm":
         shape = call.arg(1, "normalized_shape")
-        n = len(shape) if isinstance(shape, (list, tuple)) else 1
+        n = len(shape) if isinstance(shape, (list, tuple, torch.Size)) else 1
         k = call.data[0]
         layout = call.in_layouts[k]
         if not any(d >= -n for d in layout):
             return [InputDep(k, tuple(identity(m) for m in call.spatial_in(k)))] + from_input(call, k)
-        return Global("layer_norm over spatial dims (statistics couple every position)")
-    return Global(f"{call.name} (statistics over space couple every position)")
+        if all(d >= -n for d in layout):
+            return Global("layer_norm over spatial dims (statistics couple every position)")
+        return [InputDep(k, tuple(whole_axis(m) if d >= -n else identity(m)
+                                  for d, m in zip(layout, call.spatial_in(k))))]
+    if call.name == "instance_norm" and not call.arg(5, "use_input_stats", True):
+        return elementwise(call)        # running statistics (eval with track_running_stats)
+    # statistics over dims 2.. of (N, C, ...): a spatial axis folded into C (a (C, H, W) map
+    # whose channels went to the batch) reads its group of channels (group_norm) or itself
+    k = call.data[0]
+    layout = call.in_layouts[k]
+    nd = len(call.shape(k))
+    if all(d >= 2 - nd for d in layout):
+        return Global(f"{call.name} (statistics over space couple every position)")
+    groups = int(call.arg(1, "num_groups")) if call.name == "group_norm" else None
+    maps = []
+    for d, m in zip(layout, call.spatial_in(k)):
+        if d >= 2 - nd:
+            maps.append(whole_axis(m))
+        elif d == 1 - nd and groups:
+            size = m // groups
+            maps.append(Mapped(lambda c, b, size=size: range((c // size) * size, (c // size + 1) * size), m))
+        else:
+            maps.append(identity(m))
+    return [InputDep(k, tuple(maps))]
 
 
 def reduced_layout(args, kwargs, src, layout, out, dim_at: int = 1):
@@ -174,9 +215,8 @@ def reduced_layout(args, kwargs, src, layout, out, dim_at: int = 1):
     dim, without ``dim``). ``dim_at``: where the op takes ``dim`` positionally."""
     dim = kwargs.get("dim", args[dim_at] if len(args) > dim_at and not isinstance(args[dim_at], torch.Tensor)
                      else None)
-    keep = kwargs.get("keepdim", args[dim_at + 1] if len(args) > dim_at + 1 and isinstance(args[dim_at + 1], bool)
-                      else False)
-    if out.dim() == src.dim() or keep:
+    # the rank says whether dims were kept: a bool after ``dim`` may be std's ``unbiased``
+    if out.dim() == src.dim():
         return layout
     if dim is None:
         return None
@@ -295,6 +335,7 @@ _ATTENTION = "attention (matrix product over positions)"
 RECORDS = [
     _reduction("mean", meta=meta.mean),
     *(_reduction(n) for n in "sum std var logsumexp prod nansum nanmean".split()),
+    *(_reduction(n) for n in ("std_mean", "var_mean")),     # (std, mean): each reads what std reads
     *(_reduction(n, surrogate=extreme_surrogate) for n in ("amax", "amin", "max", "min")),
     _reduction("norm", dim_at=2),                    # norm(x, p, dim, keepdim)
     _reduction("linalg_vector_norm", dim_at=2, surrogate=sum_surrogate),   # vector_norm(x, ord, dim, keepdim)
@@ -312,5 +353,5 @@ RECORDS = [
        mixer="attention", surrogate=attention_surrogate),
     Op("multi_head_attention_forward", global_rule("multi-head attention (attention over positions)"),
        mixer="attention", surrogate=projection_surrogate),
-    Op("einsum", einsum, mixer="einsum over positions"),
+    Op("einsum", moves=einsum, mixer="einsum over positions"),
 ]

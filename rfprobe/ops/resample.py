@@ -23,8 +23,9 @@ from .maps import Affine, Call, InputDep, Mapped, Op, identity
 
 def pad(call: Call) -> list[InputDep]:
     """``F.pad(input, pad, mode, value)``: a shift (negative pads crop); in the bounded route,
-    reflect/replicate/circular map border indices back inside, constant drops them."""
-    widths = list(call.arg(1, "pad"))
+    reflect/replicate/circular map border indices back inside, constant drops them. Amounts
+    may be 0-dim integer tensors, as a model computes them from sizes (Encodec's padding)."""
+    widths = [int(w) for w in call.arg(1, "pad")]
     mode = call.arg(2, "mode", "constant")
     k = call.data[0]
     sizes = call.spatial_in(k)
@@ -37,20 +38,32 @@ def pad(call: Call) -> list[InputDep]:
             continue
 
         def fn(j, bounded, left=left, n_in=n_in, mode=mode):
-            src = j - left
-            if not bounded or 0 <= src < n_in:
-                return [src]
-            if mode == "reflect":
-                period = 2 * (n_in - 1)
-                m = src % period if period else 0
-                return [m if m < n_in else period - m]
-            if mode == "replicate":
-                return [min(max(src, 0), n_in - 1)]
-            if mode == "circular":
-                return [src % n_in]
-            raise UnknownOpError(f"F.pad mode {mode!r} has no rule")
+            return bordered(j - left, n_in, mode, bounded)
         axes.append(Mapped(fn, n_in))
     return [InputDep(k, tuple(axes))]
+
+
+def bordered(src: int, n_in: int, mode: str, bounded: bool) -> list[int]:
+    """The input index a padded position ``src`` reads (``src`` outside ``0..n_in-1`` lies in
+    the padding): itself unbounded or inside; in the bounded route mirrored (reflect), clamped
+    (replicate), wrapped (circular) or none (constant).
+
+    >>> [bordered(i, 4, "reflect", True) for i in (-2, -1, 4, 5)]
+    [[2], [1], [2], [1]]
+    """
+    if not bounded or 0 <= src < n_in:
+        return [src]
+    if mode == "reflect":
+        period = 2 * (n_in - 1)
+        m = src % period if period else 0
+        return [m if m < n_in else period - m]
+    if mode == "replicate":
+        return [min(max(src, 0), n_in - 1)]
+    if mode == "circular":
+        return [src % n_in]
+    if mode == "constant":
+        return []
+    raise UnknownOpError(f"F.pad mode {mode!r} has no rule")
 
 
 def _scales(call: Call, sizes_in, sizes_out) -> list[float | None]:

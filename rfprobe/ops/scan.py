@@ -35,10 +35,18 @@ def prefix(call: Call):
     dim = call.arg(1, "dim")
     dim = dim - ndim if dim >= 0 else dim
     layout = call.in_layouts[k]
+    if call.index == 1 and call.shape(k)[dim] == 1:
+        return []           # indices along a dim of one element: always 0
     if dim not in layout:
         return elementwise(call)
-    return [InputDep(k, tuple(Mapped(_reads_prefix, n) if d == dim else identity(n)
+    # cummax's and cummin's indices: at j = 0 the index of the one element so far, always 0
+    reads = _reads_prefix if call.index == 0 else _index_prefix
+    return [InputDep(k, tuple(Mapped(reads, n) if d == dim else identity(n)
                               for d, n in zip(layout, call.spatial_in(k))))]
+
+
+def _index_prefix(j: int, bounded: bool) -> range:
+    return range(j + 1) if j else range(0)
 
 
 def diff(call: Call):

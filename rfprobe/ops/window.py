@@ -20,12 +20,58 @@ import torch
 import torch.nn.functional as F
 
 from . import meta
-from .maps import Affine, AxisMap, Call, Global, InputDep, Mapped, Op, from_input, per_axis
+from ..errors import UnknownOpError
+from .maps import Affine, AxisMap, Call, Global, InputDep, Mapped, Op, ValuesNeeded, from_input, identity, per_axis
+from .resample import bordered
 
-def _window(call: Call, kernel, stride, padding, dilation) -> list[InputDep]:
-    k = call.data[0]
-    return [InputDep(k, _window_axes(tuple(kernel), tuple(stride), tuple(padding), tuple(dilation),
-                                     call.spatial_in(k)))] + from_input(call, k)
+def _op_dims(call: Call) -> int:
+    """How many trailing dims the op slides over: the digit of its name (``conv2d``: 2)."""
+    return int(next(c for c in reversed(call.name) if c.isdigit()))
+
+
+def _placed(call: Call, per_op_axis: tuple[AxisMap, ...], channels: AxisMap | None = None,
+            weights: bool = False) -> list[InputDep]:
+    """The maps of the model's spatial axes, given one map per axis the op slides over.
+
+    A window op with ``n`` axes slides over its input's last ``n`` dims, whatever the model
+    calls spatial: a Conv1d run on a (C, H, W) map (channels folded into the batch) slides over
+    W only and takes H for its channels; a Conv2d with a (1, k) kernel on an unsqueezed 1D map
+    slides its second axis over the model's one. A spatial axis in the op's channel dim reads
+    ``channels`` (a conv's group of input channels; None: its own index, as a pool does), one in
+    a batch dim its own index. With ``weights``, a weight or bias computed from the model input
+    (dynamic filters) is read whole by every output."""
+    k = _input(call)
+    why = f"{call.name}'s weight or bias computed from the model input (dynamic filters)"
+    if k is None:
+        return [InputDep(j, Global(why)) for j in call.data]
+    n = len(per_op_axis)
+    maps = []
+    for d, size in zip(call.in_layouts[k], call.spatial_in(k)):
+        a = n + d
+        if a >= 0:
+            maps.append(per_op_axis[a])
+        elif a == -1 and channels is not None:
+            maps.append(channels)
+        else:
+            maps.append(Affine((0,), 1, 0, size))
+    deps = [InputDep(k, tuple(maps))]
+    if weights:
+        deps += from_input(call, k)
+    return deps
+
+
+def _input(call: Call) -> int | None:
+    """Where the op's input (its first argument) sits among the data tensors; None when only
+    its weights come from the model input."""
+    x = call.arg(0, "input")
+    return next((j for j in call.data if call.tensors[j] is x), None)
+
+
+def _window(call: Call, kernel, stride, padding, dilation, channels=None) -> list[InputDep]:
+    x = call.arg(0, "input")
+    n_in = tuple(x.shape[x.dim() - len(kernel):])
+    return _placed(call, _window_axes(tuple(kernel), tuple(stride), tuple(padding), tuple(dilation), n_in),
+                   channels, weights=channels is not None)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -40,11 +86,21 @@ def _same_padding(call: Call, kernel, dilation) -> tuple[tuple[int, ...], tuple[
     return tuple(t // 2 for t in total), tuple(t - t // 2 for t in total)
 
 
+def _groups(call: Call, weight, transposed: bool) -> Mapped:
+    """The channel map of a conv: output channel ``o`` reads the input channels of its group."""
+    x = call.arg(0, "input")
+    c_in = x.shape[x.dim() - weight.dim() + 1]
+    groups = int(call.arg(6, "groups", 1) or 1)
+    c_out = weight.shape[1] * groups if transposed else weight.shape[0]
+    per_in, per_out = c_in // groups, c_out // groups
+    return Mapped(lambda o, b: range((o // per_out) * per_in, (o // per_out + 1) * per_in), c_in)
+
+
 def conv(call: Call) -> list[InputDep]:
     """``F.conv{1,2,3}d(input, weight, bias, stride, padding, dilation, groups)``."""
-    n = call.dims
     weight = call.arg(1, "weight")
     kernel = tuple(weight.shape[2:])
+    n = len(kernel)
     stride = per_axis(call.arg(3, "stride", 1), n)
     dilation = per_axis(call.arg(5, "dilation", 1), n)
     padding = call.arg(4, "padding", 0)
@@ -53,13 +109,13 @@ def conv(call: Call) -> list[InputDep]:
     elif padding == "same":
         # PyTorch pads the extra element on the right when the total is odd
         padding, _ = _same_padding(call, kernel, dilation)
-    return _window(call, kernel, stride, per_axis(padding, n), dilation)
+    return _window(call, kernel, stride, per_axis(padding, n), dilation, _groups(call, weight, False))
 
 
 def pool(call: Call) -> list[InputDep]:
     """``F.max_pool*d`` / ``F.avg_pool*d`` / ``F.lp_pool*d``: kernel, stride (default kernel),
     padding, dilation; ceil_mode only changes the output size, which the trace records."""
-    n = call.dims
+    n = _op_dims(call)
     lp = call.name.startswith("lp_pool")    # F.lp_pool*d(input, norm_type, kernel_size, stride, ...)
     kernel = per_axis(call.arg(2 if lp else 1, "kernel_size"), n)
     stride = call.arg(3 if lp else 2, "stride", None)
@@ -74,14 +130,16 @@ def pool(call: Call) -> list[InputDep]:
 def conv_transpose(call: Call) -> list[InputDep]:
     """``F.conv_transpose*d(input, weight, bias, stride, padding, output_padding, groups,
     dilation)``: output ``j`` reads input ``i`` where ``j = i*s - p + t*d``; position-dependent."""
-    n = call.dims
     weight = call.arg(1, "weight")
     kernel = tuple(weight.shape[2:])
+    n = len(kernel)
     stride = per_axis(call.arg(3, "stride", 1), n)
     padding = per_axis(call.arg(4, "padding", 0), n)
     dilation = per_axis(call.arg(7, "dilation", 1), n)
-    k = call.data[0]
-    return [InputDep(k, _transposed_axes(kernel, stride, padding, dilation, call.spatial_in(k)))] + from_input(call, k)
+    x = call.arg(0, "input")
+    sizes = tuple(x.shape[x.dim() - n:])
+    return _placed(call, _transposed_axes(kernel, stride, padding, dilation, sizes), _groups(call, weight, True),
+                   weights=True)
 
 
 def _transposed_axes(kernel, stride, padding, dilation, sizes) -> tuple[AxisMap, ...]:
@@ -103,23 +161,29 @@ def max_unpool(call: Call) -> list[InputDep]:
     transposed geometry of the pool). Assumes the indices come from the matching max pool, as
     the op's contract says. The indices, where computed from the input, are read at the same
     pooled positions as the values (the index that sends a value to ``j`` sits beside it)."""
-    n = call.dims
+    n = _op_dims(call)
     kernel = per_axis(call.arg(2, "kernel_size"), n)
     stride_arg = call.arg(3, "stride", None)
     stride = kernel if stride_arg is None else per_axis(stride_arg, n)
     padding = per_axis(call.arg(4, "padding", 0), n)
-    return [InputDep(k, _transposed_axes(kernel, stride, padding, (1,) * n, call.spatial_in(k)))
-            for k in call.data if k in (0, 1) and call.in_layouts[k] is not None] + [
-            d for d in from_input(call, 0) if d.arg > 1 or call.in_layouts[d.arg] is None]
+    x = call.arg(0, "input")
+    deps = _placed(call, _transposed_axes(kernel, stride, padding, (1,) * n, tuple(x.shape[x.dim() - n:])))
+    indices = call.arg(1, "indices")
+    return deps + [InputDep(j, deps[0].axes) for j in call.data
+                   if call.tensors[j] is indices and deps and deps[0].arg != j
+                   and call.in_layouts[j] == call.in_layouts[deps[0].arg]]
 
 
 
 def adaptive_pool(call: Call) -> list[InputDep] | Global:
-    """Adaptive pooling: window ``[floor(j*n/m), ceil((j+1)*n/m))``. Output size 1 is global."""
-    k = call.data[0]
-    sizes_in = call.spatial_in(k)
-    sizes_out = call.spatial_out
-    if all(m == 1 for m in sizes_out) and any(n > 1 for n in sizes_in):
+    """Adaptive pooling: window ``[floor(j*n/m), ceil((j+1)*n/m))`` on each axis it pools.
+    Pooling every spatial axis to size 1 is global."""
+    n_op = _op_dims(call)
+    x = call.arg(0, "input")
+    sizes_in, sizes_out = tuple(x.shape[x.dim() - n_op:]), tuple(call.out_shape[len(call.out_shape) - n_op:])
+    layout = call.in_layouts[call.data[0]]
+    pooled = [n_op + d for d in layout if n_op + d >= 0]
+    if len(pooled) == len(layout) and all(sizes_out[a] == 1 for a in pooled) and any(sizes_in[a] > 1 for a in pooled):
         return Global(f"{call.name} to size 1 (global pooling)")
     axes = []
     for n, m in zip(sizes_in, sizes_out):
@@ -127,7 +191,91 @@ def adaptive_pool(call: Call) -> list[InputDep] | Global:
             axes.append(Affine(tuple(range(n // m)), n // m, 0, n))
         else:
             axes.append(Mapped(lambda j, b, n=n, m=m: list(range((j * n) // m, -((-(j + 1) * n) // m))), n))
-    return [InputDep(k, tuple(axes))]
+    return _placed(call, tuple(axes))
+
+
+# ----------------------------------------------------------------------------- short-time Fourier transforms
+def _taps(call: Call, name: str, win_length: int, n_fft: int, left: int) -> list[int]:
+    """The offsets in a frame of ``n_fft`` where the window (``win_length`` long, from
+    ``left``) is nonzero: a zero tap reads nothing (a periodic Hann window starts with one)."""
+    window = call.arg(4, "window", None)
+    if window is None:
+        return [left + i for i in range(win_length)]
+    if window.device.type == "meta":
+        raise ValuesNeeded(f"{name}'s window, held on the meta device: its zero taps decide what a frame reads")
+    return [left + i for i, w in enumerate(window.reshape(-1).tolist()) if w != 0]
+
+
+def _window_dep(call: Call, name: str) -> list[InputDep]:
+    """A window the trace follows (``torch.hann_window(n).to(x)`` lends ``x`` its device only,
+    and reads nothing; one computed from the model input reads it all): every frame reads all of
+    it, which adds nothing when it is a constant."""
+    window = call.arg(4, "window", None)
+    return [InputDep(j, Global(f"{name}'s window computed from the model input"))
+            for j in call.data if call.tensors[j] is window]
+
+
+def _frames(call: Call, name: str):
+    """n_fft, hop, the nonzero taps of a frame, and the padding ``center`` adds."""
+    n_fft = int(call.arg(1, "n_fft"))
+    hop = call.arg(2, "hop_length", None)
+    hop = n_fft // 4 if hop is None else int(hop)
+    win = call.arg(3, "win_length", None)
+    win = n_fft if win is None else int(win)
+    center = call.arg(5, "center", True)
+    align = call.arg(10, "align_to_window", None) if name == "stft" else None
+    left = 0 if align else (n_fft - win) // 2
+    return n_fft, hop, _taps(call, name, win, n_fft, left), (n_fft // 2 if center else 0)
+
+
+def stft(call: Call):
+    """``torch.stft(x, n_fft, hop_length, win_length, window, center, pad_mode, ...)`` of a
+    (B, T) or (T,) signal: frame ``f`` reads samples ``f*hop - pad + t`` for each tap ``t``
+    where the window is nonzero (``pad`` is ``n_fft // 2`` with ``center``, whose border follows
+    ``pad_mode``); its frequencies read the whole frame, like channels. The output is (B, F,
+    frames), or (B, F, frames, 2) with ``return_complex=False``: returns (layout, deps)."""
+    x = call.arg(0, "input")
+    k = next((j for j in call.data if call.tensors[j] is x), None)
+    if k is None:
+        raise UnknownOpError("stft of a signal that is not computed from the model input has no rule")
+    n_fft, hop, taps, pad = _frames(call, "stft")
+    mode = call.arg(6, "pad_mode", "reflect")
+    n = x.shape[-1]
+    real = len(call.out_shape) == x.dim() + 2      # (..., F, frames, 2)
+
+    def frame(f, bounded, hop=hop, taps=tuple(taps), pad=pad, n=n, mode=mode):
+        return [i for t in taps for i in bordered(f * hop - pad + t, n, mode, bounded)]
+    maps, layout = [], []
+    for d, size in zip(call.in_layouts[k], call.spatial_in(k)):
+        maps.append(Mapped(frame, size) if d == -1 else identity(size))
+        layout.append((-2 if real else -1) if d == -1 else d - (2 if real else 1))
+    return tuple(layout), [InputDep(k, tuple(maps))] + _window_dep(call, "stft")
+
+
+def istft(call: Call):
+    """``torch.istft(X, n_fft, hop_length, win_length, window, center, normalized, onesided,
+    length)`` of (B, F, frames): sample ``s`` reads every frame whose window is nonzero at
+    ``s + pad`` (overlap-add; ``pad`` is ``n_fft // 2`` with ``center``), all of its
+    frequencies; samples past the signal (``length`` longer) read nothing. Returns (layout, deps)."""
+    x = call.arg(0, "input")
+    k = next((j for j in call.data if call.tensors[j] is x), None)
+    if k is None:
+        raise UnknownOpError("istft of frames that are not computed from the model input has no rule")
+    n_fft, hop, taps, pad = _frames(call, "istft")
+    frames = x.shape[-1]
+    on = frozenset(taps)
+    layout = call.in_layouts[k]
+    if -2 in layout:
+        return None, Global("istft sums its frequencies over a spatial axis")
+
+    def sample(s, bounded, hop=hop, pad=pad, frames=frames, on=on):
+        p = s + pad
+        return [f for f in range(max(0, (p - n_fft) // hop), min(frames, p // hop + 1)) if p - f * hop in on]
+    maps, new = [], []
+    for d, size in zip(layout, call.spatial_in(k)):
+        maps.append(Mapped(sample, size) if d == -1 else identity(size))
+        new.append(-1 if d == -1 else d + 1)
+    return tuple(new), [InputDep(k, tuple(maps))] + _window_dep(call, "istft")
 
 
 def window_args(dims: int, kernel_size, stride, padding, dilation=1):
@@ -219,3 +367,4 @@ for _d in (1, 2, 3):
            surrogate=_surrogate("adaptive_max_pool_with_indices", _d)),
     ]
 del _d
+RECORDS += [Op("stft", moves=stft), Op("istft", moves=istft)]

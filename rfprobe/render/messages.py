@@ -23,6 +23,17 @@ def fallback_note(error_type: str, error: str) -> str:
             "branches, whose ops rfprobe has not seen")
 
 
+def values_note(why: str) -> str:
+    """The note a graph carries when an op's rule needed the values of a constant argument,
+    which rfprobe's meta copy does not hold.
+
+    >>> values_note("index_select's index is on the meta device")[:62]
+    'traced on the CPU with real values: an op needs the values of '
+    """
+    return (f"traced on the CPU with real values: an op needs the values of a constant it reads ({why}), "
+            "which rfprobe's copy on the meta device does not hold")
+
+
 def hooks_note(where: list[str]) -> str:
     """The note a graph carries when the user's model has backward hooks, which rfprobe's
     private copies run without (forward hooks run).
@@ -277,14 +288,19 @@ def layer_advice(suggested: str | None, cli: bool = False) -> str:
     return f"{how} (e.g. {layer_option(suggested, cli)}, the last module whose output has a local RF)"
 
 
-def no_spatial_output(name: str, shape, suggested: str | None, cli: bool = False) -> str:
-    """The selected output has no spatial axes (a classifier's logits): which layer to pick.
+def no_spatial_output(name: str, shape, suggested: str | None, cli: bool = False, lost_op: str | None = None,
+                      lost_node: str = "", why: str = "") -> str:
+    """The selected output has no spatial axes (a classifier's logits): the op that lost them
+    (``lost_op`` at node ``lost_node``, ``why``), and which layer to pick.
 
     >>> no_spatial_output("fc", (1, 1000), "layer4", cli=True)
     "the selected output 'fc' has shape (1, 1000) without spatial axes; choose a conv feature map with --layer NAME (e.g. --layer layer4, the last module whose output has a local RF)"
+    >>> no_spatial_output("fc", (1, 10), None, False, "flatten", "flatten#0")[:96]
+    "the selected output 'fc' has shape (1, 10) without spatial axes: op 'flatten' (node 'flatten#0')"
     """
-    return (f"the selected output {name!r} has shape {shape} without spatial axes; choose a conv feature "
-            f"map with {layer_advice(suggested, cli)}")
+    lost = "" if lost_op is None else f": op {lost_op!r} (node {lost_node!r}) lost them" + (f" ({why})" if why else "")
+    return (f"the selected output {name!r} has shape {tuple(shape)} without spatial axes{lost}; choose a conv "
+            f"feature map with {layer_advice(suggested, cli)}")
 
 
 # ----------------------------------------------------------------------------- cost

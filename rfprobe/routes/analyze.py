@@ -17,7 +17,7 @@ from .. import render
 from ..errors import ArgumentError
 from ..hints import InputShape, Layer, ModelLike, Unit
 from ..results import Analysis, LayerRow
-from ..trace import Graph, Node, ancestors, own_global, select
+from ..trace import Graph, Node, ancestors, axes_lost_at, own_global, select
 from ..validate import as_model, check_spatial_output, layer_name
 from .closed import closed_forms, suggest_layer
 from .exact import propagate
@@ -45,7 +45,8 @@ def analyze(model: ModelLike, input_shape: InputShape = None, *, layer: Layer = 
 
 def analysis_of(graph: Graph, layer=None, output=None) -> Analysis:
     target = select(graph, layer, output)
-    check_spatial_output(target, suggest_layer(graph, target) if target.spatial is None else None)
+    check_spatial_output(target, suggest_layer(graph, target) if target.spatial is None else None,
+                         axes_lost_at(graph, target))
     closed, notes = closed_forms(graph)
     # only what the selected output reads: a detector head's 'ctr' table shows no 'cls' branch
     path = ancestors(graph, target)[1:]

@@ -20,7 +20,7 @@ import re
 import torch.nn as nn
 
 from ..errors import ArgumentError, ModelError, RFProbeError, model_raised, raised_text
-from ..trace import Graph, Node, depends_on_input, one_meta_copy, replay, select, trace
+from ..trace import Graph, Node, axes_lost_at, depends_on_input, one_meta_copy, replay, select, trace
 from ..validate import check_target, check_unit, normalize_unit, resolve_input_shape
 from .closed import closed_forms, suggest_layer
 from .exact import propagate
@@ -75,7 +75,8 @@ def _users_input(model: nn.Module, input_shape, shape, layer, output, unit) -> G
         err = _diagnose(model, input_shape, len(shape) - 1, e)
         raise err from (e.__cause__ if err is e else None)
     target = select(g, layer, output, functools.partial(depends_on_input, model, shape, layer, output))
-    check_target(target, shape, _suggestion(model, g, layer, output) if target.spatial is None else None)
+    check_target(target, shape, _suggestion(model, g, layer, output) if target.spatial is None else None,
+                 axes_lost_at(g, target))
     if unit is not None:       # the input is the user's: the unit must exist in its output
         normalize_unit(unit, select(g, layer, output).spatial)
     return g
@@ -95,7 +96,7 @@ def _first_size_that_runs(model: nn.Module, input_shape, fixed, channels, dims, 
             target = select(g, layer, output, functools.partial(depends_on_input, model, (channels, *size),
                                                                    layer, output))
             if target.spatial is None:      # flattened or pooled away: no input size helps
-                check_target(target, (channels, *size), _suggestion(model, g, layer, output))
+                check_target(target, (channels, *size), _suggestion(model, g, layer, output), axes_lost_at(g, target))
             if all(s >= 1 for s in target.spatial):
                 return g
         except RFProbeError as e:

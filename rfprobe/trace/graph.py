@@ -328,6 +328,23 @@ def own_global(nodes: list[Node], node: Node) -> str | None:
     return None
 
 
+def axes_lost_at(graph: Graph, node: Node) -> Node | None:
+    """The op on ``node``'s path that lost the spatial axes: the last node without them whose
+    input had them (a reshape that merged them, a reduction that dropped one); None if none.
+
+    >>> import torch.nn as nn
+    >>> from rfprobe.trace import trace
+    >>> g = trace(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten()), (1, 8, 8))
+    >>> axes_lost_at(g, g.nodes[-1]).op
+    'flatten'
+    """
+    found = None
+    for n in ancestors(graph, node):
+        if n.layout is None and any(graph.nodes[i].layout is not None for i in n.inputs):
+            found = n
+    return found
+
+
 def unknown_ancestor(graph: Graph, node: Node) -> Node | None:
     """The first op without a rule that ``node`` depends on, if any."""
     return next((n for n in ancestors(graph, node) if isinstance(n.deps, Unknown)), None)

@@ -42,8 +42,8 @@ from torch.utils._pytree import tree_flatten
 from .. import render
 from ..errors import (ArgumentError, InternalError, ModelError, ResourceError, RFProbeError, UnknownOpError,
                       model_raised)
-from ..ops import (INDEX, LAYOUT, OPS, QUERY, REDUCTION, WRITE, Call, Global, Op, answer, reduced_layout,
-                   setitem, user_rules)
+from ..ops import (INDEX, LAYOUT, OPS, QUERY, REDUCTION, WRITE, Call, Global, Op, ValuesNeeded, answer,
+                   reduced_layout, setitem, user_rules)
 from ..ops.layout import reshape
 from .copy import available_bytes, backward_hooks, input_dtype, meta_twin, private_copy, source_of, user_state_kept
 from .diagnose import name_global_causes
@@ -385,6 +385,8 @@ class Tracer(TorchFunctionMode):
         try:
             return fn()
         except UnknownOpError as e:
+            if isinstance(e, ValuesNeeded) and self.meta:
+                raise       # trace() traces again on the CPU, where the values are known
             return fallback_layout, self._refused(name, site, e)
 
     def _internal(self, name, site, error) -> RFProbeError:
@@ -426,7 +428,8 @@ class Tracer(TorchFunctionMode):
             return (ref if tuple(out.shape) == tuple(tensors[k].shape) else None), Global(
                 f"{name} of a tensor without spatial axes")
         if op.moves is not None:
-            call = Call(name, args, kwargs, data, tensors, layouts, tuple(out.shape), self.dims, None, index,
+            call = Call(name, *_plain(args, kwargs, tensors, data), data, tensors, layouts, tuple(out.shape), self.dims,
+                        None, index,
                         tuple(tuple(o.shape) for o in outs))
             layout, deps = self._guard(lambda: op.moves(call), name, site, None)
             if main is not None and (layout is None or (op.moves is reshape and _resized(tensors[data[0]], main, out, layout))):
@@ -438,7 +441,7 @@ class Tracer(TorchFunctionMode):
                 return back, deps
             return layout, deps
         if op.kind == REDUCTION:
-            layout = reduced_layout(args, kwargs, tensors[data[0]], ref, out, op.dim_at)
+            layout = reduced_layout(*_plain(args, kwargs, tensors, data), tensors[data[0]], ref, out, op.dim_at)
         else:
             layout = ref if out.dim() >= -min(ref) and _same_sizes(tensors[data[0]], ref, out) else None
         if op.rule is None:
@@ -449,16 +452,20 @@ class Tracer(TorchFunctionMode):
                                    f"{self.dims}; rfprobe has no rule for that (a spatial axis folded into "
                                    "the batch, e.g. a Conv1d run along each row: an nn.Conv2d with a (1, k) "
                                    "kernel computes the same and is followed)")
-        call = Call(name, args, kwargs, data, tensors, layouts, tuple(out.shape), self.dims, layout)
+        call = Call(name, *_plain(args, kwargs, tensors, data), data, tensors, layouts, tuple(out.shape), self.dims,
+                    layout, index,
+                    tuple(tuple(o.shape) for o in outs))
         try:
             deps = op.rule(call)
         except UnknownOpError as e:     # the rule refuses this use of the op
+            if isinstance(e, ValuesNeeded) and self.meta:
+                raise       # trace() traces again on the CPU, where the values are known
             return layout, self._refused(name, site, e)
         if not isinstance(deps, Global) and not op.drops:
             missing = set(data) - {d.arg for d in deps}
             if missing:     # a rule that forgets an argument computed from the input cuts a path
                 return layout, Unknown(render.rule_skips(name, str(site or "?"), self.module_stack[-1], sorted(missing)))
-        if layout is None and not isinstance(deps, Global):
+        if layout is None and deps and not isinstance(deps, Global):   # a result reading nothing stays so
             deps = Global(f"{name} changes the layout so that spatial axes are lost")
         if main is None and isinstance(deps, Global) and layout is not None and not any(
                 _spatial(tensors[k], layouts[k]) == _spatial(out, layout) for k in data if layouts[k] is not None):
@@ -498,6 +505,25 @@ def _tensors_slow(args, kwargs) -> tuple[torch.Tensor, ...]:
     return tuple(x for x in flat if isinstance(x, torch.Tensor))
 
 
+def _plain(args, kwargs, tensors, data) -> tuple[tuple, dict]:
+    """The arguments a rule sees: a 0-dim integer tensor that holds a size, a dim or a pad
+    amount (``F.pad(x, (torch.tensor(3), 0))``, as a model computes them from sizes) as the int
+    it holds, when its value is known (not on the meta device) and it is not data."""
+    found = [t for k, t in enumerate(tensors) if k not in data and t.dim() == 0 and t.device.type != "meta"
+             and not t.is_floating_point() and not t.is_complex() and t.dtype is not torch.bool]
+    if not found:
+        return args, kwargs
+    ids = {id(t) for t in found}
+
+    def plain(v):
+        if isinstance(v, torch.Tensor):
+            return int(v) if id(v) in ids else v
+        if type(v) in (list, tuple):
+            return type(v)(plain(x) for x in v)
+        return v
+    return tuple(plain(a) for a in args), {k: plain(v) for k, v in kwargs.items()}
+
+
 def _frozen(v):
     """``v`` with its lists and dicts copied: the model may append to a list after passing it
     (densenet's ``cat(features)``), and a replay needs the arguments as they were."""
@@ -525,7 +551,13 @@ def _resized(src, layout, out, new) -> bool:
 
 
 def _same_sizes(src, layout, out) -> bool:
-    """True when ``out`` keeps ``layout``'s dims (sizes may change, e.g. a conv's)."""
+    """True when ``out`` keeps ``layout``'s dims (sizes may change, e.g. a conv's). An output of
+    lower rank keeps them only when it dropped leading dims, its dims from the first spatial one
+    on being the input's (``einsum('bchw->bhw')``); one that dropped a trailing dim (a
+    channels-last map times a vector, ``kthvalue`` over the last dim) has its spatial axes one
+    dim further right, which negative dims would misplace onto the batch."""
+    if out.dim() < src.dim():
+        return tuple(out.shape[min(layout):]) == tuple(src.shape[min(layout):])
     return out.dim() == src.dim() or all(-d <= out.dim() for d in layout)
 
 
@@ -610,18 +642,24 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = Non
     if hooked:
         notes.append(render.hooks_note(hooked))
     tracer = None     # until the private copy exists: a failure before is the copy's
+    meta_error: Exception | None = None
     try:
         twin = meta_twin(model)
         x = torch.empty((1, *input_shape), device="meta", dtype=input_dtype(model))
         tracer = Tracer(dims, meta=True, record=record)
         out = run(twin, x, tracer)
+    except ValuesNeeded as e:     # an op's rule needs the values of a constant: trace on the CPU
+        meta_error = e
+        notes.append(render.values_note(str(e)))
     except RFProbeError:
         raise
-    except Exception as meta_error:  # the model reads values: trace for real on the CPU
-        if tracer is not None and any(w in str(meta_error) for w in _SHAPE_ERRORS):   # too small: same on the CPU
+    except Exception as e:  # the model reads values: trace for real on the CPU
+        if tracer is not None and any(w in str(e) for w in _SHAPE_ERRORS):   # too small: same on the CPU
             done = [n.name for n in tracer.nodes[-3:]]
-            raise ModelError(model_raised(meta_error, input_shape, done=done)) from meta_error
-        notes.append(render.fallback_note(type(meta_error).__name__, str(meta_error)))
+            raise ModelError(model_raised(e, input_shape, done=done)) from e
+        meta_error = e
+        notes.append(render.fallback_note(type(e).__name__, str(e)))
+    if meta_error is not None:
         tracer = None
         try:
             twin = private_copy(model, "cpu")
