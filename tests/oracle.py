@@ -313,24 +313,28 @@ def each_position(model: nn.Module, input_shape: Sequence[int], at: Callable, *,
     forwards = 0
     for seed in seeds:
         g = torch.Generator().manual_seed(30_000 + seed)
+        at_point = tuple(torch.tensor([p[a] for p in points]) for a in range(len(spatial)))
         if mode == "huge":
             twin = _private(model, seed)
             base = torch.rand((1, *shape), generator=g, dtype=torch.float64) + 1.0
             noise = (torch.rand((1, *shape), generator=g, dtype=torch.float64) + 1.0) * HUGE
-            xs = base.repeat(len(points), *([1] * len(shape)))
-            for i, p in enumerate(points):
-                xs[(i, slice(None)) + p] = noise[(0, slice(None)) + p]
             owner = np.arange(len(points))
+            xs = base.repeat(len(points), *([1] * len(shape)))
+            rows = torch.arange(len(points))
+            # row i: position points[i] replaced (all channels) by its huge value
+            xs.permute(0, *range(2, len(shape) + 1), 1)[(rows,) + at_point] = \
+                noise[0].permute(*range(1, len(shape)), 0)[at_point]
         else:
             twin = _signed(model, seed)
             base = torch.randn((1, *shape), generator=g, dtype=torch.float64)
-            xs = base.repeat(len(points) * len(steps), *([1] * len(shape)))
-            for i, p in enumerate(points):
-                for j, s in enumerate(steps):
-                    r = (torch.rand(shape[0], generator=g, dtype=torch.float64) + 0.5) * torch.where(
-                        torch.rand(shape[0], generator=g) < 0.5, -1.0, 1.0).to(torch.float64)
-                    xs[(i * len(steps) + j, slice(None)) + p] += s * r
             owner = np.repeat(np.arange(len(points)), len(steps))
+            n = len(owner)
+            xs = base.repeat(n, *([1] * len(shape)))
+            sizes = torch.tensor(steps, dtype=torch.float64).repeat(len(points))
+            r = (torch.rand((n, shape[0]), generator=g, dtype=torch.float64) + 0.5) * torch.where(
+                torch.rand((n, shape[0]), generator=g) < 0.5, -1.0, 1.0).to(torch.float64)
+            where = (torch.arange(n),) + tuple(ix.repeat_interleave(len(steps)) for ix in at_point)
+            xs.permute(0, *range(2, len(shape) + 1), 1)[where] += sizes[:, None] * r
         other = torch.rand((1, *shape), generator=g, dtype=torch.float64) + (1.0 if mode == "huge" else -0.5)
         rows = _Rows(twin, at, torch.cat([base, other]))
         y0 = rows(base)[0]
