@@ -269,6 +269,29 @@ def test_an_output_not_in_the_layers_container_lists_the_keys():
         rfprobe.analyze(Model("dict"), (1, 16, 16), layer="heads.a", output=0)
 
 
+def _last_row_read(module, key, shape, unit) -> int:
+    """The last input row that moves ``module(x)[key]``'s unit, by bisection on perturbing
+    every row from ``t`` on (the oracle's private copy: float64, positive weights, neutral
+    BatchNorm statistics, so a huge value there always moves a unit that reads it)."""
+    from oracle import HUGE, _moved, _private
+    twin = _private(module, 0)
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand((1, *shape), generator=g, dtype=torch.float64) + 1.0
+
+    def moved(t: int) -> bool:
+        x = base.clone()
+        x[..., t:, :] = HUGE
+        with torch.no_grad():
+            return bool(_moved(twin(x)[key][:, :, unit[0], unit[1]], twin(base)[key][:, :, unit[0], unit[1]])[0])
+    lo, hi = 0, shape[1] - 1            # moved(lo) holds; find the largest t with moved(t)
+    if moved(hi):
+        return hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if moved(mid) else (lo, mid)
+    return lo
+
+
 @pytest.mark.slow
 def test_fcn_backbone_outputs_are_selected_by_key():
     """torchvision's FCN backbone returns {'out': layer4, 'aux': layer3} (dilated, stride 8):
@@ -282,6 +305,10 @@ def test_fcn_backbone_outputs_are_selected_by_key():
         alone = rfprobe.analyze(m.backbone, (3, 224, 224), output=key)
         assert (a.size, a.stride) == ((size, size), (8, 8)) == (alone.size, alone.stride)
         assert a.box((10, 10)) == alone.box((10, 10))
+        # the perturbation oracle, on a 160-pixel input: unit (0, 0)'s last row, where the two
+        # keys' RFs (427 and 267, padding 213 and 133) still differ inside the input
+        b = rfprobe.analyze(m, (3, 160, 160), layer="backbone", output=key)
+        assert b.box((0, 0), bounded=True)[0][1] == _last_row_read(m.backbone, key, (3, 160, 160), (0, 0))
 
 
 def test_verify_reports_a_closed_form_that_under_states_the_exact_box(monkeypatch):
