@@ -498,3 +498,21 @@ def test_a_rule_that_forgets_a_data_input_is_refused_not_followed_in_part():
         with pytest.raises(rfprobe.UnknownOpError, match=r"'add' .*says nothing of argument\(s\) \[1\]"):
             rfprobe.analyze(TwoBranches(), (1, 12, 12))
     assert rfprobe.analyze(TwoBranches(), (1, 12, 12)).size == (5, 5)     # the built-in rule: the union
+
+
+def test_an_output_traced_as_constant_that_moves_with_the_input_is_refused():
+    """``z.set_(y)`` gives a constant the traced map's storage without a torch function the
+    tracer sees: the trace says 'built from constants', a run with another input says it moves."""
+    class SetStorage(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x):
+            y = self.c(x)
+            z = torch.zeros_like(y)
+            z.set_(y.flip(3))
+            return z + 0
+
+    with pytest.raises(rfprobe.UnknownOpError, match="traced it as built from constants only"):
+        rfprobe.analyze(SetStorage(), (1, 8, 8))

@@ -19,7 +19,7 @@ import re
 
 import torch.nn as nn
 
-from ..errors import ArgumentError, ModelError, RFProbeError, model_raised, raised_text
+from ..errors import ArgumentError, ModelError, RFProbeError, UnknownOpError, model_raised, raised_text
 from ..trace import Graph, Node, axes_lost_at, depends_on_input, one_meta_copy, replay, select, trace
 from ..validate import check_target, check_unit, normalize_unit, resolve_input_shape
 from .closed import closed_forms, suggest_layer
@@ -77,9 +77,21 @@ def _users_input(model: nn.Module, input_shape, shape, layer, output, unit) -> G
     target = select(g, layer, output, functools.partial(depends_on_input, model, shape, layer, output))
     check_target(target, shape, _suggestion(model, g, layer, output) if target.spatial is None else None,
                  axes_lost_at(g, target))
+    _not_constant(model, g, target, shape, layer, output)
     if unit is not None:       # the input is the user's: the unit must exist in its output
         normalize_unit(unit, select(g, layer, output).spatial)
     return g
+
+
+def _not_constant(model: nn.Module, g: Graph, target: Node, shape, layer, output) -> None:
+    """Where the trace says the selected output reads no input position (built from constants),
+    a run with another input must agree: an output that moves then was reached by a path the
+    trace lost (``z.set_(y)`` swaps a constant's storage for traced data out of the tracer's
+    sight), and "does not depend on the model input" would be false."""
+    if closed_forms(g)[0][target.id].status == "constant" and depends_on_input(model, shape, layer, output):
+        raise UnknownOpError(f"the selected output {target.name!r} changes with the model input, but rfprobe "
+                             "traced it as built from constants only: an op it does not see (x.set_(y), "
+                             "values read into Python, an op run outside torch) cut the path from the input")
 
 
 def _first_size_that_runs(model: nn.Module, input_shape, fixed, channels, dims, layer, output) -> Graph:
@@ -98,6 +110,7 @@ def _first_size_that_runs(model: nn.Module, input_shape, fixed, channels, dims, 
             if target.spatial is None:      # flattened or pooled away: no input size helps
                 check_target(target, (channels, *size), _suggestion(model, g, layer, output), axes_lost_at(g, target))
             if all(s >= 1 for s in target.spatial):
+                _not_constant(model, g, target, (channels, *size), layer, output)
                 return g
         except RFProbeError as e:
             if not isinstance(e, ModelError):

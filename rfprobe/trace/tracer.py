@@ -701,11 +701,12 @@ def _map_outputs(out, tracer):
 
 
 def depends_on_input(model: nn.Module, input_shape: tuple[int, ...], layer: str | None, output: Any) -> bool:
-    """Whether the selected output changes when the input does, by experiment: two runs of a
-    private CPU copy on different random inputs. Where the trace found no path from the input to
+    """Whether the selected output changes when the input does, by experiment: runs of a
+    private CPU copy on two different random inputs (and the first again: an output that is
+    not the same for the same input, such as uninitialised memory, proves nothing). Where the trace found no path from the input to
     the output, this tells a model that ignores its input from a path the tracer lost."""
     values = []
-    for seed in (1, 2):
+    for seed in (1, 1, 2):      # the same input twice: an output that moves anyway (empty_like) tells nothing
         twin = private_copy(model, "cpu")
         x = torch.rand((1, *input_shape), dtype=input_dtype(model), generator=torch.Generator().manual_seed(seed))
         tracer = Tracer(len(input_shape) - 1)
@@ -717,10 +718,15 @@ def depends_on_input(model: nn.Module, input_shape: tuple[int, ...], layer: str 
             return False
         out = tracer.captured if layer is not None else out
         values.append(_at(out, output))
-    a, b = values
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        return a.shape != b.shape or not torch.equal(a, b)
-    return False
+    a, again, b = values
+    if not all(isinstance(v, torch.Tensor) for v in values) or not _same(a, again):
+        return False
+    return not _same(a, b)
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and bool(torch.equal(a, b) or (a.isnan() & b.isnan()).any() and
+                                       torch.equal(a.nan_to_num(), b.nan_to_num()))
 
 
 def _at(out, output):
