@@ -461,9 +461,11 @@ class Tracer(TorchFunctionMode):
             if isinstance(e, ValuesNeeded) and self.meta:
                 raise       # trace() traces again on the CPU, where the values are known
             return layout, self._refused(name, site, e)
-        if not isinstance(deps, Global) and not op.drops:
+        if deps and not isinstance(deps, Global) and not op.drops:
+            # a rule that forgets an argument computed from the input cuts a path (no deps at all
+            # says the result reads nothing: softmax along a size-1 dim is constant)
             missing = set(data) - {d.arg for d in deps}
-            if missing:     # a rule that forgets an argument computed from the input cuts a path
+            if missing:
                 return layout, Unknown(render.rule_skips(name, str(site or "?"), self.module_stack[-1], sorted(missing)))
         if layout is None and deps and not isinstance(deps, Global):   # a result reading nothing stays so
             deps = Global(f"{name} changes the layout so that spatial axes are lost")
