@@ -423,8 +423,10 @@ def test_the_advice_is_in_the_command_lines_words_and_names_the_trunk(capsys, tm
     monkeypatch.chdir(tmp_path)
     code, out, err = run(capsys, "verify", "cwd_models_advice:Classifier")
     assert code == 2 and err.strip() == (
-        "rfprobe: error: the selected output 'fc' has shape (1, 2) without spatial axes; choose a conv feature "
-        "map with --layer NAME (e.g. --layer trunk, the last module whose output has a local RF)")
+        "rfprobe: error: the selected output 'fc' has shape (1, 2) without spatial axes: op 'flatten' (node "
+        "'flatten#0') lost them (flatten merges or splits spatial axes (1, 4, 1, 1) -> (1, 4) (every position can "
+        "reach every output)); choose a conv feature map with --layer NAME (e.g. --layer trunk, the last module "
+        "whose output has a local RF)")
     for cmd in ("verify", "table"):         # at 64x64 the pool reads a 2x2 map: global
         code, out, err = run(capsys, cmd, "cwd_models_advice:Pooled", "--input", "1,64,64")
         assert code == 0 and ("advice: for a local RF select an earlier output with --layer trunk (the last "
