@@ -54,7 +54,7 @@ class OracleResult:
     forwards: int                            # number of batched forward calls made
 
 
-def _private(model: nn.Module, seed: int, hooks: bool = False) -> nn.Module:
+def _private(model: nn.Module, seed: int, hooks: bool = False, signed: bool = False) -> nn.Module:
     twin = copy.deepcopy(model)
     for m in twin.modules() if not hooks else ():  # the user's hooks must not run in the oracle either
         for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks"):
@@ -62,10 +62,14 @@ def _private(model: nn.Module, seed: int, hooks: bool = False) -> nn.Module:
             if isinstance(d, dict):
                 d.clear()
     twin = twin.to(torch.float64).eval()
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(20_000 + seed if signed else seed)
     with torch.no_grad():
         for p in twin.parameters():
-            p.copy_(torch.rand(p.shape, generator=g, dtype=torch.float64) + 0.5)
+            if signed:      # the steps mode's weights: signed, each output summing O(1) terms
+                fan_in = max(1, p[0].numel()) if p.dim() > 1 else 1
+                p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) / fan_in ** 0.5)
+            else:
+                p.copy_(torch.rand(p.shape, generator=g, dtype=torch.float64) + 0.5)
         for name, b in twin.named_buffers():
             if name.endswith("running_mean"):
                 b.zero_()
@@ -210,24 +214,7 @@ STEPS = (1e-3, -1e-3, 0.5, -0.5, 8.0, -8.0, 64.0, -64.0)
 def _signed(model: nn.Module, seed: int) -> nn.Module:
     """A float64 eval copy whose floating parameters are drawn again, signed, so a unit's value
     stays in the range where saturating ops still respond (each output sums O(1) terms)."""
-    twin = copy.deepcopy(model)
-    for m in twin.modules():
-        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks"):
-            d = getattr(m, attr, None)
-            if isinstance(d, dict):
-                d.clear()
-    twin = twin.to(torch.float64).eval()
-    g = torch.Generator().manual_seed(20_000 + seed)
-    with torch.no_grad():
-        for p in twin.parameters():
-            fan_in = max(1, p[0].numel()) if p.dim() > 1 else 1
-            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) / fan_in ** 0.5)
-        for name, b in twin.named_buffers():
-            if name.endswith("running_mean"):
-                b.zero_()
-            elif name.endswith("running_var"):
-                b.fill_(1.0)
-    return twin
+    return _private(model, seed, signed=True)
 
 
 def _changed(yb: torch.Tensor, y0: torch.Tensor) -> np.ndarray:
