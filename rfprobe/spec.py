@@ -35,7 +35,7 @@ POINTWISE = {
     "tanh": nn.Tanh, "id": nn.Identity, "bn": None,  # bn depends on dims
 }
 WINDOWED = ("conv", "convT", "maxpool", "avgpool", "up")
-OPS = WINDOWED + tuple(POINTWISE)
+WORDS = WINDOWED + tuple(POINTWISE)
 UP_MODES = ("nearest", "bilinear", "bicubic", "linear", "trilinear", "nearest-exact")
 _OPTION_FLAGS = ("s", "p", "d", "g", "c", "op", "dw", "nobias", "ceil", "same", "valid") + UP_MODES
 
@@ -87,10 +87,10 @@ def _parse_token(token: str, position: int) -> LayerSpec:
         plain = re.fullmatch(r"([a-z]+)\d+", head)
         if plain and plain.group(1) in POINTWISE:   # relu2
             raise _fail(token, position, f"{plain.group(1)!r} takes no size; write {plain.group(1)!r}")
-        lowered = {o.lower(): o for o in OPS}      # 'CONV3' and 'Relu' find their word too
+        lowered = {o.lower(): o for o in WORDS}      # 'CONV3' and 'Relu' find their word too
         hit = nearest(head.lower(), list(lowered), strip_digits=True)
         raise _fail(token, position, "unknown layer." + (f" Did you mean {lowered[hit]!r}?" if hit else "")
-                    + f" Valid layers: {', '.join(OPS)}.")
+                    + f" Valid layers: {', '.join(WORDS)}.")
     op, digits = match.groups()
     if not digits:
         raise _fail(token, position, f"{op!r} needs a size, as in {op}3")
@@ -216,8 +216,8 @@ def _parse_dict(d: dict, position: int) -> LayerSpec:
         bad = sorted(unknown)[0]
         raise _fail(token, position, f"unknown key {bad!r}." + did_you_mean(bad, _DICT_KEYS))
     op = d["op"]
-    if op not in OPS:
-        raise _fail(token, position, f"unknown op {op!r}." + did_you_mean(op, OPS))
+    if op not in WORDS:
+        raise _fail(token, position, f"unknown op {op!r}." + did_you_mean(op, WORDS))
 
     def tup(v):
         return tuple(v) if isinstance(v, (list, tuple)) else (v,)

@@ -26,7 +26,7 @@ from . import render
 from .errors import ArgumentError, ModelError, ResourceError
 
 from .spec import build
-from .trace.copy import available_bytes, infer_channels, infer_dims
+from .trace.model_copy import available_bytes, infer_channels, infer_dims
 
 # every node's output is kept, autograd saves what backward needs, backward makes a gradient
 # of each: about three tensors per node

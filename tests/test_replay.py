@@ -34,7 +34,7 @@ def signature(graph) -> list:
             deps = repr(n.deps)
         else:
             spatial = n.spatial or ()
-            deps = [(d.arg, d.axes.why if isinstance(d.axes, Global)
+            deps = [(d.tensor, d.axes.why if isinstance(d.axes, Global)
                      else tuple(_axis(m, k) for m, k in zip(d.axes, spatial))) for d in n.deps]
         rows.append((n.name, n.op, n.shape, n.layout, n.inputs, deps, n.site))
     return [rows, graph.module_outputs, graph.outputs, graph.notes]

@@ -89,7 +89,7 @@ def register_rule(name: str, rule: Rule | str, *, override: bool = False) -> Non
         raise ArgumentError(f"register_rule: name={name!r} must be the op's name as the unknown-op error "
                             "shows it, e.g. 'my_op'")
     builtin = _BUILT_IN.get(name)
-    if builtin is not None and (builtin.rule is not None or builtin.moves is not None) and not override:
+    if builtin is not None and (builtin.rule is not None or builtin.layout_rule is not None) and not override:
         raise ArgumentError(f"register_rule({name!r}, ...) would replace rfprobe's own rule for {name!r}; "
                             f"pass override=True if you mean it (rfprobe.unregister_rule({name!r}) puts it back)")
     old = OPS.get(name)

@@ -314,11 +314,6 @@ def piece(call: Call):
     return tuple(layout), [InputDep(k, axes)]
 
 
-def write(call: Call):
-    """``x[index] = value`` (the tracer calls :func:`setitem` with its own arguments)."""
-    return setitem(call.args, call.tensors, call.data, call.in_layouts)
-
-
 def _piece_dim(name, args, kwargs) -> int:
     if "dim" in kwargs:
         return kwargs["dim"]
@@ -408,19 +403,19 @@ _FROM_VALUES = "tensor as_tensor asarray scalar_tensor".split()
 RECORDS = [Op(n, kind=QUERY, reads_size=n in _SIZE_READS or n not in _QUERIES, reads_values=n in _VALUE_READS)
            for n in _QUERIES + sorted(_VALUE_READS - set(_QUERIES))]
 RECORDS += [Op(n, from_values=True) for n in _FROM_VALUES]   # no rule: a copy of traced data is refused
-RECORDS += [Op(n, kind=LAYOUT, moves=reshape)
+RECORDS += [Op(n, kind=LAYOUT, layout_rule=reshape)
             for n in "view reshape flatten unflatten squeeze unsqueeze view_as reshape_as".split()]
-RECORDS += [Op(n, kind=LAYOUT, moves=permute) for n in "permute transpose swapaxes swapdims movedim moveaxis t".split()]
-RECORDS += [Op(n, kind=LAYOUT, moves=piece)
+RECORDS += [Op(n, kind=LAYOUT, layout_rule=permute) for n in "permute transpose swapaxes swapdims movedim moveaxis t".split()]
+RECORDS += [Op(n, kind=LAYOUT, layout_rule=piece)
             for n in "chunk split tensor_split narrow unbind select split_with_sizes".split()]
-RECORDS += [Op(n, kind=LAYOUT, moves=expand) for n in ("expand", "expand_as", "broadcast_to")]
-RECORDS += [Op(n, kind=LAYOUT, moves=channel_shuffle) for n in ("channel_shuffle", "native_channel_shuffle")]
+RECORDS += [Op(n, kind=LAYOUT, layout_rule=expand) for n in ("expand", "expand_as", "broadcast_to")]
+RECORDS += [Op(n, kind=LAYOUT, layout_rule=channel_shuffle) for n in ("channel_shuffle", "native_channel_shuffle")]
 RECORDS += [
-    Op("repeat", kind=LAYOUT, moves=repeat),
-    Op("stack", kind=LAYOUT, moves=stack),
-    Op("unfold", kind=LAYOUT, moves=unfold),
-    Op("__getitem__", kind=INDEX, moves=getitem),
+    Op("repeat", kind=LAYOUT, layout_rule=repeat),
+    Op("stack", kind=LAYOUT, layout_rule=stack),
+    Op("unfold", kind=LAYOUT, layout_rule=unfold),
+    Op("__getitem__", kind=INDEX, layout_rule=getitem),
     Op("index_select", index_select),
-    Op("__setitem__", kind=WRITE, moves=write),
+    Op("__setitem__", kind=WRITE),
     *(Op(n, cat, meta=meta.cat) for n in ("cat", "concat", "concatenate")),
 ]

@@ -126,7 +126,7 @@ class InputDep:
     ``a`` reads input axis ``a``, or ``perm[a]`` where the input holds its spatial axes in
     another order (a map added to its own transpose)."""
 
-    arg: int                                  # position of the input among the call's tensors
+    tensor: int                               # position of the input among the call's tensors (``call.tensors``)
     axes: tuple[AxisMap, ...] | Global
     perm: tuple[int, ...] | None = None
 
@@ -188,7 +188,7 @@ def from_input(call: Call, main: int) -> list[InputDep]:
     >>> import torch
     >>> x, w = torch.empty(1, 2, 8, 8), torch.empty(2, 2, 3, 3)
     >>> from_input(Call("conv2d", (x, w), {}, (0, 1), (x, w), ((-2, -1), None), (1, 2, 6, 6), 2), 0)
-    [InputDep(arg=1, axes=Global(why='conv2d takes a parameter computed from the model input (its 2nd argument): every output reads all of it'), perm=None)]
+    [InputDep(tensor=1, axes=Global(why='conv2d takes a parameter computed from the model input (its 2nd argument): every output reads all of it'), perm=None)]
     """
     ordinal = {1: "2nd", 2: "3rd"}
     return [InputDep(k, tuple(whole_axis(n) for n in call.spatial_in(k)))
@@ -223,9 +223,9 @@ LayoutRule = Callable[[Call], "tuple[tuple[int, ...] | None, list[InputDep] | Gl
 
 # what an op does to the spatial dims, as the tracer needs to know it
 VALUE = "value"           # output keeps its input's spatial dims (sizes may change): ``rule`` maps them
-LAYOUT = "layout"         # moves, merges or splits dims (view, permute, split...): ``moves``
-INDEX = "index"           # x[...]: ``moves``, like a layout op, but not a merge of positions
-WRITE = "write"           # x[...] = v: ``moves`` gives x's new deps
+LAYOUT = "layout"         # moves, merges or splits dims (view, permute, split...): ``layout_rule``
+INDEX = "index"           # x[...]: ``layout_rule``, like a layout op, but not a merge of positions
+WRITE = "write"           # x[...] = v: the tracer writes the value into x's deps (``ops.layout.setitem``)
 REDUCTION = "reduction"   # drops or keeps reduced dims: ``rule``, output dims from ``reduced``
 QUERY = "query"           # returns no data (shape, size, flags): not traced
 
@@ -234,7 +234,7 @@ QUERY = "query"           # returns no data (shape, size, flags): not traced
 class Op:
     """Everything rfprobe knows about one op, found by the ``__name__`` the tracer sees.
 
-    ``rule`` (exact route) or ``moves`` (ops whose output holds the spatial axes in other
+    ``rule`` (exact route) or ``layout_rule`` (ops whose output holds the spatial axes in other
     dims) say which input positions each output position reads; ``fixed_layout`` ops need the
     spatial axes trailing, (N, C, *spatial); ``meta`` answers the op's result on meta tensors
     without running torch's kernel (None: run it); ``surrogate`` is the structural probe's
@@ -251,7 +251,7 @@ class Op:
     name: str
     rule: Rule | None = None
     kind: str = VALUE
-    moves: LayoutRule | None = None
+    layout_rule: LayoutRule | None = None
     fixed_layout: bool = False
     inplace: bool = False         # an in-place dunder (``__iadd__``); ``add_`` says so by its name
     reads_size: bool = False      # a query that can tell the model a spatial size

@@ -61,7 +61,7 @@ def cast(call: Call) -> list[InputDep]:
     """``x.to(...)``, ``x.type_as(y)``, ``x.cpu()``: ``x``'s values, pointwise; a tensor ``y``
     lends only its dtype and device, so its positions are not read (``ones.to(g)`` reads
     nothing of ``g``)."""
-    return [d for d in elementwise(call) if d.arg == 0]
+    return [d for d in elementwise(call) if d.tensor == 0]
 
 
 def copy_from(call: Call) -> list[InputDep]:
@@ -107,7 +107,7 @@ def where(call: Call) -> list[InputDep]:
 
 def copied(call: Call) -> list[InputDep]:
     """``x.new_tensor(data)``: ``data``'s values, pointwise; ``x`` lends its dtype and device."""
-    return [d for d in elementwise(call) if d.arg != 0]
+    return [d for d in elementwise(call) if d.tensor != 0]
 
 
 def batch_norm(call: Call):

@@ -353,5 +353,5 @@ RECORDS = [
        mixer="attention", surrogate=attention_surrogate),
     Op("multi_head_attention_forward", global_rule("multi-head attention (attention over positions)"),
        mixer="attention", surrogate=projection_surrogate),
-    Op("einsum", moves=einsum, mixer="einsum over positions"),
+    Op("einsum", layout_rule=einsum, mixer="einsum over positions"),
 ]

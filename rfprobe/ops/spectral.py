@@ -171,6 +171,6 @@ RECORDS = [
     *(Op(n, fourier, surrogate=fourier_surrogate) for n in _FOURIER),
     Op("fft_fftshift", shift),
     Op("fft_ifftshift", shift),
-    Op("view_as_real", kind=LAYOUT, moves=as_real),
-    Op("view_as_complex", kind=LAYOUT, moves=as_complex),
+    Op("view_as_real", kind=LAYOUT, layout_rule=as_real),
+    Op("view_as_complex", kind=LAYOUT, layout_rule=as_complex),
 ]

@@ -170,8 +170,8 @@ def max_unpool(call: Call) -> list[InputDep]:
     deps = _placed(call, _transposed_axes(kernel, stride, padding, (1,) * n, tuple(x.shape[x.dim() - n:])))
     indices = call.arg(1, "indices")
     return deps + [InputDep(j, deps[0].axes) for j in call.data
-                   if call.tensors[j] is indices and deps and deps[0].arg != j
-                   and call.in_layouts[j] == call.in_layouts[deps[0].arg]]
+                   if call.tensors[j] is indices and deps and deps[0].tensor != j
+                   and call.in_layouts[j] == call.in_layouts[deps[0].tensor]]
 
 
 
@@ -367,4 +367,4 @@ for _d in (1, 2, 3):
            surrogate=_surrogate("adaptive_max_pool_with_indices", _d)),
     ]
 del _d
-RECORDS += [Op("stft", moves=stft), Op("istft", moves=istft)]
+RECORDS += [Op("stft", layout_rule=stft), Op("istft", layout_rule=istft)]

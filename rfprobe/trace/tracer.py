@@ -45,7 +45,7 @@ from ..errors import (ArgumentError, InternalError, ModelError, ResourceError, R
 from ..ops import (INDEX, LAYOUT, OPS, QUERY, REDUCTION, WRITE, Call, Global, Op, ValuesNeeded, answer,
                    reduced_layout, setitem, user_rules)
 from ..ops.layout import reshape
-from .copy import available_bytes, backward_hooks, input_dtype, meta_twin, private_copy, source_of, user_state_kept
+from .model_copy import available_bytes, backward_hooks, input_dtype, meta_twin, private_copy, source_of, user_state_kept
 from .diagnose import name_global_causes
 from .graph import Graph, Node, Unknown, name_outputs
 
@@ -420,19 +420,19 @@ class Tracer(TorchFunctionMode):
             # a reshape back to a spatial shape that a flatten lost (e.g. after attention over
             # flattened positions): the spatial axes are back, every position still global
             return self._back(op, tensors[data[0]], out), Global(f"{name} of a tensor without spatial axes")
-        if op.moves is not None and main is None and isinstance(args[0], torch.Tensor):
+        if op.layout_rule is not None and main is None and isinstance(args[0], torch.Tensor):
             # the data moved has no spatial axes (pooled to a vector), another input has them (the
             # shape of y.expand_as(x), x[idx]): every output element is one of the data's, each
             # already reading every position
             k = next(k for k in data if layouts[k] is not None)
             return (ref if tuple(out.shape) == tuple(tensors[k].shape) else None), Global(
                 f"{name} of a tensor without spatial axes")
-        if op.moves is not None:
+        if op.layout_rule is not None:
             call = Call(name, *_plain(args, kwargs, tensors, data), data, tensors, layouts, tuple(out.shape), self.dims,
                         None, index,
                         tuple(tuple(o.shape) for o in outs))
-            layout, deps = self._guard(lambda: op.moves(call), name, site, None)
-            if main is not None and (layout is None or (op.moves is reshape and _resized(tensors[data[0]], main, out, layout))):
+            layout, deps = self._guard(lambda: op.layout_rule(call), name, site, None)
+            if main is not None and (layout is None or (op.layout_rule is reshape and _resized(tensors[data[0]], main, out, layout))):
                 # merged away, or split into blocks (space-to-depth, window partition): a reshape
                 # back to these sizes after the positions were mixed restores the spatial axes
                 self.lost_shapes.add(tuple(tensors[data[0]].shape[d] for d in main))
@@ -464,7 +464,7 @@ class Tracer(TorchFunctionMode):
         if deps and not isinstance(deps, Global) and not op.drops:
             # a rule that forgets an argument computed from the input cuts a path (no deps at all
             # says the result reads nothing: softmax along a size-1 dim is constant)
-            missing = set(data) - {d.arg for d in deps}
+            missing = set(data) - {d.tensor for d in deps}
             if missing:
                 return layout, Unknown(render.rule_skips(name, str(site or "?"), self.module_stack[-1], sorted(missing)))
         if layout is None and deps and not isinstance(deps, Global):   # a result reading nothing stays so
@@ -566,7 +566,7 @@ def _same_sizes(src, layout, out) -> bool:
 def _dep_args(deps, data):
     if deps is None or isinstance(deps, Global):
         return data
-    return [d.arg for d in deps]
+    return [d.tensor for d in deps]
 
 
 def run(twin: nn.Module, x: torch.Tensor, tracer: Tracer):
