@@ -22,11 +22,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .defaults import as_model, resolve_input_shape
 from .errors import ArgumentError, ModelError, RFProbeError, model_raised
 from .hints import InputShape, ModelLike
 from .render.messages import collapse_refusal
 from .results import CompareRow, Comparison, Cost
-from .validate import as_model, resolve_input_shape
 
 _CONV = nn.modules.conv._ConvNd
 _CONVT = nn.modules.conv._ConvTransposeNd

@@ -5,8 +5,9 @@ verify) does before any work, in one order, so each refuses a bad argument the s
 routes share, traces the model at the input they will use (the user's, or the smallest that
 holds the unit's whole RF), selects the output, and normalises the unit and checks the channel
 and the device against it. Each entry point keeps its own extra checks (a probe's ``mode``,
-probe_many's ``units``, erf's ``inputs`` and ``n``); every check lives in
-:mod:`rfprobe.validate`.
+probe_many's ``units``, erf's ``inputs`` and ``n``, in their routes); the shared checks live in
+:mod:`rfprobe.validate`, and what is read off the model for the arguments left out (the module
+behind a spec, the layer's name, the input shape, the device) in :mod:`rfprobe.defaults`.
 
 >>> p = prepare("conv3 relu conv3")          # the centre unit, in the smallest input that holds its RF
 >>> p.input_shape, p.target.shape, p.unit, p.channel, p.device.type
@@ -23,13 +24,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .defaults import as_model, layer_name, run_device, shape_of_inputs
 from .results import Analysis
 from .routes.analyze import analysis_of
 from .routes.fit import choose_input
 from .errors import ArgumentError
 from .trace import Graph, Node
-from .validate import (as_model, check_channel, check_dtype, check_inputs, check_model, check_seed, layer_name,
-                       normalize_unit, run_device, shape_of_inputs)
+from .validate import check_channel, check_dtype, check_inputs, check_model, check_seed, normalize_unit
 
 
 @dataclass(frozen=True, eq=False)

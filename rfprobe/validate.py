@@ -1,8 +1,13 @@
-"""Checks at the public entry points: refuse what cannot give an exact answer, before any work,
-with a message that names the argument, shows the bad value and says what to do.
+"""The argument checks the entry points share: refuse what cannot give an exact answer, before
+any work, with a message that names the argument, shows the bad value and says what to do.
 
-Every argument check lives here; :func:`rfprobe.prepare.prepare` runs the ones the entry
-points share, in one order, and each entry point runs its own (a probe's mode, erf's inputs).
+:func:`rfprobe.prepare.prepare` runs the shared ones in one order. A check that one route alone
+needs lives with that route (a probe's ``mode``, ``full`` and memory in
+:mod:`rfprobe.routes.probe` and :mod:`rfprobe.routes.gradient`; erf's ``inputs``, ``n`` and
+``statistic`` in :mod:`rfprobe.routes.erf`), and what rfprobe reads off the model for the
+arguments left out (input shape, device, the module behind a spec or a compiled model) lives in
+:mod:`rfprobe.defaults`. Nothing here traces or builds a model: the results use two of these
+checks, and they import neither the tracer nor the spec parser.
 
 >>> import torch
 >>> check_dtype(torch.float64)
@@ -10,12 +15,9 @@ points share, in one order, and each entry point runs its own (a probe's mode, e
 Traceback (most recent call last):
 ...
 rfprobe.errors.ArgumentError: dtype=torch.int64 cannot carry a gradient: use a real floating dtype (torch.float32 or torch.float64)
->>> probe_bytes([(1, 3, 64, 64), (1, 16, 62, 62)], torch.float32, params=0) == 3 * 4 * (3 * 64 * 64 + 16 * 62 * 62)
-True
 """
 from __future__ import annotations
 
-import math
 import operator
 from typing import Iterable, Sequence
 
@@ -23,14 +25,8 @@ import torch
 import torch.nn as nn
 
 from . import render
-from .errors import ArgumentError, ModelError, ResourceError
+from .errors import ArgumentError
 
-from .spec import build
-from .trace.model_copy import available_bytes, infer_channels, infer_dims
-
-# every node's output is kept, autograd saves what backward needs, backward makes a gradient
-# of each: about three tensors per node
-_COPIES = 3
 _BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -116,49 +112,6 @@ def check_model(model: nn.Module, mode: str, who: str = "actual mode") -> None:
                     "mode='actual' they make the gradient NaN wherever they reach, so no RF can be "
                     "read from it. Fix the weights, or use mode='structural' (the default), which "
                     "ignores weight values")
-
-
-def probe_bytes(shapes: Iterable[tuple[int, ...]], dtype: torch.dtype, params: int) -> int:
-    """Memory the probe needs, from the traced shapes: about three tensors per node (the kept
-    output, what autograd saves, its gradient) plus the parameters."""
-    item = torch.empty((), dtype=dtype).element_size()
-    return _COPIES * item * sum(math.prod(s) for s in shapes) + item * params
-
-
-def check_memory(graph, model: nn.Module, dtype: torch.dtype, device: torch.device,
-                 max_memory: int | None) -> None:
-    """Refuse, before running, a probe that would need more than ``max_memory`` bytes (default:
-    half the memory free on the device)."""
-    if max_memory is not None and (not isinstance(max_memory, (int, float)) or max_memory <= 0):
-        raise ArgumentError(f"max_memory={max_memory!r} must be a positive number of bytes "
-                            "(or None for half the free memory)")
-    need = probe_bytes([n.shape for n in graph.nodes], dtype, sum(p.numel() for p in model.parameters()))
-    limit = max_memory
-    if limit is None:
-        free = available_bytes(device)
-        if free is None:
-            return
-        limit = free // 2
-    if need > limit:
-        gib = 2 ** 30
-        raise ResourceError(
-            f"the probe would need about {need / gib:.2f} GiB on {device} (input_shape="
-            f"{tuple(graph.input_shape)}, every traced tensor kept for the backward), above "
-            f"max_memory={limit / gib:.2f} GiB{' (half the free memory)' if max_memory is None else ''}. "
-            "Shrink it: leave input_shape=None (or None entries) so rfprobe picks the smallest input "
-            "that holds the RF; use slab mode (full=False, structural mode) for the per-axis box; "
-            "probe an earlier layer=...; use dtype=torch.float32; or raise max_memory= (bytes)")
-
-
-def check_gradient(grad, mode: str) -> None:
-    """A NaN or infinite gradient says nothing about the RF: refuse it."""
-    import numpy as np
-    if not np.isfinite(grad).all():
-        bad = int((~np.isfinite(grad)).sum())
-        raise ModelError(f"the input gradient has {bad} NaN or infinite values in mode={mode!r} (an "
-                         "overflow, or a NaN produced inside the model), so zero and nonzero cannot be "
-                         "told apart. Use mode='structural' (rescaled per layer, never overflows), or "
-                         "dtype=torch.float64, or smaller inputs")
 
 
 def check_unit(unit, arg: str = "unit") -> None:
@@ -278,10 +231,21 @@ def _device_refused(device, problem: str) -> ArgumentError:
     """``device=`` refused: the ``problem`` after the value, then the devices usable here, in the
     Python API's words and the command line's (``--device``)."""
     usable = _usable_devices()
-    return ArgumentError(f"device={_shown(device)}{problem}; use {', '.join(map(repr, usable))} (usable here), "
+    return ArgumentError(f"device={short_repr(device)}{problem}; use {', '.join(map(repr, usable))} (usable here), "
                          "or None for the model's own device",
                          cli=f"--device {device}{problem}; use --device {' or '.join(usable)} (usable here), or "
                          "leave --device out for the model's own device")
+
+
+def short_repr(value, limit: int = 80) -> str:
+    """``repr(value)`` for a message, cut at ``limit`` characters (an input_shape that is a nested
+    list of numbers, or a tuple of tensors, is not printed whole).
+
+    >>> short_repr(tuple(range(40)), limit=20)
+    '(0, 1, 2, 3, 4, 5...'
+    """
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _holds_a_tensor(dev: torch.device) -> bool:
@@ -330,196 +294,6 @@ def check_expectation(name: str, value, n: int | None) -> tuple[int, ...] | None
     return values
 
 
-# ----------------------------------------------------------------------------- the model and its input
-def as_model(model_or_spec, **build_kw) -> nn.Module:
-    """Accept a module, or a spec string/list (built with ``rfprobe.build`` and put in eval
-    mode: a spec describes an architecture, whose BatchNorm should not couple the batch)."""
-    if isinstance(model_or_spec, torch.jit.ScriptModule):
-        raise ArgumentError(f"model is a TorchScript module ({type(model_or_spec).__name__}): rfprobe follows "
-                            "the Python module's own code, which scripting or tracing compiles away. Pass "
-                            "the module before torch.jit.script / torch.jit.trace (the same weights)")
-    if isinstance(model_or_spec, nn.Module):
-        return _uncompiled(model_or_spec)
-    if isinstance(model_or_spec, (str, list, tuple)):
-        return build(model_or_spec, **build_kw).eval()
-    raise ArgumentError(f"model must be a torch.nn.Module or a spec string, not "
-                        f"{type(model_or_spec).__name__} ({model_or_spec!r:.60})")
-
-
-def _uncompiled(model: nn.Module) -> nn.Module:
-    """The module ``torch.compile`` wrapped (its ``_orig_mod``): rfprobe runs that module's code on
-    its own copy and never calls the compiled forward. Told by the class's name, so that rfprobe
-    imports no ``torch._dynamo`` (seconds) for models that were never compiled."""
-    while type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
-        model = model._orig_mod
-    return model
-
-
-def layer_name(model: nn.Module, layer) -> str | None:
-    """``layer=`` as the name the rest of rfprobe selects by: a name stays; a module of ``model``
-    (found by identity among ``model.named_modules()``, so a module of the model that was given
-    to ``torch.compile`` is found too) becomes its path; the model itself is its own output (None).
-    A message names a module by its class, never by its repr (a model's repr runs to pages).
-
-    >>> import rfprobe
-    >>> net = rfprobe.build("conv3 relu conv3")
-    >>> layer_name(net, net[1]), layer_name(net, "2"), layer_name(net, net)
-    ('1', '2', None)
-    >>> layer_name(net, rfprobe.build("conv3")[0])
-    Traceback (most recent call last):
-    ...
-    rfprobe.errors.ArgumentError: layer= got a Conv2d module that is not part of this model (it is not among model.named_modules(); a copy of a module, or a module of another instance of the model, is another object): pass a module of the model you analyse, such as model.layer3, or its name as a string, such as '0'
-    """
-    if layer is None or isinstance(layer, str):
-        return layer
-    if not isinstance(layer, nn.Module):
-        text = repr(layer)
-        shown = f"layer={text}" if len(text) <= 60 and "\n" not in text else "layer="
-        raise ArgumentError(f"{shown} (type {type(layer).__name__}) must be a module name like 'layer3' or "
-                            "'features.16', a module of the model (model.layer3), or a node name from "
-                            "rfprobe.analyze(model).layers")
-    layer = _uncompiled(layer)
-    for name, module in model.named_modules():
-        if module is layer:
-            return name or None
-    example = next((n for n, _ in model.named_children()), "layer3")
-    raise ArgumentError(f"layer= got a {type(layer).__name__} module that is not part of this model (it is not "
-                        "among model.named_modules(); a copy of a module, or a module of another instance of "
-                        "the model, is another object): pass a module of the model you analyse, such as "
-                        f"model.layer3, or its name as a string, such as {example!r}")
-
-
-def _whole(s) -> int:
-    """A size: an int, or a float with no fraction (8.0); 8.5 is an error, not 8."""
-    if isinstance(s, bool) or (isinstance(s, float) and not s.is_integer()):
-        raise ValueError(s)
-    return int(s)
-
-
-def resolve_input_shape(model: nn.Module, input_shape, check_channels: bool = True
-                        ) -> tuple[tuple[int, ...] | None, int, int]:
-    """(shape or None, channels, dims) from the user's ``input_shape`` and the model.
-
-    ``check_channels=False`` trusts the user's channel count and spatial rank (the first conv
-    registered need not be the first one applied: a 2D model may run a Conv1d along rows);
-    :func:`rfprobe.routes.fit.choose_input` then checks them only if the model fails. A bad
-    ``input_shape`` that would be a valid unit (the second positional argument of ``probe`` and
-    ``verify`` was the unit before 0.2.0) is refused with "did you mean unit=...".
-
-    >>> import rfprobe
-    >>> resolve_input_shape(rfprobe.build("conv3"), (1, 8, 8))
-    ((1, 8, 8), 1, 2)
-    >>> resolve_input_shape(rfprobe.build("conv3"), (3, 4))
-    Traceback (most recent call last):
-    ...
-    rfprobe.errors.ArgumentError: input_shape=(3, 4) has rank 2 but this model takes (C, H, W): give 3 numbers, channels first, no batch. Did you mean unit=(3, 4)? Everything after input_shape is keyword-only since rfprobe 0.2.0.
-    """
-    if isinstance(input_shape, torch.Tensor):
-        raise ArgumentError(f"input_shape= got a tensor of shape {tuple(input_shape.shape)}: input_shape is "
-                            "(C, *spatial) as a tuple; to measure with real inputs pass them as inputs=... "
-                            "(everything after input_shape is keyword-only since rfprobe 0.2.0)")
-    try:
-        return _resolve_input_shape(model, input_shape, check_channels)
-    except ArgumentError as e:
-        hint = _unit_hint(input_shape, infer_dims(model))
-        if hint:
-            raise ArgumentError(f"{str(e).rstrip('.')}. {hint}") from None
-        raise
-
-
-def _unit_hint(value, dims: int | None) -> str:
-    """"Did you mean unit=...?" when ``value`` (a rejected input_shape) would be a valid unit."""
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    is_unit = is_int or (isinstance(value, (tuple, list)) and dims is not None and len(value) == dims
-                         and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
-    if not is_unit:
-        return ""
-    return (f"Did you mean unit={tuple(value) if not is_int else value!r}? Everything after input_shape is "
-            "keyword-only since rfprobe 0.2.0.")
-
-
-def _resolve_input_shape(model: nn.Module, input_shape, check_channels: bool):
-    dims = infer_dims(model)
-    channels = infer_channels(model)
-    if input_shape is None:
-        if dims is None or channels is None:
-            raise ArgumentError("input_shape is needed: rfprobe cannot tell the input's channels "
-                                "and spatial rank from this model; pass input_shape=(C, H, W)")
-        return None, channels, dims
-    shown = _shown(input_shape)
-    if not isinstance(input_shape, (tuple, list)) and hasattr(input_shape, "shape") and hasattr(input_shape, "dtype"):
-        raise ArgumentError(f"input_shape= got an array of shape {tuple(input_shape.shape)}: input_shape is "
-                            "(C, *spatial) as a tuple, such as (3, 224, 224)")
-    try:
-        if isinstance(input_shape, (str, bytes)):
-            raise TypeError(input_shape)
-        shape = tuple(None if s is None else _whole(s) for s in input_shape)
-    except (TypeError, ValueError):
-        raise ArgumentError(f"input_shape={shown} must be a tuple like (3, 224, 224)") from None
-    if (dims is not None and len(shape) == dims + 2 and shape[0] == 1
-            and (not check_channels or channels is None or shape[1] in (None, channels))):
-        # a batch of one given explicitly; unless the channels after it are wrong: then it is the
-        # rank (a 1-D model given (1, 64, 64) is told the rank, not that it has 64 channels)
-        shape = shape[1:]
-    if dims is not None and len(shape) != dims + 1 and check_channels:
-        raise ArgumentError(f"input_shape={shown} has rank {len(input_shape)} but this model "
-                            f"takes (C, {', '.join('L' if dims == 1 else 'HWD'[i] for i in range(dims))})"
-                            f": give {dims + 1} numbers, channels first, no batch")
-    if len(shape) < 2:
-        raise ArgumentError(f"input_shape={shown} needs channels and at least one spatial size")
-    if any(s is not None and s < 1 for s in shape):
-        raise ArgumentError(f"input_shape={shown} has a size below 1")
-    if check_channels and channels is not None and shape[0] is not None and shape[0] != channels:
-        raise ArgumentError(f"input_shape={shown} has {shape[0]} channels but the model's first "
-                            f"conv takes {channels}; use input_shape=({channels}, ...)")
-    if shape[0] is None:
-        if channels is None:
-            raise ArgumentError("input_shape has no channel count and the model has no conv to tell it")
-        shape = (channels,) + shape[1:]
-    return shape, shape[0], len(shape) - 1
-
-
-def _shown(value, limit: int = 80) -> str:
-    """``repr(value)`` for a message, cut at ``limit`` characters (an input_shape that is a nested
-    list of numbers, or a tuple of tensors, is not printed whole)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def shape_of_inputs(model: nn.Module, inputs: torch.Tensor, input_shape) -> tuple[int, ...]:
-    """(C, *spatial) of actual mode's ``inputs``, given as (C, *spatial) or (1, C, *spatial):
-    the model's spatial rank tells which (a (C, H, W) image lost its channels before)."""
-    dims = infer_dims(model)
-    if input_shape is not None:
-        dims = len(tuple(input_shape)) - 1
-    shape = tuple(inputs.shape)
-    if dims is None:
-        dims = len(shape) - 2 if len(shape) >= 3 else len(shape) - 1
-    if len(shape) == dims + 2:
-        if shape[0] != 1:
-            raise ArgumentError(f"inputs has a batch of {shape[0]} (shape {shape}): the probe measures one "
-                                "input; pass inputs[i:i + 1], or average over many with rfprobe.erf")
-        shape = shape[1:]
-    elif len(shape) != dims + 1:
-        raise ArgumentError(f"inputs has shape {shape}, but this model takes {dims} spatial axes: give "
-                            f"(C, *spatial) or (1, C, *spatial)")
-    if input_shape is not None and tuple(input_shape) != shape:
-        raise ArgumentError(f"input_shape={tuple(input_shape)!r} disagrees with inputs of shape {shape}; "
-                            "give one of them")
-    return shape
-
-
-def run_device(model: nn.Module, device) -> torch.device:
-    """Where a gradient route runs: ``device`` (checked), else the model's own device (its first
-    parameter not on meta), else the CPU."""
-    if device is not None:
-        return check_device(device)
-    for p in model.parameters():
-        if p.device.type != "meta":
-            return p.device
-    return torch.device("cpu")
-
-
 # ----------------------------------------------------------------------------- the selected output
 def check_spatial_output(target, suggested: str | None = None, lost=None) -> None:
     """The selected output (a graph node) has spatial axes; ``suggested`` names a layer to pick
@@ -537,108 +311,3 @@ def check_target(target, shape, suggested: str | None = None, lost=None) -> None
     if any(s < 1 for s in target.spatial):
         raise ArgumentError(f"input_shape={shape} is too small: output {target.name!r} has spatial "
                             f"shape {target.spatial}")
-
-
-def normalize_units(units, out_spatial) -> list[tuple[int, ...]]:
-    """``units=`` of probe_many: a non-empty list of units, each checked and normalised."""
-    if isinstance(units, (int, str)) or (isinstance(units, tuple) and all(isinstance(v, int) for v in units)):
-        raise ArgumentError(f"units={units!r} must be a list of units, e.g. [(0, 0), (-1, -1)]")
-    try:
-        us = [normalize_unit(v, out_spatial, "units") for v in units]
-    except TypeError:
-        raise ArgumentError(f"units={units!r} must be a list of units, e.g. [(0, 0), (-1, -1)]") from None
-    if not us:
-        raise ArgumentError("units=[] is empty: give at least one output unit")
-    return us
-
-
-# ----------------------------------------------------------------------------- probe's and erf's own
-def check_mode(mode) -> None:
-    if mode not in ("structural", "actual"):
-        raise ArgumentError(f"mode={mode!r} must be 'structural' or 'actual'")
-
-
-def check_full(full) -> None:
-    if full not in (None, True, False):
-        raise ArgumentError(f"full={full!r} must be True (whole map), False (slab mode when "
-                            "possible) or None (slab mode for large inputs)")
-
-
-STATISTICS = ("abs", "sq")
-
-
-def check_statistic(statistic) -> None:
-    if statistic not in STATISTICS:
-        raise ArgumentError(f"statistic={statistic!r} must be 'abs' (mean |gradient|) or 'sq' "
-                            "(mean squared gradient)")
-
-
-def check_count(n) -> None:
-    """``n=`` of erf: how many inputs to average over."""
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ArgumentError(f"n={n!r} must be a positive int: the number of inputs to average over")
-
-
-def check_batch_size(batch_size) -> None:
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ArgumentError(f"batch_size={batch_size!r} must be a positive int")
-
-
-def _not_an_input(item) -> ArgumentError:
-    return ArgumentError(f"inputs must be a tensor (N, C, ...) or an iterable of tensors or "
-                         f"(input, label) pairs; found an item of type {type(item).__name__}")
-
-
-def input_items(inputs) -> Iterable[torch.Tensor]:
-    """erf's ``inputs``, item by item: a tensor, an array, or an iterable of tensors or
-    (input, label) pairs (a DataLoader)."""
-    import numpy as np
-    if isinstance(inputs, torch.Tensor):
-        yield inputs
-        return
-    if isinstance(inputs, np.ndarray):
-        yield torch.from_numpy(inputs)
-        return
-    for item in inputs:
-        if isinstance(item, (tuple, list)):
-            item = item[0]
-        if not isinstance(item, torch.Tensor):
-            raise _not_an_input(item)
-        yield item
-
-
-def first_input_shape(inputs):
-    """The first item's shape, and inputs still holding every item (a one-shot iterator,
-    such as a generator, is not consumed)."""
-    import itertools
-    import numpy as np
-    if isinstance(inputs, (torch.Tensor, np.ndarray)):
-        return tuple(inputs.shape), inputs
-    it = iter(inputs)
-    for item in it:
-        if it is inputs:
-            inputs = itertools.chain([item], it)
-        if isinstance(item, (tuple, list)):
-            item = item[0]
-        if not hasattr(item, "shape"):
-            raise _not_an_input(item)
-        return tuple(item.shape), inputs
-    raise ArgumentError("inputs is empty; pass a tensor (N, C, ...) or leave inputs=None for random ones")
-
-
-def shape_of_batches(model: nn.Module, inputs, input_shape):
-    """(C, *spatial) of erf's ``inputs`` (items (N, C, *spatial) or (C, *spatial): the model's
-    spatial rank tells which), and inputs still holding every item; they fix the shape, so an
-    ``input_shape`` as well is refused."""
-    shape, inputs = first_input_shape(inputs)
-    if input_shape is not None:
-        raise ArgumentError("give inputs= or input_shape=, not both: the inputs fix the shape")
-    dims = infer_dims(model)
-    return (shape if dims is not None and len(shape) == dims + 1 else shape[1:]), inputs
-
-
-def check_item_shape(x: torch.Tensor, input_shape) -> None:
-    """Every batch of erf's inputs has the first item's (C, *spatial)."""
-    if tuple(x.shape[1:]) != tuple(input_shape):
-        raise ArgumentError(f"inputs have shape {tuple(x.shape[1:])} per item but the first had "
-                            f"{tuple(input_shape)}; all inputs need one shape")

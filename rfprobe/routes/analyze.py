@@ -14,11 +14,12 @@ import functools
 from typing import Any
 
 from .. import render
+from ..defaults import as_model, layer_name
 from ..errors import ArgumentError
 from ..hints import InputShape, Layer, ModelLike, Unit
 from ..results import Analysis, LayerRow
 from ..trace import Graph, Node, ancestors, axes_lost_at, own_global, select
-from ..validate import as_model, check_spatial_output, layer_name
+from ..validate import check_spatial_output
 from .closed import closed_forms, suggest_layer
 from .exact import propagate
 from .fit import choose_input

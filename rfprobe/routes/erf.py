@@ -28,23 +28,102 @@ Four uniform 3-tap layers in 1-D: the ERF is the 4-fold convolution of a box, va
 """
 from __future__ import annotations
 
+import itertools
 import sys
 import time
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from ..defaults import as_model
 from ..errors import ArgumentError, RFProbeError
 from ..hints import Device, InputShape, Layer, ModelLike, Unit
 from ..prepare import prepare
 from .gradient import ProbePolicy, backprop_units, gradients_allowed
 from ..render.messages import progress_line
 from ..results import ERF
-from ..trace import Tracer, private_copy
-from ..validate import (as_model, check_batch_size, check_count, check_finite, check_item_shape, check_statistic,
-                       input_items, shape_of_batches)
+from ..trace import Tracer, infer_dims, private_copy
+from ..validate import check_finite
+
+
+# ----------------------------------------------------------------------------- erf's own arguments
+STATISTICS = ("abs", "sq")
+
+
+def check_statistic(statistic) -> None:
+    if statistic not in STATISTICS:
+        raise ArgumentError(f"statistic={statistic!r} must be 'abs' (mean |gradient|) or 'sq' "
+                            "(mean squared gradient)")
+
+
+def check_count(n) -> None:
+    """``n=`` of erf: how many inputs to average over."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ArgumentError(f"n={n!r} must be a positive int: the number of inputs to average over")
+
+
+def check_batch_size(batch_size) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ArgumentError(f"batch_size={batch_size!r} must be a positive int")
+
+
+def _not_an_input(item) -> ArgumentError:
+    return ArgumentError(f"inputs must be a tensor (N, C, ...) or an iterable of tensors or "
+                         f"(input, label) pairs; found an item of type {type(item).__name__}")
+
+
+def input_items(inputs) -> Iterable[torch.Tensor]:
+    """erf's ``inputs``, item by item: a tensor, an array, or an iterable of tensors or
+    (input, label) pairs (a DataLoader)."""
+    if isinstance(inputs, torch.Tensor):
+        yield inputs
+        return
+    if isinstance(inputs, np.ndarray):
+        yield torch.from_numpy(inputs)
+        return
+    for item in inputs:
+        if isinstance(item, (tuple, list)):
+            item = item[0]
+        if not isinstance(item, torch.Tensor):
+            raise _not_an_input(item)
+        yield item
+
+
+def first_input_shape(inputs):
+    """The first item's shape, and inputs still holding every item (a one-shot iterator,
+    such as a generator, is not consumed)."""
+    if isinstance(inputs, (torch.Tensor, np.ndarray)):
+        return tuple(inputs.shape), inputs
+    it = iter(inputs)
+    for item in it:
+        if it is inputs:
+            inputs = itertools.chain([item], it)
+        if isinstance(item, (tuple, list)):
+            item = item[0]
+        if not hasattr(item, "shape"):
+            raise _not_an_input(item)
+        return tuple(item.shape), inputs
+    raise ArgumentError("inputs is empty; pass a tensor (N, C, ...) or leave inputs=None for random ones")
+
+
+def shape_of_batches(model: nn.Module, inputs, input_shape):
+    """(C, *spatial) of erf's ``inputs`` (items (N, C, *spatial) or (C, *spatial): the model's
+    spatial rank tells which), and inputs still holding every item; they fix the shape, so an
+    ``input_shape`` as well is refused."""
+    shape, inputs = first_input_shape(inputs)
+    if input_shape is not None:
+        raise ArgumentError("give inputs= or input_shape=, not both: the inputs fix the shape")
+    dims = infer_dims(model)
+    return (shape if dims is not None and len(shape) == dims + 1 else shape[1:]), inputs
+
+
+def check_item_shape(x: torch.Tensor, input_shape) -> None:
+    """Every batch of erf's inputs has the first item's (C, *spatial)."""
+    if tuple(x.shape[1:]) != tuple(input_shape):
+        raise ArgumentError(f"inputs have shape {tuple(x.shape[1:])} per item but the first had "
+                            f"{tuple(input_shape)}; all inputs need one shape")
 
 
 # ----------------------------------------------------------------------------- progress

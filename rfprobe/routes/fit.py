@@ -19,9 +19,10 @@ import re
 
 import torch.nn as nn
 
+from ..defaults import resolve_input_shape
 from ..errors import ArgumentError, ModelError, RFProbeError, UnknownOpError, model_raised, raised_text
 from ..trace import Graph, Node, axes_lost_at, depends_on_input, one_meta_copy, replay, select, trace
-from ..validate import check_target, check_unit, normalize_unit, resolve_input_shape
+from ..validate import check_target, check_unit, normalize_unit
 from .closed import closed_forms, suggest_layer
 from .exact import propagate
 

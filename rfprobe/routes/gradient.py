@@ -38,6 +38,7 @@ import functools
 import math
 import os
 import random
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -45,8 +46,9 @@ import torch.nn as nn
 from torch.utils._pytree import tree_map
 
 from .. import render
-from ..errors import InternalError, ModelError, RFProbeError, model_raised
+from ..errors import ArgumentError, InternalError, ModelError, ResourceError, RFProbeError, model_raised
 from ..trace import Graph, Node, Policy, Tracer, private_copy, run
+from ..trace.model_copy import available_bytes
 
 
 # ----------------------------------------------------------------------------- positive values
@@ -196,6 +198,57 @@ def gradients_allowed(fn):
             return fn(*args, **kwargs)
     return wrapper
 
+
+# ----------------------------------------------------------------------------- what the probe needs
+# every node's output is kept, autograd saves what backward needs, backward makes a gradient
+# of each: about three tensors per node
+_COPIES = 3
+
+
+def probe_bytes(shapes: Iterable[tuple[int, ...]], dtype: torch.dtype, params: int) -> int:
+    """Memory the probe needs, from the traced shapes: about three tensors per node (the kept
+    output, what autograd saves, its gradient) plus the parameters.
+
+    >>> probe_bytes([(1, 3, 64, 64), (1, 16, 62, 62)], torch.float32, params=0) == 3 * 4 * (3 * 64 * 64 + 16 * 62 * 62)
+    True
+    """
+    item = torch.empty((), dtype=dtype).element_size()
+    return _COPIES * item * sum(math.prod(s) for s in shapes) + item * params
+
+
+def check_memory(graph, model: nn.Module, dtype: torch.dtype, device: torch.device,
+                 max_memory: int | None) -> None:
+    """Refuse, before running, a probe that would need more than ``max_memory`` bytes (default:
+    half the memory free on the device)."""
+    if max_memory is not None and (not isinstance(max_memory, (int, float)) or max_memory <= 0):
+        raise ArgumentError(f"max_memory={max_memory!r} must be a positive number of bytes "
+                            "(or None for half the free memory)")
+    need = probe_bytes([n.shape for n in graph.nodes], dtype, sum(p.numel() for p in model.parameters()))
+    limit = max_memory
+    if limit is None:
+        free = available_bytes(device)
+        if free is None:
+            return
+        limit = free // 2
+    if need > limit:
+        gib = 2 ** 30
+        raise ResourceError(
+            f"the probe would need about {need / gib:.2f} GiB on {device} (input_shape="
+            f"{tuple(graph.input_shape)}, every traced tensor kept for the backward), above "
+            f"max_memory={limit / gib:.2f} GiB{' (half the free memory)' if max_memory is None else ''}. "
+            "Shrink it: leave input_shape=None (or None entries) so rfprobe picks the smallest input "
+            "that holds the RF; use slab mode (full=False, structural mode) for the per-axis box; "
+            "probe an earlier layer=...; use dtype=torch.float32; or raise max_memory= (bytes)")
+
+
+def check_gradient(grad, mode: str) -> None:
+    """A NaN or infinite gradient says nothing about the RF: refuse it."""
+    if not np.isfinite(grad).all():
+        bad = int((~np.isfinite(grad)).sum())
+        raise ModelError(f"the input gradient has {bad} NaN or infinite values in mode={mode!r} (an "
+                         "overflow, or a NaN produced inside the model), so zero and nonzero cannot be "
+                         "told apart. Use mode='structural' (rescaled per layer, never overflows), or "
+                         "dtype=torch.float64, or smaller inputs")
 
 
 # ----------------------------------------------------------------------------- the gradient

@@ -29,20 +29,46 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..errors import RFProbeError
+from ..errors import ArgumentError, RFProbeError
 from ..hints import Device, InputShape, Layer, ModelLike, Unit
 from ..measure import box_of, coverage_of
 from ..prepare import Prepared, prepare
 from ..results import Analysis, ProbeResult
 from ..trace import Graph, select, trace
-from ..validate import check_full, check_gradient, check_memory, check_mode, normalize_units
+from ..validate import normalize_unit
 from .exact import propagate
-from .gradient import gradients_allowed, input_gradient, private_twin
+from .gradient import check_gradient, check_memory, gradients_allowed, input_gradient, private_twin
 
 # slab mode is chosen automatically above this many input positions (512x512, 64x64x64)
 SLAB_ABOVE = 1 << 18
 
 
+# ----------------------------------------------------------------------------- the probe's own arguments
+def normalize_units(units, out_spatial) -> list[tuple[int, ...]]:
+    """``units=`` of probe_many: a non-empty list of units, each checked and normalised."""
+    if isinstance(units, (int, str)) or (isinstance(units, tuple) and all(isinstance(v, int) for v in units)):
+        raise ArgumentError(f"units={units!r} must be a list of units, e.g. [(0, 0), (-1, -1)]")
+    try:
+        us = [normalize_unit(v, out_spatial, "units") for v in units]
+    except TypeError:
+        raise ArgumentError(f"units={units!r} must be a list of units, e.g. [(0, 0), (-1, -1)]") from None
+    if not us:
+        raise ArgumentError("units=[] is empty: give at least one output unit")
+    return us
+
+
+def check_mode(mode) -> None:
+    if mode not in ("structural", "actual"):
+        raise ArgumentError(f"mode={mode!r} must be 'structural' or 'actual'")
+
+
+def check_full(full) -> None:
+    if full not in (None, True, False):
+        raise ArgumentError(f"full={full!r} must be True (whole map), False (slab mode when "
+                            "possible) or None (slab mode for large inputs)")
+
+
+# ----------------------------------------------------------------------------- the entry points
 @gradients_allowed
 def probe(model: ModelLike, input_shape: InputShape = None, *, unit: Unit = None, layer: Layer = None,
           output: Any = None, channel: int | None = None, mode: str = "structural",
