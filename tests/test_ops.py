@@ -8,9 +8,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import rfprobe
-from rfprobe import ops
-from rfprobe.ops import FAMILIES, OPS, QUERY, REDUCTION, Op, user_rules
-from tests.models import UNKNOWN_OP, ConvThen, rule_for_unknown_op, unknown_op
+from rfprobe.ops import FAMILIES, OPS, QUERY, REDUCTION
+from tests.models import UNKNOWN_OP, ConvThen, rfprobe_test_op
 from tests.oracle import perturbed
 
 
@@ -161,24 +160,19 @@ def test_a_prefix_is_closed_by_hand():
     assert r.ok and r.exact_clipped_box == ((2, 4), (0, 5)) == r.probe_box, str(r)
 
 
-def test_the_tests_unknown_op_stays_unknown_where_they_need_it_once_it_has_a_record(monkeypatch):
-    """The tests of unknown ops and user rules (test_rules.py, test_custom_rules.py,
-    test_bad_inputs.py, test_honest.py, the worked example in docs/design.md) run inside
-    ``unknown_op()`` or ``rule_for_unknown_op()``, never on the op happening to lack a record.
-    Here it gets one as if shipped (cumsum's prefix rule): the op is unknown in the block and
-    a user's rule still replaces it for a block, and the record is back after each."""
-    shipped = Op(UNKNOWN_OP, OPS["cumsum"].rule)
-    monkeypatch.setitem(OPS, UNKNOWN_OP, shipped)
-    monkeypatch.setitem(ops._BUILT_IN, UNKNOWN_OP, shipped)
-    net = ConvThen(lambda y: torch.logcumsumexp(y, dim=3))
-    # unit (2, 3) reads conv outputs (2, 0..3), which read rows 2..4 and columns 0..5 (by hand)
-    assert rfprobe.analyze(net, (1, 8, 8)).box((2, 3)) == ((2, 4), (0, 5))
-    with unknown_op():
-        with pytest.raises(rfprobe.UnknownOpError, match=f"'{UNKNOWN_OP}'"):
-            rfprobe.analyze(net, (1, 8, 8))
-    with rule_for_unknown_op("global"):
-        assert rfprobe.analyze(net, (1, 8, 8)).status == "global" and UNKNOWN_OP in user_rules()
-    assert OPS[UNKNOWN_OP] is shipped and UNKNOWN_OP not in user_rules()
+def test_the_tests_own_op_has_no_record_and_reads_a_prefix():
+    """The tests of unknown ops and of user rules (test_rules.py, test_custom_rules.py,
+    test_bad_inputs.py, test_honest.py) and the worked example of docs/design.md call
+    ``rfprobe_test_op`` (tests/models.py) as an op rfprobe does not know: a record for it would
+    make them check nothing of the sort, so there is none. The rule they declare by hand
+    (output j along the op's axis reads inputs 0..j, every other position its own) is what
+    autograd says, a route that shares no code with rfprobe."""
+    assert UNKNOWN_OP not in OPS and all(op.name != UNKNOWN_OP for family in FAMILIES for op in family.RECORDS)
+    x = torch.randn(3, 5, requires_grad=True)
+    y = rfprobe_test_op(x, 1)
+    for j in range(5):
+        (g,) = torch.autograd.grad(y[1, j], x, retain_graph=True)
+        assert (g != 0).nonzero().tolist() == [[1, i] for i in range(j + 1)], j
 
 
 class _LendsDtype(nn.Module):
