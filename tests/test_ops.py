@@ -67,6 +67,7 @@ _EXTREMES = {
     "amax over a strip": lambda y: y + y.amax(2, keepdim=True),
     "amin over space": lambda y: y * y.amin((2, 3), keepdim=True),
     "max with indices": lambda y: y + y.max(3, keepdim=True).values,
+    "min with indices": lambda y: y * torch.min(y, dim=2, keepdim=True).values,
     "min of everything": lambda y: y * y.min(),
     "max of two tensors": lambda y: torch.max(y, y.flip(3)),
     "min of two tensors": lambda y: y.min(other=y.flip(2)),
@@ -90,6 +91,76 @@ def test_max_and_min_read_what_a_perturbation_moves_and_the_probe_sees_it(name):
         assert (a.region(unit, bounded=True).input_mask() == moved[unit]).all(), unit
         r = rfprobe.verify(net, shape, unit=unit)
         assert r.ok, str(r)
+
+
+def _uses_of_ops_with_a_surrogate() -> list:
+    """Calls of every op whose record has a surrogate, in the forms models use (a tensor, or
+    values and indices; methods and functions), as the tracer sees them: (name, func, args,
+    kwargs), recorded by a TorchFunctionMode of the test's own."""
+    from torch.overrides import TorchFunctionMode
+
+    class Recorder(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", None)
+            if name in OPS and OPS[name].surrogate is not None:
+                self.calls.append((name, func, args, kwargs or {}))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    x1, x2, x3 = torch.randn(1, 2, 8), torch.randn(1, 2, 8, 8), torch.randn(1, 2, 4, 4, 4)
+    attention = nn.MultiheadAttention(4, 2, batch_first=True)
+    q = torch.randn(1, 2, 5, 4)
+    with Recorder() as rec:
+        for d, x in ((1, x1), (2, x2), (3, x3)):
+            pool, adaptive = getattr(F, f"max_pool{d}d"), getattr(F, f"adaptive_max_pool{d}d")
+            pool(x, 2), adaptive(x, 2), adaptive(x, 2, return_indices=True)
+            getattr(F, f"max_unpool{d}d")(*pool(x, 2, return_indices=True), 2)
+            getattr(F, f"dropout{d}d")(x, 0.5)
+        torch.maximum(x2, x2.flip(3)), torch.minimum(x2, x2.flip(2))
+        F.dropout(x2, 0.5), F.alpha_dropout(x2, 0.5, True), F.feature_alpha_dropout(x2, 0.5, True)
+        x2.amax((2, 3), keepdim=True), torch.amin(x2, 2), torch.amax(x2)
+        torch.max(x2, 2), x2.max(), torch.max(x2, x2.flip(3)), x2.max(dim=3, keepdim=True)
+        torch.min(x2, dim=3, keepdim=True), x2.min(2), torch.min(x2), x2.min(other=x2.flip(2))
+        torch.linalg.vector_norm(x2, float("inf"), 1), F.scaled_dot_product_attention(q, q, q)
+        attention(q[0], q[0], q[0])
+        torch.cumprod(x2, 2), torch.cummax(x2, 3), x2.cummin(dim=2), torch.cummin(x2, 3), torch.diff(x2, n=2, dim=3)
+        torch.angle(x2)
+        for rank, s in ((1, {"n": 6}), (2, {"s": (6, 5)}), ("n", {"s": (6, 5)})):
+            for base in "fft ifft rfft irfft hfft ihfft".split():
+                f = getattr(torch.fft, base + ("" if rank == 1 else str(rank)))
+                f(x2), f(x2, **s)
+    return rec.calls
+
+
+def _structure(out):
+    """A result's form: a tensor's shape and dtype, or a tuple's (with the fields of torch's
+    named results, ``values`` and ``indices``) of its parts' forms."""
+    if isinstance(out, torch.Tensor):
+        return tuple(out.shape), out.dtype
+    fields = tuple(f for f in ("values", "indices") if hasattr(out, f))
+    return fields, tuple(_structure(part) for part in out)
+
+
+def test_each_surrogate_returns_what_its_op_returns():
+    """The probe runs a surrogate in place of the op, on the model's own code: where the op
+    returns values and indices (``max(x, dim)``, ``cummin``, a max pool with indices), the
+    surrogate must too, or ``.values`` fails, or ``[0]`` picks a batch. What each record binds
+    (``indices=True``, the transform's rank) decides it; the op itself, run by torch, is the
+    reference. Every record with a surrogate is called here."""
+    calls = _uses_of_ops_with_a_surrogate()
+    assert {name for name, *_ in calls} == {name for name, op in OPS.items() if op.surrogate is not None}
+    wrong = []
+    for name, func, args, kwargs in calls:
+        fn, a, k = OPS[name].surrogate(func, args, kwargs)
+        with torch.no_grad():
+            got, want = _structure(fn(*a, **k)), _structure(func(*args, **kwargs))
+        if got != want:
+            wrong.append(f"{name}{tuple(type(v).__name__ for v in args)} {kwargs}: {got} != {want}")
+    assert wrong == [], "\n".join(wrong)
 
 
 _RUNNING = {
