@@ -1,31 +1,32 @@
 """Small models the tests share, and the tests' own op without a rule."""
 from __future__ import annotations
 
-from typing import Callable, ContextManager
+from typing import Callable
 
 import torch
 import torch.nn as nn
-
-import rfprobe
-from rfprobe.ops import Rule, removed_records
-
-# The op the tests of unknown ops and of user rules call (torch.logcumsumexp, a running
-# log-sum-exp: output j along its axis reads inputs 0..j). rfprobe ships no record for it today,
-# but a test never relies on that: it runs the part that needs the op unknown inside
-# ``unknown_op()``, so the suite stays right once the op gets a record (docs/design.md, section 9).
-UNKNOWN_OP = "logcumsumexp"
+from torch.overrides import wrap_torch_function
 
 
-def unknown_op() -> ContextManager[None]:
-    """``with unknown_op():`` the block runs as if rfprobe had no record for :data:`UNKNOWN_OP`."""
-    return removed_records(UNKNOWN_OP)
+@wrap_torch_function(lambda x, dim: (x,))
+def rfprobe_test_op(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """The op the tests of unknown ops and of user rules call, and the worked example of
+    docs/design.md (section 9): a running log-sum-exp along ``dim`` (``torch.logcumsumexp``
+    behind a name of its own), so output ``j`` along ``dim`` reads inputs ``0..j`` and every
+    other position its own (by hand). It dispatches through ``__torch_function__``, so
+    rfprobe's tracer sees it by its ``__name__``, from the caller's line; no torch version will
+    add an op of that name, so rfprobe never has a record for it, and a test that needs an op
+    without one needs no block that hides a record. (A record for it would make those tests
+    fail, loudly: ``tests/test_ops.py`` checks there is none.)
+
+    >>> rfprobe_test_op(torch.zeros(1, 3), 1).exp().tolist()     # e^0 summed over 1, 2, 3 entries
+    [[1.0, 2.0, 3.0]]
+    """
+    return torch.logcumsumexp(x, dim)
 
 
-def rule_for_unknown_op(rule: Rule | str) -> ContextManager[None]:
-    """``rfprobe.registered_rule(UNKNOWN_OP, rule)`` for the block: the user's rule, whatever rfprobe
-    ships for the op (``override=True`` because removing a record for a test does not make
-    register_rule forget that rfprobe has one; without one, it changes nothing)."""
-    return rfprobe.registered_rule(UNKNOWN_OP, rule, override=True)
+# the name rfprobe's errors and register_rule use for it
+UNKNOWN_OP = rfprobe_test_op.__name__
 
 
 class ConvThen(nn.Module):

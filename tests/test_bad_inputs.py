@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 import rfprobe
-from tests.models import UNKNOWN_OP, SpaceToDepthStem, unknown_op
+from tests.models import UNKNOWN_OP, SpaceToDepthStem, rfprobe_test_op
 from rfprobe.errors import (ArgumentError, GlobalOpError, InternalError, ModelError, ResourceError, RFProbeError,
                             SpecError, UnknownOpError)
 
@@ -89,18 +89,17 @@ class SqueezeExcite(nn.Module):
         return y * y.mean((2, 3), keepdim=True)
 
 
-class Logcumsumexp(nn.Module):
+class UsesAnUnknownOp(nn.Module):
     def __init__(self):
         super().__init__()
         self.c = nn.Conv2d(3, 3, 3)
 
     def forward(self, x):
-        return torch.logcumsumexp(self.c(x), -1)
+        return rfprobe_test_op(self.c(x), -1)
 
 
 def analyze_unknown_op():
-    with unknown_op():
-        return rfprobe.analyze(Logcumsumexp())
+    return rfprobe.analyze(UsesAnUnknownOp())
 
 
 def nan_net():

@@ -42,13 +42,37 @@ def test_the_worked_example_would_fail_with_a_wrong_rule(tmp_path, monkeypatch):
     """The example's check is not empty: a rule that reads only index j (pointwise) makes
     verify disagree with the probe."""
     import rfprobe
-    blocks = _python_blocks(ROOT / "docs" / "design.md")
+    from tests.models import UNKNOWN_OP
     namespace: dict = {"__name__": "design_md"}
-    exec(compile(blocks[1], "docs/design.md", "exec"), namespace)
-    # override=True: the wrong rule replaces the op's record, whether or not rfprobe ships one
-    with rfprobe.registered_rule("logcumsumexp", "pointwise", override=True):
+    exec(compile(_worked_example()[0], "docs/design.md", "exec"), namespace)
+    with rfprobe.registered_rule(UNKNOWN_OP, "pointwise"):
         r = rfprobe.verify(namespace["Running"](), input_shape=(1, 8, 8), unit=(2, 3))
     assert not r.ok
+
+
+def _worked_example() -> list[str]:
+    """docs/design.md's blocks from the rule of section 9 on, up to its checks."""
+    blocks = _python_blocks(ROOT / "docs" / "design.md")
+    first = next(i for i, b in enumerate(blocks) if "def prefix(call" in b)
+    last = next(i for i, b in enumerate(blocks) if "registered_rule(record.name" in b)
+    return blocks[first:last + 1]
+
+
+def test_the_worked_example_fails_loudly_once_its_op_is_known(tmp_path, monkeypatch):
+    """Had rfprobe a record for the example's op, the example would check nothing about adding
+    one: it must fail then, not pass, whatever that record's rule. Shown with a rule declared
+    for the run (the example looks at ``OPS``, where a shipped record would sit too)."""
+    import rfprobe
+    from tests.models import UNKNOWN_OP
+    blocks = _worked_example()
+    assert len(blocks) == 3
+    monkeypatch.chdir(tmp_path)
+    for rule in ("global", "pointwise"):
+        with rfprobe.registered_rule(UNKNOWN_OP, rule):
+            namespace: dict = {"__name__": "design_md"}
+            with pytest.raises(AssertionError, match="the example needs an op without one"):
+                for i, block in enumerate(blocks):
+                    exec(compile(block, f"docs/design.md, section 9, block {i + 1}", "exec"), namespace)
 
 
 def test_nothing_points_outside_the_repository():

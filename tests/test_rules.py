@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import rfprobe
-from tests.models import UNKNOWN_OP, ConvThen, unknown_op
+from tests.models import UNKNOWN_OP, ConvThen, rfprobe_test_op
 from rfprobe import rules
 from rfprobe.ops import removed_records, user_rules
 from rfprobe.errors import ArgumentError, UnknownOpError
@@ -206,45 +206,44 @@ def test_concat_on_channels_is_the_union():
 
 
 # ----------------------------------------------------------------------------- unknown ops
-class Logcumsumexp(nn.Module):
+class Running(nn.Module):
+    """A 3x3 conv, then the tests' own op without a record along the width."""
+
     def __init__(self):
         super().__init__()
         self.c = nn.Conv2d(1, 1, 3)
 
     def forward(self, x):
-        return torch.logcumsumexp(self.c(x), dim=-1)
+        return rfprobe_test_op(self.c(x), dim=-1)
 
 
 def test_unknown_op_names_the_op_and_call_site():
-    with unknown_op():
-        with pytest.raises(UnknownOpError) as err:
-            rfprobe.analyze(Logcumsumexp(), input_shape=(1, 10, 10))
-        msg = str(err.value)
-        assert f"'{UNKNOWN_OP}'" in msg and "test_rules.py:" in msg and "register_rule" in msg
-        # the op after the selected layer does not matter
-        a = rfprobe.analyze(Logcumsumexp(), input_shape=(1, 10, 10), layer="c")
-        assert a.size == (3, 3)
+    with pytest.raises(UnknownOpError) as err:
+        rfprobe.analyze(Running(), input_shape=(1, 10, 10))
+    msg = str(err.value)
+    assert f"'{UNKNOWN_OP}'" in msg and "test_rules.py:" in msg and "register_rule" in msg
+    # the op after the selected layer does not matter
+    a = rfprobe.analyze(Running(), input_shape=(1, 10, 10), layer="c")
+    assert a.size == (3, 3)
 
 
 def test_register_rule_by_function_and_by_word():
-    """logcumsumexp along the width: out j reads 0..j (hand: unit (4, 5) of the conv output ->
-    columns 0..7 of the input, rows 4..6)."""
+    """A running log-sum-exp along the width: out j reads 0..j (hand: unit (4, 5) of the conv
+    output -> columns 0..7 of the input, rows 4..6)."""
     def prefix_rule(call):
         k = call.data[0]
         h, w = call.spatial_in(k)
         return [rules.InputDep(k, (rules.identity(h), rules.Mapped(lambda j, b: range(j + 1), w)))]
-    with unknown_op():
-        # override=True: the op may have a record one day (tests/models.py, rule_for_unknown_op)
-        rfprobe.register_rule(UNKNOWN_OP, prefix_rule, override=True)
-        try:
-            r = rfprobe.verify(Logcumsumexp(), input_shape=(1, 10, 10), unit=(4, 5))
-            assert r.ok, str(r)
-            assert r.exact_clipped_box == ((4, 6), (0, 7)) == r.probe_box
-            rfprobe.register_rule(UNKNOWN_OP, "global", override=True)
-            a = rfprobe.analyze(Logcumsumexp(), input_shape=(1, 10, 10))
-            assert a.status == "global" and UNKNOWN_OP in a.global_causes[0]
-        finally:
-            rfprobe.unregister_rule(UNKNOWN_OP)
+    rfprobe.register_rule(UNKNOWN_OP, prefix_rule)
+    try:
+        r = rfprobe.verify(Running(), input_shape=(1, 10, 10), unit=(4, 5))
+        assert r.ok, str(r)
+        assert r.exact_clipped_box == ((4, 6), (0, 7)) == r.probe_box
+        rfprobe.register_rule(UNKNOWN_OP, "global")
+        a = rfprobe.analyze(Running(), input_shape=(1, 10, 10))
+        assert a.status == "global" and UNKNOWN_OP in a.global_causes[0]
+    finally:
+        rfprobe.unregister_rule(UNKNOWN_OP)
     assert UNKNOWN_OP not in user_rules()
     with pytest.raises(rfprobe.RFProbeError, match="pointwise"):
         rfprobe.register_rule(UNKNOWN_OP, "pointwize")

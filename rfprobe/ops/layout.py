@@ -10,11 +10,12 @@ they return no data and are not traced.
 >>> import torch
 >>> x, out = torch.empty(1, 3, 4, 5), torch.empty(1, 4, 5, 3)
 >>> call = Call("permute", (x, 0, 2, 3, 1), {}, (0,), (x,), ((-2, -1),), tuple(out.shape), 2)
->>> permute(call)[0]          # channels last: H and W now sit in dims -3 and -2
+>>> permute(call, "permute")[0]          # channels last: H and W now sit in dims -3 and -2
 (-3, -2)
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -212,10 +213,11 @@ def reshape(call: Call):
     return tuple(new), [InputDep(k, axes)]
 
 
-def permute(call: Call):
-    """permute/transpose/movedim...: the spatial axes move with their dims."""
+def permute(call: Call, order: str):
+    """permute/transpose/movedim...: the spatial axes move with their dims, in the ``order`` the
+    op's arguments say (:func:`_perm`)."""
     nd = call.tensors[call.data[0]].dim()
-    perm = _perm(call.name, call.args, call.kwargs, nd)
+    perm = _perm(order, call.args, call.kwargs, nd)
     return _keep(call, (perm.index(d % nd) - nd for d in call.in_layouts[call.data[0]]))
 
 
@@ -290,21 +292,22 @@ def stack(call: Call):
     return new, deps
 
 
-def piece(call: Call):
-    """chunk/split/narrow/unbind/select: a piece of a spatial dim is a crop at its offset."""
+def piece(call: Call, cut: str):
+    """chunk/split/narrow/unbind/select: a piece of a spatial dim is a crop at its offset.
+    ``cut``: "split" (chunk, split...: the pieces tile the dim, ``dim`` is their 3rd argument),
+    "narrow" (one piece from ``start``) or "drop" (unbind, select: the dim goes)."""
     k = call.data[0]
     src, layout = call.tensors[k], call.in_layouts[k]
     nd = src.dim()
-    name = call.name
-    dim = _piece_dim(name, call.args, call.kwargs) % nd
-    if name in ("unbind", "select"):
+    dim = _piece_dim(cut, call.args, call.kwargs) % nd
+    if cut == "drop":
         if dim - nd in layout:
-            raise UnknownOpError(f"{name} on spatial dim {dim} removes that axis; rfprobe needs every "
+            raise UnknownOpError(f"{call.name} on spatial dim {dim} removes that axis; rfprobe needs every "
                                  "spatial axis in the output")
         return _keep(call, (d + (1 if d + nd < dim else 0) for d in layout))
     if dim - nd not in layout:
         return _keep(call, layout)
-    if name == "narrow":
+    if cut == "narrow":
         offset = call.args[2] if len(call.args) > 2 else call.kwargs["start"]
     else:
         offset = sum(shape[dim] for shape in call.out_shapes[:call.index])
@@ -314,21 +317,23 @@ def piece(call: Call):
     return tuple(layout), [InputDep(k, axes)]
 
 
-def _piece_dim(name, args, kwargs) -> int:
+def _piece_dim(cut, args, kwargs) -> int:
     if "dim" in kwargs:
         return kwargs["dim"]
-    if name in ("chunk", "split", "tensor_split", "split_with_sizes"):
+    if cut == "split":
         return args[2] if len(args) > 2 else 0
     return args[1] if len(args) > 1 else 0
 
 
-def _perm(name, args, kwargs, nd) -> list[int]:
-    if name == "permute":
+def _perm(order, args, kwargs, nd) -> list[int]:
+    """The dims of the output, as dims of the input: ``order`` "permute" (the dims given),
+    "reverse" (``t``), "move" (movedim's source -> destination) or "swap" (transpose's two)."""
+    if order == "permute":
         p = args[1:] if len(args) > 1 and isinstance(args[1], int) else tuple(args[1] if len(args) > 1 else kwargs["dims"])
         return [d % nd for d in p]
-    if name == "t":
+    if order == "reverse":
         return list(range(nd))[::-1]
-    if name in ("movedim", "moveaxis"):
+    if order == "move":
         s = args[1] if len(args) > 1 else kwargs["source"]
         t = args[2] if len(args) > 2 else kwargs["destination"]
         s, t = ([s], [t]) if isinstance(s, int) else (list(s), list(t))
@@ -405,9 +410,12 @@ RECORDS = [Op(n, kind=QUERY, reads_size=n in _SIZE_READS or n not in _QUERIES, r
 RECORDS += [Op(n, from_values=True) for n in _FROM_VALUES]   # no rule: a copy of traced data is refused
 RECORDS += [Op(n, kind=LAYOUT, layout_rule=reshape)
             for n in "view reshape flatten unflatten squeeze unsqueeze view_as reshape_as".split()]
-RECORDS += [Op(n, kind=LAYOUT, layout_rule=permute) for n in "permute transpose swapaxes swapdims movedim moveaxis t".split()]
-RECORDS += [Op(n, kind=LAYOUT, layout_rule=piece)
-            for n in "chunk split tensor_split narrow unbind select split_with_sizes".split()]
+_ORDERS = {"permute": "permute", "transpose": "swap", "swapaxes": "swap", "swapdims": "swap", "movedim": "move",
+           "moveaxis": "move", "t": "reverse"}
+RECORDS += [Op(n, kind=LAYOUT, layout_rule=functools.partial(permute, order=o)) for n, o in _ORDERS.items()]
+_CUTS = {"chunk": "split", "split": "split", "tensor_split": "split", "narrow": "narrow", "unbind": "drop",
+         "select": "drop", "split_with_sizes": "split"}
+RECORDS += [Op(n, kind=LAYOUT, layout_rule=functools.partial(piece, cut=c)) for n, c in _CUTS.items()]
 RECORDS += [Op(n, kind=LAYOUT, layout_rule=expand) for n in ("expand", "expand_as", "broadcast_to")]
 RECORDS += [Op(n, kind=LAYOUT, layout_rule=channel_shuffle) for n in ("channel_shuffle", "native_channel_shuffle")]
 RECORDS += [

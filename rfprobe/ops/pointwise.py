@@ -85,11 +85,12 @@ def across_channels(call: Call) -> list[InputDep]:
                               for d, n in zip(call.in_layouts[k], call.spatial_in(k))))]
 
 
-def dropped(call: Call) -> list[InputDep]:
+def dropped(call: Call, training: bool = True) -> list[InputDep]:
     """Dropout reads its own position; with ``p = 1`` in training every value is dropped and
-    the result is constant. (A random drop below 1 still reads every position it keeps.)"""
+    the result is constant. (A random drop below 1 still reads every position it keeps.)
+    ``training``: the op's default (``F.alpha_dropout``'s is False)."""
     p = call.arg(1, "p", 0.5)
-    training = call.arg(2, "training", call.kwargs.get("train", not call.name.startswith(("alpha", "feature_alpha"))))
+    training = call.arg(2, "training", call.kwargs.get("train", training))
     if training and isinstance(p, (int, float)) and p >= 1:
         return []
     return elementwise(call)
@@ -135,6 +136,7 @@ rrelu threshold threshold_ logsigmoid softsign tanhshrink hardshrink softshrink 
 """.split()
 # dropout (off in the structural probe: every position passes)
 _DROPOUT = "dropout dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout".split()
+_OFF_BY_DEFAULT = ("alpha_dropout", "feature_alpha_dropout")     # F.alpha_dropout(..., training=False)
 # casts, copies and views of values: nothing moves
 _CASTS = "dropout_ contiguous clone float double half bfloat16 type requires_grad_".split()
 # x.to(y), x.type_as(y): x's values; y lends its dtype and device only
@@ -221,7 +223,8 @@ _BOTH = ("maximum", "minimum")
 
 
 def _record(name: str) -> Op:
-    rule = dropped if name in _DROPOUT else where if name == "where" else elementwise
+    rule = (functools.partial(dropped, training=name not in _OFF_BY_DEFAULT) if name in _DROPOUT
+            else where if name == "where" else elementwise)
     return Op(name, rule, meta=_META.get(name), inplace=name in _INPLACE_DUNDERS,
               surrogate=dropout_off if name in _DROPOUT else both_surrogate if name in _BOTH else None,
               gradient=name not in MASKS,

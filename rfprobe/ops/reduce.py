@@ -64,11 +64,12 @@ def einsum(call: Call):
     return out_layout, deps
 
 
-def reduction(call: Call, dim_at: int = 1):
+def reduction(call: Call, dim_at: int = 1, indices_at: int | None = None):
     """``mean``/``sum``/``amax``/``argmax``... over dims: global when every spatial dim is
     reduced (or a reduced one is dropped); over some of them with ``keepdim`` (strip pooling,
     coordinate attention), each output reads the whole of those axes and its own index on
-    the others. ``dim_at``: where the op takes ``dim`` positionally (``norm(x, p, dim)``: 2)."""
+    the others. ``dim_at``: where the op takes ``dim`` positionally (``norm(x, p, dim)``: 2);
+    ``indices_at``: which of the op's results holds indices (argmax's 0, ``max(x, dim)``'s 1)."""
     dim = call.arg(dim_at, "dim", None)
     if isinstance(dim, torch.Tensor) or isinstance(call.kwargs.get("other"), torch.Tensor):
         return elementwise(call)        # max(x, y), min(x, y): elementwise, as maximum(x, y)
@@ -79,8 +80,7 @@ def reduction(call: Call, dim_at: int = 1):
         return Global(f"{call.name} over the whole tensor")
     dims = [dim] if isinstance(dim, int) else list(dim)
     dims = [d - ndim if d >= 0 else d for d in dims]
-    indices = call.name in _INDICES or (call.name in ("max", "min") and call.index == 1)
-    if indices and all(call.shape(k)[d] == 1 for d in dims):
+    if call.index == indices_at and all(call.shape(k)[d] == 1 for d in dims):
         return []        # the index of the one element along dims of size 1: always 0
     if not any(d in layout for d in dims):
         return channel_only(call)
@@ -90,8 +90,6 @@ def reduction(call: Call, dim_at: int = 1):
     axes = tuple(whole_axis(n) if d in dims else identity(n) for d, n in zip(layout, call.spatial_in(k)))
     return [InputDep(k, axes)]
 
-
-_INDICES = ("argmax", "argmin")
 
 
 def softmax(call: Call):
@@ -116,7 +114,7 @@ def linear(call: Call):
     A weight computed from the input (and no data input) is global."""
     if call.data[0] != 0:
         return Global(f"{call.name} with a weight computed from the model input")
-    return _whole_axis(call, -1, "linear over a spatial axis (Linear over space)")
+    return _whole_axis(call, -1, "linear over a spatial axis (Linear over space)", product=True, named_input=True)
 
 
 def matmul(call: Call):
@@ -131,17 +129,20 @@ def matmul(call: Call):
     if vector and layout and (mixed in layout if k == 0 else min(layout) <= -2):
         raise UnknownOpError(f"{call.name} with a 1-D operand drops a spatial axis of its other operand; "
                              "rfprobe has no rule for that (sum over that axis with torch.sum instead)")
-    return _whole_axis(call, mixed, "matmul over a spatial axis (Linear over space)")
+    return _whole_axis(call, mixed, "matmul over a spatial axis (Linear over space)", product=True)
 
 
-def _whole_axis(call: Call, dim: int, why: str):
+def _whole_axis(call: Call, dim: int, why: str, product: bool = False, named_input: bool = False):
+    """Every output reads the whole of axis ``dim`` (global when it is the only spatial one).
+    ``product``: one operand's rows against the other's columns (Linear, matmul), which over
+    channels mixes channels; ``named_input``: the data must be the op's ``input`` argument
+    (``F.linear``: otherwise its weight is computed from the model input)."""
     if any(call.in_layouts[j] is None for j in call.data):
         # e.g. ``v @ attn`` where v was flattened over positions: already global
         return Global(f"{call.name} mixes a tensor without spatial axes into space")
     k = call.data[0]
     layout = call.in_layouts[k] or ()
-    product = call.name in ("linear", "matmul")
-    if product and (len(call.data) > 1 or (call.name == "linear" and call.tensors[k] is not call.arg(0, "input"))):
+    if product and (len(call.data) > 1 or (named_input and call.tensors[k] is not call.arg(0, "input"))):
         # a weight (or a second operand) computed from the model input: each output sums one
         # operand's row against every column of the other, wherever those sit
         return Global(f"{call.name} of a weight or a second operand computed from the model input")
@@ -172,22 +173,29 @@ def normalize(call: Call):
                               for d, n in zip(layout, call.spatial_in(k))))]
 
 
-def norm_over_space(call: Call):
-    """group_norm / instance_norm normalise over the dims after (N, C); layer_norm over its last
-    ``len(normalized_shape)`` dims: each output reads the whole of the spatial axes among them
-    (its own index on the others), global when they hold every spatial axis."""
-    if call.name == "layer_norm":
-        shape = call.arg(1, "normalized_shape")
-        n = len(shape) if isinstance(shape, (list, tuple, torch.Size)) else 1
-        k = call.data[0]
-        layout = call.in_layouts[k]
-        if not any(d >= -n for d in layout):
-            return [InputDep(k, tuple(identity(m) for m in call.spatial_in(k)))] + from_input(call, k)
-        if all(d >= -n for d in layout):
-            return Global("layer_norm over spatial dims (statistics couple every position)")
-        return [InputDep(k, tuple(whole_axis(m) if d >= -n else identity(m)
-                                  for d, m in zip(layout, call.spatial_in(k))))]
-    if call.name == "instance_norm" and not call.arg(5, "use_input_stats", True):
+def layer_norm(call: Call):
+    """layer_norm normalises over its last ``len(normalized_shape)`` dims: each output reads the
+    whole of the spatial axes among them (its own index on the others), global when they hold
+    every spatial axis."""
+    shape = call.arg(1, "normalized_shape")
+    n = len(shape) if isinstance(shape, (list, tuple, torch.Size)) else 1
+    k = call.data[0]
+    layout = call.in_layouts[k]
+    if not any(d >= -n for d in layout):
+        return [InputDep(k, tuple(identity(m) for m in call.spatial_in(k)))] + from_input(call, k)
+    if all(d >= -n for d in layout):
+        return Global("layer_norm over spatial dims (statistics couple every position)")
+    return [InputDep(k, tuple(whole_axis(m) if d >= -n else identity(m)
+                              for d, m in zip(layout, call.spatial_in(k))))]
+
+
+def norm_over_space(call: Call, grouped: bool = False, optional_stats: bool = False):
+    """group_norm / instance_norm normalise over the dims after (N, C): each output reads the
+    whole of the spatial axes among them (its own index on the others), global when they hold
+    every spatial axis. ``grouped`` (group_norm): a spatial axis in dim 1 reads its group;
+    ``optional_stats`` (instance_norm): ``use_input_stats=False`` normalises with running
+    statistics, pointwise."""
+    if optional_stats and not call.arg(5, "use_input_stats", True):
         return elementwise(call)        # running statistics (eval with track_running_stats)
     # statistics over dims 2.. of (N, C, ...): a spatial axis folded into C (a (C, H, W) map
     # whose channels went to the batch) reads its group of channels (group_norm) or itself
@@ -196,7 +204,7 @@ def norm_over_space(call: Call):
     nd = len(call.shape(k))
     if all(d >= 2 - nd for d in layout):
         return Global(f"{call.name} (statistics over space couple every position)")
-    groups = int(call.arg(1, "num_groups")) if call.name == "group_norm" else None
+    groups = int(call.arg(1, "num_groups")) if grouped else None
     maps = []
     for d, m in zip(layout, call.spatial_in(k)):
         if d >= 2 - nd:
@@ -233,33 +241,36 @@ def reduced_layout(args, kwargs, src, layout, out, dim_at: int = 1):
 
 
 # ----------------------------------------------------------------------------- the records
-def extreme_surrogate(func, args, kwargs):
+def extreme_surrogate(func, args, kwargs, indices: bool = False):
     """The structural probe's max/min/amax/amin over dims: a sum over the same dims, whose
     gradient reaches every element it reduces (the max's reaches one, so the probe saw only
-    the winner while the forward reads them all); ``max(x, dim)``'s indices come back as
-    zeros. ``max(x, y)`` of two tensors is elementwise: a sum of the two, as
-    :func:`~rfprobe.ops.pointwise.both_surrogate` does for ``maximum``.
+    the winner while the forward reads them all). With ``indices`` (max's and min's records
+    bind it), ``max(x, dim)``'s indices come back as zeros. ``max(x, y)`` of two tensors is
+    elementwise: a sum of the two, as :func:`~rfprobe.ops.pointwise.both_surrogate` does for
+    ``maximum``.
 
     >>> import torch
     >>> fn, a, k = extreme_surrogate(torch.amax, (torch.ones(2, 3), 1), {"keepdim": True})
     >>> fn(*a, **k).tolist()
     [[3.0], [3.0]]
+    >>> fn, a, k = extreme_surrogate(torch.min, (torch.ones(2, 3), 1), {}, indices=True)
+    >>> fn(*a, **k).indices.tolist()
+    [0, 0]
     """
     if (len(args) > 1 and isinstance(args[1], torch.Tensor)) or isinstance(kwargs.get("other"), torch.Tensor):
         return both_surrogate(func, args, kwargs)
-    indexed = getattr(func, "__name__", "") in ("max", "min")
+    return functools.partial(_summed, indices=indices), args, kwargs
 
-    def summed(x, *rest, **kw):
-        dim = kw.pop("dim", rest[0] if rest else None)
-        keep = kw.pop("keepdim", rest[1] if len(rest) > 1 else False)
-        if dim is None or (isinstance(dim, (tuple, list)) and not dim):    # amax's dim=() is every dim
-            values = x.sum()
-            return values if not indexed else values
-        values = x.sum(dim, keepdim=keep)
-        if indexed:
-            return torch.return_types.max((values, torch.zeros(values.shape, dtype=torch.long, device=x.device)))
-        return values
-    return summed, args, kwargs
+
+def _summed(x, *rest, indices: bool = False, **kw):
+    dim = kw.pop("dim", rest[0] if rest else None)
+    keep = kw.pop("keepdim", rest[1] if len(rest) > 1 else False)
+    if dim is None or (isinstance(dim, (tuple, list)) and not dim):    # amax's dim=() is every dim
+        return x.sum()
+    values = x.sum(dim, keepdim=keep)
+    if indices:
+        return torch.return_types.max((values, torch.zeros(values.shape, dtype=torch.long, device=x.device)))
+    return values
 
 
 def attention_surrogate(func, args, kwargs):
@@ -326,8 +337,9 @@ def sum_surrogate(func, args, kwargs):
     return summed, args, kwargs
 
 
-def _reduction(name: str, dim_at: int = 1, **kw) -> Op:
-    rule = reduction if dim_at == 1 else functools.partial(reduction, dim_at=dim_at)
+def _reduction(name: str, dim_at: int = 1, indices_at: int | None = None, **kw) -> Op:
+    rule = (reduction if dim_at == 1 and indices_at is None
+            else functools.partial(reduction, dim_at=dim_at, indices_at=indices_at))
     return Op(name, rule, kind=REDUCTION, dim_at=dim_at, **kw)
 
 
@@ -336,19 +348,22 @@ RECORDS = [
     _reduction("mean", meta=meta.mean),
     *(_reduction(n) for n in "sum std var logsumexp prod nansum nanmean".split()),
     *(_reduction(n) for n in ("std_mean", "var_mean")),     # (std, mean): each reads what std reads
-    *(_reduction(n, surrogate=extreme_surrogate) for n in ("amax", "amin", "max", "min")),
+    *(_reduction(n, surrogate=extreme_surrogate) for n in ("amax", "amin")),
+    # max(x, dim) and min(x, dim): values and indices
+    *(_reduction(n, indices_at=1, surrogate=functools.partial(extreme_surrogate, indices=True)) for n in ("max", "min")),
     _reduction("norm", dim_at=2),                    # norm(x, p, dim, keepdim)
     _reduction("linalg_vector_norm", dim_at=2, surrogate=sum_surrogate),   # vector_norm(x, ord, dim, keepdim)
     Op("normalize", normalize),                      # F.normalize(x, p, dim): keeps the shape
-    _reduction("argmax", gradient=False), _reduction("argmin", gradient=False),   # indices
+    _reduction("argmax", indices_at=0, gradient=False), _reduction("argmin", indices_at=0, gradient=False),
     Op("softmax", softmax, meta=meta.softmax, mixer="attention (softmax over positions)"),
     Op("log_softmax", softmax, meta=meta.softmax),
     Op("linear", linear, meta=meta.linear, mixer="Linear over space"),
     Op("matmul", matmul, mixer=_ATTENTION),
     Op("bmm", mixer=_ATTENTION),      # no rule: batched products have no spatial axes to follow
-    Op("group_norm", norm_over_space, meta=meta.group_norm, fixed_layout=True),
-    Op("instance_norm", norm_over_space, meta=meta.instance_norm, fixed_layout=True),
-    Op("layer_norm", norm_over_space, meta=meta.layer_norm),
+    Op("group_norm", functools.partial(norm_over_space, grouped=True), meta=meta.group_norm, fixed_layout=True),
+    Op("instance_norm", functools.partial(norm_over_space, optional_stats=True), meta=meta.instance_norm,
+       fixed_layout=True),
+    Op("layer_norm", layer_norm, meta=meta.layer_norm),
     Op("scaled_dot_product_attention", global_rule("scaled_dot_product_attention (attention over positions)"),
        mixer="attention", surrogate=attention_surrogate),
     Op("multi_head_attention_forward", global_rule("multi-head attention (attention over positions)"),

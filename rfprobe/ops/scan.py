@@ -16,6 +16,8 @@ Affine(taps=(0, 1, 2), stride=1, padding=0, n_in=6)
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..errors import UnknownOpError
@@ -98,27 +100,26 @@ def _window_on(n: int, start: int, length: int):
 
 
 # ----------------------------------------------------------------------------- surrogates
-def running_surrogate(func, args, kwargs):
+def running_surrogate(func, args, kwargs, indices: bool = False):
     """The structural probe's cumprod/cummax/cummin: a cumsum along the same dim, whose
     gradient reaches every element of the prefix (cummax's reaches only the running winner,
-    cumprod's is a product of the others, which can vanish); cummax's and cummin's indices
-    come back as zeros.
+    cumprod's is a product of the others, which can vanish). With ``indices`` (cummax's and
+    cummin's records bind it: they return values and indices) the indices come back as zeros.
 
     >>> import torch
-    >>> fn, a, k = running_surrogate(torch.cummax, (torch.ones(1, 3), 1), {})
+    >>> fn, a, k = running_surrogate(torch.cummax, (torch.ones(1, 3), 1), {}, indices=True)
     >>> fn(*a, **k).values.tolist()
     [[1.0, 2.0, 3.0]]
     """
-    indexed = getattr(func, "__name__", "") in ("cummax", "cummin")
+    return functools.partial(_running_sum, indices=indices), args, kwargs
 
-    def summed(x, *rest, **kw):
-        dim = kw.pop("dim", rest[0] if rest else None)
-        values = torch.cumsum(x, dim)
-        if indexed:
-            return torch.return_types.cummax((values, torch.zeros(values.shape, dtype=torch.long,
-                                                                  device=x.device)))
-        return values
-    return summed, args, kwargs
+
+def _running_sum(x, *rest, indices: bool = False, **kw):
+    dim = kw.pop("dim", rest[0] if rest else None)
+    values = torch.cumsum(x, dim)
+    if indices:
+        return torch.return_types.cummax((values, torch.zeros(values.shape, dtype=torch.long, device=x.device)))
+    return values
 
 
 def diff_surrogate(func, args, kwargs):
@@ -139,6 +140,8 @@ def diff_surrogate(func, args, kwargs):
 
 RECORDS = [
     Op("cumsum", prefix),
-    *(Op(name, prefix, surrogate=running_surrogate) for name in ("cumprod", "cummax", "cummin")),
+    Op("cumprod", prefix, surrogate=running_surrogate),
+    # values and indices: the surrogate returns both
+    *(Op(name, prefix, surrogate=functools.partial(running_surrogate, indices=True)) for name in ("cummax", "cummin")),
     Op("diff", diff, surrogate=diff_surrogate),
 ]

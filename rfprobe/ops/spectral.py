@@ -10,9 +10,10 @@ index on the others (a strip); over every spatial axis it is global, with the op
 
 >>> import torch
 >>> x = torch.empty(1, 4, 8, 6)
->>> fourier(Call("fft_fft2", (x,), {}, (0,), (x,), ((-2, -1),), (1, 4, 8, 6), 2))
+>>> fourier(Call("fft_fft2", (x,), {}, (0,), (x,), ((-2, -1),), (1, 4, 8, 6), 2), rank=2, half=False)
 Global(why='fft_fft2 over every spatial axis (a Fourier transform reads the whole axis)')
->>> [m.stride for m in fourier(Call("fft_rfft", (x,), {"dim": -1}, (0,), (x,), ((-2, -1),), (1, 4, 8, 4), 2))[0].axes]
+>>> [m.stride for m in fourier(Call("fft_rfft", (x,), {"dim": -1}, (0,), (x,), ((-2, -1),), (1, 4, 8, 4), 2),
+...                               rank=1, half=False)[0].axes]
 [1, 0]
 """
 from __future__ import annotations
@@ -26,15 +27,14 @@ from .maps import LAYOUT, Affine, Call, Global, InputDep, Mapped, Op, identity
 from .pointwise import channel_only, elementwise
 
 
-def _transformed_dims(name: str, args: tuple, kwargs: dict, ndim: int) -> list[int]:
+def _transformed_dims(rank: int | str, args: tuple, kwargs: dict, ndim: int) -> list[int]:
     """The dims a ``torch.fft`` call transforms (negative), from its ``dim`` (and ``s``) as
-    torch reads them: one dim (default -1) for the 1-D transforms, (-2, -1) for the 2-D ones,
-    every dim (or the last ``len(s)``) for the n-D ones."""
-    call = Call(name, args, kwargs, (), (), (), (), 0)
-    base = name.removeprefix("fft_")
-    if base.endswith("2"):
+    torch reads them: one dim (default -1) for the 1-D transforms (``rank`` 1), (-2, -1) for
+    the 2-D ones (2), every dim (or the last ``len(s)``) for the n-D ones ("n")."""
+    call = Call("fft", args, kwargs, (), (), (), (), 0)
+    if rank == 2:
         dim = call.arg(2, "dim", (-2, -1))
-    elif base.endswith("n"):
+    elif rank == "n":
         dim = call.arg(2, "dim", None)
         if dim is None:
             s = call.arg(1, "s", None)
@@ -45,21 +45,19 @@ def _transformed_dims(name: str, args: tuple, kwargs: dict, ndim: int) -> list[i
     return [d - ndim if d >= 0 else d for d in dims]
 
 
-def _read_lengths(name: str, args: tuple, kwargs: dict, shape: tuple[int, ...]) -> dict[int, int]:
-    """Per transformed dim (negative), how many leading input indices the transform reads:
-    ``n``/``s`` trims (or zero-pads) the input to that length first, and the inverse real
-    transforms (``irfft*``, ``hfft*``) read ``n // 2 + 1`` of their last dim; all of it without
-    ``n``/``s``.
+def _read_lengths(rank: int | str, half: bool, args: tuple, kwargs: dict, shape: tuple[int, ...]) -> dict[int, int]:
+    """Per transformed dim (negative), how many leading input indices a transform of ``rank``
+    reads: ``n``/``s`` trims (or zero-pads) the input to that length first, and the inverse
+    real transforms (``irfft*``, ``hfft*``: ``half``) read ``n // 2 + 1`` of their last dim;
+    all of it without ``n``/``s``.
 
-    >>> _read_lengths("fft_rfft", (None,), {"n": 6}, (1, 12)), _read_lengths("fft_irfft", (None, 8), {}, (1, 12))
+    >>> _read_lengths(1, False, (None,), {"n": 6}, (1, 12)), _read_lengths(1, True, (None, 8), {}, (1, 12))
     ({-1: 6}, {-1: 5})
     """
-    dims = _transformed_dims(name, args, kwargs, len(shape))
-    call = Call(name, args, kwargs, (), (), (), (), 0)
-    base = name.removeprefix("fft_")
-    sizes = call.arg(1, "s" if base[-1] in "2n" else "n", None)
+    dims = _transformed_dims(rank, args, kwargs, len(shape))
+    call = Call("fft", args, kwargs, (), (), (), (), 0)
+    sizes = call.arg(1, "n" if rank == 1 else "s", None)
     sizes = [None] * len(dims) if sizes is None else [sizes] if isinstance(sizes, int) else list(sizes)
-    half = base.startswith(("irfft", "hfft"))
     out = {}
     for i, (d, n) in enumerate(zip(dims, sizes)):
         used = None if n is None or n == -1 else (n // 2 + 1 if half and i == len(dims) - 1 else n)
@@ -67,13 +65,14 @@ def _read_lengths(name: str, args: tuple, kwargs: dict, shape: tuple[int, ...]) 
     return out
 
 
-def fourier(call: Call):
-    """A ``torch.fft`` transform: each transformed spatial axis is read whole (or the part that
-    ``n``/``s`` keeps: output ``j`` reads input ``0..m-1``); global when every spatial axis is
-    read whole; over channels only, each position reads its own."""
+def fourier(call: Call, *, rank: int | str, half: bool):
+    """A ``torch.fft`` transform (of ``rank`` and ``half`` as :func:`_read_lengths` says, bound
+    by the record): each transformed spatial axis is read whole (or the part that ``n``/``s``
+    keeps: output ``j`` reads input ``0..m-1``); global when every spatial axis is read whole;
+    over channels only, each position reads its own."""
     k = call.data[0]
     layout = call.in_layouts[k]
-    lengths = _read_lengths(call.name, call.args, call.kwargs, call.shape(k))
+    lengths = _read_lengths(rank, half, call.args, call.kwargs, call.shape(k))
     if not any(d in layout for d in lengths):
         return channel_only(call)
     sizes = call.spatial_in(k)
@@ -87,15 +86,14 @@ def _rolled(j: int, bounded: bool, n: int, shift: int) -> list[int]:
     return [(j - shift) % n]
 
 
-def shift(call: Call) -> list[InputDep]:
-    """``fftshift``/``ifftshift(x, dim)``: a roll by ``n // 2`` (``-(n // 2)`` for the inverse)
-    of each shifted axis (every axis when ``dim`` is None)."""
+def shift(call: Call, sign: int = 1) -> list[InputDep]:
+    """``fftshift``/``ifftshift(x, dim)``: a roll by ``n // 2`` (``-(n // 2)`` for the inverse,
+    ``sign`` -1) of each shifted axis (every axis when ``dim`` is None)."""
     k = call.data[0]
     ndim = len(call.shape(k))
     dim = call.arg(1, "dim", None)
     dims = range(-ndim, 0) if dim is None else [dim] if isinstance(dim, int) else dim
     dims = {d - ndim if d >= 0 else d for d in dims}
-    sign = -1 if call.name == "fft_ifftshift" else 1
     return [InputDep(k, tuple(Mapped(functools.partial(_rolled, n=n, shift=sign * (n // 2)), n) if d in dims
                               else identity(n) for d, n in zip(call.in_layouts[k], call.spatial_in(k))))]
 
@@ -137,20 +135,18 @@ class _Spread(torch.autograd.Function):
         return spread, None, None, None, None
 
 
-def fourier_surrogate(func, args, kwargs):
-    """The structural probe's Fourier transform: the same values, a positive backward
-    (:class:`_Spread`) with the transform's support (each transformed axis read whole, or the
-    leading part ``n``/``s`` keeps).
+def fourier_surrogate(func, args, kwargs, *, rank: int | str, half: bool):
+    """The structural probe's Fourier transform (of ``rank`` and ``half``, bound by the record):
+    the same values, a positive backward (:class:`_Spread`) with the transform's support (each
+    transformed axis read whole, or the leading part ``n``/``s`` keeps).
 
     >>> x = torch.ones(1, 4, requires_grad=True)
-    >>> fn, a, k = fourier_surrogate(torch.fft.rfft, (x,), {"n": 3})
+    >>> fn, a, k = fourier_surrogate(torch.fft.rfft, (x,), {"n": 3}, rank=1, half=False)
     >>> y = fn(*a, **k); y.real[0, 1].backward(); x.grad.tolist()
     [[1.0, 1.0, 1.0, 0.0]]
     """
-    name = getattr(func, "__name__", "")
-
     def spread(x, *rest, **kw):
-        lengths = _read_lengths(name, (x, *rest), kw, tuple(x.shape))
+        lengths = _read_lengths(rank, half, (x, *rest), kw, tuple(x.shape))
         return _Spread.apply(x, func, rest, kw, {d % x.dim(): m for d, m in lengths.items()})
     return spread, args, kwargs
 
@@ -162,15 +158,21 @@ def angle_surrogate(func, args, kwargs):
 
 
 _POINTWISE = "real imag conj conj_physical resolve_conj resolve_neg complex polar".split()
-_FOURIER = [f"fft_{b}" for b in ("fft ifft rfft irfft hfft ihfft fft2 ifft2 rfft2 irfft2 hfft2 ihfft2 "
-                                 "fftn ifftn rfftn irfftn hfftn ihfftn").split()]
+
+
+def _fourier(base: str, rank: int | str) -> Op:
+    """The record of ``torch.fft.<base>`` of ``rank`` (1: ``fft``, 2: ``fft2``, "n": ``fftn``)."""
+    how = {"rank": rank, "half": base in ("irfft", "hfft")}    # they read n // 2 + 1 of their last dim
+    return Op(f"fft_{base}{'' if rank == 1 else rank}", functools.partial(fourier, **how),
+              surrogate=functools.partial(fourier_surrogate, **how))
+
 
 RECORDS = [
     *(Op(n, elementwise) for n in _POINTWISE),
     Op("angle", elementwise, surrogate=angle_surrogate),
-    *(Op(n, fourier, surrogate=fourier_surrogate) for n in _FOURIER),
+    *(_fourier(base, rank) for rank in (1, 2, "n") for base in "fft ifft rfft irfft hfft ihfft".split()),
     Op("fft_fftshift", shift),
-    Op("fft_ifftshift", shift),
+    Op("fft_ifftshift", functools.partial(shift, sign=-1)),
     Op("view_as_real", kind=LAYOUT, layout_rule=as_real),
     Op("view_as_complex", kind=LAYOUT, layout_rule=as_complex),
 ]

@@ -24,11 +24,6 @@ from ..errors import UnknownOpError
 from .maps import Affine, AxisMap, Call, Global, InputDep, Mapped, Op, ValuesNeeded, from_input, identity, per_axis
 from .resample import bordered
 
-def _op_dims(call: Call) -> int:
-    """How many trailing dims the op slides over: the digit of its name (``conv2d``: 2)."""
-    return int(next(c for c in reversed(call.name) if c.isdigit()))
-
-
 def _placed(call: Call, per_op_axis: tuple[AxisMap, ...], channels: AxisMap | None = None,
             weights: bool = False) -> list[InputDep]:
     """The maps of the model's spatial axes, given one map per axis the op slides over.
@@ -112,18 +107,18 @@ def conv(call: Call) -> list[InputDep]:
     return _window(call, kernel, stride, per_axis(padding, n), dilation, _groups(call, weight, False))
 
 
-def pool(call: Call) -> list[InputDep]:
-    """``F.max_pool*d`` / ``F.avg_pool*d`` / ``F.lp_pool*d``: kernel, stride (default kernel),
-    padding, dilation; ceil_mode only changes the output size, which the trace records."""
-    n = _op_dims(call)
-    lp = call.name.startswith("lp_pool")    # F.lp_pool*d(input, norm_type, kernel_size, stride, ...)
+def pool(call: Call, n: int, kind: str) -> list[InputDep]:
+    """``F.max_pool*d`` / ``F.avg_pool*d`` / ``F.lp_pool*d`` over ``n`` trailing dims (``kind``
+    "max", "avg" or "lp", bound by the record): kernel, stride (default kernel), padding,
+    dilation (max only); ceil_mode only changes the output size, which the trace records."""
+    lp = kind == "lp"    # F.lp_pool*d(input, norm_type, kernel_size, stride, ...)
     kernel = per_axis(call.arg(2 if lp else 1, "kernel_size"), n)
     stride = call.arg(3 if lp else 2, "stride", None)
     stride = kernel if stride is None or stride == [] or stride == () else per_axis(stride, n)
     if lp:
         return _window(call, kernel, stride, (0,) * n, (1,) * n)
     padding = per_axis(call.arg(3, "padding", 0), n)
-    dilation = per_axis(call.arg(4, "dilation", 1), n) if call.name.startswith("max") else (1,) * n
+    dilation = per_axis(call.arg(4, "dilation", 1), n) if kind == "max" else (1,) * n
     return _window(call, kernel, stride, padding, dilation)
 
 
@@ -154,14 +149,14 @@ def _transposed_axes(kernel, stride, padding, dilation, sizes) -> tuple[AxisMap,
 
 
 
-def max_unpool(call: Call) -> list[InputDep]:
-    """``F.max_unpool*d(input, indices, kernel_size, stride, padding, output_size)``: each pooled
+def max_unpool(call: Call, n: int) -> list[InputDep]:
+    """``F.max_unpool*d(input, indices, kernel_size, stride, padding, output_size)`` over ``n``
+    trailing dims: each pooled
     value goes back to the position its index names, inside its own pooling window, so output
     ``j`` reads every pooled unit whose window ``[i*s - p, i*s - p + k - 1]`` holds ``j`` (the
     transposed geometry of the pool). Assumes the indices come from the matching max pool, as
     the op's contract says. The indices, where computed from the input, are read at the same
     pooled positions as the values (the index that sends a value to ``j`` sits beside it)."""
-    n = _op_dims(call)
     kernel = per_axis(call.arg(2, "kernel_size"), n)
     stride_arg = call.arg(3, "stride", None)
     stride = kernel if stride_arg is None else per_axis(stride_arg, n)
@@ -175,10 +170,9 @@ def max_unpool(call: Call) -> list[InputDep]:
 
 
 
-def adaptive_pool(call: Call) -> list[InputDep] | Global:
-    """Adaptive pooling: window ``[floor(j*n/m), ceil((j+1)*n/m))`` on each axis it pools.
-    Pooling every spatial axis to size 1 is global."""
-    n_op = _op_dims(call)
+def adaptive_pool(call: Call, n_op: int) -> list[InputDep] | Global:
+    """Adaptive pooling over ``n_op`` trailing dims: window ``[floor(j*n/m), ceil((j+1)*n/m))``
+    on each axis it pools. Pooling every spatial axis to size 1 is global."""
     x = call.arg(0, "input")
     sizes_in, sizes_out = tuple(x.shape[x.dim() - n_op:]), tuple(call.out_shape[len(call.out_shape) - n_op:])
     layout = call.in_layouts[call.data[0]]
@@ -215,15 +209,16 @@ def _window_dep(call: Call, name: str) -> list[InputDep]:
             for j in call.data if call.tensors[j] is window]
 
 
-def _frames(call: Call, name: str):
-    """n_fft, hop, the nonzero taps of a frame, and the padding ``center`` adds."""
+def _frames(call: Call, name: str, aligns: bool = False):
+    """n_fft, hop, the nonzero taps of a frame, and the padding ``center`` adds; ``aligns``:
+    the op takes ``align_to_window`` (stft)."""
     n_fft = int(call.arg(1, "n_fft"))
     hop = call.arg(2, "hop_length", None)
     hop = n_fft // 4 if hop is None else int(hop)
     win = call.arg(3, "win_length", None)
     win = n_fft if win is None else int(win)
     center = call.arg(5, "center", True)
-    align = call.arg(10, "align_to_window", None) if name == "stft" else None
+    align = call.arg(10, "align_to_window", None) if aligns else None
     left = 0 if align else (n_fft - win) // 2
     return n_fft, hop, _taps(call, name, win, n_fft, left), (n_fft // 2 if center else 0)
 
@@ -238,7 +233,7 @@ def stft(call: Call):
     k = next((j for j in call.data if call.tensors[j] is x), None)
     if k is None:
         raise UnknownOpError("stft of a signal that is not computed from the model input has no rule")
-    n_fft, hop, taps, pad = _frames(call, "stft")
+    n_fft, hop, taps, pad = _frames(call, "stft", aligns=True)
     mode = call.arg(6, "pad_mode", "reflect")
     n = x.shape[-1]
     real = len(call.out_shape) == x.dim() + 2      # (..., F, frames, 2)
@@ -355,15 +350,18 @@ for _d in (1, 2, 3):
     RECORDS += [
         Op(f"conv{_d}d", conv, meta=meta.conv(_d), fixed_layout=True),
         Op(f"conv_transpose{_d}d", conv_transpose, fixed_layout=True),
-        Op(f"max_pool{_d}d", pool, meta=meta.max_pool(_d), fixed_layout=True, surrogate=_surrogate("max_pool", _d)),
-        Op(f"max_pool{_d}d_with_indices", pool, fixed_layout=True, surrogate=_surrogate("max_pool", _d)),
-        Op(f"avg_pool{_d}d", pool, meta=meta.avg_pool(_d), fixed_layout=True),
-        Op(f"lp_pool{_d}d", pool, fixed_layout=True),
-        Op(f"max_unpool{_d}d", max_unpool, surrogate=_surrogate("max_unpool", _d)),
-        Op(f"adaptive_avg_pool{_d}d", adaptive_pool, meta=meta.adaptive_avg_pool(_d), fixed_layout=True),
-        Op(f"adaptive_max_pool{_d}d", adaptive_pool, fixed_layout=True,
+        Op(f"max_pool{_d}d", functools.partial(pool, n=_d, kind="max"), meta=meta.max_pool(_d), fixed_layout=True,
+           surrogate=_surrogate("max_pool", _d)),
+        Op(f"max_pool{_d}d_with_indices", functools.partial(pool, n=_d, kind="max"), fixed_layout=True,
+           surrogate=_surrogate("max_pool", _d)),
+        Op(f"avg_pool{_d}d", functools.partial(pool, n=_d, kind="avg"), meta=meta.avg_pool(_d), fixed_layout=True),
+        Op(f"lp_pool{_d}d", functools.partial(pool, n=_d, kind="lp"), fixed_layout=True),
+        Op(f"max_unpool{_d}d", functools.partial(max_unpool, n=_d), surrogate=_surrogate("max_unpool", _d)),
+        Op(f"adaptive_avg_pool{_d}d", functools.partial(adaptive_pool, n_op=_d), meta=meta.adaptive_avg_pool(_d),
+           fixed_layout=True),
+        Op(f"adaptive_max_pool{_d}d", functools.partial(adaptive_pool, n_op=_d), fixed_layout=True,
            surrogate=_surrogate("adaptive_max_pool", _d)),
-        Op(f"adaptive_max_pool{_d}d_with_indices", adaptive_pool, fixed_layout=True,
+        Op(f"adaptive_max_pool{_d}d_with_indices", functools.partial(adaptive_pool, n_op=_d), fixed_layout=True,
            surrogate=_surrogate("adaptive_max_pool_with_indices", _d)),
     ]
 del _d
