@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from . import render
 from .errors import ArgumentError, ModelError, ResourceError
+from .hints import MODES, STATISTICS
 
 from .spec import build
 from .trace.model_copy import available_bytes, infer_channels, infer_dims
@@ -554,7 +555,7 @@ def normalize_units(units, out_spatial) -> list[tuple[int, ...]]:
 
 # ----------------------------------------------------------------------------- probe's and erf's own
 def check_mode(mode) -> None:
-    if mode not in ("structural", "actual"):
+    if mode not in MODES:
         raise ArgumentError(f"mode={mode!r} must be 'structural' or 'actual'")
 
 
@@ -562,9 +563,6 @@ def check_full(full) -> None:
     if full not in (None, True, False):
         raise ArgumentError(f"full={full!r} must be True (whole map), False (slab mode when "
                             "possible) or None (slab mode for large inputs)")
-
-
-STATISTICS = ("abs", "sq")
 
 
 def check_statistic(statistic) -> None:

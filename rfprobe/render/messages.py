@@ -7,6 +7,7 @@ tests pin it).
 """
 from __future__ import annotations
 
+from ..hints import Status
 from .text import global_summary, joined, layer_option, table
 
 
@@ -466,7 +467,7 @@ def demo_text(groups) -> str:
     return "\n".join(lines)
 
 
-def expectation_failed(what: str, want, got, status: str = "ok") -> str:
+def expectation_failed(what: str, want, got, status: Status = "ok") -> str:
     """An ``--expect-*`` option that does not hold.
 
     >>> expectation_failed("size", (5, 5), (3, 3))
