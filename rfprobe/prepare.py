@@ -29,6 +29,7 @@ from .results import Analysis
 from .routes.analyze import analysis_of
 from .routes.fit import choose_input
 from .errors import ArgumentError
+from .hints import Mode
 from .trace import Graph, Node
 from .validate import check_channel, check_dtype, check_inputs, check_model, check_seed, normalize_unit
 
@@ -56,7 +57,7 @@ class Prepared:
 
 def prepare(model, input_shape=None, *, layer: str | nn.Module | None = None, output: Any = None, unit=None,
             channel: int | None = None, device=None, dtype: torch.dtype | None = None,
-            mode: str | None = None, inputs: torch.Tensor | None = None, seed: int | None = None,
+            mode: Mode | None = None, inputs: torch.Tensor | None = None, seed: int | None = None,
             who: str = "actual mode") -> Prepared:
     """Check the shared arguments, in this order, and trace the model.
 

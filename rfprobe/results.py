@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import ArgumentError, GlobalOpError, RFProbeError
+from .hints import LayerStatus, Mode, Statistic, Status
 from .measure import gaussian, mass_in_square, moments, remember, square_area
 from .render import data, html, text
 from .render.plot import analysis_plot_data, erf_plot_data, plot, probe_plot_data, report_plot_data
@@ -89,7 +90,7 @@ class LayerRow:
     size: tuple[int, ...] | None
     stride: tuple[int, ...] | None
     padding: tuple[int, ...] | None
-    status: str
+    status: LayerStatus
     why: str = ""
 
 
@@ -108,7 +109,7 @@ class Analysis:
     size: tuple[int, ...] | None
     stride: tuple[int, ...] | None
     padding: tuple[int, ...] | None
-    status: str
+    status: Status
     global_causes: tuple[str, ...]
     notes: tuple[str, ...]
     input_shape: tuple[int, ...]
@@ -199,7 +200,7 @@ class ProbeResult:
     unit: tuple[int, ...]
     units_probed: tuple[tuple[int, ...], ...]   # every unit seeded in the same backward
     target: str
-    mode: str
+    mode: Mode
     output_shape: tuple[int, ...] = ()
     analysis: Analysis | None = field(default=None, repr=False)
     slab: tuple[tuple[int, ...], ...] | None = None     # the thin inputs used, one per axis
@@ -294,7 +295,7 @@ class ERF:
 
     map: np.ndarray = field(repr=False)
     n: int = 1                               # inputs averaged
-    statistic: str = "abs"                   # 'abs' (mean |g|) or 'sq' (mean g**2)
+    statistic: Statistic = "abs"             # 'abs' (mean |g|) or 'sq' (mean g**2)
     unit: tuple[int, ...] = ()
     target: str = ""
     input_shape: tuple[int, ...] = ()

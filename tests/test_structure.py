@@ -1,10 +1,12 @@
 """The layout's habits, checked on the source (``ast``): no import cycles among rfprobe's
 modules (imports inside functions count), no module importing another module's private
-names, and every op name the code compares against has a record in ``rfprobe.ops.OPS``."""
+names, every op name the code compares against has a record in ``rfprobe.ops.OPS``, short
+functions, and messages built where docs/design.md says."""
 from __future__ import annotations
 
 import ast
 import pathlib
+import re
 
 import rfprobe
 from rfprobe.ops import OPS
@@ -353,9 +355,105 @@ def _function_lengths():
 
 
 def test_functions_are_mostly_short():
-    """Bodies mostly under 50 lines (docstrings not counted), none over 70."""
+    """Bodies mostly under 50 lines (docstrings not counted), none over 60."""
     lengths = dict(_function_lengths())
     assert len(lengths) > 300
     long = {k: v for k, v in lengths.items() if v > 50}
     assert len(long) <= 0.02 * len(lengths), long
-    assert max(lengths.values()) <= 70, max(lengths.items(), key=lambda kv: kv[1])
+    assert max(lengths.values()) <= 60, max(lengths.items(), key=lambda kv: kv[1])
+
+
+# ----------------------------------------------------------------------------- where messages are built
+DESIGN = PACKAGE.parent / "docs" / "design.md"
+
+
+def _message_table() -> dict[tuple[str, ...], list[str]]:
+    """docs/design.md's table of where each message is built: (classes of a row) -> the places
+    its second column names (``validate.py``, ``routes/``, ``ops/__init__.py``)."""
+    text = DESIGN.read_text()
+    rows = text[text.index("| message | built in |"):].split("\n\n")[0].splitlines()[2:]
+    table = {}
+    for row in rows:
+        what, where = row.strip("|").split(" | ")
+        places = [p for p in re.findall(r"`([^`]+)`", where) if p.endswith((".py", "/"))]
+        table[tuple(re.findall(r"`(\w+)`", what))] = places
+    return table
+
+
+def _in_place(module: str, place: str) -> bool:
+    """Whether ``module`` (``rfprobe.ops.window``) is one that ``place`` (``routes/``,
+    ``ops/__init__.py``, ``cost.py``) names."""
+    if place.endswith("/"):
+        return module.startswith("rfprobe." + place.replace("/", "."))
+    return module == "rfprobe." + place.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+
+
+def _is_message(node: ast.AST) -> bool:
+    """An f-string, or a string of three words or more (or a ``+`` of such)."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _is_message(node.left) or _is_message(node.right)
+    if isinstance(node, ast.JoinedStr):
+        return True
+    return isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value.split()) >= 3
+
+
+def _messages_built(modules: dict[str, ast.Module], classes: set[str]) -> set[tuple[str, str]]:
+    """(class, module) for every message passed to an error class (any name ending in Error) or
+    to one of ``classes``, outside render/ (a message put in a variable first is not seen)."""
+    found = set()
+    for mod, tree in modules.items():
+        if mod.startswith("rfprobe.render"):
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+            if (name in classes or name.endswith("Error")) and any(
+                    _is_message(a) for a in [*node.args, *(k.value for k in node.keywords)]):
+                found.add((name, mod))
+    return found
+
+
+def _misplaced_messages(modules: dict[str, ast.Module], table) -> list[str]:
+    """Messages built where the design's table does not say, and places the table names where
+    none of its row's messages is built. render/ may build any message and is not scanned: a
+    row that names a file there must name one that exists."""
+    row_of = {c: row for row in table for c in row}
+    found = _messages_built(modules, set(row_of))
+    bad = [f"{mod} builds a {cls} message, where docs/design.md's table says none is"
+           for cls, mod in sorted(found)
+           if cls not in row_of or not any(_in_place(mod, p) for p in table[row_of[cls]])]
+    for row, places in table.items():
+        for place in places:
+            if place.startswith("render/"):
+                built = (PACKAGE / place).exists()
+            else:
+                built = any(cls in row and _in_place(mod, place) for cls, mod in found)
+            if not built:
+                bad.append(f"docs/design.md: {'/'.join(row)} in {place}, where none is built")
+    return bad
+
+
+def test_messages_are_built_where_the_design_says():
+    table = _message_table()
+    assert ("ArgumentError",) in table and any("UnknownOpError" in row for row in table)
+    assert _misplaced_messages(MODULES, table) == []
+
+
+def test_the_message_check_finds_a_misplaced_message_and_a_stale_row():
+    table = _message_table()
+    moved = dict(MODULES)
+    moved["rfprobe.ops.window"] = ast.parse(
+        'raise ArgumentError(f"kernel_size={k!r} must be an int")\n' + ast.unparse(MODULES["rfprobe.ops.window"]))
+    assert "rfprobe.ops.window builds a ArgumentError message, where docs/design.md's table says none is" in \
+        _misplaced_messages(moved, table)
+    stale = {**table, ("SpecError",): ["spec.py", "cost.py"]}
+    assert "docs/design.md: SpecError in cost.py, where none is built" in _misplaced_messages(MODULES, stale)
+
+
+def test_nothing_outside_render_and_the_cli_prints_or_warns():
+    found = [f"{mod}:{node.lineno}" for mod, tree in MODULES.items()
+             if not mod.startswith(("rfprobe.render", "rfprobe.cli"))
+             for node in ast.walk(tree) if isinstance(node, ast.Call)
+             and getattr(node.func, "id", getattr(node.func, "attr", "")) in ("print", "warn", "showwarning")]
+    assert found == []

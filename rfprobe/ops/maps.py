@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import UnknownOpError
+from ..hints import OpKind
 
 # ----------------------------------------------------------------------------- per-axis maps
 @dataclass(frozen=True)
@@ -222,12 +223,12 @@ class ValuesNeeded(UnknownOpError):
 LayoutRule = Callable[[Call], "tuple[tuple[int, ...] | None, list[InputDep] | Global]"]
 
 # what an op does to the spatial dims, as the tracer needs to know it
-VALUE = "value"           # output keeps its input's spatial dims (sizes may change): ``rule`` maps them
-LAYOUT = "layout"         # moves, merges or splits dims (view, permute, split...): ``layout_rule``
-INDEX = "index"           # x[...]: ``layout_rule``, like a layout op, but not a merge of positions
-WRITE = "write"           # x[...] = v: the tracer writes the value into x's deps (``ops.layout.setitem``)
-REDUCTION = "reduction"   # drops or keeps reduced dims: ``rule``, output dims from ``reduced``
-QUERY = "query"           # returns no data (shape, size, flags): not traced
+VALUE: OpKind = "value"           # output keeps its input's spatial dims (sizes may change): ``rule`` maps them
+LAYOUT: OpKind = "layout"         # moves, merges or splits dims (view, permute, split...): ``layout_rule``
+INDEX: OpKind = "index"           # x[...]: ``layout_rule``, like a layout op, but not a merge of positions
+WRITE: OpKind = "write"           # x[...] = v: the tracer writes the value into x's deps (``ops.layout.setitem``)
+REDUCTION: OpKind = "reduction"   # drops or keeps reduced dims: ``rule``, output dims from ``reduced``
+QUERY: OpKind = "query"           # returns no data (shape, size, flags): not traced
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +251,7 @@ class Op:
 
     name: str
     rule: Rule | None = None
-    kind: str = VALUE
+    kind: OpKind = VALUE
     layout_rule: LayoutRule | None = None
     fixed_layout: bool = False
     inplace: bool = False         # an in-place dunder (``__iadd__``); ``add_`` says so by its name

@@ -33,7 +33,8 @@ from .messages import (CLI_ARG_HELP, CLI_DESCRIPTION, CLI_HELP, assertion_differ
                        global_coupling, layer_advice, no_spatial_output,
                        gradient_stops, holes, hooks_note, hull, internal_backward, internal_error, possible_causes, probe_saw_local,
                        progress_line, routes_differ, selection, trace_memory, truncated, untraced_property, values_through_python,
-                       lost_view, user_rules_suspect, values_note, varies)
+                       lost_view, user_rules_suspect, values_note, varies,
+                       not_trailing, rule_refused, write_through_view)
 from .text import (analysis_text, comparison_text, cost_text, erf_text, probe_text, report_text,
                    report_verdict, summary)
 from .plot import plot      # the function (see above); last, so nothing rebinds the name

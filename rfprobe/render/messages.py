@@ -7,6 +7,7 @@ tests pin it).
 """
 from __future__ import annotations
 
+from ..hints import Status
 from .text import global_summary, joined, layer_option, table
 
 
@@ -466,7 +467,7 @@ def demo_text(groups) -> str:
     return "\n".join(lines)
 
 
-def expectation_failed(what: str, want, got, status: str = "ok") -> str:
+def expectation_failed(what: str, want, got, status: Status = "ok") -> str:
     """An ``--expect-*`` option that does not hold.
 
     >>> expectation_failed("size", (5, 5), (3, 3))
@@ -584,3 +585,33 @@ def rule_skips(name: str, site: str, module: str, args: list[int]) -> str:
     return (f"op {name!r} {_at(site, module)}: its rule says nothing of argument(s) {args}, "
             "which are computed from the model input; rfprobe cannot tell which positions they add (give the op a "
             "rule that returns an InputDep for each)")
+
+
+def rule_refused(name: str, site: str, module: str, error: BaseException | str) -> str:
+    """An op whose rule refused this use of it (the rule's own words follow).
+
+    >>> rule_refused("roll", "m.py:3", "", "shifts computed from the input")
+    "op 'roll' at m.py:3 (module '<model>'): shifts computed from the input"
+    """
+    return f"op {name!r} {_at(site, module)}: {error}"
+
+
+def not_trailing(name: str, site: str, dims_at, shape, dims: int) -> str:
+    """An op that needs the spatial axes last, run on a tensor that holds them elsewhere.
+
+    >>> not_trailing("conv1d", "m.py:3", (-3,), (1, 8, 4, 6), 1)
+    "op 'conv1d' at m.py:3 runs on a tensor whose spatial axes are dims (-3,) of shape (1, 8, 4, 6), not the trailing 1; rfprobe has no rule for that (a spatial axis folded into the batch, e.g. a Conv1d run along each row: an nn.Conv2d with a (1, k) kernel computes the same and is followed)"
+    """
+    return (f"op {name!r} at {site} runs on a tensor whose spatial axes are dims {dims_at} of shape {shape}, "
+            f"not the trailing {dims}; rfprobe has no rule for that (a spatial axis folded into the batch, e.g. a "
+            "Conv1d run along each row: an nn.Conv2d with a (1, k) kernel computes the same and is followed)")
+
+
+def write_through_view(name: str, site: str, base: str) -> str:
+    """An in-place op on a view that no indexing made (rfprobe follows writes through ``x[...]``).
+
+    >>> write_through_view("add_", "m.py:3", "conv")
+    "op 'add_' at m.py:3 writes in place into a view of 'conv' made by an op other than indexing; rfprobe follows in-place writes through x[...] views only"
+    """
+    return (f"op {name!r} at {site} writes in place into a view of {base!r} made by an op other than indexing; "
+            "rfprobe follows in-place writes through x[...] views only")

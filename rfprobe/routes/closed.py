@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..hints import LayerStatus
 from ..ops import Affine, Broadcast, Global
 from ..ops.maps import Piece
 from ..render.messages import not_aligned, strides_differ
@@ -54,7 +55,7 @@ class Closed:
     """Closed form of one node: per-axis (size, stride, padding), or why there is none."""
 
     rsp: tuple[tuple[int, int, int], ...] | None
-    status: str = "ok"          # ok | global | varies | constant (reads no input position)
+    status: LayerStatus = "ok"  # ok | global | varies | constant (reads no input position)
     why: str = ""
 
     @property

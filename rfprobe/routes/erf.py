@@ -39,7 +39,7 @@ import torch.nn as nn
 
 from ..defaults import as_model
 from ..errors import ArgumentError, RFProbeError
-from ..hints import Device, InputShape, Layer, ModelLike, Unit
+from ..hints import STATISTICS, Device, InputShape, Layer, ModelLike, Statistic, Unit
 from ..prepare import prepare
 from .gradient import ProbePolicy, backprop_units, gradients_allowed
 from ..render.messages import progress_line
@@ -49,9 +49,6 @@ from ..validate import check_finite
 
 
 # ----------------------------------------------------------------------------- erf's own arguments
-STATISTICS = ("abs", "sq")
-
-
 def check_statistic(statistic) -> None:
     if statistic not in STATISTICS:
         raise ArgumentError(f"statistic={statistic!r} must be 'abs' (mean |gradient|) or 'sq' "
@@ -191,7 +188,7 @@ def _couples_batch(twin: nn.Module) -> bool:
 @gradients_allowed
 def erf(model: ModelLike, input_shape: InputShape = None, *, inputs: Any = None, n: int = 32,
         layer: Layer = None, output: Any = None, unit: Unit = None, channel: int | None = None,
-        statistic: str = "abs", batch_size: int = 8, dtype: torch.dtype | None = None, device: Device = None,
+        statistic: Statistic = "abs", batch_size: int = 8, dtype: torch.dtype | None = None, device: Device = None,
         seed: int = 0, progress: bool | None = None) -> ERF:
     """Effective RF of one output unit, averaged over ``n`` inputs (Luo et al. 2016).
 

@@ -38,7 +38,7 @@ import functools
 import math
 import os
 import random
-from typing import Iterable
+from typing import Callable, Iterable, ParamSpec, TypeVar
 
 import numpy as np
 import torch
@@ -188,12 +188,16 @@ def private_twin(model: nn.Module, structural: bool, device: torch.device, dtype
     return twin
 
 
-def gradients_allowed(fn):
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def gradients_allowed(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Run ``fn`` with autograd available even inside ``torch.inference_mode()`` (a notebook cell
     or an eval loop may wrap the call): there every tensor made is an inference tensor, no
     gradient is recorded, and the probe measured an empty RF without saying why."""
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         with torch.inference_mode(False):
             return fn(*args, **kwargs)
     return wrapper

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import ArgumentError, RFProbeError
-from ..hints import Device, InputShape, Layer, ModelLike, Unit
+from ..hints import MODES, Device, InputShape, Layer, Mode, ModelLike, Unit
 from ..measure import box_of, coverage_of
 from ..prepare import Prepared, prepare
 from ..results import Analysis, ProbeResult
@@ -58,7 +58,7 @@ def normalize_units(units, out_spatial) -> list[tuple[int, ...]]:
 
 
 def check_mode(mode) -> None:
-    if mode not in ("structural", "actual"):
+    if mode not in MODES:
         raise ArgumentError(f"mode={mode!r} must be 'structural' or 'actual'")
 
 
@@ -71,7 +71,7 @@ def check_full(full) -> None:
 # ----------------------------------------------------------------------------- the entry points
 @gradients_allowed
 def probe(model: ModelLike, input_shape: InputShape = None, *, unit: Unit = None, layer: Layer = None,
-          output: Any = None, channel: int | None = None, mode: str = "structural",
+          output: Any = None, channel: int | None = None, mode: Mode = "structural",
           inputs: torch.Tensor | None = None, device: Device = None, dtype: torch.dtype = torch.float32,
           seed: int = 0, full: bool | None = None, max_memory: int | None = None) -> ProbeResult:
     """Backpropagate from one output unit and return the input positions with nonzero gradient.
@@ -102,7 +102,7 @@ def probe(model: ModelLike, input_shape: InputShape = None, *, unit: Unit = None
 
 
 @gradients_allowed
-def probe_prepared(p: Prepared, *, mode: str = "structural", inputs: torch.Tensor | None = None,
+def probe_prepared(p: Prepared, *, mode: Mode = "structural", inputs: torch.Tensor | None = None,
                    dtype: torch.dtype = torch.float32, seed: int = 0, full: bool | None = None,
                    max_memory: int | None = None) -> ProbeResult:
     """:func:`probe` of a call that :func:`rfprobe.prepare.prepare` made ready (with the same

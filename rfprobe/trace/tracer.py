@@ -221,6 +221,23 @@ class Tracer(TorchFunctionMode):
         # an in-place op returns its input, a view shares its input's memory: keep the object the
         # model holds (the probe may not swap it), so writes through it reach the base
         alias = any(raw is t for t in tensors) or _view_of(raw, tensors)
+        out = self._follow(op, name, args, kwargs, tensors, data, in_ids, layouts, raw, alias, site)
+        if op.kind == INDEX and alias:
+            self.views[id(raw)] = (args[0], args[1])
+        if inplace and raw is tensors[0] and getattr(raw, "_base", None) is not None:
+            try:
+                self._write_back(raw, name, site)
+            except RFProbeError:
+                raise
+            except Exception as e:
+                raise self._internal(name, site, e) from e
+        if self.calls is not None:
+            self._record(func, name, args, kwargs, out)
+        return out
+
+    def _follow(self, op, name, args, kwargs, tensors, data, in_ids, layouts, raw, alias, site):
+        """A node for each tensor of the op's result ``raw``, from the op's rule; the result the
+        model gets (the policy's, unless ``raw`` is an alias of an input)."""
         # what follows is rfprobe's own code (the policy, the op's rules): an exception it raises
         # is rfprobe's limitation, never the model's
         try:
@@ -238,17 +255,6 @@ class Tracer(TorchFunctionMode):
             raise
         except Exception as e:
             raise self._internal(name, site, e) from e
-        if op.kind == INDEX and alias:
-            self.views[id(raw)] = (args[0], args[1])
-        if inplace and raw is tensors[0] and getattr(raw, "_base", None) is not None:
-            try:
-                self._write_back(raw, name, site)
-            except RFProbeError:
-                raise
-            except Exception as e:
-                raise self._internal(name, site, e) from e
-        if self.calls is not None:
-            self._record(func, name, args, kwargs, out)
         return out
 
     def _inputs(self, tensors):
@@ -374,9 +380,7 @@ class Tracer(TorchFunctionMode):
             layout, deps = self._guard(lambda: setitem((base, index, view), (base, view), (0, 1), layouts, keep),
                                        name, site, layouts[0])
         else:
-            layout, deps = layouts[0], Unknown(
-                f"op {name!r} at {site or '?'} writes in place into a view of {self.nodes[b].name!r} made "
-                "by an op other than indexing; rfprobe follows in-place writes through x[...] views only")
+            layout, deps = layouts[0], Unknown(render.write_through_view(name, str(site or "?"), self.nodes[b].name))
         ids = (b, v)
         self.add(name, [ids[k] for k in _dep_args(deps, (0, 1))], deps, base, layout, site)
 
@@ -397,7 +401,7 @@ class Tracer(TorchFunctionMode):
         return InternalError(render.internal_error(name, str(site or "?"), self.module_stack[-1], error))
 
     def _refused(self, name, site, error) -> Unknown:
-        return Unknown(f"op {name!r} at {site or '?'} (module {self.module_stack[-1] or '<model>'!r}): {error}")
+        return Unknown(render.rule_refused(name, str(site or "?"), self.module_stack[-1], error))
 
     def _back(self, op, src, out) -> tuple[int, ...] | None:
         """The spatial dims of a layout op's output whose trailing sizes (or, channels-last, the
@@ -410,6 +414,24 @@ class Tracer(TorchFunctionMode):
         if last and (not first or (src.dim() and src.shape[-1] == out.shape[-1])):
             return tuple(d - 1 for d in self.trailing)      # (N, *spatial, C): tokens back to a map
         return self.trailing if first else None
+
+    def _moved(self, op, name, args, kwargs, tensors, data, layouts, out, site, index, outs):
+        """The output's layout and deps, from a layout op's ``layout_rule``; where the op merged
+        the spatial sizes away or split them into blocks, remember them (a reshape back to
+        them restores the spatial axes)."""
+        main = layouts[data[0]]
+        call = Call(name, *_plain(args, kwargs, tensors, data), data, tensors, layouts, tuple(out.shape), self.dims,
+                    None, index,
+                    tuple(tuple(o.shape) for o in outs))
+        layout, deps = self._guard(lambda: op.layout_rule(call), name, site, None)
+        if main is not None and (layout is None or (op.layout_rule is reshape and _resized(tensors[data[0]], main, out, layout))):
+            # merged away, or split into blocks (space-to-depth, window partition): a reshape
+            # back to these sizes after the positions were mixed restores the spatial axes
+            self.lost_shapes.add(tuple(tensors[data[0]].shape[d] for d in main))
+        back = self._back(op, tensors[data[0]], out) if layout is None else None
+        if back is not None:    # a window reverse: blocks merged back into the sizes split earlier
+            return back, deps
+        return layout, deps
 
     def _rule(self, op, name, args, kwargs, tensors, data, layouts, out, site, index=0, outs=()):
         """The output's layout and deps, from the op's record."""
@@ -428,18 +450,7 @@ class Tracer(TorchFunctionMode):
             return (ref if tuple(out.shape) == tuple(tensors[k].shape) else None), Global(
                 f"{name} of a tensor without spatial axes")
         if op.layout_rule is not None:
-            call = Call(name, *_plain(args, kwargs, tensors, data), data, tensors, layouts, tuple(out.shape), self.dims,
-                        None, index,
-                        tuple(tuple(o.shape) for o in outs))
-            layout, deps = self._guard(lambda: op.layout_rule(call), name, site, None)
-            if main is not None and (layout is None or (op.layout_rule is reshape and _resized(tensors[data[0]], main, out, layout))):
-                # merged away, or split into blocks (space-to-depth, window partition): a reshape
-                # back to these sizes after the positions were mixed restores the spatial axes
-                self.lost_shapes.add(tuple(tensors[data[0]].shape[d] for d in main))
-            back = self._back(op, tensors[data[0]], out) if layout is None else None
-            if back is not None:    # a window reverse: blocks merged back into the sizes split earlier
-                return back, deps
-            return layout, deps
+            return self._moved(op, name, args, kwargs, tensors, data, layouts, out, site, index, outs)
         if op.kind == REDUCTION:
             layout = reduced_layout(*_plain(args, kwargs, tensors, data), tensors[data[0]], ref, out, op.dim_at)
         else:
@@ -447,11 +458,8 @@ class Tracer(TorchFunctionMode):
         if op.rule is None:
             return layout, Unknown(render.no_rule(name, str(site or "?"), self.module_stack[-1]))
         if op.fixed_layout and main != trailing:
-            return layout, Unknown(f"op {name!r} at {site or '?'} runs on a tensor whose spatial axes are "
-                                   f"dims {main} of shape {tuple(tensors[data[0]].shape)}, not the trailing "
-                                   f"{self.dims}; rfprobe has no rule for that (a spatial axis folded into "
-                                   "the batch, e.g. a Conv1d run along each row: an nn.Conv2d with a (1, k) "
-                                   "kernel computes the same and is followed)")
+            return layout, Unknown(render.not_trailing(name, str(site or "?"), main, tuple(tensors[data[0]].shape),
+                                                       self.dims))
         call = Call(name, *_plain(args, kwargs, tensors, data), data, tensors, layouts, tuple(out.shape), self.dims,
                     layout, index,
                     tuple(tuple(o.shape) for o in outs))
