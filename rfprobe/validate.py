@@ -27,6 +27,7 @@ from .errors import ArgumentError, ModelError, ResourceError
 
 from .spec import build
 from .trace.model_copy import available_bytes, infer_channels, infer_dims
+from .ops.maps import each_axis
 
 # every node's output is kept, autograd saves what backward needs, backward makes a gradient
 # of each: about three tensors per node
@@ -320,7 +321,7 @@ def check_expectation(name: str, value, n: int | None) -> tuple[int, ...] | None
     number of axes is not known yet (only the values are checked)."""
     if value is None:
         return None
-    values = tuple(value) if isinstance(value, (list, tuple)) else (value,) * (n or 1)
+    values = each_axis(value, n or 1)
     least = _LEAST[name]
     if (n is not None and len(values) != n) or not all(isinstance(v, int) and not isinstance(v, bool)
                                                       and (least is None or v >= least) for v in values):

@@ -179,6 +179,17 @@ def per_axis(v: Any, n: int) -> tuple[int, ...]:
     return (int(v),) * n
 
 
+def each_axis(v: Any, n: int) -> tuple:
+    """A value for every axis (repeated ``n`` times), or a list or tuple of them as a tuple, as
+    it is: unlike :func:`per_axis`, no conversion and no check, for callers that check or
+    convert afterwards.
+
+    >>> each_axis(2, 3), each_axis([1, 2], 3), each_axis(0.5, 1)
+    ((2, 2, 2), (1, 2), (0.5,))
+    """
+    return tuple(v) if isinstance(v, (list, tuple)) else (v,) * n
+
+
 def negative_dim(d: int, ndim: int) -> int:
     """A dim of a tensor of ``ndim`` dims counted from the end, as layouts hold them (-1 is the
     last dim), whichever way the op's argument counted it.

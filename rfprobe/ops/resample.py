@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import UnknownOpError
 from . import meta
 from .maps import Affine, Call, InputDep, Mapped, Op, identity
-from .maps import negative_dims
+from .maps import each_axis, negative_dims
 
 def pad(call: Call) -> list[InputDep]:
     """``F.pad(input, pad, mode, value)``: a shift (negative pads crop); in the bounded route,
@@ -73,11 +73,7 @@ def _scales(call: Call, sizes_in, sizes_out) -> list[float | None]:
     recompute = call.arg(5, "recompute_scale_factor", None)
     if sf is None or size is not None or recompute:
         return [None] * len(sizes_in)
-    return list(_tuple_f(sf, len(sizes_in)))
-
-
-def _tuple_f(v, n):
-    return tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else (float(v),) * n
+    return [float(x) for x in each_axis(sf, len(sizes_in))]
 
 
 def interpolate(call: Call) -> list[InputDep]:

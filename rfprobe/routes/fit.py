@@ -20,6 +20,7 @@ import re
 import torch.nn as nn
 
 from ..errors import ArgumentError, ModelError, RFProbeError, UnknownOpError, model_raised, raised_text
+from ..ops.maps import each_axis
 from ..trace import Graph, Node, axes_lost_at, depends_on_input, one_meta_copy, replay, select, trace
 from ..validate import check_target, check_unit, normalize_unit, resolve_input_shape
 from .closed import closed_forms, suggest_layer
@@ -166,7 +167,7 @@ def _grow(model: nn.Module, g: Graph, fixed, layer, output, unit, channels, dims
         if closed_forms(g)[0][target.id].status == "global":
             return g   # no size holds a global RF (the exact route would walk the graph to say so)
         u = tuple(m // 2 for m in target.spatial) if unit is None else tuple(
-            (x % m) for x, m in zip(unit if not isinstance(unit, int) else (unit,) * dims, target.spatial))
+            (x % m) for x, m in zip(each_axis(unit, dims), target.spatial))
         reg = propagate(g, target, u, bounded=False)
         if reg.global_cause is not None:
             return g
@@ -209,7 +210,7 @@ def _shrink(model, g: Graph, fixed, layer, output, unit, channels, dims, upto: i
     c = closed_forms(g)[0][target.id]
     if c.status != "ok":
         return g
-    units = (None,) * dims if unit is None else ((unit,) * dims if isinstance(unit, int) else tuple(unit))
+    units = each_axis(unit, dims)
     size = list(g.input_shape[1:])
     want = []
     for a, ((r, S, P), cur) in enumerate(zip(c.rsp, size)):
