@@ -20,6 +20,7 @@ import re
 import torch.nn as nn
 
 from ..errors import ArgumentError, ModelError, RFProbeError, UnknownOpError, model_raised, raised_text
+from ..measure import closed_form_box
 from ..ops.maps import each_axis
 from ..trace import Graph, Node, axes_lost_at, depends_on_input, one_meta_copy, replay, select, trace
 from ..validate import check_target, check_unit, normalize_unit, resolve_input_shape
@@ -197,7 +198,10 @@ def _fitting_size(r: int, S: int, P: int, unit, upto: int) -> int | None:
         if out < 1:
             continue
         u = out // 2 if unit is None else unit % out if unit < 0 else unit
-        if u < out and u * S - P >= 0 and u * S - P + r - 1 <= n - 1:
+        if u >= out:
+            continue
+        (first, last), = closed_form_box((u,), (r,), (S,), (P,))
+        if first >= 0 and last <= n - 1:
             return n
     return None
 
@@ -243,7 +247,7 @@ def _closed_box(graph: Graph, target: Node, unit) -> tuple[tuple[int, int], ...]
     c = closed_forms(graph)[0][target.id]
     if c.status != "ok":
         return None
-    return tuple((u * S - P, u * S - P + r - 1) for u, (r, S, P) in zip(unit, c.rsp))
+    return closed_form_box(unit, c.size, c.stride, c.padding)
 
 
 def _diagnose(model: nn.Module, input_shape, dims: int, error: RFProbeError, retry: bool = True) -> RFProbeError:
