@@ -25,6 +25,7 @@ import torch.nn as nn
 from .defaults import as_model, resolve_input_shape
 from .errors import ArgumentError, ModelError, RFProbeError, model_raised
 from .hints import InputShape, ModelLike
+from .ops.maps import each_axis
 from .render.messages import collapse_refusal
 from .results import CompareRow, Comparison, Cost
 
@@ -134,10 +135,6 @@ class _Lin:
     conn: np.ndarray            # bool (out, in): which input channels can reach which outputs
 
 
-def _tuple(v, dims):
-    return tuple(v) if isinstance(v, (list, tuple)) else (v,) * dims
-
-
 def _block_conn(out_c: int, in_c: int, groups: int) -> np.ndarray:
     o = np.arange(out_c) // (out_c // groups)
     i = np.arange(in_c) // (in_c // groups)
@@ -172,7 +169,7 @@ def _as_lin(i: int, m: nn.Module, dims: int, channels: int | None) -> _Lin | Non
         if m.padding_mode != "zeros":
             raise refuse(f"pads with padding_mode={m.padding_mode!r}; only zero padding folds")
         k = tuple(m.weight.shape[2:])
-        d = _tuple(m.dilation, dims)
+        d = each_axis(m.dilation, dims)
         pad = m.padding
         if isinstance(pad, str):
             if pad == "valid":
@@ -185,7 +182,7 @@ def _as_lin(i: int, m: nn.Module, dims: int, channels: int | None) -> _Lin | Non
                 pad = tuple(t // 2 for t in total)
         w = _dense(m.weight.detach().to(f64), m.groups, m.in_channels)
         b = m.bias.detach().to(f64) if m.bias is not None else torch.zeros(m.out_channels, dtype=f64)
-        return _Lin(w, b, _tuple(m.stride, dims), _tuple(pad, dims), d,
+        return _Lin(w, b, each_axis(m.stride, dims), each_axis(pad, dims), d,
                     _block_conn(m.out_channels, m.in_channels, m.groups))
     if isinstance(m, nn.modules.batchnorm._BatchNorm):
         if m.training or m.running_mean is None:
@@ -200,8 +197,8 @@ def _as_lin(i: int, m: nn.Module, dims: int, channels: int | None) -> _Lin | Non
         w = torch.diag(scale).reshape(c, c, *([1] * dims))
         return _Lin(w, shift, (1,) * dims, (0,) * dims, (1,) * dims, np.eye(c, dtype=bool))
     if isinstance(m, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
-        k = _tuple(m.kernel_size, dims)
-        pad = _tuple(m.padding, dims)
+        k = each_axis(m.kernel_size, dims)
+        pad = each_axis(m.padding, dims)
         if m.ceil_mode or getattr(m, "divisor_override", None) or (any(pad) and not m.count_include_pad):
             raise refuse("averages over a window that changes at the border (ceil_mode, "
                          "count_include_pad=False or divisor_override); not one conv")
@@ -210,7 +207,7 @@ def _as_lin(i: int, m: nn.Module, dims: int, channels: int | None) -> _Lin | Non
         w = torch.zeros((channels, channels, *k), dtype=f64)
         for c in range(channels):
             w[c, c] = 1.0 / math.prod(k)
-        return _Lin(w, torch.zeros(channels, dtype=f64), _tuple(m.stride or k, dims), pad, (1,) * dims,
+        return _Lin(w, torch.zeros(channels, dtype=f64), each_axis(m.stride or k, dims), pad, (1,) * dims,
                     np.eye(channels, dtype=bool))
     raise refuse(f"is not linear ({type(m).__name__}): a stack with a non-linearity (or any op "
                  "other than convs, eval-mode BatchNorm, average pooling, dropout in eval mode and "

@@ -1,5 +1,6 @@
-"""From a gradient (or any support mask) to the numbers: box, size, coverage; and the
-effective RF's statistics (moments, Gaussian fit, mass in a square). Pure numpy.
+"""From a gradient (or any support mask) to the numbers: box, size, coverage, with the closed
+form's box they are compared with; and the effective RF's statistics (moments, Gaussian fit,
+mass in a square). Pure numpy.
 
 >>> import numpy as np
 >>> m = np.zeros((5, 5), bool); m[1, 1] = m[1, 3] = m[3, 1] = m[3, 3] = True
@@ -15,12 +16,39 @@ import numpy as np
 
 def box_of(mask: np.ndarray) -> tuple[tuple[int, int], ...]:
     """Per axis (first, last) index where ``mask`` is True; empty mask: (0, -1) per axis."""
-    out = []
-    for a in range(mask.ndim):
-        proj = mask.any(axis=tuple(b for b in range(mask.ndim) if b != a))
-        idx = np.flatnonzero(proj)
-        out.append((int(idx[0]), int(idx[-1])) if len(idx) else (0, -1))
-    return tuple(out)
+    return tuple(span(projection(mask, a)) for a in range(mask.ndim))
+
+
+def projection(mask: np.ndarray, axis: int) -> np.ndarray:
+    """The indices along ``axis`` where ``mask`` holds anything: True where any position with
+    that index on ``axis`` is (``mask.any`` over every other axis).
+
+    >>> m = np.zeros((3, 4), bool); m[1, 2] = True
+    >>> projection(m, 0).tolist(), projection(m, 1).tolist()
+    ([False, True, False], [False, False, True, False])
+    """
+    return mask.any(axis=tuple(b for b in range(mask.ndim) if b != axis))
+
+
+def span(proj: np.ndarray) -> tuple[int, int]:
+    """(first, last) index where the 1-D ``proj`` is True; (0, -1) where it is nowhere.
+
+    >>> span(np.array([False, True, True, False])), span(np.zeros(3, bool))
+    ((1, 2), (0, -1))
+    """
+    idx = np.flatnonzero(proj)
+    return (int(idx[0]), int(idx[-1])) if len(idx) else (0, -1)
+
+
+def closed_form_box(unit, size, stride, padding) -> tuple[tuple[int, int], ...]:
+    """Per axis the (first, last) input index that ``unit`` reads by the closed form: unit
+    ``u`` of an RF of size ``r``, effective stride ``S`` and padding ``P`` reads ``[u*S - P,
+    u*S - P + r - 1]``.
+
+    >>> closed_form_box((1, 2), size=(3, 5), stride=(2, 1), padding=(0, 2))
+    ((2, 4), (0, 4))
+    """
+    return tuple((u * s - p, u * s - p + r - 1) for u, r, s, p in zip(unit, size, stride, padding))
 
 
 def coverage_of(mask: np.ndarray, box) -> float:

@@ -27,6 +27,7 @@ import torch.nn as nn
 from . import render
 from .errors import ArgumentError
 
+from .ops.maps import each_axis
 _BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -284,7 +285,7 @@ def check_expectation(name: str, value, n: int | None) -> tuple[int, ...] | None
     number of axes is not known yet (only the values are checked)."""
     if value is None:
         return None
-    values = tuple(value) if isinstance(value, (list, tuple)) else (value,) * (n or 1)
+    values = each_axis(value, n or 1)
     least = _LEAST[name]
     if (n is not None and len(values) != n) or not all(isinstance(v, int) and not isinstance(v, bool)
                                                       and (least is None or v >= least) for v in values):

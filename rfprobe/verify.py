@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .hints import Device, InputShape, Layer, ModelLike, Unit
+from .measure import closed_form_box, projection
 from .ops import gradient_stops, user_rules
 from .trace import ancestors
 from .prepare import prepare
@@ -49,8 +50,7 @@ def verify(model: ModelLike, input_shape: InputShape = None, *, unit: Unit = Non
         exact_box = unb.box
         closed_box = None
         if a.status == "ok":
-            closed_box = tuple((u * s - p, u * s - p + r - 1)
-                               for u, r, s, p in zip(unit, a.size, a.stride, a.padding))
+            closed_box = closed_form_box(unit, a.size, a.stride, a.padding)
             if any(e0 < c0 or e1 > c1 for (c0, c1), (e0, e1) in zip(closed_box, exact_box) if e0 <= e1):
                 mismatches.append(render.closed_too_small(closed_box, exact_box))   # the formula under-states
             elif closed_box != exact_box:
@@ -62,7 +62,7 @@ def verify(model: ModelLike, input_shape: InputShape = None, *, unit: Unit = Non
     if e.mask is None:   # slab mode: the probe measured each axis's projection (probe(full=True) for the map)
         probe_mask = exact_mask_ax = None
         for ax, proj in enumerate(e.axis_masks):
-            want = exact_mask.any(axis=tuple(b for b in range(exact_mask.ndim) if b != ax))
+            want = projection(exact_mask, ax)
             if (want != proj).any():
                 probe_mask, exact_mask_ax = proj, want
                 break

@@ -24,6 +24,7 @@ from ..errors import UnknownOpError
 from . import meta
 from .maps import (INDEX, LAYOUT, QUERY, WRITE, Affine, Broadcast, Call, Global, InputDep, Mapped, Op, Piece,
                    ValuesNeeded, identity)
+from .maps import negative_dim
 
 def getitem(call: Call) -> tuple[tuple[int, ...] | None, list[InputDep]]:
     """``x[...]``: slices of spatial axes are crops (start, step); ints, ``None``, ``...`` and
@@ -93,7 +94,7 @@ def cat(call: Call) -> list[InputDep]:
     index ``j`` reads ``j - offset`` of the input that starts at ``offset``."""
     dim = call.arg(1, "dim", 0)
     ndim = len(call.out_shape)
-    dim = dim - ndim if dim >= 0 else dim
+    dim = negative_dim(dim, ndim)
     deps, offset = [], 0
     for k, t in enumerate(call.tensors):
         if k in call.data and call.in_layouts[k] is None:
@@ -167,7 +168,7 @@ def index_select(call: Call) -> list[InputDep] | Global:
     extra = [InputDep(j, Global("index_select's index computed from the model input"))
              for j in call.data if call.tensors[j] is index]
     nd = x.dim()
-    dim = dim - nd if dim >= 0 else dim
+    dim = negative_dim(dim, nd)
     layout = call.in_layouts[k]
     index = torch.as_tensor(index)      # a 0-dim index the tracer gave as an int
     if dim in layout and index.device.type == "meta":

@@ -180,6 +180,37 @@ def per_axis(v: Any, n: int) -> tuple[int, ...]:
     return (int(v),) * n
 
 
+def each_axis(v: Any, n: int) -> tuple:
+    """A value for every axis (repeated ``n`` times), or a list or tuple of them as a tuple, as
+    it is: unlike :func:`per_axis`, no conversion and no check, for callers that check or
+    convert afterwards.
+
+    >>> each_axis(2, 3), each_axis([1, 2], 3), each_axis(0.5, 1)
+    ((2, 2, 2), (1, 2), (0.5,))
+    """
+    return tuple(v) if isinstance(v, (list, tuple)) else (v,) * n
+
+
+def negative_dim(d: int, ndim: int) -> int:
+    """A dim of a tensor of ``ndim`` dims counted from the end, as layouts hold them (-1 is the
+    last dim), whichever way the op's argument counted it.
+
+    >>> negative_dim(1, 4), negative_dim(-1, 4)
+    (-3, -1)
+    """
+    return d - ndim if d >= 0 else d
+
+
+def negative_dims(dim: Any, ndim: int) -> list[int]:
+    """An op's ``dim`` argument, one int or several, as a list of dims counted from the end
+    (:func:`negative_dim`).
+
+    >>> negative_dims(2, 4), negative_dims((0, -1), 4)
+    ([-2], [-4, -1])
+    """
+    return [negative_dim(d, ndim) for d in ([dim] if isinstance(dim, int) else dim)]
+
+
 def from_input(call: Call, main: int) -> list[InputDep]:
     """Deps for the op's other data inputs than ``main``: a weight, bias or scale computed from
     the model input (dynamic filters, a cross-correlation template, AdaLN's scale) reaches

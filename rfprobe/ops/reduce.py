@@ -21,6 +21,7 @@ from ..errors import UnknownOpError
 from . import meta
 from .maps import REDUCTION, Broadcast, Call, Global, InputDep, Mapped, Op, from_input, global_rule, identity, whole_axis
 from .pointwise import both_surrogate, channel_only, elementwise
+from .maps import negative_dim, negative_dims
 
 def einsum(call: Call):
     """``torch.einsum(equation, *operands)``: a spatial axis whose letter stays in the output is
@@ -78,8 +79,7 @@ def reduction(call: Call, dim_at: int = 1, indices_at: int | None = None):
     ndim = len(call.shape(k))
     if dim is None or (isinstance(dim, (list, tuple)) and not dim):    # sum(x, []): every dim
         return Global(f"{call.name} over the whole tensor")
-    dims = [dim] if isinstance(dim, int) else list(dim)
-    dims = [d - ndim if d >= 0 else d for d in dims]
+    dims = negative_dims(dim, ndim)
     if call.index == indices_at and all(call.shape(k)[d] == 1 for d in dims):
         return []        # the index of the one element along dims of size 1: always 0
     if not any(d in layout for d in dims):
@@ -104,7 +104,7 @@ def softmax(call: Call):
         dim = 0 if ndim in (0, 1, 3) else 1
     if call.shape(k)[dim] == 1:
         return []
-    return _whole_axis(call, dim - ndim if dim >= 0 else dim, f"{call.name} over a spatial dim")
+    return _whole_axis(call, negative_dim(dim, ndim), f"{call.name} over a spatial dim")
 
 
 def linear(call: Call):
@@ -163,8 +163,7 @@ def normalize(call: Call):
     k = call.data[0]
     layout = call.in_layouts[k]
     ndim = len(call.shape(k))
-    dims = [dim] if isinstance(dim, int) else list(dim)
-    dims = [d - ndim if d >= 0 else d for d in dims]
+    dims = negative_dims(dim, ndim)
     if not any(d in layout for d in dims):
         return elementwise(call)
     if all(d in dims for d in layout):
@@ -229,7 +228,7 @@ def reduced_layout(args, kwargs, src, layout, out, dim_at: int = 1):
     if dim is None:
         return None
     nd = src.dim()
-    gone = sorted({d % nd for d in ([dim] if isinstance(dim, int) else dim)})
+    gone = sorted({d + nd for d in negative_dims(dim, nd)})
     if any(g - nd in layout for g in gone):
         return None
     new = []

@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import UnknownOpError
 from . import meta
 from .maps import Affine, Call, InputDep, Mapped, Op, identity
+from .maps import each_axis, negative_dims
 
 def pad(call: Call) -> list[InputDep]:
     """``F.pad(input, pad, mode, value)``: a shift (negative pads crop); in the bounded route,
@@ -72,11 +73,7 @@ def _scales(call: Call, sizes_in, sizes_out) -> list[float | None]:
     recompute = call.arg(5, "recompute_scale_factor", None)
     if sf is None or size is not None or recompute:
         return [None] * len(sizes_in)
-    return list(_tuple_f(sf, len(sizes_in)))
-
-
-def _tuple_f(v, n):
-    return tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else (float(v),) * n
+    return [float(x) for x in each_axis(sf, len(sizes_in))]
 
 
 def interpolate(call: Call) -> list[InputDep]:
@@ -221,7 +218,7 @@ def flip(call: Call) -> list[InputDep]:
     k = call.data[0]
     ndim = len(call.shape(k))
     dims = call.arg(1, "dims")
-    dims = {d - ndim if d >= 0 else d for d in ([dims] if isinstance(dims, int) else dims)}
+    dims = set(negative_dims(dims, ndim))
     return [InputDep(k, tuple(Mapped(lambda j, b, n=n: [n - 1 - j], n) if d in dims else identity(n)
                               for d, n in zip(call.in_layouts[k], call.spatial_in(k))))]
 
@@ -235,10 +232,8 @@ def roll(call: Call) -> list[InputDep]:
     if dims is None or (isinstance(dims, (list, tuple)) and not dims):
         raise UnknownOpError("torch.roll without dims rolls the flattened tensor; rfprobe has no rule")
     shifts = [shifts] if isinstance(shifts, int) else list(shifts)
-    dims = [dims] if isinstance(dims, int) else list(dims)
     by: dict[int, int] = {}
-    for d, sh in zip(dims, shifts):     # a dim named twice is rolled twice: the shifts add up
-        d = d - ndim if d >= 0 else d
+    for d, sh in zip(negative_dims(dims, ndim), shifts):     # a dim named twice is rolled twice: the shifts add up
         by[d] = by.get(d, 0) + sh
     return [InputDep(k, tuple(Mapped(lambda j, b, n=n, sh=by[d]: [(j - sh) % n], n) if d in by else identity(n)
                               for d, n in zip(call.in_layouts[k], call.spatial_in(k))))]

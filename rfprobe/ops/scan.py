@@ -23,6 +23,7 @@ import torch
 from ..errors import UnknownOpError
 from .maps import Affine, Call, InputDep, Mapped, Op, identity
 from .pointwise import elementwise
+from .maps import negative_dim
 
 
 def _reads_prefix(j: int, bounded: bool) -> range:
@@ -35,7 +36,7 @@ def prefix(call: Call):
     k = call.data[0]
     ndim = len(call.shape(k))
     dim = call.arg(1, "dim")
-    dim = dim - ndim if dim >= 0 else dim
+    dim = negative_dim(dim, ndim)
     layout = call.in_layouts[k]
     if call.index == 1 and call.shape(k)[dim] == 1:
         return []           # indices along a dim of one element: always 0
@@ -66,7 +67,7 @@ def diff(call: Call):
     ndim = x.dim()
     n = int(call.arg(1, "n", 1))
     dim = call.arg(2, "dim", -1)
-    dim = dim - ndim if dim >= 0 else dim
+    dim = negative_dim(dim, ndim)
     layout = call.in_layouts[k]
     if dim not in layout:
         return elementwise(call)

@@ -25,6 +25,7 @@ import torch
 from ..errors import UnknownOpError
 from .maps import LAYOUT, Affine, Call, Global, InputDep, Mapped, Op, identity
 from .pointwise import channel_only, elementwise
+from .maps import negative_dims
 
 
 def _transformed_dims(rank: int | str, args: tuple, kwargs: dict, ndim: int) -> list[int]:
@@ -41,8 +42,7 @@ def _transformed_dims(rank: int | str, args: tuple, kwargs: dict, ndim: int) -> 
             dim = range(-len(s), 0) if s is not None else range(-ndim, 0)
     else:
         dim = call.arg(2, "dim", -1)
-    dims = [dim] if isinstance(dim, int) else list(dim)
-    return [d - ndim if d >= 0 else d for d in dims]
+    return negative_dims(dim, ndim)
 
 
 def _read_lengths(rank: int | str, half: bool, args: tuple, kwargs: dict, shape: tuple[int, ...]) -> dict[int, int]:
@@ -92,8 +92,7 @@ def shift(call: Call, sign: int = 1) -> list[InputDep]:
     k = call.data[0]
     ndim = len(call.shape(k))
     dim = call.arg(1, "dim", None)
-    dims = range(-ndim, 0) if dim is None else [dim] if isinstance(dim, int) else dim
-    dims = {d - ndim if d >= 0 else d for d in dims}
+    dims = set(range(-ndim, 0) if dim is None else negative_dims(dim, ndim))
     return [InputDep(k, tuple(Mapped(functools.partial(_rolled, n=n, shift=sign * (n // 2)), n) if d in dims
                               else identity(n) for d, n in zip(call.in_layouts[k], call.spatial_in(k))))]
 

@@ -23,6 +23,7 @@ from . import meta
 from ..errors import UnknownOpError
 from .maps import Affine, AxisMap, Call, Global, InputDep, Mapped, Op, ValuesNeeded, from_input, identity, per_axis
 from .resample import bordered
+from .maps import each_axis
 
 def _placed(call: Call, per_op_axis: tuple[AxisMap, ...], channels: AxisMap | None = None,
             weights: bool = False) -> list[InputDep]:
@@ -276,10 +277,9 @@ def istft(call: Call):
 def window_args(dims: int, kernel_size, stride, padding, dilation=1):
     """A pool's kernel, dilation, padding and stride per axis (ints or sequences, as torch takes
     them; no stride means the kernel's)."""
-    def t(v):
-        return tuple(v) if isinstance(v, (list, tuple)) else (v,) * dims
-    k = t(kernel_size)
-    return k, t(dilation), t(padding), k if stride is None or stride == [] or stride == () else t(stride)
+    k = each_axis(kernel_size, dims)
+    stride = k if stride is None or stride == [] or stride == () else each_axis(stride, dims)
+    return k, each_axis(dilation, dims), each_axis(padding, dims), stride
 
 
 def maxpool_surrogate(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,

@@ -32,6 +32,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ArgumentError, RFProbeError
+from ..measure import closed_form_box, projection
 from .text import coverage_text, joined
 
 if TYPE_CHECKING:                     # the result classes, for readers and type checkers only
@@ -122,7 +123,7 @@ def rf_markers(a: Analysis | None, unit, box=None) -> list:
     """
     status = getattr(a, "status", None)
     if status == "ok":
-        centre = tuple(u * s - p + (r - 1) / 2 for u, s, p, r in zip(unit, a.stride, a.padding, a.size))
+        centre = _middle(closed_form_box(unit, a.size, a.stride, a.padding))
     elif status == "global":
         return []
     else:
@@ -310,7 +311,7 @@ def _slices(data, boxes, slices, ax) -> list[int]:
     nonzero part); one, the middle, when drawing into a given axes."""
     import numpy as np
     ext = boxes[0][1][0] if boxes else None
-    nz = np.flatnonzero(data.reshape(data.shape[0], -1).any(axis=1))
+    nz = np.flatnonzero(projection(data, 0))
     lo, hi = (ext if ext is not None else ((nz[0], nz[-1]) if len(nz) else (0, data.shape[0] - 1)))
     lo, hi = max(int(np.floor(lo)), 0), min(int(np.ceil(hi)), data.shape[0] - 1)
     idx = sorted({int(round(v)) for v in np.linspace(lo, hi, max(1, min(slices, hi - lo + 1)))})

@@ -44,7 +44,7 @@ from ..prepare import prepare
 from .gradient import ProbePolicy, backprop_units, gradients_allowed
 from ..render.messages import progress_line
 from ..results import ERF
-from ..trace import Tracer, infer_dims, private_copy
+from ..trace import Tracer, infer_dims, parameter_dtype, private_copy
 from ..validate import check_finite
 
 
@@ -228,7 +228,7 @@ def erf(model: ModelLike, input_shape: InputShape = None, *, inputs: Any = None,
     twin = private_copy(model, dev)
     if dtype is not None:
         twin = twin.to(dtype)
-    run_dtype = dtype or next((p.dtype for p in twin.parameters() if p.is_floating_point()), torch.float32)
+    run_dtype = dtype or parameter_dtype(twin)
     for p in twin.parameters():
         p.requires_grad_(False)
     bs = 1 if _couples_batch(twin) else batch_size

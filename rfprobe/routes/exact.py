@@ -64,7 +64,29 @@ def _simplify(products: list[Product]) -> list[Product]:
 
 
 def propagate(graph: Graph, target: Node, unit: Sequence[int], bounded: bool) -> Region:
-    """Exact set of input positions that output ``unit`` of ``target`` depends on."""
+    """Exact set of input positions that output ``unit`` of ``target`` depends on, walked once
+    per graph: the routes ask for the same unit several times (one ``verify`` asks for its unit
+    bounded and unbounded, the probe and the sizes of a position-dependent RF ask again), so
+    the answer is kept in ``graph.regions`` by (output node id, unit, bounded), plain ints
+    and a frozen :class:`~rfprobe.results.Region`, which pickle with the graph.
+
+    >>> import rfprobe
+    >>> from rfprobe.trace import trace
+    >>> g = trace(rfprobe.build("conv3 conv3"), (1, 8, 8))
+    >>> propagate(g, g.nodes[-1], (1, 2), bounded=False) is propagate(g, g.nodes[-1], [1, 2], False)
+    True
+    >>> list(g.regions)
+    [(2, (1, 2), False)]
+    """
+    key = (target.id, tuple(int(u) for u in unit), bool(bounded))
+    region = graph.regions.get(key)
+    if region is None:
+        region = graph.regions[key] = _walk(graph, target, key[1], key[2])
+    return region
+
+
+def _walk(graph: Graph, target: Node, unit: tuple[int, ...], bounded: bool) -> Region:
+    """:func:`propagate`'s walk, backwards from ``unit`` through the graph (uncached)."""
     extent = graph.nodes[0].spatial
     regions: dict[int, list[Product] | str] = {target.id: [tuple(np.array([u], dtype=np.int64) for u in unit)]}
     for node in reversed(graph.nodes[1:target.id + 1]):

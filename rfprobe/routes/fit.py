@@ -21,6 +21,8 @@ import torch.nn as nn
 
 from ..defaults import resolve_input_shape
 from ..errors import ArgumentError, ModelError, RFProbeError, UnknownOpError, model_raised, raised_text
+from ..measure import closed_form_box
+from ..ops.maps import each_axis
 from ..trace import Graph, Node, axes_lost_at, depends_on_input, one_meta_copy, replay, select, trace
 from ..validate import check_target, check_unit, normalize_unit
 from .closed import closed_forms, suggest_layer
@@ -167,7 +169,7 @@ def _grow(model: nn.Module, g: Graph, fixed, layer, output, unit, channels, dims
         if closed_forms(g)[0][target.id].status == "global":
             return g   # no size holds a global RF (the exact route would walk the graph to say so)
         u = tuple(m // 2 for m in target.spatial) if unit is None else tuple(
-            (x % m) for x, m in zip(unit if not isinstance(unit, int) else (unit,) * dims, target.spatial))
+            (x % m) for x, m in zip(each_axis(unit, dims), target.spatial))
         reg = propagate(g, target, u, bounded=False)
         if reg.global_cause is not None:
             return g
@@ -197,7 +199,10 @@ def _fitting_size(r: int, S: int, P: int, unit, upto: int) -> int | None:
         if out < 1:
             continue
         u = out // 2 if unit is None else unit % out if unit < 0 else unit
-        if u < out and u * S - P >= 0 and u * S - P + r - 1 <= n - 1:
+        if u >= out:
+            continue
+        (first, last), = closed_form_box((u,), (r,), (S,), (P,))
+        if first >= 0 and last <= n - 1:
             return n
     return None
 
@@ -210,7 +215,7 @@ def _shrink(model, g: Graph, fixed, layer, output, unit, channels, dims, upto: i
     c = closed_forms(g)[0][target.id]
     if c.status != "ok":
         return g
-    units = (None,) * dims if unit is None else ((unit,) * dims if isinstance(unit, int) else tuple(unit))
+    units = each_axis(unit, dims)
     size = list(g.input_shape[1:])
     want = []
     for a, ((r, S, P), cur) in enumerate(zip(c.rsp, size)):
@@ -243,7 +248,7 @@ def _closed_box(graph: Graph, target: Node, unit) -> tuple[tuple[int, int], ...]
     c = closed_forms(graph)[0][target.id]
     if c.status != "ok":
         return None
-    return tuple((u * S - P, u * S - P + r - 1) for u, (r, S, P) in zip(unit, c.rsp))
+    return closed_form_box(unit, c.size, c.stride, c.padding)
 
 
 def _diagnose(model: nn.Module, input_shape, dims: int, error: RFProbeError, retry: bool = True) -> RFProbeError:

@@ -47,7 +47,7 @@ from torch.utils._pytree import tree_map
 
 from .. import render
 from ..errors import ArgumentError, InternalError, ModelError, ResourceError, RFProbeError, model_raised
-from ..trace import Graph, Node, Policy, Tracer, private_copy, run
+from ..trace import Graph, Node, Policy, Tracer, parameter_dtype, private_copy, run
 from ..trace.model_copy import available_bytes
 
 
@@ -266,12 +266,12 @@ def input_gradient(twin, graph: Graph, target_id: int, units, channel, structura
         pool = _Pool(biggest, dtype, device, generator)
     if inputs is None:
         if not structural:   # the user's weights, in their dtype: the input must match them
-            dtype = next((p.dtype for p in twin.parameters() if p.is_floating_point()), dtype)
+            dtype = parameter_dtype(twin, dtype)
         x = torch.rand((1, *graph.input_shape), generator=generator, dtype=dtype).add_(1.0).to(device)
     else:
         # the user's weights, in their dtype: float32 inputs to a float64 model are widened (a
         # plain forward would raise torch's dtype mismatch)
-        own = next((p.dtype for p in twin.parameters() if p.is_floating_point()), inputs.dtype)
+        own = parameter_dtype(twin, inputs.dtype)
         x = inputs.detach().clone().to(device=device, dtype=own if not structural else dtype)
         if x.dim() == len(graph.input_shape):
             x = x.unsqueeze(0)

@@ -31,7 +31,7 @@ import torch
 
 from ..errors import ArgumentError, RFProbeError
 from ..hints import MODES, Device, InputShape, Layer, Mode, ModelLike, Unit
-from ..measure import box_of, coverage_of
+from ..measure import box_of, coverage_of, projection, span
 from ..prepare import Prepared, prepare
 from ..results import Analysis, ProbeResult
 from ..trace import Graph, select, trace
@@ -211,7 +211,7 @@ def _slices(box):
 def _result(grad: np.ndarray, graph: Graph, analysis: Analysis, target, u, probed, mode) -> ProbeResult:
     mask = grad != 0
     box = box_of(mask)
-    axis_masks = tuple(mask.any(axis=tuple(b for b in range(mask.ndim) if b != a)) for a in range(mask.ndim))
+    axis_masks = tuple(projection(mask, a) for a in range(mask.ndim))
     truncated = _truncated(analysis, u, mask.shape, mask)
     return ProbeResult(mask, grad, box, tuple(b - a + 1 for a, b in box), coverage_of(mask, box),
                        truncated, graph.input_shape, u, tuple(probed), target.name, mode, target.shape,
@@ -230,10 +230,6 @@ def _truncated(analysis: Analysis, unit, shape, mask=None) -> bool:
 
 
 # ----------------------------------------------------------------------------- slab mode
-def _projection(mask: np.ndarray, a: int) -> np.ndarray:
-    return mask.any(axis=tuple(b for b in range(mask.ndim) if b != a))
-
-
 def _slab_plan(model, graph: Graph, analysis: Analysis, target, unit, layer, output):
     """Per axis a thin input (the full extent on that axis, small on the others) and the unit
     to seed in it, such that the exact route's projection of that unit's RF on the axis is the
@@ -251,7 +247,7 @@ def _slab_plan(model, graph: Graph, analysis: Analysis, target, unit, layer, out
     plan = []
     thin = 8      # each axis starts where the previous one succeeded (a trace can cost a second)
     for a in range(graph.dims):
-        want = _projection(full_mask, a)
+        want = projection(full_mask, a)
         found = None
         while True:
             shape = tuple(n if b == a else min(thin, n) for b, n in enumerate(full_spatial))
@@ -266,7 +262,7 @@ def _slab_plan(model, graph: Graph, analysis: Analysis, target, unit, layer, out
                     all(s >= 1 for s in t.spatial):
                 su = tuple(unit[a] if b == a else s // 2 for b, s in enumerate(t.spatial))
                 reg = propagate(g, t, su, bounded=True)
-                if reg.global_cause is None and np.array_equal(_projection(reg.input_mask(), a), want):
+                if reg.global_cause is None and np.array_equal(projection(reg.input_mask(), a), want):
                     found = (g, t.id, su)
                     break
             if all(min(thin, n) == n for b, n in enumerate(full_spatial) if b != a):
@@ -283,12 +279,8 @@ def _probe_slabs(model, graph, analysis, target, u, channel, plan, device, dtype
     for a, (g, tid, su) in enumerate(plan):
         grad = input_gradient(twin, g, tid, [su], channel, True, None, device, dtype, generator)
         check_gradient(grad, "structural")
-        axis_masks.append(_projection(grad != 0, a))
-    box = []
-    for proj in axis_masks:
-        idx = np.flatnonzero(proj)
-        box.append((int(idx[0]), int(idx[-1])) if len(idx) else (0, -1))
-    box = tuple(box)
+        axis_masks.append(projection(grad != 0, a))
+    box = tuple(span(proj) for proj in axis_masks)
     truncated = _truncated(analysis, u, graph.input_shape[1:])
     return ProbeResult(None, None, box, tuple(b - a + 1 for a, b in box), None, truncated,
                        graph.input_shape, u, tuple(su for _, _, su in plan), target.name, "structural",

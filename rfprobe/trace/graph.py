@@ -83,6 +83,7 @@ class Graph:
     module_types: dict[str, str] = field(default_factory=dict)   # module path -> class name
     module_containers: dict[str, Any] = field(default_factory=dict)  # module -> its container output, node ids
     closed: Any = field(default=None, repr=False, compare=False)   # routes.closed.closed_forms' cache
+    regions: dict = field(default_factory=dict, repr=False, compare=False)   # routes.exact.propagate's cache
     recording: Any = field(default=None, repr=False, compare=False)  # what replay() needs (meta traces)
 
     def owner(self, node: Node) -> str | None:

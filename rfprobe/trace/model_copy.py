@@ -329,8 +329,20 @@ def backward_hooks(model: nn.Module) -> list[str]:
 
 def input_dtype(model: nn.Module) -> torch.dtype:
     """The dtype of the model's first floating (or complex) parameter: its input's, most likely."""
-    return next((p.dtype for p in model.parameters() if p.is_floating_point() or p.is_complex()),
-                torch.float32)
+    return parameter_dtype(model, or_complex=True)
+
+
+def parameter_dtype(model: nn.Module, default: torch.dtype = torch.float32, or_complex: bool = False) -> torch.dtype:
+    """The dtype of the model's first floating parameter (``or_complex``: or complex one), the
+    dtype its weights compute in; ``default`` for a model without one.
+
+    >>> parameter_dtype(nn.Sequential(nn.ReLU(), nn.Conv2d(1, 1, 1).double()))
+    torch.float64
+    >>> parameter_dtype(nn.ReLU(), torch.float16), parameter_dtype(nn.Linear(1, 1, dtype=torch.cfloat), or_complex=True)
+    (torch.float16, torch.complex64)
+    """
+    return next((p.dtype for p in model.parameters() if p.is_floating_point() or (or_complex and p.is_complex())),
+                default)
 
 
 def available_bytes(device: torch.device) -> int | None:
