@@ -19,7 +19,8 @@ import torch
 
 from ..errors import UnknownOpError
 from . import meta
-from .maps import REDUCTION, Broadcast, Call, Global, InputDep, Mapped, Op, from_input, global_rule, identity, whole_axis
+from .maps import (REDUCTION, Broadcast, Call, Global, InputDep, Mapped, Op, from_input, global_rule, grouped, identity,
+                   whole_axis)
 from .pointwise import both_surrogate, channel_only, elementwise
 
 def einsum(call: Call):
@@ -203,7 +204,7 @@ def norm_over_space(call: Call):
             maps.append(whole_axis(m))
         elif d == 1 - nd and groups:
             size = m // groups
-            maps.append(Mapped(lambda c, b, size=size: range((c // size) * size, (c // size + 1) * size), m))
+            maps.append(Mapped(functools.partial(grouped, size, size), m))
         else:
             maps.append(identity(m))
     return [InputDep(k, tuple(maps))]

@@ -16,6 +16,8 @@ Affine(taps=(0, 1, 2), stride=1, padding=0, n_in=6)
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..errors import UnknownOpError
@@ -84,17 +86,15 @@ def diff(call: Call):
         if tuple(call.in_layouts[j]) != tuple(layout) or t.dim() != ndim:
             raise UnknownOpError(f"diff's {name}= tensor holds its spatial axes in other dims than the "
                                  "input's; declare a rule for 'diff'")
-        deps.append(InputDep(j, tuple(Mapped(_window_on(n, start[name], length), m) if d == dim
+        deps.append(InputDep(j, tuple(Mapped(functools.partial(_window_on, n, start[name], length), m) if d == dim
                                       else identity(m) for d, m in zip(layout, call.spatial_in(j)))))
     return deps
 
 
-def _window_on(n: int, start: int, length: int):
+def _window_on(n: int, start: int, length: int, j: int, bounded: bool) -> range:
     """Output ``j`` of a diff reads ``j..j+n`` of the concatenation; the part on a piece that
     starts at ``start`` and holds ``length`` entries, in that piece's indices."""
-    def fn(j: int, bounded: bool) -> range:
-        return range(max(j - start, 0), min(j + n - start, length - 1) + 1)
-    return fn
+    return range(max(j - start, 0), min(j + n - start, length - 1) + 1)
 
 
 # ----------------------------------------------------------------------------- surrogates

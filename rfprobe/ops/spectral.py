@@ -22,7 +22,7 @@ import functools
 import torch
 
 from ..errors import UnknownOpError
-from .maps import LAYOUT, Affine, Call, Global, InputDep, Mapped, Op, identity
+from .maps import LAYOUT, Affine, Call, Global, InputDep, Mapped, Op, identity, rolled
 from .pointwise import channel_only, elementwise
 
 
@@ -83,10 +83,6 @@ def fourier(call: Call):
                               for d, n in zip(layout, sizes)))]
 
 
-def _rolled(j: int, bounded: bool, n: int, shift: int) -> list[int]:
-    return [(j - shift) % n]
-
-
 def shift(call: Call) -> list[InputDep]:
     """``fftshift``/``ifftshift(x, dim)``: a roll by ``n // 2`` (``-(n // 2)`` for the inverse)
     of each shifted axis (every axis when ``dim`` is None)."""
@@ -96,7 +92,7 @@ def shift(call: Call) -> list[InputDep]:
     dims = range(-ndim, 0) if dim is None else [dim] if isinstance(dim, int) else dim
     dims = {d - ndim if d >= 0 else d for d in dims}
     sign = -1 if call.name == "fft_ifftshift" else 1
-    return [InputDep(k, tuple(Mapped(functools.partial(_rolled, n=n, shift=sign * (n // 2)), n) if d in dims
+    return [InputDep(k, tuple(Mapped(functools.partial(rolled, n, sign * (n // 2)), n) if d in dims
                               else identity(n) for d, n in zip(call.in_layouts[k], call.spatial_in(k))))]
 
 
