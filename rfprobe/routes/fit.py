@@ -20,7 +20,7 @@ import re
 import torch.nn as nn
 
 from ..errors import ArgumentError, ModelError, RFProbeError, UnknownOpError, model_raised, raised_text
-from ..trace import Graph, Node, axes_lost_at, depends_on_input, one_meta_copy, replay, select, trace
+from ..trace import RECORDINGS, Graph, Node, axes_lost_at, depends_on_input, one_meta_copy, replay, select, trace
 from ..validate import check_target, check_unit, normalize_unit, resolve_input_shape
 from .closed import closed_forms, suggest_layer
 from .exact import propagate
@@ -31,7 +31,7 @@ def choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=No
     centre unit's whole RF fits, so the probe sees it without border truncation."""
     with one_meta_copy(model), _no_gc():
         graph = _choose_input(model, input_shape, layer, output, unit)
-    graph.recording = None    # what a replay needs keeps the meta copy alive: not past this call
+    RECORDINGS.drop(graph)    # what a replay needs keeps the meta copy alive: not past this call
     return graph
 
 
