@@ -114,7 +114,8 @@ class PerGraph:
     """One value per graph, kept beside the graph rather than in it, for as long as the graph
     lives (a route's cache of what it computes from a graph; what a replay needs): the graph
     stays data that pickles and keeps no tracer alive, and a copy or an unpickled graph starts
-    without, so a cache is rebuilt from the data when it is asked for.
+    without, so a cache is rebuilt from the data when it is asked for. A value must not refer
+    to its graph (the graph would never go).
 
     >>> import torch.nn as nn
     >>> from rfprobe.trace import trace
@@ -126,7 +127,7 @@ class PerGraph:
     """
 
     def __init__(self):
-        self._values: dict[int, tuple[weakref.ref, Any]] = {}   # id(graph) -> (graph, value)
+        self._values: dict[int, tuple[weakref.ref, Any]] = {}   # id(graph) -> (weak ref to it, value)
 
     def get(self, graph: "Graph", default: Any = None) -> Any:
         hit = self._values.get(id(graph))
