@@ -97,7 +97,7 @@ def assert_remembered(a, b) -> None:
     for name in ("size", "stride", "padding"):
         value = getattr(a, name, None)
         if isinstance(value, RFTuple) and value.rfprobe_result is a:
-            assert getattr(b, name).rfprobe_result is b, name
+            assert getattr(getattr(b, name), "rfprobe_result", None) is b, f"{name} no longer points at its result"
 
 
 def units_of(analysis) -> list[tuple[int, ...]]:
