@@ -30,6 +30,15 @@ from .validate import check_fraction, normalize_unit
 Product = tuple  # per axis: sorted np.ndarray of indices
 
 
+class _Remembers:
+    """A result whose per-axis tuples point back at it (``measure.remember``): an unpickled or
+    copied one points them at itself again (an ``RFTuple`` pickles as a plain tuple)."""
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__post_init__()
+
+
 @dataclass(frozen=True)
 class Region:
     """An exact set of input positions: a union of products of per-axis index sets, or
@@ -95,7 +104,7 @@ class LayerRow:
 
 
 @dataclass(frozen=True, eq=False)
-class Analysis:
+class Analysis(_Remembers):
     """Closed form and exact propagation for one output of a model.
 
     ``size``/``stride``/``padding`` are per-axis tuples from the closed form; when the RF varies
@@ -184,7 +193,7 @@ class Analysis:
 
 # ----------------------------------------------------------------------------- probe, verify
 @dataclass(frozen=True, eq=False)
-class ProbeResult:
+class ProbeResult(_Remembers):
     """The empirical RF of one output unit.
 
     In slab mode (``slab`` is not None) only the per-axis projections are measured: ``mask``,
@@ -235,7 +244,7 @@ class ProbeResult:
 
 
 @dataclass(frozen=True, eq=False)
-class Report:
+class Report(_Remembers):
     """All routes for one unit: closed form, exact propagation, gradient probe."""
 
     ok: bool

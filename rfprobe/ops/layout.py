@@ -23,8 +23,7 @@ import torch
 from ..errors import UnknownOpError
 from . import meta
 from .maps import (INDEX, LAYOUT, QUERY, WRITE, Affine, Broadcast, Call, Global, InputDep, Mapped, Op, Piece,
-                   ValuesNeeded, identity)
-from .maps import negative_dim
+                   ValuesNeeded, identity, negative_dim)
 
 def getitem(call: Call) -> tuple[tuple[int, ...] | None, list[InputDep]]:
     """``x[...]``: slices of spatial axes are crops (start, step); ints, ``None``, ``...`` and
@@ -145,12 +144,16 @@ def setitem(args, tensors, data, layouts, keep_old=False):
             if vl is None or value.dim() < -d or value.shape[d] == 1:
                 axes.append(Broadcast())
             else:
-                axes.append(Mapped(lambda j, b, s=start, st=step, e=stop:
-                                         [(j - s) // st] if s <= j < e and (j - s) % st == 0 else [],
-                                         value.shape[d]))
+                axes.append(Mapped(functools.partial(_written, start, stop, step), value.shape[d]))
         deps.append(InputDep(k, tuple(axes) if vl is not None or all(isinstance(m, Broadcast) for m in axes)
                              else Global("__setitem__ writes a tensor without spatial axes into space")))
     return layout, deps
+
+
+def _written(start: int, stop: int, step: int, j: int, bounded: bool) -> list[int]:
+    """Position ``j`` of ``x[start:stop:step] = v`` reads ``v[(j - start) // step]`` where the
+    slice writes it, nothing of ``v`` elsewhere."""
+    return [(j - start) // step] if start <= j < stop and (j - start) % step == 0 else []
 
 
 def index_select(call: Call) -> list[InputDep] | Global:
@@ -173,9 +176,13 @@ def index_select(call: Call) -> list[InputDep] | Global:
     index = torch.as_tensor(index)      # a 0-dim index the tracer gave as an int
     if dim in layout and index.device.type == "meta":
         raise ValuesNeeded("index_select's index along a spatial axis, held on the meta device")
-    picked = index.reshape(-1).tolist() if dim in layout else None
-    return [InputDep(k, tuple(Mapped(lambda j, b, p=picked: [p[j]], n) if d == dim else identity(n)
+    picked = tuple(index.reshape(-1).tolist()) if dim in layout else None
+    return [InputDep(k, tuple(Mapped(functools.partial(_picked, picked), n) if d == dim else identity(n)
                               for d, n in zip(layout, call.spatial_in(k))))] + extra
+
+
+def _picked(picked: tuple[int, ...], j: int, bounded: bool) -> list[int]:
+    return [picked[j]]
 
 
 def _keep(call: Call, new) -> tuple:
@@ -230,9 +237,13 @@ def channel_shuffle(call: Call):
     src, layout = call.tensors[k], call.in_layouts[k]
     g = int(call.arg(1, "groups"))
     n = src.shape[1]
-    axes = tuple(Mapped(lambda o, b, g=g, n=n: [(o % g) * (n // g) + o // g], n) if d == 1 - src.dim()
+    axes = tuple(Mapped(functools.partial(_shuffled, g, n), n) if d == 1 - src.dim()
                  else identity(src.shape[d]) for d in layout)
     return tuple(layout), [InputDep(k, axes)]
+
+
+def _shuffled(g: int, n: int, o: int, bounded: bool) -> list[int]:
+    return [(o % g) * (n // g) + o // g]
 
 
 def unfold(call: Call):
@@ -270,8 +281,12 @@ def repeat(call: Call):
     k = call.data[0]
     src, layout = call.tensors[k], call.in_layouts[k]
     axes = tuple(identity(src.shape[d]) if call.out_shape[d] == src.shape[d] else
-                 Mapped(lambda j, b, n=src.shape[d]: [j % n], src.shape[d]) for d in layout)
+                 Mapped(functools.partial(_wrapped, src.shape[d]), src.shape[d]) for d in layout)
     return tuple(layout), [InputDep(k, axes)]
+
+
+def _wrapped(n: int, j: int, bounded: bool) -> list[int]:
+    return [j % n]
 
 
 def stack(call: Call):

@@ -72,7 +72,9 @@ class Piece(Affine):
 
 @dataclass(frozen=True)
 class Mapped:
-    """Output ``j`` reads ``fn(j, bounded)``: a position-dependent map."""
+    """Output ``j`` reads ``fn(j, bounded)``: a position-dependent map. rfprobe's own ``fn`` are
+    module-level functions, or ``functools.partial`` of one with the map's numbers, never a
+    lambda or a closure: a graph, and the results that hold it, then pickle."""
 
     fn: Callable[[int, bool], Sequence[int]]
     n_in: int
@@ -112,6 +114,37 @@ def whole_axis(n: int) -> Affine:
 
 
 AxisMap = Affine | Piece | Mapped | Broadcast
+
+
+# the ``fn`` of maps that rules of several ops build, with ``functools.partial`` over the numbers
+def group_of(per_out: int, per_in: int, o: int, bounded: bool) -> range:
+    """Channel ``o`` reads the ``per_in`` channels of its group, ``per_out`` outputs to a group
+    (a grouped conv; a group norm, whose groups keep their size).
+
+    >>> list(functools.partial(group_of, 2, 3)(5, True))
+    [6, 7, 8]
+    """
+    return range((o // per_out) * per_in, (o // per_out + 1) * per_in)
+
+
+def adaptive_window(n_in: int, n_out: int, j: int, bounded: bool) -> list[int]:
+    """Output ``j`` of ``n_out`` reads ``[floor(j*n_in/n_out), ceil((j+1)*n_in/n_out))`` of
+    ``n_in`` (adaptive pooling; area interpolation).
+
+    >>> [adaptive_window(5, 3, j, True) for j in range(3)]
+    [[0, 1], [1, 2, 3], [3, 4]]
+    """
+    return list(range((j * n_in) // n_out, -((-(j + 1) * n_in) // n_out)))
+
+
+def rolled(n: int, shift: int, j: int, bounded: bool) -> list[int]:
+    """Output ``j`` of an axis of ``n`` rolled by ``shift`` reads ``(j - shift) mod n`` (a roll;
+    an fftshift).
+
+    >>> [rolled(4, 1, j, True) for j in range(4)]
+    [[3], [0], [1], [2]]
+    """
+    return [(j - shift) % n]
 
 
 @dataclass(frozen=True)

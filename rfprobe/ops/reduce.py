@@ -19,9 +19,9 @@ import torch
 
 from ..errors import UnknownOpError
 from . import meta
-from .maps import REDUCTION, Broadcast, Call, Global, InputDep, Mapped, Op, from_input, global_rule, identity, whole_axis
+from .maps import (REDUCTION, Broadcast, Call, Global, InputDep, Mapped, Op, from_input, global_rule,
+                   group_of, identity, negative_dim, negative_dims, whole_axis)
 from .pointwise import both_surrogate, channel_only, elementwise
-from .maps import negative_dim, negative_dims
 
 def einsum(call: Call):
     """``torch.einsum(equation, *operands)``: a spatial axis whose letter stays in the output is
@@ -210,7 +210,7 @@ def norm_over_space(call: Call, grouped: bool = False, optional_stats: bool = Fa
             maps.append(whole_axis(m))
         elif d == 1 - nd and groups:
             size = m // groups
-            maps.append(Mapped(lambda c, b, size=size: range((c // size) * size, (c // size + 1) * size), m))
+            maps.append(Mapped(functools.partial(group_of, size, size), m))
         else:
             maps.append(identity(m))
     return [InputDep(k, tuple(maps))]

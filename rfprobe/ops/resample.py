@@ -19,8 +19,7 @@ import numpy as np
 
 from ..errors import UnknownOpError
 from . import meta
-from .maps import Affine, Call, InputDep, Mapped, Op, identity
-from .maps import each_axis, negative_dims
+from .maps import Affine, Call, InputDep, Mapped, Op, adaptive_window, each_axis, identity, negative_dims, rolled
 
 def pad(call: Call) -> list[InputDep]:
     """``F.pad(input, pad, mode, value)``: a shift (negative pads crop); in the bounded route,
@@ -37,11 +36,12 @@ def pad(call: Call) -> list[InputDep]:
         if left == 0 and (i + 1 >= len(widths) or widths[i + 1] == 0) or mode == "constant":
             axes.append(Affine((0,), 1, left, n_in))
             continue
-
-        def fn(j, bounded, left=left, n_in=n_in, mode=mode):
-            return bordered(j - left, n_in, mode, bounded)
-        axes.append(Mapped(fn, n_in))
+        axes.append(Mapped(functools.partial(_padded, left, n_in, mode), n_in))
     return [InputDep(k, tuple(axes))]
+
+
+def _padded(left: int, n_in: int, mode: str, j: int, bounded: bool) -> list[int]:
+    return bordered(j - left, n_in, mode, bounded)
 
 
 def bordered(src: int, n_in: int, mode: str, bounded: bool) -> list[int]:
@@ -104,8 +104,11 @@ def _interp_aa_axis(mode: str, align: bool, n_in: int, n_out: int, sf: float | N
     """``F.interpolate(..., antialias=True)`` (bilinear, bicubic): output ``j`` reads the inputs
     whose filter weight is nonzero, the filter widened by the scale when downsampling.
     ``narrow``: the map of H when W is 1 before and after (see ``interpolate``)."""
-    taps = _aa_taps(mode, align, n_in, n_out, sf, wide is np.float64, narrow)
-    return lambda j, bounded: list(taps[j])
+    return functools.partial(_tapped, _aa_taps(mode, align, n_in, n_out, sf, wide is np.float64, narrow))
+
+
+def _tapped(taps: tuple, j: int, bounded: bool) -> list[int]:
+    return list(taps[j])
 
 
 @functools.lru_cache(maxsize=256)
@@ -148,61 +151,66 @@ def _aa_taps(mode: str, align: bool, n_in: int, n_out: int, sf: float | None, do
 
 
 def _interp_axis(mode: str, align: bool, n_in: int, n_out: int, sf: float | None):
+    """Output ``j`` of one axis reads the source indices PyTorch's CPU kernel computes for
+    ``mode``: the map's ``fn``."""
     f32 = np.float32
     if mode in ("nearest", "nearest-exact"):
         scale = f32(1.0 / sf) if sf else f32(n_in / n_out)
         half = f32(0.5) if mode == "nearest-exact" else f32(0.0)
-
-        def fn(j, bounded):
-            if n_in == n_out:
-                return [j]
-            src = int(np.floor(f32(f32(j) + half) * scale))
-            return [min(src, n_in - 1)] if bounded else [src]
-        return fn
+        return functools.partial(_nearest, n_in, n_out, scale, half)
     if mode == "area":
-        def fn(j, bounded):
-            start = (j * n_in) // n_out
-            end = -((-(j + 1) * n_in) // n_out)
-            return list(range(start, end))
-        return fn
+        return functools.partial(adaptive_window, n_in, n_out)
     if align:
         scale = f32((n_in - 1) / (n_out - 1)) if n_out > 1 else f32(0)
     else:
         scale = f32(1.0 / sf) if sf else f32(n_in / n_out)
-    cubic = mode == "bicubic"
+    return functools.partial(_interpolated, align, scale, mode == "bicubic", n_in)
 
-    def fn(j, bounded):
-        if align:
-            src = f32(scale * f32(j))
-        else:
-            # PyTorch's linear CPU kernels contract ``scale * (j + 0.5) - 0.5`` into one fused
-            # multiply-add (one rounding to float32); the cubic one rounds twice. Checked
-            # against F.interpolate of one-hot inputs in tests/test_functional.py.
-            if cubic:
-                src = f32(scale * f32(f32(j) + f32(0.5))) - f32(0.5)
-            else:
-                src = f32(float(scale) * (j + 0.5) - 0.5)
-            if not cubic and src < 0:
-                src = f32(0)
-        i0 = int(np.floor(src))
-        frac = float(src - f32(i0))
+
+def _nearest(n_in: int, n_out: int, scale, half, j: int, bounded: bool) -> list[int]:
+    if n_in == n_out:
+        return [j]
+    src = int(np.floor(np.float32(np.float32(j) + half) * scale))
+    return [min(src, n_in - 1)] if bounded else [src]
+
+
+def _interpolated(align: bool, scale, cubic: bool, n_in: int, j: int, bounded: bool) -> list[int]:
+    """(Bi/tri)linear or bicubic: the taps around the source index of output ``j``."""
+    f32 = np.float32
+    if align:
+        src = f32(scale * f32(j))
+    else:
+        # PyTorch's linear CPU kernels contract ``scale * (j + 0.5) - 0.5`` into one fused
+        # multiply-add (one rounding to float32); the cubic one rounds twice. Checked
+        # against F.interpolate of one-hot inputs in tests/test_functional.py.
         if cubic:
-            taps = [i0] if frac == 0 else [i0 - 1, i0, i0 + 1, i0 + 2]
-            if bounded:
-                taps = [min(max(t, 0), n_in - 1) for t in taps]
-            return taps
+            src = f32(scale * f32(f32(j) + f32(0.5))) - f32(0.5)
+        else:
+            src = f32(float(scale) * (j + 0.5) - 0.5)
+        if not cubic and src < 0:
+            src = f32(0)
+    i0 = int(np.floor(src))
+    frac = float(src - f32(i0))
+    if cubic:
+        taps = [i0] if frac == 0 else [i0 - 1, i0, i0 + 1, i0 + 2]
         if bounded:
-            i0 = min(i0, n_in - 1)
-            return [i0] if frac == 0 or i0 + 1 >= n_in else [i0, i0 + 1]
-        return [i0] if frac == 0 else [i0, i0 + 1]
-    return fn
+            taps = [min(max(t, 0), n_in - 1) for t in taps]
+        return taps
+    if bounded:
+        i0 = min(i0, n_in - 1)
+        return [i0] if frac == 0 or i0 + 1 >= n_in else [i0, i0 + 1]
+    return [i0] if frac == 0 else [i0, i0 + 1]
 
 
 def pixel_shuffle(call: Call) -> list[InputDep]:
     """Output ``j`` reads input ``j // r`` (the phase picks the channel): position-dependent."""
     r = int(call.arg(1, "upscale_factor"))
     k = call.data[0]
-    return [InputDep(k, tuple(Mapped(lambda j, b, r=r: [j // r], n) for n in call.spatial_in(k)))]
+    return [InputDep(k, tuple(Mapped(functools.partial(_spread, r), n) for n in call.spatial_in(k)))]
+
+
+def _spread(r: int, j: int, bounded: bool) -> list[int]:
+    return [j // r]
 
 
 def pixel_unshuffle(call: Call) -> list[InputDep]:
@@ -219,8 +227,12 @@ def flip(call: Call) -> list[InputDep]:
     ndim = len(call.shape(k))
     dims = call.arg(1, "dims")
     dims = set(negative_dims(dims, ndim))
-    return [InputDep(k, tuple(Mapped(lambda j, b, n=n: [n - 1 - j], n) if d in dims else identity(n)
+    return [InputDep(k, tuple(Mapped(functools.partial(_flipped, n), n) if d in dims else identity(n)
                               for d, n in zip(call.in_layouts[k], call.spatial_in(k))))]
+
+
+def _flipped(n: int, j: int, bounded: bool) -> list[int]:
+    return [n - 1 - j]
 
 
 def roll(call: Call) -> list[InputDep]:
@@ -235,7 +247,7 @@ def roll(call: Call) -> list[InputDep]:
     by: dict[int, int] = {}
     for d, sh in zip(negative_dims(dims, ndim), shifts):     # a dim named twice is rolled twice: the shifts add up
         by[d] = by.get(d, 0) + sh
-    return [InputDep(k, tuple(Mapped(lambda j, b, n=n, sh=by[d]: [(j - sh) % n], n) if d in by else identity(n)
+    return [InputDep(k, tuple(Mapped(functools.partial(rolled, n, by[d]), n) if d in by else identity(n)
                               for d, n in zip(call.in_layouts[k], call.spatial_in(k))))]
 
 

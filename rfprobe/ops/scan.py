@@ -21,9 +21,8 @@ import functools
 import torch
 
 from ..errors import UnknownOpError
-from .maps import Affine, Call, InputDep, Mapped, Op, identity
+from .maps import (Affine, Call, InputDep, Mapped, Op, identity, negative_dim)
 from .pointwise import elementwise
-from .maps import negative_dim
 
 
 def _reads_prefix(j: int, bounded: bool) -> range:
@@ -87,17 +86,15 @@ def diff(call: Call):
         if tuple(call.in_layouts[j]) != tuple(layout) or t.dim() != ndim:
             raise UnknownOpError(f"diff's {name}= tensor holds its spatial axes in other dims than the "
                                  "input's; declare a rule for 'diff'")
-        deps.append(InputDep(j, tuple(Mapped(_window_on(n, start[name], length), m) if d == dim
+        deps.append(InputDep(j, tuple(Mapped(functools.partial(_window_on, n, start[name], length), m) if d == dim
                                       else identity(m) for d, m in zip(layout, call.spatial_in(j)))))
     return deps
 
 
-def _window_on(n: int, start: int, length: int):
+def _window_on(n: int, start: int, length: int, j: int, bounded: bool) -> range:
     """Output ``j`` of a diff reads ``j..j+n`` of the concatenation; the part on a piece that
     starts at ``start`` and holds ``length`` entries, in that piece's indices."""
-    def fn(j: int, bounded: bool) -> range:
-        return range(max(j - start, 0), min(j + n - start, length - 1) + 1)
-    return fn
+    return range(max(j - start, 0), min(j + n - start, length - 1) + 1)
 
 
 # ----------------------------------------------------------------------------- surrogates

@@ -23,9 +23,8 @@ import functools
 import torch
 
 from ..errors import UnknownOpError
-from .maps import LAYOUT, Affine, Call, Global, InputDep, Mapped, Op, identity
+from .maps import LAYOUT, Affine, Call, Global, InputDep, Mapped, Op, identity, negative_dims, rolled
 from .pointwise import channel_only, elementwise
-from .maps import negative_dims
 
 
 def _transformed_dims(rank: int | str, args: tuple, kwargs: dict, ndim: int) -> list[int]:
@@ -82,10 +81,6 @@ def fourier(call: Call, *, rank: int | str, half: bool):
                               for d, n in zip(layout, sizes)))]
 
 
-def _rolled(j: int, bounded: bool, n: int, shift: int) -> list[int]:
-    return [(j - shift) % n]
-
-
 def shift(call: Call, sign: int = 1) -> list[InputDep]:
     """``fftshift``/``ifftshift(x, dim)``: a roll by ``n // 2`` (``-(n // 2)`` for the inverse,
     ``sign`` -1) of each shifted axis (every axis when ``dim`` is None)."""
@@ -93,7 +88,7 @@ def shift(call: Call, sign: int = 1) -> list[InputDep]:
     ndim = len(call.shape(k))
     dim = call.arg(1, "dim", None)
     dims = set(range(-ndim, 0) if dim is None else negative_dims(dim, ndim))
-    return [InputDep(k, tuple(Mapped(functools.partial(_rolled, n=n, shift=sign * (n // 2)), n) if d in dims
+    return [InputDep(k, tuple(Mapped(functools.partial(rolled, n, sign * (n // 2)), n) if d in dims
                               else identity(n) for d, n in zip(call.in_layouts[k], call.spatial_in(k))))]
 
 

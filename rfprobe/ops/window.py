@@ -21,9 +21,9 @@ import torch.nn.functional as F
 
 from . import meta
 from ..errors import UnknownOpError
-from .maps import Affine, AxisMap, Call, Global, InputDep, Mapped, Op, ValuesNeeded, from_input, identity, per_axis
+from .maps import (Affine, AxisMap, Call, Global, InputDep, Mapped, Op, ValuesNeeded, adaptive_window,
+                   each_axis, from_input, group_of, identity, per_axis)
 from .resample import bordered
-from .maps import each_axis
 
 def _placed(call: Call, per_op_axis: tuple[AxisMap, ...], channels: AxisMap | None = None,
             weights: bool = False) -> list[InputDep]:
@@ -89,7 +89,7 @@ def _groups(call: Call, weight, transposed: bool) -> Mapped:
     groups = int(call.arg(6, "groups", 1) or 1)
     c_out = weight.shape[1] * groups if transposed else weight.shape[0]
     per_in, per_out = c_in // groups, c_out // groups
-    return Mapped(lambda o, b: range((o // per_out) * per_in, (o // per_out + 1) * per_in), c_in)
+    return Mapped(functools.partial(group_of, per_out, per_in), c_in)
 
 
 def conv(call: Call) -> list[InputDep]:
@@ -143,10 +143,13 @@ def _transposed_axes(kernel, stride, padding, dilation, sizes) -> tuple[AxisMap,
     window ``i*s - p + t*d`` (t < k) lands on ``j`` (transposed convs, max unpool)."""
     axes = []
     for kk, s, p, d, n_in in zip(kernel, stride, padding, dilation, sizes):
-        def fn(j, bounded, kk=kk, s=s, p=p, d=d):
-            return [(j + p - t * d) // s for t in range(kk) if (j + p - t * d) % s == 0]
-        axes.append(Mapped(fn, n_in))
+        axes.append(Mapped(functools.partial(_landing, kk, s, p, d), n_in))
     return tuple(axes)
+
+
+def _landing(kk: int, s: int, p: int, d: int, j: int, bounded: bool) -> list[int]:
+    """The inputs ``i`` whose window ``i*s - p + t*d`` (t < kk) lands on output ``j``."""
+    return [(j + p - t * d) // s for t in range(kk) if (j + p - t * d) % s == 0]
 
 
 
@@ -185,7 +188,7 @@ def adaptive_pool(call: Call, n_op: int) -> list[InputDep] | Global:
         if n % m == 0:
             axes.append(Affine(tuple(range(n // m)), n // m, 0, n))
         else:
-            axes.append(Mapped(lambda j, b, n=n, m=m: list(range((j * n) // m, -((-(j + 1) * n) // m))), n))
+            axes.append(Mapped(functools.partial(adaptive_window, n, m), n))
     return _placed(call, tuple(axes))
 
 
@@ -238,14 +241,18 @@ def stft(call: Call):
     mode = call.arg(6, "pad_mode", "reflect")
     n = x.shape[-1]
     real = len(call.out_shape) == x.dim() + 2      # (..., F, frames, 2)
-
-    def frame(f, bounded, hop=hop, taps=tuple(taps), pad=pad, n=n, mode=mode):
-        return [i for t in taps for i in bordered(f * hop - pad + t, n, mode, bounded)]
+    frame = functools.partial(_frame, hop, tuple(taps), pad, n, mode)
     maps, layout = [], []
     for d, size in zip(call.in_layouts[k], call.spatial_in(k)):
         maps.append(Mapped(frame, size) if d == -1 else identity(size))
         layout.append((-2 if real else -1) if d == -1 else d - (2 if real else 1))
     return tuple(layout), [InputDep(k, tuple(maps))] + _window_dep(call, "stft")
+
+
+def _frame(hop: int, taps: tuple[int, ...], pad: int, n: int, mode: str, f: int, bounded: bool) -> list[int]:
+    """The samples frame ``f`` of an stft reads: ``f*hop - pad + t`` for each tap, at the
+    border as ``mode`` pads."""
+    return [i for t in taps for i in bordered(f * hop - pad + t, n, mode, bounded)]
 
 
 def istft(call: Call):
@@ -264,14 +271,18 @@ def istft(call: Call):
     if -2 in layout:
         return None, Global("istft sums its frequencies over a spatial axis")
 
-    def sample(s, bounded, hop=hop, pad=pad, frames=frames, on=on):
-        p = s + pad
-        return [f for f in range(max(0, (p - n_fft) // hop), min(frames, p // hop + 1)) if p - f * hop in on]
+    sample = functools.partial(_overlapping, hop, pad, frames, on, n_fft)
     maps, new = [], []
     for d, size in zip(layout, call.spatial_in(k)):
         maps.append(Mapped(sample, size) if d == -1 else identity(size))
         new.append(-1 if d == -1 else d + 1)
     return tuple(new), [InputDep(k, tuple(maps))] + _window_dep(call, "istft")
+
+
+def _overlapping(hop: int, pad: int, frames: int, on: frozenset, n_fft: int, s: int, bounded: bool) -> list[int]:
+    """The frames sample ``s`` of an istft reads: those whose window is nonzero at ``s + pad``."""
+    p = s + pad
+    return [f for f in range(max(0, (p - n_fft) // hop), min(frames, p // hop + 1)) if p - f * hop in on]
 
 
 def window_args(dims: int, kernel_size, stride, padding, dilation=1):

@@ -27,7 +27,7 @@ from ..hints import LayerStatus
 from ..ops import Affine, Broadcast, Global
 from ..ops.maps import Piece
 from ..render.messages import not_aligned, strides_differ
-from ..trace import Graph, Node, ancestors
+from ..trace import Graph, Node, PerGraph, ancestors
 
 
 def compose_size(r: int, S: int, k: int) -> int:
@@ -71,12 +71,17 @@ class Closed:
         return None if self.rsp is None else tuple(p for _, _, p in self.rsp)
 
 
+_CLOSED = PerGraph()     # closed_forms of each graph, computed once (beside it: a graph holds data only)
+
+
 def closed_forms(graph: Graph) -> tuple[list[Closed], list[tuple[int, str]]]:
     """Closed form of every node, forward through the graph, plus alignment notes as (node id,
     note) (computed once per graph: choosing the input and the analysis both read them)."""
-    if graph.closed is None:
-        graph.closed = _closed_forms(graph)
-    return graph.closed
+    forms = _CLOSED.get(graph)
+    if forms is None:
+        forms = _closed_forms(graph)
+        _CLOSED.put(graph, forms)
+    return forms
 
 
 def _closed_forms(graph: Graph) -> tuple[list[Closed], list[tuple[int, str]]]:

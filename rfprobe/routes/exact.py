@@ -23,7 +23,11 @@ import numpy as np
 
 from ..ops import Global
 from ..results import Product, Region
-from ..trace import Graph, Node
+from ..trace import Graph, Node, PerGraph
+
+# each graph's walked units, (output node id, unit, bounded) -> Region: beside the graph, which
+# holds data only (a copy or an unpickled graph walks again)
+REGIONS = PerGraph()
 
 
 def _inside(x: np.ndarray, y: np.ndarray) -> bool:
@@ -67,21 +71,25 @@ def propagate(graph: Graph, target: Node, unit: Sequence[int], bounded: bool) ->
     """Exact set of input positions that output ``unit`` of ``target`` depends on, walked once
     per graph: the routes ask for the same unit several times (one ``verify`` asks for its unit
     bounded and unbounded, the probe and the sizes of a position-dependent RF ask again), so
-    the answer is kept in ``graph.regions`` by (output node id, unit, bounded), plain ints
-    and a frozen :class:`~rfprobe.results.Region`, which pickle with the graph.
+    the answer is kept beside the graph in :data:`REGIONS`, by (output node id, unit, bounded),
+    plain ints and a frozen :class:`~rfprobe.results.Region`.
 
     >>> import rfprobe
     >>> from rfprobe.trace import trace
     >>> g = trace(rfprobe.build("conv3 conv3"), (1, 8, 8))
     >>> propagate(g, g.nodes[-1], (1, 2), bounded=False) is propagate(g, g.nodes[-1], [1, 2], False)
     True
-    >>> list(g.regions)
+    >>> list(REGIONS.get(g))
     [(2, (1, 2), False)]
     """
     key = (target.id, tuple(int(u) for u in unit), bool(bounded))
-    region = graph.regions.get(key)
+    regions = REGIONS.get(graph)
+    if regions is None:
+        regions = {}
+        REGIONS.put(graph, regions)
+    region = regions.get(key)
     if region is None:
-        region = graph.regions[key] = _walk(graph, target, key[1], key[2])
+        region = regions[key] = _walk(graph, target, key[1], key[2])
     return region
 
 

@@ -23,7 +23,7 @@ from ..defaults import resolve_input_shape
 from ..errors import ArgumentError, ModelError, RFProbeError, UnknownOpError, model_raised, raised_text
 from ..measure import closed_form_box
 from ..ops.maps import each_axis
-from ..trace import Graph, Node, axes_lost_at, depends_on_input, one_meta_copy, replay, select, trace
+from ..trace import RECORDINGS, Graph, Node, axes_lost_at, depends_on_input, one_meta_copy, replay, select, trace
 from ..validate import check_target, check_unit, normalize_unit
 from .closed import closed_forms, suggest_layer
 from .exact import propagate
@@ -34,7 +34,7 @@ def choose_input(model: nn.Module, input_shape, layer=None, output=None, unit=No
     centre unit's whole RF fits, so the probe sees it without border truncation."""
     with one_meta_copy(model), _no_gc():
         graph = _choose_input(model, input_shape, layer, output, unit)
-    graph.recording = None    # what a replay needs keeps the meta copy alive: not past this call
+    RECORDINGS.drop(graph)    # what a replay needs keeps the meta copy alive: not past this call
     return graph
 
 

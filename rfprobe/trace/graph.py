@@ -3,7 +3,8 @@
 A ``Node`` records one op's name, inputs, rule (``deps``), shape and which of its dims are
 the spatial axes (``layout``); a ``Graph`` lists the nodes in execution order with where each
 module's output and the model's output are. ``select`` picks the output to analyse,
-``ancestors`` what it reads.
+``ancestors`` what it reads. A graph is data only (it pickles, and holds no model or tracer):
+what is computed from it or kept for it lives beside it (:class:`PerGraph`).
 
 >>> import torch.nn as nn
 >>> from rfprobe.trace import trace
@@ -13,6 +14,7 @@ module's output and the model's output are. ``select`` picks the output to analy
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,7 +74,8 @@ _CONTAINERS = ("Sequential", "ModuleList", "ModuleDict")
 class Graph:
     """Traced ops in execution order, with where each module's output and the model's are, and
     the class name of each module by its path (``module_types``: names only, no reference to
-    the user's model)."""
+    the user's model). Data only: a cache of what a route computes from it, or the tracer that
+    can replay it, is kept beside it (:class:`PerGraph`)."""
 
     nodes: list[Node]
     dims: int
@@ -82,9 +85,6 @@ class Graph:
     notes: list[str] = field(default_factory=list)
     module_types: dict[str, str] = field(default_factory=dict)   # module path -> class name
     module_containers: dict[str, Any] = field(default_factory=dict)  # module -> its container output, node ids
-    closed: Any = field(default=None, repr=False, compare=False)   # routes.closed.closed_forms' cache
-    regions: dict = field(default_factory=dict, repr=False, compare=False)   # routes.exact.propagate's cache
-    recording: Any = field(default=None, repr=False, compare=False)  # what replay() needs (meta traces)
 
     def owner(self, node: Node) -> str | None:
         """The module whose output ``node`` is, as the user knows it: the shortest path among
@@ -108,6 +108,42 @@ class Graph:
             if n.name == key:
                 return n
         raise KeyError(key)
+
+
+class PerGraph:
+    """One value per graph, kept beside the graph rather than in it, for as long as the graph
+    lives (a route's cache of what it computes from a graph; what a replay needs): the graph
+    stays data that pickles and keeps no tracer alive, and a copy or an unpickled graph starts
+    without, so a cache is rebuilt from the data when it is asked for. A value must not refer
+    to its graph (the graph would never go).
+
+    >>> import torch.nn as nn
+    >>> from rfprobe.trace import trace
+    >>> g, seen = trace(nn.Conv2d(1, 1, 3), (1, 8, 8)), PerGraph()
+    >>> seen.put(g, "computed once"); seen.get(g)
+    'computed once'
+    >>> del g; len(seen)
+    0
+    """
+
+    def __init__(self):
+        self._values: dict[int, tuple[weakref.ref, Any]] = {}   # id(graph) -> (weak ref to it, value)
+
+    def get(self, graph: "Graph", default: Any = None) -> Any:
+        hit = self._values.get(id(graph))
+        return hit[1] if hit is not None and hit[0]() is graph else default
+
+    def put(self, graph: "Graph", value: Any) -> None:
+        key = id(graph)
+        # the entry goes with its graph (before its id can name another one)
+        self._values[key] = (weakref.ref(graph, lambda _, key=key: self._values.pop(key, None)), value)
+
+    def drop(self, graph: "Graph") -> None:
+        if self.get(graph, self) is not self:
+            del self._values[id(graph)]
+
+    def __len__(self) -> int:
+        return len(self._values)
 
 
 def _owner(paths, module_types, module: str) -> str:

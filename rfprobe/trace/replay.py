@@ -13,7 +13,7 @@ from torch.utils._pytree import tree_flatten
 
 from .diagnose import name_global_causes
 from .graph import Graph, name_outputs
-from .tracer import EXACT, Tracer
+from .tracer import EXACT, RECORDINGS, Tracer
 
 
 def replay(graph: Graph, input_shape: tuple[int, ...]) -> Graph | None:
@@ -28,9 +28,10 @@ def replay(graph: Graph, input_shape: tuple[int, ...]) -> Graph | None:
     copied. Any difference in what an op returns (another number of outputs), any error, or
     a different node sequence gives None, and the caller traces the model for real.
     """
-    if graph.recording is None:
+    recording = RECORDINGS.get(graph)
+    if recording is None:
         return None
-    old, x_old = graph.recording
+    old, x_old = recording
     # recording, so the result can be replayed in turn; private_args: swap() below builds new
     # lists, tuples and dicts
     tracer = Tracer(graph.dims, EXACT, meta=True, record=True, private_args=True, module_types=old.module_types)
@@ -70,5 +71,5 @@ def replay(graph: Graph, input_shape: tuple[int, ...]) -> Graph | None:
     name_global_causes(tracer.nodes, tracer.module_types, tracer.lost_shapes)
     result = Graph(tracer.nodes, graph.dims, tuple(input_shape), graph.outputs, graph.module_outputs,
                    list(graph.notes), dict(graph.module_types), module_containers=graph.module_containers)
-    result.recording = (tracer, x)
+    RECORDINGS.put(result, (tracer, x))
     return result

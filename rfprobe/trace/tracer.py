@@ -47,7 +47,7 @@ from ..ops import (INDEX, LAYOUT, OPS, QUERY, REDUCTION, WRITE, Call, Global, Op
 from ..ops.layout import reshape
 from .model_copy import available_bytes, backward_hooks, input_dtype, meta_twin, private_copy, source_of, user_state_kept
 from .diagnose import name_global_causes
-from .graph import Graph, Node, Unknown, name_outputs
+from .graph import Graph, Node, PerGraph, Unknown, name_outputs
 
 _HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))    # rfprobe/
 _TORCH = os.path.dirname(os.path.abspath(torch.__file__))
@@ -634,6 +634,10 @@ def run(twin: nn.Module, x: torch.Tensor, tracer: Tracer):
                 m.__dict__[where[m]] = f
 
 
+# what replay() needs of a meta trace, (tracer, input), by graph: beside the graph, not in it, as
+# it keeps the model's meta copy alive (choose_input drops it before it returns)
+RECORDINGS = PerGraph()
+
 # torch's messages for an input too small (or of a size the model cannot split): the same on
 # the CPU, so a real-valued trace is not tried
 _SHAPE_ERRORS = ("Kernel size can't be greater", "too small", "Output size is", "non-positive",
@@ -643,7 +647,7 @@ _SHAPE_ERRORS = ("Kernel size can't be greater", "too small", "Output size is", 
 
 def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = None, record: bool = False) -> Graph:
     """Trace ``model`` on an input of ``input_shape`` = (C, *spatial) (batch 1 is added).
-    ``record``: keep what :func:`replay` needs on the graph (``graph.recording``)."""
+    ``record``: keep what :func:`replay` needs, beside the graph (``RECORDINGS``)."""
     if not isinstance(model, nn.Module):
         raise ArgumentError(f"model must be a torch.nn.Module, not {type(model).__name__}")
     dims = dims or len(input_shape) - 1
@@ -692,7 +696,7 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = Non
                   module_types={n: t.__name__ for n, t in tracer.module_types.items()},
                   module_containers=tracer.module_containers)
     if tracer.calls is not None and not tracer.read_sizes and not any(isinstance(n.deps, Unknown) for n in tracer.nodes):
-        graph.recording = (tracer, x)
+        RECORDINGS.put(graph, (tracer, x))
     return graph
 
 
