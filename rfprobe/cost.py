@@ -156,7 +156,6 @@ def _as_lin(i: int, m: nn.Module, dims: int, channels: int | None) -> _Lin | Non
 
     def refuse(why):
         return RFProbeError(collapse_refusal(i, m, why))
-    f64 = torch.float64
     if isinstance(m, nn.Identity) or (isinstance(m, nn.modules.dropout._DropoutNd) and not m.training) \
             or (isinstance(m, nn.Dropout) and not m.training):
         return None
@@ -164,54 +163,72 @@ def _as_lin(i: int, m: nn.Module, dims: int, channels: int | None) -> _Lin | Non
         raise refuse("is a transposed conv: its RF depends on the position, so it does not fold "
                      "into one ordinary conv")
     if isinstance(m, _CONV):
-        if m.weight.dim() - 2 != dims:
-            raise refuse(f"is {m.weight.dim() - 2}-D but the stack is {dims}-D")
-        if m.padding_mode != "zeros":
-            raise refuse(f"pads with padding_mode={m.padding_mode!r}; only zero padding folds")
-        k = tuple(m.weight.shape[2:])
-        d = each_axis(m.dilation, dims)
-        pad = m.padding
-        if isinstance(pad, str):
-            if pad == "valid":
-                pad = (0,) * dims
-            else:
-                total = [dd * (kk - 1) for kk, dd in zip(k, d)]
-                if any(t % 2 for t in total):
-                    raise refuse("uses padding='same' with an even kernel extent, which pads one "
-                                 "side more than the other; one nn.Conv cannot express that")
-                pad = tuple(t // 2 for t in total)
-        w = _dense(m.weight.detach().to(f64), m.groups, m.in_channels)
-        b = m.bias.detach().to(f64) if m.bias is not None else torch.zeros(m.out_channels, dtype=f64)
-        return _Lin(w, b, each_axis(m.stride, dims), each_axis(pad, dims), d,
-                    _block_conn(m.out_channels, m.in_channels, m.groups))
+        return _conv_lin(m, dims, refuse)
     if isinstance(m, nn.modules.batchnorm._BatchNorm):
-        if m.training or m.running_mean is None:
-            raise refuse("normalises with batch statistics (training mode or no running stats); "
-                         "call .eval() so it is a fixed per-channel affine map")
-        c = m.num_features
-        scale = 1 / torch.sqrt(m.running_var.detach().to(f64) + m.eps)
-        shift = -m.running_mean.detach().to(f64) * scale
-        if m.affine:
-            shift = shift * m.weight.detach().to(f64) + m.bias.detach().to(f64)
-            scale = scale * m.weight.detach().to(f64)
-        w = torch.diag(scale).reshape(c, c, *([1] * dims))
-        return _Lin(w, shift, (1,) * dims, (0,) * dims, (1,) * dims, np.eye(c, dtype=bool))
+        return _batchnorm_lin(m, dims, refuse)
     if isinstance(m, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
-        k = each_axis(m.kernel_size, dims)
-        pad = each_axis(m.padding, dims)
-        if m.ceil_mode or getattr(m, "divisor_override", None) or (any(pad) and not m.count_include_pad):
-            raise refuse("averages over a window that changes at the border (ceil_mode, "
-                         "count_include_pad=False or divisor_override); not one conv")
-        if channels is None:
-            raise refuse("comes before any conv, so its channel count is unknown; start the stack with a conv")
-        w = torch.zeros((channels, channels, *k), dtype=f64)
-        for c in range(channels):
-            w[c, c] = 1.0 / math.prod(k)
-        return _Lin(w, torch.zeros(channels, dtype=f64), each_axis(m.stride or k, dims), pad, (1,) * dims,
-                    np.eye(channels, dtype=bool))
+        return _avgpool_lin(m, dims, channels, refuse)
     raise refuse(f"is not linear ({type(m).__name__}): a stack with a non-linearity (or any op "
                  "other than convs, eval-mode BatchNorm, average pooling, dropout in eval mode and "
                  "identities) is not one conv. That is why the activations between 3x3 convs matter.")
+
+
+def _conv_lin(m: nn.Module, dims: int, refuse) -> _Lin:
+    """A zero-padded conv as itself, its groups as a dense block-diagonal weight."""
+    if m.weight.dim() - 2 != dims:
+        raise refuse(f"is {m.weight.dim() - 2}-D but the stack is {dims}-D")
+    if m.padding_mode != "zeros":
+        raise refuse(f"pads with padding_mode={m.padding_mode!r}; only zero padding folds")
+    k = tuple(m.weight.shape[2:])
+    d = each_axis(m.dilation, dims)
+    pad = m.padding
+    if isinstance(pad, str):
+        if pad == "valid":
+            pad = (0,) * dims
+        else:
+            total = [dd * (kk - 1) for kk, dd in zip(k, d)]
+            if any(t % 2 for t in total):
+                raise refuse("uses padding='same' with an even kernel extent, which pads one "
+                             "side more than the other; one nn.Conv cannot express that")
+            pad = tuple(t // 2 for t in total)
+    f64 = torch.float64
+    w = _dense(m.weight.detach().to(f64), m.groups, m.in_channels)
+    b = m.bias.detach().to(f64) if m.bias is not None else torch.zeros(m.out_channels, dtype=f64)
+    return _Lin(w, b, each_axis(m.stride, dims), each_axis(pad, dims), d,
+                _block_conn(m.out_channels, m.in_channels, m.groups))
+
+
+def _batchnorm_lin(m: nn.Module, dims: int, refuse) -> _Lin:
+    """An eval-mode BatchNorm as the per-channel affine map it is: a 1x1 diagonal conv."""
+    if m.training or m.running_mean is None:
+        raise refuse("normalises with batch statistics (training mode or no running stats); "
+                     "call .eval() so it is a fixed per-channel affine map")
+    f64 = torch.float64
+    c = m.num_features
+    scale = 1 / torch.sqrt(m.running_var.detach().to(f64) + m.eps)
+    shift = -m.running_mean.detach().to(f64) * scale
+    if m.affine:
+        shift = shift * m.weight.detach().to(f64) + m.bias.detach().to(f64)
+        scale = scale * m.weight.detach().to(f64)
+    w = torch.diag(scale).reshape(c, c, *([1] * dims))
+    return _Lin(w, shift, (1,) * dims, (0,) * dims, (1,) * dims, np.eye(c, dtype=bool))
+
+
+def _avgpool_lin(m: nn.Module, dims: int, channels: int | None, refuse) -> _Lin:
+    """Average pooling as a per-channel conv with equal weights (where its window is the same
+    everywhere)."""
+    k = each_axis(m.kernel_size, dims)
+    pad = each_axis(m.padding, dims)
+    if m.ceil_mode or getattr(m, "divisor_override", None) or (any(pad) and not m.count_include_pad):
+        raise refuse("averages over a window that changes at the border (ceil_mode, "
+                     "count_include_pad=False or divisor_override); not one conv")
+    if channels is None:
+        raise refuse("comes before any conv, so its channel count is unknown; start the stack with a conv")
+    w = torch.zeros((channels, channels, *k), dtype=torch.float64)
+    for c in range(channels):
+        w[c, c] = 1.0 / math.prod(k)
+    return _Lin(w, torch.zeros(channels, dtype=torch.float64), each_axis(m.stride or k, dims), pad, (1,) * dims,
+                np.eye(channels, dtype=bool))
 
 
 def _compose(a: _Lin, b: _Lin, strict: bool, index: int, module) -> _Lin:

@@ -355,12 +355,12 @@ def _function_lengths():
 
 
 def test_functions_are_mostly_short():
-    """Bodies mostly under 50 lines (docstrings not counted), none over 60."""
+    """Bodies mostly under 50 lines (docstrings not counted), none over 55."""
     lengths = dict(_function_lengths())
     assert len(lengths) > 300
     long = {k: v for k, v in lengths.items() if v > 50}
     assert len(long) <= 0.02 * len(lengths), long
-    assert max(lengths.values()) <= 60, max(lengths.items(), key=lambda kv: kv[1])
+    assert max(lengths.values()) <= 55, max(lengths.items(), key=lambda kv: kv[1])
 
 
 # ----------------------------------------------------------------------------- where messages are built
