@@ -108,11 +108,15 @@ class _Runner:
 
 def perturbation_rf(model: nn.Module, input_shape: Sequence[int], unit: Sequence[int], *,
                     seeds: Sequence[int] = (0, 1), pick: Callable | None = None,
-                    channel: int | None = None, hooks: bool = False) -> OracleResult:
+                    channel: int | None = None, hooks: bool = False, first_hit: bool = False) -> OracleResult:
     """Input positions whose perturbation moves output ``unit`` (spatial index, one int per axis,
     non-negative). ``input_shape`` is (C, *spatial) without batch; ``pick`` selects the output
     tensor from whatever the model returns. ``hooks=True`` keeps the model's forward hooks (a
-    feature extractor built from hooks, such as timm's, returns nothing without them)."""
+    feature extractor built from hooks, such as timm's, returns nothing without them).
+
+    ``first_hit=True`` is for a caller that only asks whether any position moves the unit: the
+    set step stops after the first batch of ``CHUNK`` positions with a hit (the same batches as
+    a full run, so the same verdicts), and ``mask`` holds that batch's hits only."""
     shape = tuple(int(s) for s in input_shape)
     spatial = shape[1:]
     dims = len(spatial)
@@ -168,9 +172,11 @@ def perturbation_rf(model: nn.Module, input_shape: Sequence[int], unit: Sequence
             points = np.stack([gr.ravel() for gr in grids], axis=1)
             regions = torch.zeros((len(points), *spatial), dtype=torch.bool)
             regions[(torch.arange(len(points)),) + tuple(torch.from_numpy(points[:, a]) for a in range(dims))] = True
-            hit = moves(regions)
-            mask[tuple(points[hit].T)] = True
+            hit = _hits(moves, regions, first_hit)
+            mask[tuple(points[:len(hit)][hit].T)] = True
         forwards += run.forwards
+        if first_hit and mask.any():
+            break
     if not mask.any():
         return OracleResult(mask, None, bisected, forwards)
     out_box = []
@@ -178,6 +184,19 @@ def perturbation_rf(model: nn.Module, input_shape: Sequence[int], unit: Sequence
         proj = np.flatnonzero(mask.any(axis=tuple(b for b in range(dims) if b != a)))
         out_box.append((int(proj[0]), int(proj[-1])))
     return OracleResult(mask, tuple(out_box), bisected, forwards)
+
+
+def _hits(moves: Callable, regions: torch.Tensor, first_hit: bool) -> np.ndarray:
+    """``moves`` of each region; with ``first_hit``, of the regions up to the end of the first
+    batch of ``CHUNK`` where one moves (the rest are not run)."""
+    if not first_hit:
+        return moves(regions)
+    done = []
+    for i in range(0, len(regions), CHUNK):
+        done.append(moves(regions[i:i + CHUNK]))
+        if done[-1].any():
+            break
+    return np.concatenate(done)
 
 
 def perturbed(net: nn.Module, shape, steps=(1e3, -1e3, 1e6, -1e6), seed: int = 0) -> np.ndarray:

@@ -8,7 +8,9 @@ preparation of the feature map (complex included, which is how ``.real`` is reac
 units, two seeds per oracle mode (about 30 minutes on one core), recording every finding and
 going on. ``RFPROBE_FUZZ_LOG=path`` appends the report. For example::
 
-    RFPROBE_FUZZ=long RFPROBE_FUZZ_LOG=ops.log OMP_NUM_THREADS=1 pytest tests/test_op_surface.py -s
+    RFPROBE_FUZZ=long RFPROBE_FUZZ_LOG=ops.log OMP_NUM_THREADS=1 pytest tests/test_op_surface.py -s -n 0
+
+(``-n 0``: in one process, where ``-s`` shows the report; pytest-xdist's workers do not.)
 
 What must hold, for each op: rfprobe's bounded set for the unit equals the union of what the
 oracle's modes move, or rfprobe refuses naming the op; ``global`` where the oracle reads a

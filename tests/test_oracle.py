@@ -480,6 +480,19 @@ def test_oracle_sees_holes_and_borders():
     assert np.flatnonzero(o.mask).tolist() == [0, 1, 2]
 
 
+def test_first_hit_stops_after_the_first_batch_with_a_hit():
+    """A mean over 600 positions (after a 1x1 conv) reads every position, by hand. The full run
+    finds all 600; ``first_hit`` gives the same answer to "does any position move the unit?"
+    from the first batch alone: its 256 positions (``CHUNK``), two batched forwards fewer."""
+    from tests.oracle import CHUNK
+    net = nn.Sequential(nn.Conv1d(1, 1, 1), nn.AdaptiveAvgPool1d(1))
+    full = perturbation_rf(net, (1, 600), (0,), seeds=(0,))
+    first = perturbation_rf(net, (1, 600), (0,), seeds=(0,), first_hit=True)
+    assert full.mask.all() and full.box == full.bisected == first.bisected == ((0, 599),)
+    assert np.flatnonzero(first.mask).tolist() == list(range(CHUNK)) and CHUNK == 256
+    assert full.forwards - first.forwards == 2
+
+
 def test_oracle_max_pool_is_not_fooled():
     """Max-pool routes the value of one element; huge perturbations still reach the unit from
     every position of the window (2x2 pool after a conv3: unit (1, 1) reads 2..5 on each axis)."""
