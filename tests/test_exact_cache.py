@@ -14,6 +14,7 @@ import pytest
 
 import rfprobe
 from rfprobe.routes import exact
+from rfprobe.trace import select
 
 verify_module = importlib.import_module("rfprobe.verify")
 
@@ -62,8 +63,8 @@ def test_an_analysis_walks_a_unit_once_however_often_asked(walks):
 
 
 def test_the_cache_answers_what_a_fresh_walk_answers():
-    # every key part counts: output, unit, bounded; asked in a mixed order, each answer equals
-    # an uncached walk of the same question (zero padding: bounded and unbounded differ)
+    # the unit and bounded count (and two traces are two caches); asked in a mixed order, each
+    # answer equals an uncached walk of the same question (zero padding: bounded and unbounded differ)
     a = rfprobe.analyze("conv3/p1 conv3/s2/p1 conv3/d2/p2", input_shape=(1, 11, 11), layer="1")
     b = rfprobe.analyze("conv3/p1 conv3/s2/p1 conv3/d2/p2", input_shape=(1, 11, 11))
     assert a.graph is not b.graph
@@ -79,6 +80,16 @@ def test_the_cache_answers_what_a_fresh_walk_answers():
         assert reg.global_cause == fresh.global_cause
         differ += x.region(u, not bounded).box != reg.box
     assert differ    # the questions include units whose bounded and unbounded answers differ
+
+
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_two_outputs_of_one_trace_are_kept_apart(order):
+    # the output counts too: one graph, one unit, a layer's output and the model's
+    g = rfprobe.analyze("conv3/p1 conv3/s2/p1 conv3/d2/p2", input_shape=(1, 11, 11)).graph
+    outputs = [select(g, layer="1"), select(g)]
+    answers = {i: exact.propagate(g, outputs[i], (0, 0), False) for i in order}
+    # by hand: unit 0 of layer 1 reads inputs -2..2, of the model -6..6 (dilation 2 on top)
+    assert [answers[i].box for i in (0, 1)] == [((-2, 2), (-2, 2)), ((-6, 6), (-6, 6))]
 
 
 def test_the_cache_is_plain_data():

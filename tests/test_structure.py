@@ -212,8 +212,9 @@ def test_every_op_name_the_code_mentions_has_a_record():
 #   * a look at part of an op's name: a method called on it (``name.startswith("max")``,
 #     ``call.name.endswith("_")``, ``name.removeprefix("fft_")``), an index or slice
 #     (``name[-1]``), its characters (``reversed(call.name)``, ``for c in name``, ``"2d" in name``);
-#   * in the records' home, rfprobe/ops, a rule that asks which op it serves: ``call.name``
-#     used other than shown in a message (compared, handed to a function, kept in a variable).
+#   * in the records' home, rfprobe/ops, a rule or surrogate that asks which op it serves:
+#     ``call.name`` or a ``__name__`` used other than shown in a message (compared, handed to a
+#     function, kept in a variable: ``f = func.__name__`` then ``f in ("max", "min")``).
 #     The function a record names serves the ops whose records name it; what differs between
 #     them is bound where the record is built.
 # What is left, each with why it is not an op's knowledge out of its record:
@@ -277,11 +278,13 @@ def _shown(node: ast.AST, parent: dict) -> bool:
 
 
 def _rules_asking_their_op(tree: ast.AST) -> list[tuple[ast.AST, str]]:
-    """(node, what) for each ``call.name`` that is used other than shown."""
+    """(node, what) for each ``call.name`` or ``__name__`` that is used other than shown."""
     parent = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
-    return [(node, "decides by call.name (the op it serves)") for node in ast.walk(tree)
-            if isinstance(node, ast.Attribute) and node.attr == "name" and isinstance(node.value, ast.Name)
-            and node.value.id == "call" and not _shown(node, parent)]
+    found = [(node, "decides by call.name (the op it serves)") for node in ast.walk(tree)
+             if isinstance(node, ast.Attribute) and node.attr == "name" and isinstance(node.value, ast.Name)
+             and node.value.id == "call" and not _shown(node, parent)]
+    return found + [(node, "decides by a __name__ (the op it serves)") for node in ast.walk(tree)
+                    if _reads_dunder_name(node) and not _shown(node, parent)]
 
 
 def _functions(tree: ast.AST, prefix: str):
@@ -335,8 +338,10 @@ def test_the_name_check_scan_finds_each_kind():
     assert lines == [2, 4, 6, 8, 8, 10], lines
     src = ("def rule(call):\n    name = call.name\n    lengths = _read(call.name, call.args)\n"
            "    if call.name == 'layer_norm':\n        return Global(f'{call.name} over space')\n"
-           "    return Global(why.format(name=call.name)), Global(call.name + ' over space')\n")
-    assert sorted(node.lineno for node, _ in _rules_asking_their_op(ast.parse(src))) == [2, 3, 4, 6]
+           "    return Global(why.format(name=call.name)), Global(call.name + ' over space')\n"
+           "def surrogate(func, args, kwargs):\n    f = getattr(func, '__name__', '')\n"
+           "    g = func.__name__\n    return f'{func.__name__} of {type(args[0]).__name__}', f in ('max', 'mni')\n")
+    assert sorted(node.lineno for node, _ in _rules_asking_their_op(ast.parse(src))) == [2, 3, 4, 6, 8, 9]
 
 
 def test_every_module_says_first_what_it_is_for():
