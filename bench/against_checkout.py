@@ -5,7 +5,8 @@
 A change to the house (a rename, a split module, a cache) must not make rfprobe dearer. This
 script loads the other checkout's package under the name ``rfprobe_base`` next to this one's
 ``rfprobe`` (both run their own code: rfprobe's modules import each other relatively), then
-times, interleaved in the same rounds (median of ``--reps`` after a warm-up), what
+times, interleaved in the same rounds (the fastest of ``--reps``, the order reversed each
+round, after a warm-up), what
 ``bench/trace_per_op.py`` times (one ``trace`` of a torchvision trunk at 224) and what
 ``bench/analyze_zoo.py`` times (one ``rfprobe.analyze`` of the trunk). ``new / base`` is the
 ratio that holds on a busy machine. It runs twice: at the default thread count and at one
@@ -21,7 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rfprobe  # noqa: E402
-from common import side_by_side, start  # noqa: E402
+from common import clock, start  # noqa: E402
 
 from rfprobe.trace import trace  # noqa: E402
 
@@ -43,6 +44,22 @@ def load_other(checkout: str):
     return module
 
 
+def alternating(fns: dict[str, object], reps: int) -> dict[str, float]:
+    """Fastest of ``reps`` timed calls of each function, interleaved, the order reversed every
+    round (one warm-up round first): the fastest run of deterministic work is the one the
+    machine's other load disturbed least, and reversing the order cancels a cost that falls
+    on whichever runs first."""
+    for f in fns.values():
+        f()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    order = list(fns)
+    for _ in range(reps):
+        for k in order:
+            times[k].append(clock(fns[k]))
+        order.reverse()
+    return {k: min(v) for k, v in times.items()}
+
+
 def _round(base, args) -> list[float]:
     import torchvision
 
@@ -58,7 +75,7 @@ def _round(base, args) -> list[float]:
         model = getattr(torchvision.models, name)(weights=None, **KWARGS.get(name, {})).eval()
         target, layer = (model.features, None) if trunk == "features" else (model, trunk)
         shape = (3, 299, 299) if name == "inception_v3" else (3, 224, 224)
-        t = side_by_side({"trace": lambda: trace(target, shape),
+        t = alternating({"trace": lambda: trace(target, shape),
                           "trace_base": lambda: base_trace(target, shape),
                           "analyze": lambda: rfprobe.analyze(target, layer=layer),
                           "analyze_base": lambda: base.analyze(target, layer=layer)}, args.reps)

@@ -48,7 +48,16 @@ def closed_form_box(unit, size, stride, padding) -> tuple[tuple[int, int], ...]:
     >>> closed_form_box((1, 2), size=(3, 5), stride=(2, 1), padding=(0, 2))
     ((2, 4), (0, 4))
     """
-    return tuple((u * s - p, u * s - p + r - 1) for u, r, s, p in zip(unit, size, stride, padding))
+    return tuple(closed_form_span(u, r, s, p) for u, r, s, p in zip(unit, size, stride, padding))
+
+
+def closed_form_span(u: int, r: int, s: int, p: int) -> tuple[int, int]:
+    """One axis of :func:`closed_form_box`, as the input search asks it for each size it tries.
+
+    >>> closed_form_span(1, 3, 2, 0)
+    (2, 4)
+    """
+    return u * s - p, u * s - p + r - 1
 
 
 def coverage_of(mask: np.ndarray, box) -> float:

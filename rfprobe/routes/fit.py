@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from ..defaults import resolve_input_shape
 from ..errors import ArgumentError, ModelError, RFProbeError, UnknownOpError, model_raised, raised_text
-from ..measure import closed_form_box
+from ..measure import closed_form_box, closed_form_span
 from ..ops.maps import each_axis
 from ..trace import RECORDINGS, Graph, Node, axes_lost_at, depends_on_input, one_meta_copy, replay, select, trace
 from ..validate import check_target, check_unit, normalize_unit
@@ -201,7 +201,7 @@ def _fitting_size(r: int, S: int, P: int, unit, upto: int) -> int | None:
         u = out // 2 if unit is None else unit % out if unit < 0 else unit
         if u >= out:
             continue
-        (first, last), = closed_form_box((u,), (r,), (S,), (P,))
+        first, last = closed_form_span(u, r, S, P)
         if first >= 0 and last <= n - 1:
             return n
     return None
