@@ -62,3 +62,16 @@ def usable_device(device: str) -> bool:
     except Exception:
         return False
     return True
+
+
+class MeanGate(nn.Module):
+    """A conv times its own spatial mean (a squeeze-excitation gate without its MLP): every
+    output reads every input position, so its RF is global."""
+
+    def __init__(self, channels: int = 1):
+        super().__init__()
+        self.c = nn.Conv2d(channels, channels, 3)
+
+    def forward(self, x):
+        y = self.c(x)
+        return y * y.mean((2, 3), keepdim=True)

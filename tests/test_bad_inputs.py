@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 import rfprobe
-from tests.models import UNKNOWN_OP, SpaceToDepthStem, rfprobe_test_op
+from tests.models import UNKNOWN_OP, MeanGate, SpaceToDepthStem, rfprobe_test_op
 from rfprobe.errors import (ArgumentError, GlobalOpError, InternalError, ModelError, ResourceError, RFProbeError,
                             SpecError, UnknownOpError)
 
@@ -77,16 +77,6 @@ class Classifier(nn.Module):
 
     def forward(self, x):
         return self.fc(self.c(x).mean((2, 3)))
-
-
-class SqueezeExcite(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c = nn.Conv2d(3, 3, 3)
-
-    def forward(self, x):
-        y = self.c(x)
-        return y * y.mean((2, 3), keepdim=True)
 
 
 class UsesAnUnknownOp(nn.Module):
@@ -249,7 +239,7 @@ CASES = {
                             ["max_memory=", "GiB"]),
     "no-spatial-output": (lambda: rfprobe.analyze(Classifier()), ArgumentError,
                           ["without spatial axes", "op 'mean' (node 'mean#0') lost them", "layer=... (e.g. layer='c', the last module whose output has a local RF)"]),
-    "global-op-box": (lambda: rfprobe.analyze(SqueezeExcite()).box(), GlobalOpError, ["global", "mean"]),
+    "global-op-box": (lambda: rfprobe.analyze(MeanGate(3)).box(), GlobalOpError, ["global", "mean"]),
     "unknown-op": (analyze_unknown_op, UnknownOpError, [f"'{UNKNOWN_OP}'", "register_rule"]),
     "mode-typo": (lambda: rfprobe.probe(net3(), mode="structual"), ArgumentError, ["mode='structual'", "'actual'"]),
     "channel-out-of-range": (lambda: rfprobe.probe(net3(), channel=9), ArgumentError, ["channel=9", "3 channels"]),

@@ -20,6 +20,7 @@ from rfprobe.ops import OPS, maps
 from rfprobe.results import LayerRow
 from rfprobe.routes.closed import Closed
 from rfprobe.routes.probe import probe_prepared
+from tests.models import MeanGate
 
 PACKAGE = pathlib.Path(rfprobe.__file__).parent
 
@@ -118,23 +119,11 @@ class _ReadsAConstant(nn.Module):
         return self.c(x) + x.softmax(1)[..., 1:-1, 1:-1]
 
 
-class _Gated(nn.Module):
-    """A conv times its own spatial mean: every output reads every input position."""
-
-    def __init__(self):
-        super().__init__()
-        self.c = nn.Conv2d(1, 1, 3)
-
-    def forward(self, x):
-        y = self.c(x)
-        return y * y.mean((2, 3), keepdim=True)
-
-
 def test_every_status_is_reached_and_an_analysis_never_carries_another():
     # ok: a conv; varies: an upsampling between convs (odd and even units read different
     # inputs); global: a gate by the map's mean
     got = {rfprobe.analyze("conv3 conv3").status, rfprobe.analyze("conv3 up2 conv3").status,
-           rfprobe.analyze(_Gated(), (1, 8, 8)).status}
+           rfprobe.analyze(MeanGate(), (1, 8, 8)).status}
     assert got == set(STATUSES)
     rows = {r.name: r.status for r in rfprobe.analyze(_ReadsAConstant(), (1, 8, 8)).layers}
     assert rows["softmax#0"] == "constant" and set(rows.values()) <= set(LAYER_STATUSES)
