@@ -116,13 +116,13 @@ def meta_net():
 def broken_rule():
     """rfprobe's own code crashing while it follows conv2d (a bug of rfprobe's, simulated): the
     model is not at fault."""
-    from rfprobe.trace import tracer
-    saved = tracer._same_sizes
-    tracer._same_sizes = lambda *args: list(None)
+    from rfprobe.trace import infer
+    saved = infer._same_sizes
+    infer._same_sizes = lambda *args: list(None)
     try:
         return rfprobe.analyze(net3(), (3, 9, 9))
     finally:
-        tracer._same_sizes = saved
+        infer._same_sizes = saved
 
 
 def scripted_net():

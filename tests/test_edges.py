@@ -49,16 +49,16 @@ class _Windows(nn.Module):
 
 def test_the_size_search_finds_a_size_the_model_can_split_into_windows(monkeypatch):
     """32, 64 and 128 fail with torch's reshape error (on meta: no real-valued retry); 224 is
-    the first size tried that 7 divides. (The split into windows is followed; merging the
-    windows back into an axis is reported global, a known over-statement, and the cause names
-    the reshape.)"""
+    the first size tried that 7 divides. (The split into windows is followed; its reshape back
+    without the permute interleaves the windows' rows with each other, which no per-axis map
+    follows: reported global, a known over-statement, and the cause names the reshape.)"""
     copies = []
     real = rfprobe.trace.tracer.private_copy
     monkeypatch.setattr(rfprobe.trace.tracer, "private_copy", lambda m, device="meta": copies.append(str(device)) or real(m, device))
     a = rfprobe.analyze(_Windows())
     assert a.input_shape == (1, 224, 224)
     assert "cpu" not in copies      # torch's reshape error is a size error: no real-valued retry
-    assert a.status == "global" and "reshape merges or splits" in a.global_causes[0]
+    assert a.status == "global" and "reshape cuts the positions" in a.global_causes[0]
 
 
 class _ReadsValues(nn.Module):

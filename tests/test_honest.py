@@ -55,12 +55,12 @@ def test_view_and_unsqueeze_forms_agree():
 
 
 def test_a_crash_in_rfprobes_rule_blames_rfprobe_not_the_model(monkeypatch):
-    from rfprobe.trace import tracer
-    real = tracer.reduced_layout
+    from rfprobe.trace import infer
+    real = infer.reduced_layout
 
     def broken(*args):      # rfprobe's own code, crashing on the mean (a bug, simulated)
         raise TypeError("'NoneType' object is not iterable")
-    monkeypatch.setattr(tracer, "reduced_layout", broken)
+    monkeypatch.setattr(infer, "reduced_layout", broken)
     with pytest.raises(InternalError) as info:
         rfprobe.analyze(eca_net(), (3, 16, 16))
     text = str(info.value)
@@ -68,7 +68,7 @@ def test_a_crash_in_rfprobes_rule_blames_rfprobe_not_the_model(monkeypatch):
     assert "op 'mean'" in text and "(module '2')" in text and "test_honest.py:" in text
     assert "limitation of rfprobe" in text and "report" in text
     assert isinstance(info.value.__cause__, TypeError)
-    monkeypatch.setattr(tracer, "reduced_layout", real)
+    monkeypatch.setattr(infer, "reduced_layout", real)
     assert rfprobe.analyze(eca_net(), (3, 16, 16)).status == "global"
 
 

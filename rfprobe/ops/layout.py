@@ -24,6 +24,7 @@ from ..errors import UnknownOpError
 from . import meta
 from .maps import (INDEX, LAYOUT, QUERY, WRITE, Affine, Broadcast, Call, Global, InputDep, Mapped, Op, Piece,
                    ValuesNeeded, identity, negative_dim)
+from .pieces import Digit, Pieces
 
 def getitem(call: Call) -> tuple[tuple[int, ...] | None, list[InputDep]]:
     """``x[...]``: slices of spatial axes are crops (start, step); ints, ``None``, ``...`` and
@@ -197,7 +198,8 @@ def _shape_only(call: Call):
     model input: ``y`` lends its shape, and its layout to the result, which reads none of it."""
     if call.data[0] == 0:
         return None
-    return tuple(call.in_layouts[call.data[0]]), []
+    lent = call.in_layouts[call.data[0]]
+    return (lent if isinstance(lent, Pieces) else tuple(lent)), []
 
 
 def reshape(call: Call):
@@ -212,13 +214,114 @@ def reshape(call: Call):
     k = call.data[0]
     src = call.tensors[k]
     found = _reshape_layout(tuple(src.shape), call.out_shape, call.in_layouts[k])
-    if found is None:
+    if found is not None and all(b == 1 for b in found[1]) and 1 not in call.spatial_in(k):
+        return tuple(found[0]), [InputDep(k, tuple(identity(src.shape[d]) for d in call.in_layouts[k]))]
+    # merged or split (or an axis of one position, which any dim of size 1 may hold): the
+    # positions go on as digits of the dims that hold them
+    moved = Pieces.of_layout(tuple(src.shape), call.in_layouts[k]).reshaped(tuple(src.shape), call.out_shape)
+    if moved is not None and not moved.digits():
+        moved = moved.whole(call.out_shape, call.dims)
+    if moved is None:
         return None, Global(f"{call.name} merges or splits spatial axes {tuple(src.shape)} -> "
                             f"{call.out_shape} (every position can reach every output)")
-    new, blocks = found
-    axes = tuple(identity(src.shape[d]) if b == 1 else Affine(tuple(range(b)), b, 0, src.shape[d])
-                 for d, b in zip(call.in_layouts[k], blocks))
-    return tuple(new), [InputDep(k, axes)]
+    return moved, [InputDep(k, same_positions(call, k))]
+
+
+def same_positions(call: Call, k: int) -> tuple:
+    """Every position of input ``k`` read by the output position with its index (an op that
+    only moves where the positions sit)."""
+    layout = call.in_layouts[k]
+    sizes = layout.extents(call.dims) if isinstance(layout, Pieces) else call.spatial_in(k)
+    return tuple(identity(n) for n in sizes)
+
+
+def reshape_pieces(call: Call):
+    """:func:`reshape` of a tensor whose positions sit as digits (:mod:`rfprobe.ops.pieces`):
+    the digits move with their elements, split or joined, and no index changes."""
+    lent = _shape_only(call)
+    if lent is not None:
+        return lent
+    k = call.data[0]
+    src = tuple(call.tensors[k].shape)
+    moved = call.in_layouts[k].reshaped(src, call.out_shape)
+    if moved is None:
+        return None, Global(f"{call.name} cuts the positions of {src} unevenly into {call.out_shape} "
+                            "(every position can reach every output)")
+    return (moved if moved.digits() else None), [InputDep(k, same_positions(call, k))]
+
+
+def permute_pieces(call: Call, order: str):
+    """:func:`permute` of a tensor whose positions sit as digits: the dims move with them."""
+    k = call.data[0]
+    nd = call.tensors[k].dim()
+    return call.in_layouts[k].permuted(_perm(order, call.args, call.kwargs, nd)), [InputDep(k, same_positions(call, k))]
+
+
+def _opaque_only(call: Call, k: int, dims, what: str) -> None:
+    pieces = call.in_layouts[k]
+    held = [d for d in dims if any(isinstance(f, Digit) for f in pieces.dims[d])]
+    if held:
+        raise UnknownOpError(f"{call.name} {what} dim {held[0]}, which holds spatial positions folded "
+                             f"with others ({pieces.dims[held[0]]}); rfprobe follows it on the other dims")
+
+
+def piece_pieces(call: Call, cut: str):
+    """:func:`piece` (chunk, split, unbind...) of a tensor whose positions sit as digits: along
+    a dim without digits (the heads, q/k/v), every position stays where it is."""
+    k = call.data[0]
+    pieces = call.in_layouts[k]
+    nd = call.tensors[k].dim()
+    dim = _piece_dim(cut, call.args, call.kwargs) % nd
+    _opaque_only(call, k, [dim], "cuts")
+    dims = list(pieces.dims)
+    if cut == "drop":
+        del dims[dim]
+    else:
+        dims[dim] = (call.out_shape[dim],) if call.out_shape[dim] != 1 else ()
+    return Pieces(tuple(dims)), [InputDep(k, same_positions(call, k))]
+
+
+def getitem_pieces(call: Call):
+    """``x[...]`` of a tensor whose positions sit as digits: ints, slices and ``None`` on the
+    dims without digits (``qkv[0]``), whole slices on the others."""
+    k = call.data[0]
+    pieces = call.in_layouts[k]
+    shape = call.shape(k)
+    index = call.args[1] if isinstance(call.args[1], tuple) else (call.args[1],)
+    used = sum(1 for i in index if i is not None and i is not Ellipsis)
+    if Ellipsis in index:
+        e = index.index(Ellipsis)
+        index = index[:e] + (slice(None),) * (len(shape) - used) + index[e + 1:]
+    index = index + (slice(None),) * (len(shape) - sum(1 for i in index if i is not None))
+    dims, d = [], 0
+    for item in index:
+        if item is None:
+            dims.append(())
+            continue
+        if not isinstance(item, (int, slice)) or isinstance(item, bool):
+            raise UnknownOpError(f"indexing with {type(item).__name__} a tensor whose spatial positions are "
+                                 "folded across dims has no rule")
+        whole = isinstance(item, slice) and item.indices(shape[d]) == (0, shape[d], 1)
+        if not whole:
+            _opaque_only(call, k, [d], "indexes")
+        if isinstance(item, slice):
+            n = len(range(*item.indices(shape[d])))
+            dims.append(pieces.dims[d] if whole else ((n,) if n != 1 else ()))
+        d += 1
+    return Pieces(tuple(dims)), [InputDep(k, same_positions(call, k))]
+
+
+def expand_pieces(call: Call):
+    """``expand`` of a tensor whose positions sit as digits: only its size-1 dims grow."""
+    lent = _shape_only(call)
+    if lent is not None:
+        return lent
+    k = call.data[0]
+    pieces = call.in_layouts[k]
+    extra = len(call.out_shape) - len(pieces.dims)
+    dims = [(n,) if n != 1 else () for n in call.out_shape[:extra]]
+    dims += [fs if fs else ((n,) if n != 1 else ()) for fs, n in zip(pieces.dims, call.out_shape[extra:])]
+    return Pieces(tuple(dims)), [InputDep(k, same_positions(call, k))]
 
 
 def permute(call: Call, order: str):
@@ -424,21 +527,24 @@ _FROM_VALUES = "tensor as_tensor asarray scalar_tensor".split()
 RECORDS = [Op(n, kind=QUERY, reads_size=n in _SIZE_READS or n not in _QUERIES, reads_values=n in _VALUE_READS)
            for n in _QUERIES + sorted(_VALUE_READS - set(_QUERIES))]
 RECORDS += [Op(n, from_values=True) for n in _FROM_VALUES]   # no rule: a copy of traced data is refused
-RECORDS += [Op(n, kind=LAYOUT, layout_rule=reshape)
+RECORDS += [Op(n, kind=LAYOUT, layout_rule=reshape, pieces_rule=reshape_pieces)
             for n in "view reshape flatten unflatten squeeze unsqueeze view_as reshape_as".split()]
 _ORDERS = {"permute": "permute", "transpose": "swap", "swapaxes": "swap", "swapdims": "swap", "movedim": "move",
            "moveaxis": "move", "t": "reverse"}
-RECORDS += [Op(n, kind=LAYOUT, layout_rule=functools.partial(permute, order=o)) for n, o in _ORDERS.items()]
+RECORDS += [Op(n, kind=LAYOUT, layout_rule=functools.partial(permute, order=o),
+               pieces_rule=functools.partial(permute_pieces, order=o)) for n, o in _ORDERS.items()]
 _CUTS = {"chunk": "split", "split": "split", "tensor_split": "split", "narrow": "narrow", "unbind": "drop",
          "select": "drop", "split_with_sizes": "split"}
-RECORDS += [Op(n, kind=LAYOUT, layout_rule=functools.partial(piece, cut=c)) for n, c in _CUTS.items()]
-RECORDS += [Op(n, kind=LAYOUT, layout_rule=expand) for n in ("expand", "expand_as", "broadcast_to")]
+RECORDS += [Op(n, kind=LAYOUT, layout_rule=functools.partial(piece, cut=c),
+               pieces_rule=functools.partial(piece_pieces, cut=c)) for n, c in _CUTS.items()]
+RECORDS += [Op(n, kind=LAYOUT, layout_rule=expand, pieces_rule=expand_pieces)
+            for n in ("expand", "expand_as", "broadcast_to")]
 RECORDS += [Op(n, kind=LAYOUT, layout_rule=channel_shuffle) for n in ("channel_shuffle", "native_channel_shuffle")]
 RECORDS += [
     Op("repeat", kind=LAYOUT, layout_rule=repeat),
     Op("stack", kind=LAYOUT, layout_rule=stack),
     Op("unfold", kind=LAYOUT, layout_rule=unfold),
-    Op("__getitem__", kind=INDEX, layout_rule=getitem),
+    Op("__getitem__", kind=INDEX, layout_rule=getitem, pieces_rule=getitem_pieces),
     Op("index_select", index_select),
     Op("__setitem__", kind=WRITE),
     *(Op(n, cat, meta=meta.cat) for n in ("cat", "concat", "concatenate")),

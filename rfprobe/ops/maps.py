@@ -330,3 +330,4 @@ class Op:
     drops: bool = False           # the rule reads only some data inputs on purpose (``x.to(y)``: y lends its dtype)
     reads_values: bool = False    # hands a tensor's values to Python (``item``, ``tolist``, ``numpy``)
     from_values: bool = False     # builds a tensor from Python values (``torch.tensor``)
+    pieces_rule: LayoutRule | None = None   # the rule where an input's positions sit as digits (ops.pieces)

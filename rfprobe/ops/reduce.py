@@ -21,6 +21,7 @@ from ..errors import UnknownOpError
 from . import meta
 from .maps import (REDUCTION, Broadcast, Call, Global, InputDep, Mapped, Op, from_input, global_rule,
                    group_of, identity, negative_dim, negative_dims, whole_axis)
+from .pieces import carry, plan_maps
 from .pointwise import both_surrogate, channel_only, elementwise
 
 def einsum(call: Call):
@@ -130,6 +131,53 @@ def matmul(call: Call):
         raise UnknownOpError(f"{call.name} with a 1-D operand drops a spatial axis of its other operand; "
                              "rfprobe has no rule for that (sum over that axis with torch.sum instead)")
     return _whole_axis(call, mixed, "matmul over a spatial axis (Linear over space)", product=True)
+
+
+def product_pieces(call: Call, why: str):
+    """``a @ b`` where an operand holds its positions as digits (:mod:`rfprobe.ops.pieces`):
+    each output keeps ``a``'s row and ``b``'s column and the batch dims, and reads every
+    position that ``a``'s summed columns and ``b``'s summed rows hold. Attention's ``q @ k^T``
+    reads the keys of its window (the digits its row holds again are read whole), ``attn @ v``
+    the values of its window; where that is every position, the input is read globally."""
+    a, b = call.tensors[0], call.tensors[1] if len(call.tensors) > 1 else None
+    if a.dim() < 2 or b is None or b.dim() < 2:
+        raise UnknownOpError(f"{call.name} with a 1-D operand of a tensor whose positions sit as digits has no rule")
+    return _kept_rows(call, why, {0: -2, 1: -1}, lead=2)
+
+
+def attention_pieces(call: Call, why: str):
+    """``scaled_dot_product_attention(q, k, v, mask)`` where the tokens hold their positions as
+    digits: each query reads its own row of ``q`` and the mask, and every key and value of its
+    batch (the window, in window attention); a query over every position reads globally."""
+    return _kept_rows(call, why, {0: -2, 3: -2}, lead=2)      # (query, key, value, mask): the rows are queries
+
+
+def _kept_rows(call: Call, why: str, rows: dict, lead: int):
+    """Deps and output pieces of a product over the last two dims: each data input keeps its
+    batch dims (all but the last ``lead``, right-aligned with the output's) and the dim
+    ``rows[k]`` names (None: none), as the output's dim of that place; the rest is read whole."""
+    no = len(call.out_shape)
+    sources = []
+    for k in call.data:
+        p = call.in_layouts[k]
+        if p is None:
+            return None, Global(f"{call.name} mixes a tensor without spatial axes into space")
+        t = call.tensors[k]
+        nd = t.dim()
+        kept = {i: i + no - nd for i in range(nd - lead)
+                if 0 <= i + no - nd and call.out_shape[i + no - nd] == t.shape[i]}
+        if rows.get(k) is not None:
+            kept[nd + rows[k]] = no + rows[k]
+        sources.append((k, p, kept))
+    found, plans = carry([(p, kept) for _, p, kept in sources], call.out_shape, call.dims)
+    deps = [InputDep(k, plan_maps(plans[n], f"{why}: {call.name} reads every position"))
+            for n, (k, _, _) in enumerate(sources)]
+    if found is None:
+        # every position read whole: where an input has the output's shape (``t @ attn``, the
+        # values by the attention's columns), the output holds its positions as it does
+        same = next((call.in_layouts[k] for k in call.data if tuple(call.tensors[k].shape) == call.out_shape), None)
+        return same, Global(f"{why}: {call.name} reads every position")
+    return found, deps
 
 
 def _whole_axis(call: Call, dim: int, why: str, product: bool = False, named_input: bool = False):
@@ -357,14 +405,15 @@ RECORDS = [
     Op("softmax", softmax, meta=meta.softmax, mixer="attention (softmax over positions)"),
     Op("log_softmax", softmax, meta=meta.softmax),
     Op("linear", linear, meta=meta.linear, mixer="Linear over space"),
-    Op("matmul", matmul, mixer=_ATTENTION),
+    Op("matmul", matmul, mixer=_ATTENTION, pieces_rule=functools.partial(product_pieces, why=_ATTENTION)),
     Op("bmm", mixer=_ATTENTION),      # no rule: batched products have no spatial axes to follow
     Op("group_norm", functools.partial(norm_over_space, grouped=True), meta=meta.group_norm, fixed_layout=True),
     Op("instance_norm", functools.partial(norm_over_space, optional_stats=True), meta=meta.instance_norm,
        fixed_layout=True),
     Op("layer_norm", layer_norm, meta=meta.layer_norm),
     Op("scaled_dot_product_attention", global_rule("scaled_dot_product_attention (attention over positions)"),
-       mixer="attention", surrogate=attention_surrogate),
+       mixer="attention", surrogate=attention_surrogate,
+       pieces_rule=functools.partial(attention_pieces, why="attention")),
     Op("multi_head_attention_forward", global_rule("multi-head attention (attention over positions)"),
        mixer="attention", surrogate=projection_surrogate),
     Op("einsum", layout_rule=einsum, mixer="einsum over positions"),

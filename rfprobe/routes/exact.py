@@ -101,7 +101,7 @@ def _walk(graph: Graph, target: Node, unit: tuple[int, ...], bounded: bool) -> R
         reg = regions.pop(node.id, None)
         if reg is None:
             continue
-        if isinstance(reg, str) or isinstance(node.deps, Global) or node.layout is None:
+        if isinstance(reg, str) or isinstance(node.deps, Global) or (node.layout is None and node.pieces is None):
             why = reg if isinstance(reg, str) else (node.deps.why if isinstance(node.deps, Global)
                                                       else f"{node.op} has no spatial axes")
             if not isinstance(reg, str):

@@ -6,8 +6,6 @@ a pattern explains it, as a user would say it:
 
 * squeeze-excitation: a gate computed from a global op, broadcast over space and multiplied
   into a feature map;
-* attention or a Linear over positions: an op that mixes positions which a flatten merged
-  into one axis (named at the flatten, where the RF became global);
 * the user-defined module (not torch.nn's) around a global op.
 
 >>> import torch.nn as nn
@@ -25,16 +23,12 @@ a pattern explains it, as a user would say it:
 """
 from __future__ import annotations
 
-import math
-
-from ..ops import LAYOUT, OPS, Broadcast, Global
+from ..ops import OPS, Broadcast, Global
 from .graph import Node, Unknown, own_global
 
-def name_global_causes(nodes: list[Node], module_types: dict[str, type],
-                       lost_shapes: set[tuple[int, ...]]) -> None:
+def name_global_causes(nodes: list[Node], module_types: dict[str, type]) -> None:
     """Rename the causes of ``nodes``' global ops in place (see the module's docstring).
-    ``module_types``: module path -> class, for the owner; ``lost_shapes``: the spatial sizes
-    reshapes merged away, which tell a Linear over positions from one over channels."""
+    ``module_types``: module path -> class, for the owner."""
     taint: dict[int, int] = {}      # node id -> id of the global op it derives from
     named: set[int] = set()         # global ops already renamed by a pattern
     for node in nodes:
@@ -44,7 +38,6 @@ def name_global_causes(nodes: list[Node], module_types: dict[str, type],
                 # SE gates pools again), one on a pooled vector carries the origin it reads
                 own = own_global(nodes, node) is not None
                 taint[node.id] = node.id if own else next((taint[s] for s in node.inputs if s in taint), node.id)
-                _name_mixer(nodes, node, taint, named, lost_shapes)
                 cls, path = _owner(module_types, node.module)
                 if cls and path != node.module:
                     node.deps = Global(f"{node.deps.why} in {cls} {path!r}")
@@ -72,29 +65,6 @@ def _follow(nodes: list[Node], node: Node, taint: dict[int, int], named: set[int
                 named.add(origin.id)
                 origin.deps = Global(f"squeeze-excitation: {origin.deps.why} computes a gate that "
                                      f"scales the whole feature map at {node.name!r}")
-
-
-def _name_mixer(nodes: list[Node], node: Node, taint: dict[int, int], named: set[int],
-                lost_shapes: set[tuple[int, ...]]) -> None:
-    """Positions flattened into one axis are global from the flatten on; when an op that
-    mixes that axis follows (attention, a Linear), the flatten's cause names it."""
-    op = OPS.get(node.op)
-    kind = None if op is None else op.mixer
-    if kind is None:
-        return
-    if node.op == "linear":   # a Linear over channels mixes nothing spatial: name only one over positions
-        last = nodes[node.inputs[0]].shape[-1] if node.inputs else None
-        if last not in {math.prod(sh) for sh in lost_shapes} | {n for sh in lost_shapes for n in sh}:
-            return
-    for s in node.inputs:
-        origin = nodes[taint.get(s, s)]
-        origin_op = OPS.get(origin.op)
-        if (origin_op is not None and origin_op.kind == LAYOUT and origin.id not in named
-                and origin.id != node.id):
-            named.add(origin.id)
-            origin.deps = Global(f"{kind}: {node.op} at {node.name!r} mixes the positions that "
-                                 f"{origin.op} at {origin.name!r} merged into one axis (rfprobe "
-                                 "treats a merged spatial axis as global)")
 
 
 def _owner(module_types: dict[str, type], module: str) -> tuple[str, str]:

@@ -37,10 +37,16 @@ class Node:
     shape: tuple[int, ...]
     layout: tuple[int, ...] | None  # dims that are spatial (negative), None if none are
     site: str = ""                 # file:line of the call in user code
+    pieces: Any = None             # where ``layout`` is None: the positions as digits of dims (ops.pieces)
 
     @property
     def spatial(self) -> tuple[int, ...] | None:
         return None if self.layout is None else tuple(self.shape[d] for d in self.layout)
+
+    @property
+    def placed(self) -> bool:
+        """Whether the tensor holds spatial positions (one dim per axis, or as digits)."""
+        return self.layout is not None or self.pieces is not None
 
     @property
     def channel_dim(self) -> int | None:
@@ -347,20 +353,21 @@ def ancestors(graph: Graph, node: Node) -> list[Node]:
 def own_global(nodes: list[Node], node: Node) -> str | None:
     """Why ``node`` itself couples every position of a tensor that has spatial axes (a mean
     over space, a flatten, a BatchNorm in training mode, attention reading a map whole), or
-    None. An op on a tensor that an earlier op left without spatial axes (the Linear after a
-    flatten, the convs of a pooled gate) is global because of that earlier op, not its own.
+    None. An op on a tensor that an earlier op left without spatial axes (the second Linear
+    after a flatten, the convs of a pooled gate) is global because of that earlier op, not its
+    own; a flatten only moves the positions into one dim, and the Linear over it mixes them.
 
     >>> import torch.nn as nn
     >>> from rfprobe.trace import trace
-    >>> g = trace(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 3)), (1, 8, 8))
+    >>> g = trace(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 3), nn.Linear(3, 3)), (1, 8, 8))
     >>> [(n.op, own_global(g.nodes, n) is not None) for n in g.nodes[1:]]
-    [('conv2d', False), ('flatten', True), ('linear', False)]
+    [('conv2d', False), ('flatten', False), ('linear', True), ('linear', False)]
     """
     if isinstance(node.deps, Global):
         first = nodes[node.inputs[0]] if node.inputs else None
-        return node.deps.why if first is not None and first.layout is not None else None
+        return node.deps.why if first is not None and first.placed else None
     for dep, src in zip(node.deps or (), node.inputs):
-        if isinstance(dep.axes, Global) and nodes[src].layout is not None:
+        if isinstance(dep.axes, Global) and nodes[src].placed:
             return dep.axes.why
     return None
 
@@ -371,13 +378,13 @@ def axes_lost_at(graph: Graph, node: Node) -> Node | None:
 
     >>> import torch.nn as nn
     >>> from rfprobe.trace import trace
-    >>> g = trace(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten()), (1, 8, 8))
-    >>> axes_lost_at(g, g.nodes[-1]).op
+    >>> g = trace(nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()), (1, 8, 8))
+    >>> axes_lost_at(g, g.nodes[-1]).op         # the flatten of a 1x1 map: no dim is left for the axes
     'flatten'
     """
     found = None
     for n in ancestors(graph, node):
-        if n.layout is None and any(graph.nodes[i].layout is not None for i in n.inputs):
+        if not n.placed and any(graph.nodes[i].placed for i in n.inputs):
             found = n
     return found
 

@@ -68,7 +68,7 @@ def replay(graph: Graph, input_shape: tuple[int, ...]) -> Graph | None:
         return None
     for mine, theirs in zip(tracer.nodes, graph.nodes):
         mine.site = theirs.site     # the user's call site, which the replay does not run
-    name_global_causes(tracer.nodes, tracer.module_types, tracer.lost_shapes)
+    name_global_causes(tracer.nodes, tracer.module_types)
     result = Graph(tracer.nodes, graph.dims, tuple(input_shape), graph.outputs, graph.module_outputs,
                    list(graph.notes), dict(graph.module_types), module_containers=graph.module_containers)
     RECORDINGS.put(result, (tracer, x))

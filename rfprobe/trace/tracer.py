@@ -40,11 +40,11 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from .. import render
-from ..errors import (ArgumentError, InternalError, ModelError, ResourceError, RFProbeError, UnknownOpError,
+from ..errors import (ArgumentError, InternalError, ModelError, ResourceError, RFProbeError,
                       model_raised)
-from ..ops import (INDEX, LAYOUT, OPS, QUERY, REDUCTION, WRITE, Call, Global, Op, ValuesNeeded, answer,
-                   reduced_layout, setitem, user_rules)
-from ..ops.layout import reshape
+from ..ops import INDEX, OPS, QUERY, WRITE, Global, Op, ValuesNeeded, answer, setitem, user_rules
+from ..ops.pieces import Pieces
+from .infer import Inference
 from .model_copy import available_bytes, backward_hooks, input_dtype, meta_twin, private_copy, source_of, user_state_kept
 from .diagnose import name_global_causes
 from .graph import Graph, Node, PerGraph, Unknown, name_outputs
@@ -138,7 +138,6 @@ class Tracer(TorchFunctionMode):
         self.module_containers: dict[str, Any] = {}   # module -> its container output, with node ids
         self.module_types: dict[str, type] = {} if module_types is None else module_types
         self.counts: dict[str, int] = {}
-        self.lost_shapes: set[tuple[int, ...]] = set()   # spatial sizes a reshape merged away
         self.views: dict[int, tuple] = {}   # id(view made by x[...]) -> (x, index)
         self.protect = protect
         self.protected: int | None = None   # the protected node's id, once it is traced
@@ -151,6 +150,7 @@ class Tracer(TorchFunctionMode):
         self.value_reads: list[str] = []     # traced values handed to Python (tolist, item...)
         self.capture: str | None = None     # a module whose raw output to keep (``captured``)
         self.captured: Any = None
+        self.infer = Inference(self)
 
     def _spend(self, t: torch.Tensor) -> None:
         """Count what a real-valued trace keeps, and stop it before it exhausts the memory (an
@@ -170,7 +170,11 @@ class Tracer(TorchFunctionMode):
         name = base if (n == 0 and base) else plain   # graph.name_outputs renames it where needed
         # the call site matters where a message may quote it: ops that are global or unknown
         site = str(site) if isinstance(deps, Global) else ""
-        node = Node(len(self.nodes), name, op, module, tuple(inputs), deps, tuple(t.shape), layout, site)
+        pieces = None
+        if isinstance(layout, Pieces):      # positions as digits: a plain layout where each axis is one dim again
+            pieces, layout = layout, layout.whole(tuple(t.shape), self.dims)
+            pieces = None if layout is not None else pieces
+        node = Node(len(self.nodes), name, op, module, tuple(inputs), deps, tuple(t.shape), layout, site, pieces)
         self.nodes.append(node)
         self.of[id(t)] = node.id
         self.keep.append(t)
@@ -248,7 +252,7 @@ class Tracer(TorchFunctionMode):
             if not outs and raw is not None and not isinstance(raw, (torch.Tensor, tuple, list)):
                 self.read_sizes = True   # not a tensor: maybe a size in disguise (x.untyped_storage())
             for i, t in enumerate(outs):
-                layout, deps = (self._rule(op, name, args, kwargs, tensors, data, layouts, t, site, i, outs)
+                layout, deps = (self.infer(op, name, args, kwargs, tensors, data, layouts, t, site, i, outs)
                                 if self.rules else (None, None))
                 self.add(name, [in_ids[data.index(k)] for k in _dep_args(deps, data)], deps, t, layout, site)
         except RFProbeError:
@@ -271,7 +275,8 @@ class Tracer(TorchFunctionMode):
             else:
                 data.append(k)
                 in_ids.append(i)
-                layouts.append(nodes[i].layout)
+                node = nodes[i]
+                layouts.append(node.layout if node.layout is not None else node.pieces)
         return data, in_ids, layouts
 
     def _query(self, op, name, func, types, args, kwargs):
@@ -306,7 +311,9 @@ class Tracer(TorchFunctionMode):
         """``x[index] = value``: ``x`` becomes a new node reading its old self and ``value``."""
         out = func(*args, **kwargs)
         try:
-            layout, deps = (self._guard(lambda: setitem(args, tensors, data, layouts), name, site, layouts[0])
+            if any(isinstance(x, Pieces) for x in layouts):
+                layouts = tuple(None if isinstance(x, Pieces) else x for x in layouts)
+            layout, deps = (self.infer._guard(lambda: setitem(args, tensors, data, layouts), name, site, layouts[0])
                             if self.rules else (None, None))
         except RFProbeError:
             raise
@@ -377,21 +384,12 @@ class Tracer(TorchFunctionMode):
         elif id(view) in self.views and self.views[id(view)][0] is base:
             index = self.views[id(view)][1]
             keep = not OPS.get(name, _NO_OP).overwrites   # fill_, copy_: the slice reads nothing old
-            layout, deps = self._guard(lambda: setitem((base, index, view), (base, view), (0, 1), layouts, keep),
+            layout, deps = self.infer._guard(lambda: setitem((base, index, view), (base, view), (0, 1), layouts, keep),
                                        name, site, layouts[0])
         else:
             layout, deps = layouts[0], Unknown(render.write_through_view(name, str(site or "?"), self.nodes[b].name))
         ids = (b, v)
         self.add(name, [ids[k] for k in _dep_args(deps, (0, 1))], deps, base, layout, site)
-
-    def _guard(self, fn, name, site, fallback_layout):
-        """Run a rule; an op it refuses becomes an ``Unknown`` node naming the op and call site."""
-        try:
-            return fn()
-        except UnknownOpError as e:
-            if isinstance(e, ValuesNeeded) and self.meta:
-                raise       # trace() traces again on the CPU, where the values are known
-            return fallback_layout, self._refused(name, site, e)
 
     def _internal(self, name, site, error) -> RFProbeError:
         """rfprobe's own code raised on op ``name``: say so, name the op and where it ran. Where
@@ -399,90 +397,6 @@ class Tracer(TorchFunctionMode):
         if name in user_rules():
             return ArgumentError(render.user_rule_raised(name, str(site or "?"), self.module_stack[-1], error))
         return InternalError(render.internal_error(name, str(site or "?"), self.module_stack[-1], error))
-
-    def _refused(self, name, site, error) -> Unknown:
-        return Unknown(render.rule_refused(name, str(site or "?"), self.module_stack[-1], error))
-
-    def _back(self, op, src, out) -> tuple[int, ...] | None:
-        """The spatial dims of a layout op's output whose trailing sizes (or, channels-last, the
-        sizes before the last dim) are ones a reshape merged away or split; None if neither.
-        Both (C == W): channels-last when the op kept ``src``'s last dim, (N, HW, C) -> (N, H, W, C)."""
-        if op.kind != LAYOUT or out.dim() < self.dims + 1:
-            return None
-        first = tuple(out.shape[-self.dims:]) in self.lost_shapes
-        last = out.dim() == self.dims + 2 and tuple(out.shape[-self.dims - 1:-1]) in self.lost_shapes
-        if last and (not first or (src.dim() and src.shape[-1] == out.shape[-1])):
-            return tuple(d - 1 for d in self.trailing)      # (N, *spatial, C): tokens back to a map
-        return self.trailing if first else None
-
-    def _moved(self, op, name, args, kwargs, tensors, data, layouts, out, site, index, outs):
-        """The output's layout and deps, from a layout op's ``layout_rule``; where the op merged
-        the spatial sizes away or split them into blocks, remember them (a reshape back to
-        them restores the spatial axes)."""
-        main = layouts[data[0]]
-        call = Call(name, *_plain(args, kwargs, tensors, data), data, tensors, layouts, tuple(out.shape), self.dims,
-                    None, index,
-                    tuple(tuple(o.shape) for o in outs))
-        layout, deps = self._guard(lambda: op.layout_rule(call), name, site, None)
-        if main is not None and (layout is None or (op.layout_rule is reshape and _resized(tensors[data[0]], main, out, layout))):
-            # merged away, or split into blocks (space-to-depth, window partition): a reshape
-            # back to these sizes after the positions were mixed restores the spatial axes
-            self.lost_shapes.add(tuple(tensors[data[0]].shape[d] for d in main))
-        back = self._back(op, tensors[data[0]], out) if layout is None else None
-        if back is not None:    # a window reverse: blocks merged back into the sizes split earlier
-            return back, deps
-        return layout, deps
-
-    def _rule(self, op, name, args, kwargs, tensors, data, layouts, out, site, index=0, outs=()):
-        """The output's layout and deps, from the op's record."""
-        main = layouts[data[0]]
-        trailing = self.trailing
-        ref = next((layouts[k] for k in data if layouts[k] is not None), None)
-        if ref is None:
-            # a reshape back to a spatial shape that a flatten lost (e.g. after attention over
-            # flattened positions): the spatial axes are back, every position still global
-            return self._back(op, tensors[data[0]], out), Global(f"{name} of a tensor without spatial axes")
-        if op.layout_rule is not None and main is None and isinstance(args[0], torch.Tensor):
-            # the data moved has no spatial axes (pooled to a vector), another input has them (the
-            # shape of y.expand_as(x), x[idx]): every output element is one of the data's, each
-            # already reading every position
-            k = next(k for k in data if layouts[k] is not None)
-            return (ref if tuple(out.shape) == tuple(tensors[k].shape) else None), Global(
-                f"{name} of a tensor without spatial axes")
-        if op.layout_rule is not None:
-            return self._moved(op, name, args, kwargs, tensors, data, layouts, out, site, index, outs)
-        if op.kind == REDUCTION:
-            layout = reduced_layout(*_plain(args, kwargs, tensors, data), tensors[data[0]], ref, out, op.dim_at)
-        else:
-            layout = ref if out.dim() >= -min(ref) and _same_sizes(tensors[data[0]], ref, out) else None
-        if op.rule is None:
-            return layout, Unknown(render.no_rule(name, str(site or "?"), self.module_stack[-1]))
-        if op.fixed_layout and main != trailing:
-            return layout, Unknown(render.not_trailing(name, str(site or "?"), main, tuple(tensors[data[0]].shape),
-                                                       self.dims))
-        call = Call(name, *_plain(args, kwargs, tensors, data), data, tensors, layouts, tuple(out.shape), self.dims,
-                    layout, index,
-                    tuple(tuple(o.shape) for o in outs))
-        try:
-            deps = op.rule(call)
-        except UnknownOpError as e:     # the rule refuses this use of the op
-            if isinstance(e, ValuesNeeded) and self.meta:
-                raise       # trace() traces again on the CPU, where the values are known
-            return layout, self._refused(name, site, e)
-        if deps and not isinstance(deps, Global) and not op.drops:
-            # a rule that forgets an argument computed from the input cuts a path (no deps at all
-            # says the result reads nothing: softmax along a size-1 dim is constant)
-            missing = set(data) - {d.tensor for d in deps}
-            if missing:
-                return layout, Unknown(render.rule_skips(name, str(site or "?"), self.module_stack[-1], sorted(missing)))
-        if layout is None and deps and not isinstance(deps, Global):   # a result reading nothing stays so
-            deps = Global(f"{name} changes the layout so that spatial axes are lost")
-        if main is None and isinstance(deps, Global) and layout is not None and not any(
-                _spatial(tensors[k], layouts[k]) == _spatial(out, layout) for k in data if layouts[k] is not None):
-            # the first input has no spatial axes and the output has none of the others' sizes
-            # (``v @ attn`` with v flattened): the layout borrowed from another input is not the output's
-            layout = None
-        return layout, (deps if isinstance(deps, Global) else tuple(deps))
 
 
 # argument types that hold no tensor: pytree treats them as leaves too
@@ -515,25 +429,6 @@ def _tensors_slow(args, kwargs) -> tuple[torch.Tensor, ...]:
     return tuple(x for x in flat if isinstance(x, torch.Tensor))
 
 
-def _plain(args, kwargs, tensors, data) -> tuple[tuple, dict]:
-    """The arguments a rule sees: a 0-dim integer tensor that holds a size, a dim or a pad
-    amount (``F.pad(x, (torch.tensor(3), 0))``, as a model computes them from sizes) as the int
-    it holds, when its value is known (not on the meta device) and it is not data."""
-    found = [t for k, t in enumerate(tensors) if k not in data and t.dim() == 0 and t.device.type != "meta"
-             and not t.is_floating_point() and not t.is_complex() and t.dtype is not torch.bool]
-    if not found:
-        return args, kwargs
-    ids = {id(t) for t in found}
-
-    def plain(v):
-        if isinstance(v, torch.Tensor):
-            return int(v) if id(v) in ids else v
-        if type(v) in (list, tuple):
-            return type(v)(plain(x) for x in v)
-        return v
-    return tuple(plain(a) for a in args), {k: plain(v) for k, v in kwargs.items()}
-
-
 def _frozen(v):
     """``v`` with its lists and dicts copied: the model may append to a list after passing it
     (densenet's ``cat(features)``), and a replay needs the arguments as they were."""
@@ -549,26 +444,6 @@ def _frozen(v):
 def _view_of(t, tensors) -> bool:
     base = getattr(t, "_base", None) if isinstance(t, torch.Tensor) else None
     return base is not None and any(base is x or base is getattr(x, "_base", None) for x in tensors)
-
-
-def _spatial(t, layout) -> tuple[int, ...]:
-    return tuple(t.shape[d] for d in layout)
-
-
-def _resized(src, layout, out, new) -> bool:
-    """True when a layout op gave the spatial axes other sizes (a reshape that split them)."""
-    return _spatial(src, layout) != _spatial(out, new)
-
-
-def _same_sizes(src, layout, out) -> bool:
-    """True when ``out`` keeps ``layout``'s dims (sizes may change, e.g. a conv's). An output of
-    lower rank keeps them only when it dropped leading dims, its dims from the first spatial one
-    on being the input's (``einsum('bchw->bhw')``); one that dropped a trailing dim (a
-    channels-last map times a vector, ``kthvalue`` over the last dim) has its spatial axes one
-    dim further right, which negative dims would misplace onto the batch."""
-    if out.dim() < src.dim():
-        return tuple(out.shape[min(layout):]) == tuple(src.shape[min(layout):])
-    return out.dim() == src.dim() or all(-d <= out.dim() for d in layout)
 
 
 def _dep_args(deps, data):
@@ -690,7 +565,7 @@ def trace(model: nn.Module, input_shape: tuple[int, ...], dims: int | None = Non
                 raise ModelError(render.copy_failed(e)) from e
             done = [n.name for n in tracer.nodes[-3:]]
             raise ModelError(model_raised(e, input_shape, done=done)) from e
-    name_global_causes(tracer.nodes, tracer.module_types, tracer.lost_shapes)
+    name_global_causes(tracer.nodes, tracer.module_types)
     outputs = _map_outputs(out, tracer)
     graph = Graph(tracer.nodes, dims, tuple(input_shape), outputs, tracer.module_outputs, notes,
                   module_types={n: t.__name__ for n, t in tracer.module_types.items()},

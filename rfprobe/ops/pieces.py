@@ -1,0 +1,293 @@
+"""Where a tensor holds the model input's spatial positions when they are no longer one dim
+per axis: each dim lists its factors, most significant first, and a factor is either a digit
+of a spatial axis or an opaque size (channels, heads, the batch).
+
+An axis's index is the sum of its digits times their weights (mixed radix). Axis H of 56 split
+into windows of 7 is a coarse digit (weight 7, size 8) and a fine one (weight 1, size 7); a
+token dim ``L = H*W`` holds an H digit and a W digit; a window partition puts the coarse digits
+into the batch dim and the fine ones into the token dim. Reshapes and permutes move digits and
+never change an index, so the exact route's per-axis maps stay what they were; an op that
+mixes along one dim makes each output read every value of the digits in that dim
+(:func:`digit_map`), which is the window for window attention and the row for a row-wise
+recurrent layer.
+
+>>> p = Pieces.of_layout((1, 8, 56, 56), (-2, -1))
+>>> w = p.reshaped((1, 8, 56, 56), (1, 8, 8, 7, 8, 7))
+>>> w.dims[2:]
+((Digit(axis=0, weight=7, size=8),), (Digit(axis=0, weight=1, size=7),), (Digit(axis=1, weight=7, size=8),), (Digit(axis=1, weight=1, size=7),))
+>>> w.permuted((0, 2, 4, 3, 5, 1)).reshaped((1, 8, 8, 7, 7, 8), (64, 49, 8)).dims[0]
+(Digit(axis=0, weight=7, size=8), Digit(axis=1, weight=7, size=8))
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .maps import Affine, Broadcast, Global, Mapped, identity, whole_axis
+
+
+@dataclass(frozen=True)
+class Digit:
+    """One digit of spatial axis ``axis``: index along the axis += digit * ``weight``."""
+
+    axis: int
+    weight: int
+    size: int
+
+
+Factor = Digit | int        # an int is an opaque factor of that size
+
+
+def _normal(factors) -> tuple[Factor, ...]:
+    """Factors without size-1 ones, adjacent opaque factors joined, and adjacent digits of one
+    axis joined where the major one continues the minor one (its weight is the minor's weight
+    times its size): a window reverse gives back one digit per axis."""
+    out: list[Factor] = []
+    for f in factors:
+        size = f.size if isinstance(f, Digit) else f
+        if size == 1:
+            continue
+        last = out[-1] if out else None
+        if isinstance(f, int) and isinstance(last, int):
+            out[-1] = last * f
+        elif (isinstance(f, Digit) and isinstance(last, Digit) and last.axis == f.axis
+              and last.weight == f.weight * f.size):
+            out[-1] = Digit(f.axis, f.weight, last.size * f.size)
+        else:
+            out.append(f)
+    return tuple(out)
+
+
+def _size(f: Factor) -> int:
+    return f.size if isinstance(f, Digit) else f
+
+
+def _split(f: Factor, major: int) -> tuple[Factor, Factor]:
+    """``f`` as (major part of size ``major``, the minor rest), row-major."""
+    minor = _size(f) // major
+    if isinstance(f, int):
+        return major, minor
+    return Digit(f.axis, f.weight * minor, major), Digit(f.axis, f.weight, minor)
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """Per tensor dim, its factors, most significant first (size-1 factors left out)."""
+
+    dims: tuple[tuple[Factor, ...], ...]
+
+    @staticmethod
+    def of_layout(shape: tuple[int, ...], layout: tuple[int, ...]) -> "Pieces":
+        """A layout with one dim per axis (``layout[a]`` holds axis ``a``) as pieces."""
+        n = len(shape)
+        where = {d % n: a for a, d in enumerate(layout)}
+        return Pieces(tuple(_normal([Digit(where[i], 1, s)] if i in where else [s])
+                            for i, s in enumerate(shape)))
+
+    def digits(self) -> list[tuple[int, Digit]]:
+        """Every digit with its dim."""
+        return [(i, f) for i, fs in enumerate(self.dims) for f in fs if isinstance(f, Digit)]
+
+    def extents(self, n_axes: int) -> tuple[int, ...]:
+        """How many positions each axis has in this tensor (1 for an axis without digits)."""
+        ext = [1] * n_axes
+        for _, d in self.digits():
+            ext[d.axis] *= d.size
+        return tuple(ext)
+
+    def reshaped(self, old: tuple[int, ...], new: tuple[int, ...]) -> "Pieces | None":
+        """The pieces after a row-major reshape from ``old`` to ``new``; None where a new dim
+        would cut a factor unevenly."""
+        todo = [f for fs in self.dims for f in fs]
+        todo.reverse()
+        dims = []
+        for size in new:
+            got: list[Factor] = []
+            need = size
+            while need > 1:
+                if not todo:
+                    return None
+                f = todo.pop()
+                s = _size(f)
+                if s <= need:
+                    if need % s:
+                        return None
+                    got.append(f)
+                    need //= s
+                else:
+                    if s % need:
+                        return None
+                    major, minor = _split(f, need)
+                    got.append(major)
+                    todo.append(minor)
+                    need = 1
+            dims.append(_normal(got))
+        return Pieces(tuple(dims)) if not todo else None
+
+    def permuted(self, perm) -> "Pieces":
+        """Output dim ``i`` is input dim ``perm[i]``."""
+        return Pieces(tuple(self.dims[p] for p in perm))
+
+    def whole(self, shape: tuple[int, ...], n_axes: int) -> tuple[int, ...] | None:
+        """The plain layout (one dim per axis) where each axis with more than one position is
+        one digit alone in its dim, and each other axis finds a dim of size 1 of its own (the
+        rightmost free one before the next axis' dim, as an unsqueeze put it back); else None."""
+        n = len(shape)
+        at: dict[int, int] = {}
+        for i, fs in enumerate(self.dims):
+            ds = [f for f in fs if isinstance(f, Digit)]
+            if not ds:
+                continue
+            if len(fs) != 1 or ds[0].axis in at:
+                return None
+            at[ds[0].axis] = i
+        free = [i for i in range(n) if shape[i] == 1 and i not in at.values()]
+        for a in range(n_axes - 1, -1, -1):
+            if a in at:
+                continue
+            limit = min([at[b] for b in at if b > a], default=n)
+            options = [i for i in free if i < limit and i > max([at[b] for b in at if b < a], default=-1)]
+            if not options:
+                return None
+            at[a] = options[-1]
+            free.remove(options[-1])
+        return tuple(at[a] - n for a in range(n_axes))
+
+
+def digit_map(plan: tuple, j: int, bounded: bool) -> list[int]:
+    """The input indices along one axis that output index ``j`` reads, by ``plan``: per input
+    digit (weight, size, source), where source is the digit's (weight, size) in the output,
+    which holds it with the same value, or None for a digit read whole (mixed along its dim).
+
+    >>> window = ((7, 8, (1, 8)), (1, 7, None))     # coarse digit carried, fine one read whole
+    >>> digit_map(window, 1, True)
+    [7, 8, 9, 10, 11, 12, 13]
+    """
+    choices = []
+    for weight, size, source in plan:
+        if source is None:
+            choices.append([v * weight for v in range(size)])
+        else:
+            out_weight, out_size = source
+            choices.append([((j // out_weight) % out_size) * weight])
+    return sorted(sum(c) for c in itertools.product(*choices))
+
+
+def carry(sources, out_shape: tuple[int, ...], n_axes: int):
+    """The output's pieces, and per source and axis a :func:`digit_map` plan, for an op whose
+    output dims keep some input dims element for element. ``sources``: per data input, (its
+    pieces, {input dim: output dim} for the dims the output keeps). A kept dim's digits go to
+    the output (the first input to bring a digit of an axis into one dim wins; the same digit
+    of another input there is carried too); every other digit is read whole. An axis's digits
+    left in the output are weighed anew (the output indexes what it holds, without gaps).
+    Returns (output pieces or None when it holds no digit, plans per source)."""
+    dims: list[list] = [[] for _ in out_shape]
+    placed: dict[Digit, int] = {}       # digit -> the output dim that holds it
+    for pieces, kept in sources:
+        for i, o in kept.items():
+            got = [f for f in pieces.dims[i] if isinstance(f, Digit)]
+            if not got or dims[o] or any(placed.get(d, o) != o for d in got):
+                continue
+            dims[o] = list(pieces.dims[i])
+            placed.update({d: o for d in got})
+    renamed = _reweighed(dims, n_axes)
+    out = Pieces(tuple(_normal(fs if fs else [s]) for fs, s in
+                       zip(([renamed.get(f, f) for f in fs] for fs in dims), out_shape)))
+    plans = []
+    for pieces, kept in sources:
+        per_axis = []
+        for a in range(n_axes):
+            plan = []
+            for i, d in pieces.digits():
+                if d.axis != a:
+                    continue
+                o = kept.get(i)
+                mine = o is not None and d in dims[o]
+                new = renamed.get(d) if mine else None
+                plan.append((d.weight, d.size, (new.weight, new.size) if new else None))
+            per_axis.append(tuple(plan))
+        plans.append(tuple(per_axis))
+    return (out if out.digits() else None), plans
+
+
+def _reweighed(dims, n_axes: int) -> dict[Digit, Digit]:
+    """Each digit among ``dims`` with its weight in a complete decomposition of what its axis
+    keeps there (the smallest digit weighs 1)."""
+    renamed = {}
+    for a in range(n_axes):
+        mine = sorted({f for fs in dims for f in fs if isinstance(f, Digit) and f.axis == a}, key=lambda d: d.weight)
+        w = 1
+        for d in mine:
+            renamed[d] = Digit(a, w, d.size)
+            w *= d.size
+    return renamed
+
+
+def is_identity(plan: tuple) -> bool:
+    """Every digit carried with its weight: output index ``j`` reads ``j``."""
+    return all(s is not None and s[0] == w for w, _, s in plan)
+
+
+def reads_whole(plan: tuple) -> bool:
+    """Every digit read whole: every output index reads the whole axis."""
+    return all(s is None for _, _, s in plan)
+
+
+def size_of(plan: tuple) -> int:
+    """How many positions the axis has in the input."""
+    return math.prod(s for _, s, _ in plan)
+
+
+# ----------------------------------------------------------------------------- maps from digits
+def plan_maps(plans, name: str) -> tuple | Global:
+    """The per-axis maps of :func:`~rfprobe.ops.pieces.carry`'s plans for one input: ``Global``
+    where the input's every position is read whole on every axis it holds."""
+    if all(reads_whole(p) for p in plans) and any(p for p in plans):
+        return Global(f"{name} mixes every position of a tensor whose positions sit as digits of its dims")
+    return tuple(plan_map(p) for p in plans)
+
+
+def plan_map(plan: tuple):
+    """One axis' map from a digit plan: the identity, an ``Affine`` where the output index
+    scales into the input's (a block read whole: coarse index ``j`` reads ``j*B .. j*B+B-1``),
+    else a ``Mapped`` of :func:`~rfprobe.ops.pieces.digit_map`."""
+    n = size_of(plan)
+    if is_identity(plan):
+        return identity(n)
+    if reads_whole(plan):
+        return whole_axis(n)
+    carried = sorted(((w, s) for w, _, s in plan if s is not None), key=lambda c: c[1][0])
+    scale = {w // s[0] for w, s in carried if w % s[0] == 0}
+    # the output index is the carried digits' alone (their output weights 1, s0, s0*s1...), each
+    # weighing ``scale`` times as much in the input: j reads j*scale plus the whole-read spans
+    complete = all(s[0] == math.prod(c[1][1] for c in carried[:i]) for i, (_, s) in enumerate(carried))
+    if complete and len(scale) == 1 and all(w % s[0] == 0 for w, s in carried):
+        spans = [0]
+        for w, size, s in plan:
+            if s is None:
+                spans = [a + v * w for a in spans for v in range(size)]
+        return Affine(tuple(sorted(spans)), scale.pop(), 0, n)
+    return Mapped(functools.partial(digit_map, plan), n)
+
+
+def blocked(m, block: int, n: int):
+    """Map ``m`` on a coarse grid, each coarse index standing for ``block`` consecutive indices
+    of an axis of ``n``: an ``Affine`` stays one (taps spread over the block, stride and
+    padding scaled), any other map reads whole blocks."""
+    if block == 1:
+        return m
+    if type(m) is Affine:
+        taps = sorted({t * block + f for t in m.taps for f in range(block)})
+        return Affine(tuple(taps), m.stride * block, m.padding * block, n)
+    if isinstance(m, Broadcast):
+        return m
+    return Mapped(functools.partial(_blocks_of, m, block), n)
+
+
+def _blocks_of(m, block: int, j: int, bounded: bool) -> list[int]:
+    coarse = m.deps(np.array([j]), bounded)
+    return [int(c) * block + f for c in coarse for f in range(block)]
