@@ -111,50 +111,103 @@ def cat(call: Call) -> list[InputDep]:
 
 
 def setitem(args, tensors, data, layouts, keep_old=False):
-    """``x[index] = value``: ``x`` keeps its positions and the written slice reads ``value``
-    (``keep_old``: the slice also still reads the old ``x``, as after ``x[index].add_(v)``)."""
+    """``x[index] = value``: a position inside the written slice reads ``value`` (and, with
+    ``keep_old``, the old ``x`` too, as after ``x[index].add_(v)``), a position outside it the
+    old ``x`` only. A write into some channels keeps every position of ``x``: a unit reads the
+    union over its channels. Returns (layout, deps); a slice on two spatial axes leaves outside
+    it a union of two products, one dep on ``x`` for each.
+
+    >>> import torch
+    >>> x = torch.zeros(1, 2, 6, 6)
+    >>> layout, deps = setitem((x, (slice(None), slice(None), slice(None, 2)), 0.0), (x,), (0,), ((-2, -1),))
+    >>> [deps[0].axes[0].fn(j, True) for j in (1, 2)]      # x[:, :, :2] = 0: row 1 reads nothing
+    [[], [2]]
+    """
     x, index, value = args[0], args[1], args[2]
     layout = layouts[0]
     if layout is None:
         return None, Global("__setitem__ into a tensor without spatial axes")
-    idx = index if isinstance(index, tuple) else (index,)
     ndim = x.dim()
+    idx = _write_index(index, ndim)
+    spans = [_span(idx[d + ndim], x.shape[d]) for d in layout]
+    every_channel = all(isinstance(idx[d], slice) and _span(idx[d], x.shape[d]) == (0, x.shape[d], 1)
+                        for d in range(ndim) if d - ndim not in layout)
+    if keep_old or not every_channel:
+        deps = [InputDep(0, tuple(identity(x.shape[d]) for d in layout))]
+    else:
+        deps = _kept(x, layout, spans)
+    k = next((k for k in data if tensors[k] is value), None)
+    if isinstance(value, torch.Tensor) and k is not None:
+        deps.append(_value_dep(k, x, idx, layout, spans, value, layouts[k]))
+    return layout, deps
+
+
+def _write_index(index, ndim: int) -> tuple:
+    """The index of ``x[index] = ...`` as one slice or int per dim of ``x`` (``...`` expanded);
+    any other index has no rule."""
+    idx = index if isinstance(index, tuple) else (index,)
     dots = [i for i, item in enumerate(idx) if item is Ellipsis]
     used = sum(1 for i in idx if i is not None and i is not Ellipsis)
     if dots:
         idx = idx[:dots[0]] + (slice(None),) * (ndim - used) + idx[dots[0] + 1:]
-    if any(item is None or not isinstance(item, (slice, int)) for item in idx):
+    if any(isinstance(item, bool) or not isinstance(item, (slice, int)) for item in idx):
         raise UnknownOpError(f"assignment x[{index!r:.40}] = ... with this index has no rule")
-    idx = idx + (slice(None),) * (ndim - len(idx))
-    whole_spatial = all(idx[d + ndim] == slice(None) for d in layout)
-    whole_rest = all(idx[d] == slice(None) for d in range(ndim) if d - ndim not in layout)
-    if not whole_spatial and whole_rest and not keep_old:
-        raise UnknownOpError("assignment into a spatial slice of every channel has no rule "
-                             "(positions inside and outside the slice read different tensors)")
+    return idx + (slice(None),) * (ndim - len(idx))
+
+
+def _span(item, n: int) -> tuple[int, int, int]:
+    """(start, stop, step) that a slice or an int (one position) writes along a dim of size ``n``."""
+    if isinstance(item, slice):
+        return item.indices(n)
+    i = item % n
+    return i, i + 1, 1
+
+
+def _kept(x, layout, spans) -> list[InputDep]:
+    """The old ``x``, read outside the written slice: the slice is a product of one span per
+    spatial axis, so outside it is a union of products, one per axis the write does not cover
+    whole (that axis outside its span, the others anywhere); none where it covers all of ``x``."""
     deps = []
-    if keep_old or not (whole_spatial and whole_rest):
-        deps.append(InputDep(0, tuple(identity(x.shape[d]) for d in layout)))
-    if isinstance(value, torch.Tensor) and any(tensors[k] is value for k in data):
-        k = next(k for k in data if tensors[k] is value)
-        vl = layouts[k]
-        axes = []
-        for a, d in enumerate(layout):
-            if any(i is not slice(None) and isinstance(i, int) for i in idx[d + ndim:d + ndim + 1]):
-                raise UnknownOpError("assignment with an int index on a spatial axis has no rule")
-            start, stop, step = idx[d + ndim].indices(x.shape[d])
-            if vl is None or value.dim() < -d or value.shape[d] == 1:
-                axes.append(Broadcast())
-            else:
-                axes.append(Mapped(functools.partial(_written, start, stop, step), value.shape[d]))
-        deps.append(InputDep(k, tuple(axes) if vl is not None or all(isinstance(m, Broadcast) for m in axes)
-                             else Global("__setitem__ writes a tensor without spatial axes into space")))
-    return layout, deps
+    for a, d in enumerate(layout):
+        n = x.shape[d]
+        if spans[a] != (0, n, 1):
+            deps.append(InputDep(0, tuple(Mapped(functools.partial(_unwritten, *spans[a]), n) if b == a
+                                          else identity(x.shape[e]) for b, e in enumerate(layout))))
+    return deps
+
+
+def _value_dep(k, x, idx, layout, spans, value, value_layout) -> InputDep:
+    """What the written slice reads of ``value``, which broadcasts against ``x[idx]`` from the
+    right: its dims are those of ``x`` that a slice (not an int) indexes."""
+    ndim = x.dim()
+    sliced = [d for d in range(-ndim, 0) if isinstance(idx[d + ndim], slice)]
+    axes = []
+    for a, d in enumerate(layout):
+        if not isinstance(idx[d + ndim], slice):
+            raise UnknownOpError("assignment with an int index on a spatial axis has no rule")
+        vd = sliced.index(d) - len(sliced)      # the dim of x[idx] (and of value) holding axis a
+        if value_layout is None or value.dim() < -vd or value.shape[vd] == 1:
+            axes.append(Broadcast())
+        elif value_layout[a] != vd:
+            raise UnknownOpError(f"assignment of a value whose spatial axis {a} sits in dim {value_layout[a]}, "
+                                 f"not {vd}, has no rule")
+        elif spans[a] == (0, x.shape[d], 1) and value.shape[vd] == x.shape[d]:
+            axes.append(identity(x.shape[d]))
+        else:
+            axes.append(Mapped(functools.partial(_written, *spans[a]), value.shape[vd]))
+    return InputDep(k, tuple(axes))
 
 
 def _written(start: int, stop: int, step: int, j: int, bounded: bool) -> list[int]:
     """Position ``j`` of ``x[start:stop:step] = v`` reads ``v[(j - start) // step]`` where the
     slice writes it, nothing of ``v`` elsewhere."""
     return [(j - start) // step] if start <= j < stop and (j - start) % step == 0 else []
+
+
+def _unwritten(start: int, stop: int, step: int, j: int, bounded: bool) -> list[int]:
+    """Position ``j`` of ``x`` after ``x[start:stop:step] = v`` reads the old ``x[j]`` where the
+    slice does not write it, nothing of the old ``x`` where it does."""
+    return [] if start <= j < stop and (j - start) % step == 0 else [j]
 
 
 def index_select(call: Call) -> list[InputDep] | Global:
