@@ -132,7 +132,7 @@ def test_a_layer_inside_the_checkpointed_segment(use_reentrant):
     before = snapshot(net)
     unit = (3, 4)
     oracle = oracle_at(net, SHAPE, unit, layer="seg.1")
-    assert oracle.box == ((6, 11), (8, 13))          # 5 rows from 2 * unit, through the pool's 2
+    assert oracle.box == ((6, 11), (8, 13))          # 2u..2u+5: the pool's 2, then two 3x3 convs
     assert rfprobe.analyze(net, SHAPE, layer="seg.1").box(unit) == oracle.box
     mask = probe_mask(net, SHAPE, unit, layer="seg.1")
     assert np.array_equal(mask, probe_mask(plain, SHAPE, unit, layer="seg.1"))
