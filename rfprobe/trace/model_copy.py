@@ -17,11 +17,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import threading
 import weakref
 from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint as ck
 
 
 def infer_dims(model: nn.Module) -> int | None:
@@ -228,6 +230,81 @@ def user_state_kept(model: nn.Module | None):
                 else:
                     v.clear()
                     v.update(old)
+
+
+class _Off(threading.local):
+    depth = 0       # this thread's runs of a private copy under way (nested: a probe inside verify)
+
+
+_OFF = _Off()
+_LOCK = threading.Lock()
+_ORIGINALS: dict[str, Any] = {}     # torch.utils.checkpoint's names while the stand-ins are in
+_USERS = [0]                        # checkpoint_off blocks under way, in every thread
+
+
+class _Reentrant:
+    """Stands in for ``torch.utils.checkpoint.CheckpointFunction``, which runs the function under
+    ``no_grad`` and again in the backward, out of the tracing mode; in a thread inside
+    :func:`checkpoint_off` it runs the function plainly, elsewhere it hands on."""
+
+    def __init__(self, original):
+        self.original = original
+
+    def apply(self, function, preserve_rng_state, *args):
+        if _OFF.depth:
+            return function(*args)
+        return self.original.apply(function, preserve_rng_state, *args)
+
+    def __getattr__(self, name: str):
+        return getattr(self.original, name)
+
+
+def _no_recompute(original):
+    """Stands in for ``torch.utils.checkpoint._checkpoint_hook``, the saved-tensor hooks of
+    ``use_reentrant=False`` (they drop what the backward needs and recompute it there): inside
+    :func:`checkpoint_off`, the forward keeps its tensors as a plain one does."""
+    def hook(frame):
+        return contextlib.nullcontext() if _OFF.depth else original(frame)
+    return hook
+
+
+_STAND_INS = {"CheckpointFunction": _Reentrant, "_checkpoint_hook": _no_recompute}
+
+
+@contextlib.contextmanager
+def checkpoint_off():
+    """Within this block, in this thread, ``torch.utils.checkpoint`` runs its function as a plain
+    call. Activation checkpointing (timm's ``set_grad_checkpointing()``) recomputes a segment in
+    the backward, outside the tracing mode: the probe's surrogates and per-op rescaling would
+    not run there (a max pool's gradient reaches one element; torch refuses the recompute's
+    other tensors), and ``use_reentrant=True`` runs the forward under ``no_grad`` and refuses
+    ``autograd.grad``. Checkpointing changes memory, never values or gradients, so the copy runs
+    without it. Other threads keep theirs; torch's names are put back when the last block ends.
+
+    >>> original = ck.CheckpointFunction
+    >>> with checkpoint_off():
+    ...     ck.CheckpointFunction is original
+    False
+    >>> ck.CheckpointFunction is original
+    True
+    """
+    with _LOCK:
+        if not _USERS[0]:
+            for name, stand_in in _STAND_INS.items():
+                _ORIGINALS[name] = getattr(ck, name)
+                setattr(ck, name, stand_in(_ORIGINALS[name]))
+        _USERS[0] += 1
+    _OFF.depth += 1
+    try:
+        yield
+    finally:
+        _OFF.depth -= 1
+        with _LOCK:
+            _USERS[0] -= 1
+            if not _USERS[0]:
+                for name, original in _ORIGINALS.items():
+                    setattr(ck, name, original)
+                _ORIGINALS.clear()
 
 
 # attribute values a copy may share with the user's module: nothing in them can change

@@ -45,7 +45,8 @@ from ..errors import (ArgumentError, InternalError, ModelError, ResourceError, R
 from ..ops import INDEX, OPS, QUERY, WRITE, Global, Op, ValuesNeeded, answer, setitem, user_rules
 from ..ops.pieces import Pieces
 from .infer import Inference
-from .model_copy import available_bytes, backward_hooks, input_dtype, meta_twin, private_copy, source_of, user_state_kept
+from .model_copy import (available_bytes, backward_hooks, checkpoint_off, input_dtype, meta_twin, private_copy, source_of,
+                         user_state_kept)
 from .diagnose import name_global_causes
 from .graph import Graph, Node, PerGraph, Unknown, name_outputs
 
@@ -459,7 +460,8 @@ def run(twin: nn.Module, x: torch.Tensor, tracer: Tracer):
     a module with hooks takes ``nn.Module``'s slow call path, about a tenth of a trace. A module
     that has the user's forward hooks (copied onto the twin, and run) takes it anyway: its
     ``_call_impl`` is wrapped instead, so the ops of its hooks are its own and its output is the
-    one its hooks return. Whatever those hooks write into the user's modules is put back."""
+    one its hooks return. Whatever those hooks write into the user's modules is put back.
+    Activation checkpointing is off while it runs (:func:`checkpoint_off`)."""
     names = {m: n for n, m in twin.named_modules()}
     tracer.module_types.update({n: type(m) for m, n in names.items()})
     stack, of, outputs, containers = tracer.module_stack, tracer.of, tracer.module_outputs, tracer.module_containers
@@ -497,7 +499,8 @@ def run(twin: nn.Module, x: torch.Tensor, tracer: Tracer):
         tracer.add("input", (), None, x, tuple(range(-tracer.dims, 0)))
         # the model's own randomness (dropout in training mode) must not move the user's RNG
         cuda = [x.device.index or 0] if x.device.type == "cuda" else []
-        with user_state_kept(source_of(twin)), torch.random.fork_rng(devices=cuda), tracer:
+        # checkpointing would recompute a segment in the backward, out of the tracer's sight
+        with user_state_kept(source_of(twin)), torch.random.fork_rng(devices=cuda), checkpoint_off(), tracer:
             out = twin(x)
         name_outputs(tracer.nodes, outputs, tracer.module_types)
         return out
