@@ -170,6 +170,28 @@ class LayerDict(nn.Module):
         return self.heads(x)["small"]
 
 
+_HOOK_FEATS: dict = {}
+
+
+def _fills_a_global(m, i, o):
+    _HOOK_FEATS["b"] = o
+
+
+class GlobalHookDict(nn.Module):
+    """Returns the dict it holds, which its conv's hook fills through a global: the private
+    copy's forward returns the copy's dict, which no copy can point that hook at."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 1, 3)
+        self.feats = _HOOK_FEATS
+        self.c.register_forward_hook(_fills_a_global)
+
+    def forward(self, x):
+        self.c(x)
+        return self.feats
+
+
 class ThroughPython(nn.Module):
     """A path through Python values: the conv's output, as a list, made a tensor again."""
 
@@ -214,6 +236,9 @@ CASES = {
     "output-not-in-layer": (lambda: rfprobe.analyze(LayerDict(), (1, 8, 8), layer="heads", output="smal"),
                             ArgumentError, ["output='smal'", "module 'heads'", "['small', 'big']",
                                             "Did you mean 'small'"]),
+    "hook-through-a-global": (lambda: rfprobe.analyze(GlobalHookDict(), (1, 8, 8), output="b"), ArgumentError,
+                              ["output='b'", "forward hook '_fills_a_global' on module 'c'",
+                               "through the global '_HOOK_FEATS'", "closure variable"]),
     "lost-path": (lambda: rfprobe.analyze(ThroughPython(), (1, 8, 8)), UnknownOpError,
                   ["op 'tensor'", "tolist", "cannot follow values through Python"]),
     "forward-raises": (lambda: rfprobe.probe(Raises()), ModelError,

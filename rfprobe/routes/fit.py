@@ -23,7 +23,8 @@ from ..defaults import resolve_input_shape
 from ..errors import ArgumentError, ModelError, RFProbeError, UnknownOpError, model_raised, raised_text
 from ..measure import closed_form_box, closed_form_span
 from ..ops.maps import each_axis
-from ..trace import RECORDINGS, Graph, Node, axes_lost_at, depends_on_input, one_meta_copy, replay, select, trace
+from ..trace import (RECORDINGS, Graph, Node, axes_lost_at, depends_on_input, one_meta_copy, replay, select,
+                     stranded_hooks, trace)
 from ..validate import check_target, check_unit, normalize_unit
 from .closed import closed_forms, suggest_layer
 from .exact import propagate
@@ -77,7 +78,8 @@ def _users_input(model: nn.Module, input_shape, shape, layer, output, unit) -> G
     except ModelError as e:
         err = _diagnose(model, input_shape, len(shape) - 1, e)
         raise err from (e.__cause__ if err is e else None)
-    target = select(g, layer, output, functools.partial(depends_on_input, model, shape, layer, output))
+    with _hooks_explained(model):
+        target = select(g, layer, output, functools.partial(depends_on_input, model, shape, layer, output))
     check_target(target, shape, _suggestion(model, g, layer, output) if target.spatial is None else None,
                  axes_lost_at(g, target))
     _not_constant(model, g, target, shape, layer, output)
@@ -97,6 +99,30 @@ def _not_constant(model: nn.Module, g: Graph, target: Node, shape, layer, output
                              "values read into Python, an op run outside torch) cut the path from the input")
 
 
+@contextlib.contextmanager
+def _hooks_explained(model: nn.Module):
+    """An output rfprobe cannot find (not in the model's output, or not computed from the
+    input), where a forward hook of the user's reaches the model by a route the private copy
+    cannot point at its own objects (``trace/closures.py``): the error names the hook and says
+    what to change, as the copy's forward returned what the hook never wrote."""
+    try:
+        yield
+    except ArgumentError as e:
+        stranded = stranded_hooks(model)
+        if not stranded:
+            raise
+        module, hook, kind, var = stranded[0]
+        route = f"the global {var!r}" if kind == "global" else f"the container {var!r} in its closure"
+        more = f" (so do {len(stranded) - 1} more)" if len(stranded) > 1 else ""
+        raise ArgumentError(
+            f"{str(e).rstrip('.')}. The forward hook {hook!r} on module {module or '<model>'!r}{more} reaches an "
+            f"object of your model (the model, a module, or a dict or list one holds) through {route}, which "
+            "rfprobe cannot point at its private copy of the model: the copy's forward returns the copy's objects, "
+            "which such a hook never fills. Pass the hook that object as a closure variable "
+            "(def make_hook(feats): return lambda m, i, o: feats.update(x=o)) or make it a method of the model"
+        ) from None
+
+
 def _first_size_that_runs(model: nn.Module, input_shape, fixed, channels, dims, layer, output) -> Graph:
     """The first trace, at a size the model runs at and whose selected output has spatial
     axes; the model's first error is passed on (diagnosed) when no size works."""
@@ -108,8 +134,9 @@ def _first_size_that_runs(model: nn.Module, input_shape, fixed, channels, dims, 
         size = tuple(f if f is not None else n for f in fixed)
         try:
             g = trace(model, (channels, *size), dims, record=True)
-            target = select(g, layer, output, functools.partial(depends_on_input, model, (channels, *size),
-                                                                   layer, output))
+            with _hooks_explained(model):
+                target = select(g, layer, output, functools.partial(depends_on_input, model, (channels, *size),
+                                                                       layer, output))
             if target.spatial is None:      # flattened or pooled away: no input size helps
                 check_target(target, (channels, *size), _suggestion(model, g, layer, output), axes_lost_at(g, target))
             if all(s >= 1 for s in target.spatial):

@@ -7,6 +7,7 @@ the pass that names global causes (:mod:`.diagnose`).
 >>> [n.op for n in g.nodes], select(g).name
 (['input', 'conv2d', 'relu'], '1')
 """
+from .closures import stranded_hooks
 from .model_copy import infer_channels, infer_dims, input_dtype, one_meta_copy, parameter_dtype, private_copy
 from .graph import Graph, Node, PerGraph, Unknown, ancestors, axes_lost_at, own_global, select, unknown_ancestor
 from .replay import replay
@@ -14,4 +15,4 @@ from .tracer import EXACT, RECORDINGS, Policy, Tracer, depends_on_input, run, tr
 
 __all__ = ["Graph", "Node", "PerGraph", "RECORDINGS", "Unknown", "ancestors", "own_global", "axes_lost_at", "select", "unknown_ancestor", "trace", "replay", "run", "depends_on_input",
            "Tracer", "Policy", "EXACT", "private_copy", "one_meta_copy", "infer_dims", "infer_channels",
-           "input_dtype", "parameter_dtype"]
+           "input_dtype", "parameter_dtype", "stranded_hooks"]

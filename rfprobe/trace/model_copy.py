@@ -3,9 +3,9 @@ the memory a device has left for a copy to run in.
 
 rfprobe never runs the user's object: every route runs a copy that shares nothing with it (on
 ``meta`` for the analytic routes, so no parameter memory is copied). The user's forward hooks
-run on the copy (bound methods rebound to the copies of their objects); backward and state-dict
-hooks are removed. :func:`user_state_kept` puts back anything a hook wrote into the user's
-modules.
+run on the copy (bound methods rebound to the copies of their objects, closures over the model's
+objects rebuilt over the copy's: ``closures.py``); backward and state-dict hooks are removed.
+:func:`user_state_kept` puts back anything a hook wrote into the user's modules.
 
 >>> import torch.nn as nn
 >>> net = nn.Sequential(nn.Conv2d(3, 2, 3))
@@ -24,6 +24,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as ck
+
+from .closures import over_copies
 
 
 def infer_dims(model: nn.Module) -> int | None:
@@ -107,8 +109,8 @@ _SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def private_copy(model: nn.Module, device: str | torch.device = "meta") -> nn.Module:
     """A deep copy of ``model`` that shares nothing with it; its modules carry the user's
-    forward hooks (bound methods rebound to the copies of their objects), no backward or
-    state-dict hooks.
+    forward hooks (bound methods rebound to the copies of their objects, closures over the
+    model's objects rebuilt over the copy's), no backward or state-dict hooks.
 
     On ``meta`` no parameter memory is copied. The user's object is never touched.
 
@@ -118,21 +120,33 @@ def private_copy(model: nn.Module, device: str | torch.device = "meta") -> nn.Mo
     >>> twin[0].weight.device.type, twin[0] is net[0], net[0].weight.device.type
     ('meta', False, 'cpu')
     """
+    memo: dict[Any, Any] = _held_results(model)
     if str(device) == "meta":
-        memo: dict[Any, Any] = _held_results(model)
         with torch.no_grad():
             twin = _meta_module(model, memo)
             for user, mine in memo.pop(_PENDING, ()):
                 _copy_forward_hooks(user, mine, memo)
     else:
         with torch.no_grad():
-            twin = copy.deepcopy(model, _held_results(model))    # deep-copies the hook dicts, rebinding bound methods
+            twin = copy.deepcopy(model, memo)    # deep-copies the hook dicts, rebinding bound methods
         for m in twin.modules():
             _clear_hooks(m)
         twin.to(device)
     if any(_has_forward_hooks(m) for m in model.modules()):
+        _hooks_over_copies(twin, memo)
         _SOURCES[twin] = weakref.ref(model)
     return twin
+
+
+def _hooks_over_copies(twin: nn.Module, memo: dict[Any, Any]) -> None:
+    """Point the closures among ``twin``'s forward hooks at the copy's objects (``closures.py``),
+    once the whole model is copied and ``memo`` knows every copy."""
+    done: dict[int, Any] = {}
+    for m in twin.modules():
+        for attr in _FORWARD_HOOKS:
+            hooks = m.__dict__.get(attr)
+            for key, hook in (hooks or {}).items():    # _forward_hooks_with_kwargs holds flags
+                hooks[key] = over_copies(hook, memo, done)
 
 
 def _held_results(model: nn.Module) -> dict[Any, Any]:
