@@ -113,6 +113,8 @@ def _uses_of_ops_with_a_surrogate() -> list:
     torch.manual_seed(0)
     x1, x2, x3 = torch.randn(1, 2, 8), torch.randn(1, 2, 8, 8), torch.randn(1, 2, 4, 4, 4)
     attention = nn.MultiheadAttention(4, 2, batch_first=True)
+    recurrent = (nn.LSTM(2, 3, num_layers=2, bidirectional=True, proj_size=2), nn.GRU(2, 3, batch_first=True),
+                 nn.RNN(2, 3, num_layers=2), nn.RNN(2, 3, nonlinearity="relu", bidirectional=True))
     q = torch.randn(1, 2, 5, 4)
     with Recorder() as rec:
         for d, x in ((1, x1), (2, x2), (3, x3)):
@@ -129,6 +131,8 @@ def _uses_of_ops_with_a_surrogate() -> list:
         attention(q[0], q[0], q[0])
         torch.cumprod(x2, 2), torch.cummax(x2, 3), x2.cummin(dim=2), torch.cummin(x2, 3), torch.diff(x2, n=2, dim=3)
         torch.angle(x2)
+        for rnn in recurrent:
+            rnn(x1.permute(0, 2, 1) if rnn.batch_first else x1.permute(2, 0, 1))
         for rank, s in ((1, {"n": 6}), (2, {"s": (6, 5)}), ("n", {"s": (6, 5)})):
             for base in "fft ifft rfft irfft hfft ihfft".split():
                 f = getattr(torch.fft, base + ("" if rank == 1 else str(rank)))

@@ -11,6 +11,7 @@ nothing else keeps a list of op names. The families:
 * :mod:`rfprobe.ops.layout`: reshapes, permutes, pieces, indexing, cat, shape queries;
 * :mod:`rfprobe.ops.reduce`: reductions, norms, softmax, Linear, attention, einsum;
 * :mod:`rfprobe.ops.scan`: running ops along an axis (cumsum, cumprod, cummax, cummin, diff);
+* :mod:`rfprobe.ops.recurrent`: recurrent layers along a sequence dim (nn.LSTM, nn.GRU, nn.RNN);
 * :mod:`rfprobe.ops.spectral`: complex parts and views, conjugates, the ``torch.fft`` family.
 
 Adding an op is one record in its family's ``RECORDS`` (and one test); a user declares one
@@ -30,7 +31,7 @@ from typing import Any, Iterator
 import torch
 
 from ..errors import ArgumentError, UnknownOpError, did_you_mean
-from . import layout, pointwise, reduce, resample, scan, spectral, window
+from . import layout, pointwise, recurrent, reduce, resample, scan, spectral, window
 from .maps import (INDEX, LAYOUT, QUERY, REDUCTION, VALUE, WRITE, Affine, AxisMap, Broadcast, Call, Global,
                    InputDep, LayoutRule, Mapped, Op, Rule, ValuesNeeded, global_rule, identity, per_axis,
                    whole_axis)
@@ -43,7 +44,7 @@ __all__ = ["OPS", "Op", "Rule", "LayoutRule", "Call", "InputDep", "Global", "Aff
            "register_rule", "unregister_rule", "registered_rule", "removed_records", "user_rules", "meta_result", "gradient_stops", "setitem", "reduced_layout",
            "VALUE", "LAYOUT", "INDEX", "WRITE", "REDUCTION", "QUERY"]
 
-FAMILIES = (window, pointwise, resample, layout, reduce, scan, spectral)
+FAMILIES = (window, pointwise, resample, layout, reduce, scan, recurrent, spectral)
 
 
 def _collect() -> dict[str, Op]:
