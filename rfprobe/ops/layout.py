@@ -24,7 +24,7 @@ from ..errors import UnknownOpError
 from . import meta
 from .maps import (INDEX, LAYOUT, QUERY, WRITE, Affine, Broadcast, Call, Global, InputDep, Mapped, Op, Piece,
                    ValuesNeeded, identity, negative_dim)
-from .pieces import Digit, Pieces
+from .pieces import Digit, Lead, Pieces
 
 def getitem(call: Call) -> tuple[tuple[int, ...] | None, list[InputDep]]:
     """``x[...]``: slices of spatial axes are crops (start, step); ints, ``None``, ``...`` and
@@ -331,7 +331,7 @@ def piece_pieces(call: Call, cut: str):
         del dims[dim]
     else:
         dims[dim] = (call.out_shape[dim],) if call.out_shape[dim] != 1 else ()
-    return Pieces(tuple(dims)), [InputDep(k, same_positions(call, k))]
+    return Pieces(tuple(dims), pieces.axes), [InputDep(k, same_positions(call, k))]
 
 
 def getitem_pieces(call: Call):
@@ -355,13 +355,75 @@ def getitem_pieces(call: Call):
             raise UnknownOpError(f"indexing with {type(item).__name__} a tensor whose spatial positions are "
                                  "folded across dims has no rule")
         whole = isinstance(item, slice) and item.indices(shape[d]) == (0, shape[d], 1)
+        lead = pieces.dims[d][0] if pieces.dims[d] and isinstance(pieces.dims[d][0], Lead) else None
+        if lead is not None and not whole:
+            grid = _lead_cut(item, shape[d], lead)
+            if grid is None:                # the lead tokens alone: they hold no position
+                return None, (Global(f"{call.name} picks the tokens before the grid, which read every "
+                                     "position (a class token)") if lead.reads else [])
+            dims.append(pieces.dims[d][1:])
+            d += 1
+            continue
         if not whole:
             _opaque_only(call, k, [d], "indexes")
         if isinstance(item, slice):
             n = len(range(*item.indices(shape[d])))
             dims.append(pieces.dims[d] if whole else ((n,) if n != 1 else ()))
         d += 1
-    return Pieces(tuple(dims)), [InputDep(k, same_positions(call, k))]
+    return Pieces(tuple(dims), pieces.axes), [InputDep(k, same_positions(call, k))]
+
+
+def _lead_cut(item, n: int, lead: Lead) -> bool | None:
+    """``x[:, k:]`` after ``k`` lead tokens keeps the grid (True), ``x[:, :k]`` or ``x[:, i]``
+    with ``i < k`` keeps lead tokens only (None); anything else cuts the grid (refused)."""
+    if isinstance(item, int) and item % n < lead.size:
+        return None
+    if isinstance(item, slice):
+        start, stop, step = item.indices(n)
+        if (start, stop, step) == (lead.size, n, 1):
+            return True
+        if step == 1 and stop <= lead.size:
+            return None
+    raise UnknownOpError(f"indexing {item!r} of a token dim with {lead.size} tokens before its grid keeps part "
+                         "of the grid; rfprobe follows x[:, k:] (the grid) and x[:, :k] (the tokens before it)")
+
+
+def cat_pieces(call: Call):
+    """``torch.cat`` of tensors whose positions sit as digits: along a dim without digits the
+    positions stay where they are (every input must hold them alike); along the token dim,
+    tensors put before the grid (a class token, register tokens) become its lead tokens, which
+    read nothing (a learned token) or every position (one computed from the input)."""
+    dim = call.arg(1, "dim", 0)
+    no = len(call.out_shape)
+    dim = dim % no
+    held = [k for k in call.data if isinstance(call.in_layouts[k], Pieces)]
+    grid = [k for k in held if any(isinstance(f, (Digit, Lead)) for f in call.in_layouts[k].dims[dim])]
+    first = call.in_layouts[held[0]]
+    if not grid:
+        if any(call.in_layouts[k].dims[:dim] + call.in_layouts[k].dims[dim + 1:] !=
+               first.dims[:dim] + first.dims[dim + 1:] for k in held):
+            raise UnknownOpError(f"{call.name} joins tensors that hold their positions in different dims")
+        dims = first.dims[:dim] + ((call.out_shape[dim],),) + first.dims[dim + 1:]
+        return Pieces(dims, first.axes), [InputDep(k, same_positions(call, k)) if k in held else
+                                          InputDep(k, Global(f"{call.name} joins a tensor without spatial axes"))
+                                          for k in call.data]
+    k = grid[0]
+    if len(grid) > 1 or any(t.dim() == no for t in call.tensors[k + 1:]) or (
+            call.in_layouts[k].dims[dim] and isinstance(call.in_layouts[k].dims[dim][0], Lead)):
+        raise UnknownOpError(f"{call.name} joins a token grid with tokens after it or with another grid; "
+                             "rfprobe follows tokens put before one grid")
+    before = sum(t.shape[dim] for t in call.tensors[:k] if t.dim() == no)
+    reads = any(j < k for j in call.data)      # a token computed from the input: it read every position
+    pieces = call.in_layouts[k]
+    dims = pieces.dims[:dim] + ((Lead(before, reads),) + pieces.dims[dim],) + pieces.dims[dim + 1:]
+    nothing = tuple(Mapped(_none, 1) for _ in range(call.dims))
+    return Pieces(dims, pieces.axes), [InputDep(k, same_positions(call, k)) if j == k else InputDep(j, nothing)
+                                      for j in call.data]
+
+
+def _none(j: int, bounded: bool) -> list[int]:
+    """Reads nothing: a grid position of a join does not read the tokens put before it."""
+    return []
 
 
 def expand_pieces(call: Call):
@@ -374,7 +436,7 @@ def expand_pieces(call: Call):
     extra = len(call.out_shape) - len(pieces.dims)
     dims = [(n,) if n != 1 else () for n in call.out_shape[:extra]]
     dims += [fs if fs else ((n,) if n != 1 else ()) for fs, n in zip(pieces.dims, call.out_shape[extra:])]
-    return Pieces(tuple(dims)), [InputDep(k, same_positions(call, k))]
+    return Pieces(tuple(dims), pieces.axes), [InputDep(k, same_positions(call, k))]
 
 
 def permute(call: Call, order: str):
@@ -600,5 +662,5 @@ RECORDS += [
     Op("__getitem__", kind=INDEX, layout_rule=getitem, pieces_rule=getitem_pieces),
     Op("index_select", index_select),
     Op("__setitem__", kind=WRITE),
-    *(Op(n, cat, meta=meta.cat) for n in ("cat", "concat", "concatenate")),
+    *(Op(n, cat, meta=meta.cat, pieces_rule=cat_pieces) for n in ("cat", "concat", "concatenate")),
 ]

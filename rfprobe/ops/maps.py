@@ -331,3 +331,4 @@ class Op:
     reads_values: bool = False    # hands a tensor's values to Python (``item``, ``tolist``, ``numpy``)
     from_values: bool = False     # builds a tensor from Python values (``torch.tensor``)
     pieces_rule: LayoutRule | None = None   # the rule where an input's positions sit as digits (ops.pieces)
+    pairs: bool = False           # a product of two tensors from the input: ``pieces_rule`` pairs their rows

@@ -39,7 +39,17 @@ class Digit:
     size: int
 
 
-Factor = Digit | int        # an int is an opaque factor of that size
+@dataclass(frozen=True)
+class Lead:
+    """The first ``size`` entries of a dim, before its grid: class, distillation or register
+    tokens, which hold no position. ``reads``: whether they read every position of the input
+    (after an op that mixes the tokens), or nothing (a learned token put in front)."""
+
+    size: int
+    reads: bool = False
+
+
+Factor = Digit | Lead | int        # an int is an opaque factor of that size
 
 
 def _normal(factors) -> tuple[Factor, ...]:
@@ -48,8 +58,8 @@ def _normal(factors) -> tuple[Factor, ...]:
     times its size): a window reverse gives back one digit per axis."""
     out: list[Factor] = []
     for f in factors:
-        size = f.size if isinstance(f, Digit) else f
-        if size == 1:
+        size = f if isinstance(f, int) else f.size
+        if size == 1 and not isinstance(f, Lead) or size == 0:
             continue
         last = out[-1] if out else None
         if isinstance(f, int) and isinstance(last, int):
@@ -63,7 +73,12 @@ def _normal(factors) -> tuple[Factor, ...]:
 
 
 def _size(f: Factor) -> int:
-    return f.size if isinstance(f, Digit) else f
+    return f if isinstance(f, int) else f.size
+
+
+def _dim_size(fs) -> int:
+    lead = fs[0].size if fs and isinstance(fs[0], Lead) else 0
+    return lead + math.prod(_size(f) for f in fs[1 if lead else 0:])
 
 
 def _split(f: Factor, major: int) -> tuple[Factor, Factor]:
@@ -76,9 +91,11 @@ def _split(f: Factor, major: int) -> tuple[Factor, Factor]:
 
 @dataclass(frozen=True)
 class Pieces:
-    """Per tensor dim, its factors, most significant first (size-1 factors left out)."""
+    """Per tensor dim, its factors, most significant first (size-1 factors left out); ``axes``:
+    how many spatial axes the model input has (an axis without digits has one position)."""
 
     dims: tuple[tuple[Factor, ...], ...]
+    axes: int
 
     @staticmethod
     def of_layout(shape: tuple[int, ...], layout: tuple[int, ...]) -> "Pieces":
@@ -86,23 +103,49 @@ class Pieces:
         n = len(shape)
         where = {d % n: a for a, d in enumerate(layout)}
         return Pieces(tuple(_normal([Digit(where[i], 1, s)] if i in where else [s])
-                            for i, s in enumerate(shape)))
+                            for i, s in enumerate(shape)), len(layout))
 
     def digits(self) -> list[tuple[int, Digit]]:
         """Every digit with its dim."""
         return [(i, f) for i, fs in enumerate(self.dims) for f in fs if isinstance(f, Digit)]
 
-    def extents(self, n_axes: int) -> tuple[int, ...]:
+    def extents(self, n_axes: int | None = None) -> tuple[int, ...]:
         """How many positions each axis has in this tensor (1 for an axis without digits)."""
-        ext = [1] * n_axes
+        ext = [1] * (self.axes if n_axes is None else n_axes)
         for _, d in self.digits():
             ext[d.axis] *= d.size
         return tuple(ext)
 
+    def lead(self) -> tuple[int, Lead] | None:
+        """The dim that starts with tokens before the grid, and its :class:`Lead`; None if none."""
+        return next(((i, fs[0]) for i, fs in enumerate(self.dims) if fs and isinstance(fs[0], Lead)), None)
+
+    def index(self, unit) -> tuple | None:
+        """Per dim, the index of spatial position ``unit`` (one int per axis) where it holds
+        digits (after its lead tokens), None where it holds none; None in all where a dim
+        mixes digits with other factors (one position spans several elements there)."""
+        out = []
+        for fs in self.dims:
+            if not any(isinstance(f, Digit) for f in fs):
+                out.append(None)
+                continue
+            at, place = 0, 1
+            for f in reversed(fs):
+                if isinstance(f, Lead):
+                    at += f.size
+                elif isinstance(f, Digit):
+                    at += ((unit[f.axis] // f.weight) % f.size) * place
+                    place *= f.size
+                else:
+                    return None
+            out.append(at)
+        return tuple(out)
+
     def reshaped(self, old: tuple[int, ...], new: tuple[int, ...]) -> "Pieces | None":
         """The pieces after a row-major reshape from ``old`` to ``new``; None where a new dim
         would cut a factor unevenly."""
-        todo = [f for fs in self.dims for f in fs]
+        # a dim with lead tokens moves whole: its grid does not start at its first entry
+        todo = [f for fs in self.dims for f in ([fs] if fs and isinstance(fs[0], Lead) else fs)]
         todo.reverse()
         dims = []
         for size in new:
@@ -112,6 +155,11 @@ class Pieces:
                 if not todo:
                     return None
                 f = todo.pop()
+                if isinstance(f, tuple):
+                    if need != _dim_size(f) or got:
+                        return None
+                    got, need = list(f), 1
+                    continue
                 s = _size(f)
                 if s <= need:
                     if need % s:
@@ -126,11 +174,11 @@ class Pieces:
                     todo.append(minor)
                     need = 1
             dims.append(_normal(got))
-        return Pieces(tuple(dims)) if not todo else None
+        return Pieces(tuple(dims), self.axes) if not todo else None
 
     def permuted(self, perm) -> "Pieces":
         """Output dim ``i`` is input dim ``perm[i]``."""
-        return Pieces(tuple(self.dims[p] for p in perm))
+        return Pieces(tuple(self.dims[p] for p in perm), self.axes)
 
     def whole(self, shape: tuple[int, ...], n_axes: int) -> tuple[int, ...] | None:
         """The plain layout (one dim per axis) where each axis with more than one position is
@@ -139,10 +187,10 @@ class Pieces:
         n = len(shape)
         at: dict[int, int] = {}
         for i, fs in enumerate(self.dims):
-            ds = [f for f in fs if isinstance(f, Digit)]
+            ds = [f for f in fs if not isinstance(f, int)]
             if not ds:
                 continue
-            if len(fs) != 1 or ds[0].axis in at:
+            if len(fs) != 1 or isinstance(ds[0], Lead) or ds[0].axis in at:
                 return None
             at[ds[0].axis] = i
         free = [i for i in range(n) if shape[i] == 1 and i not in at.values()]
@@ -189,16 +237,23 @@ def carry(sources, out_shape: tuple[int, ...], n_axes: int):
     placed: dict[Digit, int] = {}       # digit -> the output dim that holds it
     for pieces, kept in sources:
         for i, o in kept.items():
-            got = [f for f in pieces.dims[i] if isinstance(f, Digit)]
-            if not got or dims[o] or any(placed.get(d, o) != o for d in got):
+            got = [f for f in pieces.dims[i] if not isinstance(f, int)]
+            if not got or dims[o] or any(placed.get(d, o) != o for d in got if isinstance(d, Digit)):
                 continue
             dims[o] = list(pieces.dims[i])
-            placed.update({d: o for d in got})
+            placed.update({d: o for d in got if isinstance(d, Digit)})
     renamed = _reweighed(dims, n_axes)
+    mixing = any(i not in kept and any(isinstance(f, Digit) for f in fs)
+                 for pieces, kept in sources for i, fs in enumerate(pieces.dims))
+    # lead tokens in a row that reads positions whole read positions from then on
+    renamed.update({f: Lead(f.size, f.reads or mixing) for fs in dims for f in fs if isinstance(f, Lead)})
     out = Pieces(tuple(_normal(fs if fs else [s]) for fs, s in
-                       zip(([renamed.get(f, f) for f in fs] for fs in dims), out_shape)))
+                       zip(([renamed.get(f, f) for f in fs] for fs in dims), out_shape)), n_axes)
     plans = []
     for pieces, kept in sources:
+        if any(i not in kept and fs and isinstance(fs[0], Lead) and fs[0].reads for i, fs in enumerate(pieces.dims)):
+            plans.append(None)      # mixes in tokens that read every position
+            continue
         per_axis = []
         for a in range(n_axes):
             plan = []
@@ -245,7 +300,10 @@ def size_of(plan: tuple) -> int:
 # ----------------------------------------------------------------------------- maps from digits
 def plan_maps(plans, name: str) -> tuple | Global:
     """The per-axis maps of :func:`~rfprobe.ops.pieces.carry`'s plans for one input: ``Global``
-    where the input's every position is read whole on every axis it holds."""
+    where the input's every position is read whole on every axis it holds, or where its lead
+    tokens, which read every position, are (``plans`` None)."""
+    if plans is None:
+        return Global(f"{name} mixes in tokens put before the grid that read every position (a class token)")
     if all(reads_whole(p) for p in plans) and any(p for p in plans):
         return Global(f"{name} mixes every position of a tensor whose positions sit as digits of its dims")
     return tuple(plan_map(p) for p in plans)

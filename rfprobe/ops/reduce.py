@@ -405,7 +405,7 @@ RECORDS = [
     Op("softmax", softmax, meta=meta.softmax, mixer="attention (softmax over positions)"),
     Op("log_softmax", softmax, meta=meta.softmax),
     Op("linear", linear, meta=meta.linear, mixer="Linear over space"),
-    Op("matmul", matmul, mixer=_ATTENTION, pieces_rule=functools.partial(product_pieces, why=_ATTENTION)),
+    Op("matmul", matmul, mixer=_ATTENTION, pieces_rule=functools.partial(product_pieces, why=_ATTENTION), pairs=True),
     Op("bmm", mixer=_ATTENTION),      # no rule: batched products have no spatial axes to follow
     Op("group_norm", functools.partial(norm_over_space, grouped=True), meta=meta.group_norm, fixed_layout=True),
     Op("instance_norm", functools.partial(norm_over_space, optional_stats=True), meta=meta.instance_norm,
@@ -413,7 +413,7 @@ RECORDS = [
     Op("layer_norm", layer_norm, meta=meta.layer_norm),
     Op("scaled_dot_product_attention", global_rule("scaled_dot_product_attention (attention over positions)"),
        mixer="attention", surrogate=attention_surrogate,
-       pieces_rule=functools.partial(attention_pieces, why="attention")),
+       pieces_rule=functools.partial(attention_pieces, why="attention"), pairs=True),
     Op("multi_head_attention_forward", global_rule("multi-head attention (attention over positions)"),
        mixer="attention", surrogate=projection_surrogate),
     Op("einsum", layout_rule=einsum, mixer="einsum over positions"),

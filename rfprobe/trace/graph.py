@@ -41,7 +41,13 @@ class Node:
 
     @property
     def spatial(self) -> tuple[int, ...] | None:
-        return None if self.layout is None else tuple(self.shape[d] for d in self.layout)
+        """Positions per axis: the sizes of the spatial dims, or of the axes whose digits sit in
+        other dims (tokens) where each position is one element of those dims; else None."""
+        if self.layout is not None:
+            return tuple(self.shape[d] for d in self.layout)
+        if self.pieces is not None and self.pieces.index((0,) * self.pieces.axes) is not None:
+            return self.pieces.extents()
+        return None
 
     @property
     def placed(self) -> bool:
@@ -64,6 +70,12 @@ class Node:
         every channel or ``channel``, wherever the spatial axes and the channels sit."""
         rank = len(self.shape)
         index: list[Any] = [slice(None)] * rank
+        if self.layout is None:     # tokens: each dim that holds digits at the unit's place
+            at = self.pieces.index(tuple(unit))
+            index = [slice(None) if i is None else i for i in at]
+            if at[0] is None and rank > 1:
+                index[0] = item
+            return tuple(index)
         if rank > len(self.layout) and -rank not in self.layout:
             index[0] = item
         if self.channel_dim is not None and channel is not None:

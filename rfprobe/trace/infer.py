@@ -44,7 +44,9 @@ class Inference:
 
     def __call__(self, op: Op, name: str, args, kwargs, tensors, data, layouts, out, site, index=0, outs=()):
         """(layout, deps) of ``out``, the ``index``-th tensor result of the op."""
-        if any(isinstance(layouts[k], Pieces) for k in data):
+        if any(isinstance(layouts[k], Pieces) for k in data) or (
+                op.pairs and sum(layouts[k] is not None for k in data) > 1):
+            # positions as digits; or a product of two maps (attention), whose rows the digits pair
             return self.folded(op, name, args, kwargs, tensors, data, layouts, out, site, index, outs)
         ref = next((layouts[k] for k in data if layouts[k] is not None), None)
         if ref is None or (op.layout_rule is not None and layouts[data[0]] is None
@@ -197,7 +199,7 @@ class Inference:
                 top[d.axis] = (i, d)
         coarse = Pieces(tuple(fs if any(j == i for j, _ in top.values()) and len(fs) == 1 else
                               tuple(f if not isinstance(f, Digit) else f.size for f in fs)
-                              for i, fs in enumerate(pieces.dims)))
+                              for i, fs in enumerate(pieces.dims)), pieces.axes)
         view = coarse.whole(shape, self.dims)
         lower = {i for i, d in pieces.digits() if (i, d) not in top.values()}
         if view is None or view != self.trailing or any(

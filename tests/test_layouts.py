@@ -1,0 +1,268 @@
+"""Positions that move between dims (issue 19): tokens, windows folded into the batch, rows,
+a reduction put back by ``unsqueeze``. Each minimal model is checked against the perturbation
+oracle (``tests/oracle.py``, which shares no code with rfprobe): in "steps" mode (signed float64
+weights, small and large steps) where a softmax would hide the oracle's huge values, and verify
+must agree. Where a number is asserted, it is worked out by hand in the docstring.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import rfprobe
+from tests.oracle import each_position, perturbation_rf
+
+
+def oracle_mask(model, shape, unit, channels_last=False):
+    """The oracle's set for ``unit`` in steps mode (attention saturates the huge mode)."""
+    i, j = unit
+    if channels_last:
+        return each_position(model, shape, lambda y, b: y[:, i, j] if b else y[0, i, j], mode="steps",
+                             steps=(1e-3, -0.5, 8.0), seeds=(0,)).mask
+    return each_position(model, shape, lambda y, b: y[:, :, i, j] if b else y[0, :, i, j], mode="steps",
+                         steps=(1e-3, -0.5, 8.0), seeds=(0,)).mask
+
+
+def exact_mask(a, unit):
+    return a.region(unit, bounded=True).input_mask()
+
+
+class WindowAttention(nn.Module):
+    """A 2x2 patch stem, then self-attention inside each ``ws`` x ``ws`` window of the grid:
+    the windows go into the batch dim (view, permute, reshape), the tokens of a window into
+    dim 1, as Swin does; ``shift`` rolls the grid first and back after."""
+
+    def __init__(self, ws=2, shift=0, c=4):
+        super().__init__()
+        self.ws, self.shift = ws, shift
+        self.stem = nn.Conv2d(1, c, 2, stride=2)
+        self.qkv = nn.Linear(c, 3 * c)
+        self.proj = nn.Linear(c, c)
+
+    def forward(self, x):
+        x = self.stem(x).permute(0, 2, 3, 1)                 # (B, H, W, C)
+        b, h, w, c = x.shape
+        ws = self.ws
+        if self.shift:
+            x = torch.roll(x, (-self.shift, -self.shift), dims=(1, 2))
+        x = x.view(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, c)
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        attn = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
+        x = self.proj(attn @ v)
+        x = x.view(b, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+        if self.shift:
+            x = torch.roll(x, (self.shift, self.shift), dims=(1, 2))
+        return x.permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("shift", [0, 1])
+def test_window_attention_reads_its_window(shift):
+    """Grid 6x6 (12 px, stem 2x2 stride 2), windows of 2: unit (2, 3) reads the grid window
+    rows 2..3, cols 2..3 (unshifted), that is pixels 4..7 x 4..7; shifted by 1 its window is
+    rows 1..2 (rolled), cols 3..4: pixels 2..5 x 6..9. It was global: the merge of the windows
+    into the batch lost the positions."""
+    shape = (1, 12, 12)
+    net = WindowAttention(shift=shift).eval()
+    r = rfprobe.verify(net, shape)
+    a = r.analysis
+    assert r.ok, str(r)
+    assert a.status == "varies"          # the window depends on the unit's place in it
+    want = ((4, 7), (4, 7)) if not shift else ((2, 5), (6, 9))
+    assert a.box((2, 3)) == want
+    for unit in [(2, 3), (0, 0), (5, 5)]:
+        assert (exact_mask(a, unit) == oracle_mask(net, shape, unit)).all(), unit
+
+
+def test_window_attention_through_scaled_dot_product_attention():
+    """The same windows through F.scaled_dot_product_attention with heads (B*nW, heads, L, d)."""
+    class SDPA(WindowAttention):
+        def forward(self, x):
+            x = self.stem(x).permute(0, 2, 3, 1)
+            b, h, w, c = x.shape
+            ws = self.ws
+            x = x.view(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, c)
+            q, k, v = self.qkv(x).reshape(-1, ws * ws, 3, 2, c // 2).permute(2, 0, 3, 1, 4).unbind(0)
+            x = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(-1, ws * ws, c)
+            x = x.view(b, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+            return x.permute(0, 3, 1, 2)
+    shape = (1, 8, 8)
+    net = SDPA().eval()
+    r = rfprobe.verify(net, shape)
+    assert r.ok, str(r)
+    assert r.analysis.box((1, 2)) == ((0, 3), (4, 7))
+    assert (exact_mask(r.analysis, (1, 2)) == oracle_mask(net, shape, (1, 2))).all()
+
+
+class Tokens(nn.Module):
+    """ViT-style: a 4x4 patch stem, tokens (N, L, C) with a class token in front, a per-token
+    LayerNorm and MLP (residual), then the grid back (the class token dropped) and a depthwise
+    3x3 conv; ``out_tokens``: return the tokens instead."""
+
+    def __init__(self, out_tokens=False, attention=False):
+        super().__init__()
+        self.out_tokens, self.attention = out_tokens, attention
+        self.stem = nn.Conv2d(3, 8, 4, stride=4)
+        self.cls = nn.Parameter(torch.rand(1, 1, 8))
+        self.norm = nn.LayerNorm(8)
+        self.mlp = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8))
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+
+    def forward(self, x):
+        x = self.stem(x)
+        b, c, h, w = x.shape
+        t = x.flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls.expand(b, -1, -1), t], dim=1)
+        t = t + self.mlp(self.norm(t))
+        if self.attention:
+            t = t + self.attn(t, t, t, need_weights=False)[0]
+        if self.out_tokens:
+            return t
+        return self.dw(t[:, 1:].transpose(1, 2).reshape(b, c, h, w))
+
+
+def test_tokens_with_a_class_token_stay_local():
+    """Per-token ops keep each token's patch: 4x4 patches, then a 3x3 depthwise conv on the
+    grid: size 12, stride 4 (by hand: 4 + 2*4), the closed form ok. It was global: the
+    flatten merged the positions."""
+    shape = (3, 32, 32)
+    r = rfprobe.verify(Tokens(), shape)
+    a = r.analysis
+    assert r.ok and a.status == "ok", str(r)
+    assert (a.size, a.stride) == ((12, 12), (4, 4))
+    oracle = perturbation_rf(Tokens(), shape, (3, 4))
+    assert (exact_mask(a, (3, 4)) == oracle.mask).all()
+
+
+def test_a_token_output_is_selected_by_its_grid_unit():
+    """The tokens themselves, (1, 1 + 64, 8): a unit indexes the 8x8 grid behind the class
+    token, and reads its 4x4 patch. The probe reads the same element (1 + 3*8 + 4)."""
+    shape = (3, 32, 32)
+    net = Tokens(out_tokens=True)
+    r = rfprobe.verify(net, shape)
+    a = r.analysis
+    assert r.ok and a.status == "ok", str(r)
+    assert a.output_shape == (1, 65, 8) and (a.size, a.stride) == ((4, 4), (4, 4))
+    assert a.box((3, 4)) == ((12, 15), (16, 19))
+    e = rfprobe.probe(net, shape, unit=(3, 4))
+    assert e.box == ((12, 15), (16, 19))
+    seen = perturbation_rf(net, shape, (0,), pick=lambda y: y[:, 1 + 3 * 8 + 4][:, :, None])
+    assert seen.box == ((12, 15), (16, 19))
+
+
+def test_attention_over_every_token_is_global_and_named():
+    """Attention over all tokens (the class token too) reads every position: global, the
+    attention named."""
+    r = rfprobe.verify(Tokens(attention=True), (3, 16, 16))
+    a = r.analysis
+    assert r.ok and a.status == "global", str(r)
+    assert any("attention" in c for c in a.global_causes), a.global_causes
+    assert r.probe_box == ((0, 15), (0, 15))
+
+
+class RowAttention(nn.Module):
+    """Rows folded into the batch (B*H, W, C), a softmax attention along each row, back."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.stem(x)
+        b, c, h, w = y.shape
+        t = y.permute(0, 2, 3, 1).reshape(b * h, w, c)
+        t = torch.softmax(t @ t.transpose(1, 2), dim=-1) @ t
+        return t.reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def test_attention_along_rows_reads_its_row():
+    """Unit (i, j) reads its row of the attention, columns 0..7, through the 3x3 stem: rows
+    i-1..i+1, columns -1..8 (the padding counts in the box, not in the bounded set). It was
+    global."""
+    shape = (1, 6, 8)
+    r = rfprobe.verify(RowAttention(), shape)
+    a = r.analysis
+    assert r.ok, str(r)
+    assert a.box((3, 2)) == ((2, 4), (-1, 8))
+    assert (exact_mask(a, (3, 2)) == oracle_mask(RowAttention(), shape, (3, 2))).all()
+
+
+class StripPool(nn.Module):
+    """Strip pooling written without keepdim: the mean over H, put back by unsqueeze."""
+
+    def __init__(self, keepdim):
+        super().__init__()
+        self.keepdim = keepdim
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        strip = y.mean(2, keepdim=True) if self.keepdim else y.mean(2).unsqueeze(2)
+        return y + strip
+
+
+def test_a_reduction_put_back_by_unsqueeze_is_the_keepdim_form():
+    """Unit (i, j) reads every row and columns j-1..j+1 (within the input): the same as with
+    keepdim, and the oracle's. It was global."""
+    shape = (2, 8, 9)
+    a, b = rfprobe.analyze(StripPool(False), shape), rfprobe.analyze(StripPool(True), shape)
+    assert (a.status, a.size, a.stride) == (b.status, b.size, b.stride)
+    for unit in [(0, 0), (4, 4), (7, 8)]:
+        assert a.box(unit) == b.box(unit)
+        assert a.region(unit, bounded=True).box == ((0, 7), (max(unit[1] - 1, 0), min(unit[1] + 1, 8)))
+        assert (exact_mask(a, unit) == perturbation_rf(StripPool(False), shape, unit).mask).all()
+    assert rfprobe.verify(StripPool(False), shape).ok
+
+
+def test_window_attention_in_3d():
+    """Video-Swin style windows of 2x2x2 over a (T, H, W) grid of 4x4x4 (stem 1x1x1): unit
+    (1, 2, 3) reads its window: frames 0..1, rows 2..3, cols 2..3."""
+    class Windows3d(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv3d(1, 4, 1)
+
+        def forward(self, x):
+            x = self.stem(x).permute(0, 2, 3, 4, 1)
+            b, t, h, w, c = x.shape
+            x = x.view(b, t // 2, 2, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(-1, 8, c)
+            x = torch.softmax(x @ x.transpose(1, 2), dim=-1) @ x
+            x = x.view(b, t // 2, h // 2, w // 2, 2, 2, 2, c).permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, t, h, w, c)
+            return x.permute(0, 4, 1, 2, 3)
+    shape = (1, 4, 4, 4)
+    r = rfprobe.verify(Windows3d(), shape)
+    assert r.ok, str(r)
+    a = r.analysis
+    assert a.box((1, 2, 3)) == ((0, 1), (2, 3), (2, 3))
+    o = each_position(Windows3d(), shape, lambda y, b: y[:, :, 1, 2, 3] if b else y[0, :, 1, 2, 3],
+                      mode="steps", steps=(1e-3, -0.5, 8.0), seeds=(0,))
+    assert (exact_mask(a, (1, 2, 3)) == o.mask).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("unit", [(5, 6), (0, 0), (11, 11)])
+def test_torchvision_swin_windows_are_exact(unit, monkeypatch):
+    """The issue's small torchvision Swin, 48 px: a 12x12 grid, windows of 4, the second block
+    shifted by 2. Unit (5, 6) sits in an unshifted window inside the image, (0, 0) and (11, 11)
+    in shifted windows that wrap around. torchvision adds -100 to the wrapped keys' logits:
+    they keep a weight of e^-100, which no float64 perturbation can see, so the oracle runs on
+    the same model with that mask at 0 (a change by hand: the set it reads is the issue's
+    definition of the RF, the whole rolled window)."""
+    from torchvision.models.swin_transformer import SwinTransformer
+    torch.manual_seed(0)
+    net = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2], num_heads=[2], window_size=[4, 4]).eval()
+    shape = (3, 48, 48)
+    a = rfprobe.analyze(net, shape, layer="features")
+    assert a.status == "varies"
+    real = torch.Tensor.masked_fill
+    monkeypatch.setattr(torch.Tensor, "masked_fill",
+                        lambda t, m, v: real(t, m, 0.0 if isinstance(v, float) and v == -100.0 else v))
+    i, j = unit
+    o = each_position(net.features, shape, lambda y, b: y[:, i, j] if b else y[0, i, j], mode="steps",
+                      steps=(1e-3, -0.5, 8.0), seeds=(0,))
+    monkeypatch.undo()
+    assert (exact_mask(a, unit) == o.mask).all()
+    assert rfprobe.verify(net, shape, layer="features").ok
