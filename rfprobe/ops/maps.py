@@ -305,7 +305,10 @@ class Op:
     without running torch's kernel (None: run it); ``surrogate`` is the structural probe's
     replacement, ``(func, args, kwargs) -> (func, args, kwargs)``; ``gradient`` is False for
     ops whose result no gradient passes (a detach, a comparison's mask, argmax's indices);
-    ``mixer`` names an op that mixes positions which a flatten merged into one axis; ``scales``
+    ``mixer`` names what an op that reads every position of a token or window dim does
+    (attention, a Linear over space), in the reason it is global; ``pieces_rule`` is its rule
+    where an input holds its positions as digits of several dims (:mod:`rfprobe.ops.pieces`),
+    and ``pairs`` says that rule serves a product of two maps too (attention pairs rows); ``scales``
     marks a product (a squeeze-excitation gate scales a map through it); ``overwrites`` an
     in-place op whose result reads nothing of what it writes over (``fill_``, ``copy_``).
 

@@ -154,7 +154,5 @@ def _linear_scan(input, hx, params, has_biases, num_layers, dropout, train, bidi
     return (out, *(final.expand(*final.shape[:-1], h.shape[-1]).contiguous() for h in states))
 
 
-# no ``mixer``: the diagnose pass would take a global final state for a mix of merged positions
-# and make the layout op before it global, cutting the output's exact path
 RECORDS = [Op(name, layout_rule=recurrent, surrogate=recurrent_surrogate)
            for name in ("lstm", "gru", "rnn_tanh", "rnn_relu")]

@@ -261,7 +261,7 @@ class Inference:
                                          f"({layouts[dep.tensor].dims[d]}) other than in place or whole")
             sources.append((dep.tensor, kept))
         found, plans = carry([(layouts[j], kept) for j, kept in sources], tuple(out.shape), self.dims)
-        deps = [InputDep(j, plan_maps(plans[n], name)) for n, (j, _) in enumerate(sources)] + rest
+        deps = [InputDep(j, plan_maps(plans[n], name, op.mixer)) for n, (j, _) in enumerate(sources)] + rest
         return self._checked(op, name, tensors, data, layouts, out, site, found, deps, layouts[data[0]])
 
 
