@@ -266,3 +266,35 @@ def test_torchvision_swin_windows_are_exact(unit, monkeypatch):
     monkeypatch.undo()
     assert (exact_mask(a, unit) == o.mask).all()
     assert rfprobe.verify(net, shape, layer="features").ok
+
+
+class UnknownAfterMerge(nn.Module):
+    """The tests' unknown op on tokens (``tokens``) or on a pooled vector."""
+
+    def __init__(self, tokens):
+        super().__init__()
+        self.c, self.tokens = nn.Conv2d(1, 4, 3, padding=1), tokens
+
+    def forward(self, x):
+        from tests.models import rfprobe_test_op
+        y = self.c(x)
+        b, c, h, w = y.shape
+        if self.tokens:
+            return y + rfprobe_test_op(y.flatten(2), -1).reshape(b, c, h, w)
+        return y + rfprobe_test_op(y.mean((2, 3), keepdim=True).flatten(1), -1)[:, :, None, None]
+
+
+@pytest.mark.parametrize("tokens", [True, False])
+def test_an_unknown_op_on_merged_positions_is_named(tokens):
+    """An op without a record reads what it likes, on tokens as on a pooled vector: refused by
+    name (it was global, silently, and the op never named)."""
+    from tests.models import UNKNOWN_OP
+    with pytest.raises(rfprobe.UnknownOpError, match=f"op '{UNKNOWN_OP}'"):
+        rfprobe.analyze(UnknownAfterMerge(tokens), (1, 8, 8))
+
+
+def test_an_output_whose_positions_are_merged_with_channels_names_the_merge():
+    """A flatten of (C, H, W) into one dim holds each position in several elements: no unit
+    indexes it, and the refusal names the flatten."""
+    with pytest.raises(rfprobe.ArgumentError, match="op 'flatten' .* lost them"):
+        rfprobe.analyze(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(1)), (1, 8, 8))

@@ -386,7 +386,8 @@ def own_global(nodes: list[Node], node: Node) -> str | None:
 
 def axes_lost_at(graph: Graph, node: Node) -> Node | None:
     """The op on ``node``'s path that lost the spatial axes: the last node without them whose
-    input had them (a reshape that merged them, a reduction that dropped one); None if none.
+    input had them (a reduction that dropped them, a Linear that mixed them), else the last one
+    that merged them with other dims (a flatten with the channels); None if none.
 
     >>> import torch.nn as nn
     >>> from rfprobe.trace import trace
@@ -394,11 +395,13 @@ def axes_lost_at(graph: Graph, node: Node) -> Node | None:
     >>> axes_lost_at(g, g.nodes[-1]).op         # the flatten of a 1x1 map: no dim is left for the axes
     'flatten'
     """
-    found = None
+    found = merged = None
     for n in ancestors(graph, node):
         if not n.placed and any(graph.nodes[i].placed for i in n.inputs):
             found = n
-    return found
+        if n.spatial is None and n.inputs and all(graph.nodes[i].spatial is not None for i in n.inputs):
+            merged = n      # holds them only mixed with other dims (a flatten with the channels)
+    return found or merged
 
 
 def unknown_ancestor(graph: Graph, node: Node) -> Node | None:

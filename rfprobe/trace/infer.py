@@ -49,6 +49,9 @@ class Inference:
             # positions as digits; or a product of two maps (attention), whose rows the digits pair
             return self.folded(op, name, args, kwargs, tensors, data, layouts, out, site, index, outs)
         ref = next((layouts[k] for k in data if layouts[k] is not None), None)
+        if ref is None and op.rule is None and op.layout_rule is None and op.pieces_rule is None:
+            # an op rfprobe knows nothing of reads what it likes: unknown, named, as anywhere else
+            return None, Unknown(render.no_rule(name, str(site or "?"), self.tracer.module_stack[-1]))
         if ref is None or (op.layout_rule is not None and layouts[data[0]] is None
                            and isinstance(args[0], torch.Tensor)):
             return self.unplaced(name, tensors, data, layouts, out, ref)
