@@ -96,6 +96,27 @@ def test_window_attention_through_scaled_dot_product_attention():
     assert (exact_mask(r.analysis, (1, 2)) == oracle_mask(net, shape, (1, 2))).all()
 
 
+def test_window_attention_written_with_einsum():
+    """The windows of the first test, the products written as einsum (MaxViT's form): the
+    same set as the oracle's. It was refused once the windows held their positions."""
+    class Einsum(WindowAttention):
+        def forward(self, x):
+            x = self.stem(x).permute(0, 2, 3, 1)
+            b, h, w, c = x.shape
+            ws = self.ws
+            x = x.view(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, c)
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+            attn = torch.einsum("bid,bjd->bij", q, k).softmax(-1)
+            x = torch.einsum("bij,bjd->bid", attn, v)
+            x = x.view(b, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+            return x.permute(0, 3, 1, 2)
+    shape = (1, 8, 8)
+    r = rfprobe.verify(Einsum(), shape)
+    assert r.ok, str(r)
+    assert r.analysis.box((1, 2)) == ((0, 3), (4, 7))
+    assert (exact_mask(r.analysis, (1, 2)) == oracle_mask(Einsum(), shape, (1, 2))).all()
+
+
 class Tokens(nn.Module):
     """ViT-style: a 4x4 patch stem, tokens (N, L, C) with a class token in front, a per-token
     LayerNorm and MLP (residual), then the grid back (the class token dropped) and a depthwise

@@ -152,23 +152,49 @@ def attention_pieces(call: Call, why: str):
     return _kept_rows(call, why, {0: -2, 3: -2}, lead=2)      # (query, key, value, mask): the rows are queries
 
 
+def einsum_pieces(call: Call, why: str):
+    """``torch.einsum`` where an operand holds its positions as digits, or of two maps
+    (attention written as einsum): a dim whose letter the output keeps carries its digits to
+    that output dim, a summed one is read whole (``'bhid,bhjd->bhij'`` reads the keys of the
+    window its row holds)."""
+    eq = call.args[0] if call.args else None
+    if not isinstance(eq, str) or "..." in eq or "->" not in eq:
+        raise UnknownOpError("einsum of a tensor whose positions sit as digits of several dims needs an "
+                             "equation with '->' and every dim spelt out")
+    lhs, rhs = eq.replace(" ", "").split("->")
+    subs = lhs.split(",")
+    kept = {}
+    for k in call.data:
+        sub = subs[k] if k < len(subs) else ""
+        if len(set(sub)) != len(sub) or call.in_layouts[k] is None:
+            raise UnknownOpError(f"einsum {eq!r} takes a diagonal, or a tensor without spatial axes with "
+                                 "one whose positions sit as digits; rfprobe has no rule for that")
+        kept[k] = {i: rhs.index(c) for i, c in enumerate(sub) if c in rhs}
+    return _products(call, why, kept)
+
+
 def _kept_rows(call: Call, why: str, rows: dict, lead: int):
     """Deps and output pieces of a product over the last two dims: each data input keeps its
     batch dims (all but the last ``lead``, right-aligned with the output's) and the dim
     ``rows[k]`` names (None: none), as the output's dim of that place; the rest is read whole."""
     no = len(call.out_shape)
-    sources = []
+    kept = {}
     for k in call.data:
-        p = call.in_layouts[k]
-        if p is None:
+        if call.in_layouts[k] is None:
             return None, Global(f"{call.name} mixes a tensor without spatial axes into space")
         t = call.tensors[k]
         nd = t.dim()
-        kept = {i: i + no - nd for i in range(nd - lead)
-                if 0 <= i + no - nd and call.out_shape[i + no - nd] == t.shape[i]}
+        kept[k] = {i: i + no - nd for i in range(nd - lead)
+                   if 0 <= i + no - nd and call.out_shape[i + no - nd] == t.shape[i]}
         if rows.get(k) is not None:
-            kept[nd + rows[k]] = no + rows[k]
-        sources.append((k, p, kept))
+            kept[k][nd + rows[k]] = no + rows[k]
+    return _products(call, why, kept)
+
+
+def _products(call: Call, why: str, kept: dict):
+    """Output pieces and deps where data input ``k`` keeps its dims ``kept[k]`` (input dim ->
+    output dim) element for element and reads the rest whole (``pieces.carry``)."""
+    sources = [(k, call.in_layouts[k], kept[k]) for k in call.data]
     found, plans = carry([(p, kept) for _, p, kept in sources], call.out_shape, call.dims)
     deps = [InputDep(k, plan_maps(plans[n], f"{why}: {call.name} reads every position"))
             for n, (k, _, _) in enumerate(sources)]
@@ -416,5 +442,6 @@ RECORDS = [
        pieces_rule=functools.partial(attention_pieces, why="attention"), pairs=True),
     Op("multi_head_attention_forward", global_rule("multi-head attention (attention over positions)"),
        mixer="attention", surrogate=projection_surrogate),
-    Op("einsum", layout_rule=einsum, mixer="einsum over positions"),
+    Op("einsum", layout_rule=einsum, mixer="einsum over positions",
+       pieces_rule=functools.partial(einsum_pieces, why="einsum over positions"), pairs=True),
 ]
