@@ -865,8 +865,9 @@ def test_einsum_that_keeps_spatial_axes_in_place_is_pointwise(eq, self_product):
 
 
 def test_einsum_over_positions_is_global_and_moves_are_refused():
-    """Summing a spatial axis away is global, with the equation named; an einsum that moves a
-    spatial axis to another dim, or hides it in '...', is refused rather than guessed."""
+    """Summing a spatial axis away is global, with the equation named; an einsum of one map that
+    moves a spatial axis to another dim, or hides it in '...', is refused rather than guessed
+    (a product of two maps is followed by its digits, which pair the operands' positions)."""
     # an (N, C) result has no spatial axes left: refused, naming the einsum and why (its dims
     # (1, 4) were once taken for a 1x4 map)
     with pytest.raises(rfprobe.ArgumentError, match=r"op 'einsum' .* lost them \(einsum 'bchw,bchw->bc' sums over "
@@ -894,8 +895,12 @@ def test_einsum_over_positions_is_global_and_moves_are_refused():
             return torch.einsum("bchw,bdhw->bcd", y, y).mean(-1)[..., None, None] * y
     g = rfprobe.analyze(Pooled(), input_shape=(2, 12, 12))
     assert g.status == "global" and any("sums over spatial axis" in c for c in g.global_causes), g.global_causes
+    # a product of two maps that moves the axes is followed where they go (the digits pair the
+    # operands' positions): output (N, C, W, H), unit (i, j) is row i, column j, a 3x3 conv's box
+    moved = rfprobe.verify(_Einsum("bchw,bchw->bcwh", True), input_shape=(2, 12, 12))
+    assert moved.ok and moved.analysis.box((1, 2)) == ((1, 3), (2, 4)), str(moved)
     with pytest.raises(UnknownOpError, match="moves spatial axis 'h'"):
-        rfprobe.analyze(_Einsum("bchw,bchw->bcwh", True), input_shape=(2, 12, 12))
+        rfprobe.analyze(_Einsum("bchw,oc->bcwh"), input_shape=(2, 12, 12))
     with pytest.raises(UnknownOpError, match="uses '...'"):
         rfprobe.analyze(_Einsum("...hw,oc->...hw"), input_shape=(2, 12, 12))
 

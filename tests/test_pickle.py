@@ -54,7 +54,7 @@ def readout(node: Node):
             continue
         axes = [m if not isinstance(m, Mapped) else
                 (m.n_in, [m.deps(np.array([j]), b).tolist() for j in range(n) for b in (False, True)])
-                for m, n in zip(dep.axes, node.spatial)]
+                for m, n in zip(dep.axes, node.spatial or node.pieces.extents())]
         rows.append((dep.tensor, axes, dep.perm))
     return rows
 

@@ -296,6 +296,8 @@ def reshape_pieces(call: Call):
         return lent
     k = call.data[0]
     src = tuple(call.tensors[k].shape)
+    if call.in_layouts[k] is None:      # x.reshape_as(y), x without positions: it reads every one already
+        return None, Global(f"{call.name} of a tensor without spatial axes")
     moved = call.in_layouts[k].reshaped(src, call.out_shape)
     if moved is None:
         return None, Global(f"{call.name} cuts the positions of {src} unevenly into {call.out_shape} "

@@ -21,7 +21,7 @@ from ..errors import UnknownOpError
 from . import meta
 from .maps import (REDUCTION, Broadcast, Call, Global, InputDep, Mapped, Op, from_input, global_rule,
                    group_of, identity, negative_dim, negative_dims, whole_axis)
-from .pieces import carry, plan_maps
+from .pieces import Digit, carry, plan_maps
 from .pointwise import both_surrogate, channel_only, elementwise
 
 def einsum(call: Call):
@@ -170,6 +170,10 @@ def einsum_pieces(call: Call, why: str):
             raise UnknownOpError(f"einsum {eq!r} takes a diagonal, or a tensor without spatial axes with "
                                  "one whose positions sit as digits; rfprobe has no rule for that")
         kept[k] = {i: rhs.index(c) for i, c in enumerate(sub) if c in rhs}
+    summed = [c for k in call.data for i, c in enumerate(subs[k]) if c not in rhs
+              and any(isinstance(f, Digit) for f in call.in_layouts[k].dims[i])]
+    if summed:      # the reason names the equation and the axis it sums away
+        why = f"einsum {eq!r} sums over spatial axis {summed[0]!r} ({why})"
     return _products(call, why, kept)
 
 
@@ -196,8 +200,7 @@ def _products(call: Call, why: str, kept: dict):
     output dim) element for element and reads the rest whole (``pieces.carry``)."""
     sources = [(k, call.in_layouts[k], kept[k]) for k in call.data]
     found, plans = carry([(p, kept) for _, p, kept in sources], call.out_shape, call.dims)
-    deps = [InputDep(k, plan_maps(plans[n], f"{why}: {call.name} reads every position"))
-            for n, (k, _, _) in enumerate(sources)]
+    deps = [InputDep(k, plan_maps(plans[n], call.name, why)) for n, (k, _, _) in enumerate(sources)]
     if found is None:
         # every position read whole: where an input has the output's shape (``t @ attn``, the
         # values by the attention's columns), the output holds its positions as it does

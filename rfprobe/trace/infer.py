@@ -105,12 +105,13 @@ class Inference:
         pieces = [k for k in data if layouts[k] is not None]
         layouts = tuple(_as_pieces(tensors[k], layouts[k]) if k in pieces else layouts[k]
                         for k in range(len(layouts)))
-        if op.pieces_rule is not None:
-            call = self._call(name, args, kwargs, tensors, data, layouts, out, None, index, outs)
-            return self._guard(lambda: op.pieces_rule(call), name, site, None)
-        if op.rule is None and op.layout_rule is None:
+        if op.rule is None and op.layout_rule is None and op.pieces_rule is None:
             return None, Unknown(render.no_rule(name, str(site or "?"), self.tracer.module_stack[-1]))
         try:
+            if op.pieces_rule is not None:
+                layout, deps = op.pieces_rule(self._call(name, args, kwargs, tensors, data, layouts, out, None,
+                                                         index, outs))
+                return layout, (tuple(deps) if isinstance(deps, list) else deps)
             if op.layout_rule is not None:
                 raise UnknownOpError(f"{name} of a tensor whose positions sit as digits of several dims has no rule")
             if op.kind == REDUCTION:
@@ -118,8 +119,24 @@ class Inference:
             if op.fixed_layout:
                 return self._coarse(op, name, args, kwargs, tensors, data, layouts, out, site, index, outs)
             return self._carried(op, name, args, kwargs, tensors, data, layouts, out, site, index, outs)
-        except UnknownOpError as e:
+        except ValuesNeeded as e:
+            if self.tracer.meta:
+                raise       # trace() traces again on the CPU, where the values are known
             return None, self.refused(name, site, e)
+        except UnknownOpError as e:
+            return self._lost(name, tensors, data, layouts, out, e)
+
+    def _lost(self, name, tensors, data, layouts, out, error):
+        """An op rfprobe knows, on positions held as digits where it cannot follow them: every
+        output reads every position, as when merged axes were global; where the output keeps
+        the input's dims their digits stay, so a reshape back finds the grid (still global)."""
+        k = next(k for k in data if isinstance(layouts[k], Pieces))
+        src = tensors[k]
+        kept = {i: i + out.dim() - src.dim() for i in range(src.dim())
+                if 0 <= i + out.dim() - src.dim() and out.shape[i + out.dim() - src.dim()] == src.shape[i]}
+        found, _ = carry([(layouts[k], kept)], tuple(out.shape), self.dims)
+        return found, Global(f"{name} on positions held as digits of several dims: {error} (every position "
+                             "can reach every output)")
 
     # ------------------------------------------------------------------------- helpers
     def _call(self, name, args, kwargs, tensors, data, layouts, out, out_layout, index, outs, dims=None) -> Call:
