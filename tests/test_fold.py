@@ -241,12 +241,24 @@ def test_fold_of_a_tensor_whose_last_dim_is_not_the_grid_is_refused_by_name():
         rfprobe.analyze(net, (1, 8, 8))
 
 
-def test_unfold_of_a_channels_last_map_is_refused_by_name():
-    class Last(nn.Module):
-        def forward(self, x):
-            return F.unfold(x.permute(0, 2, 3, 1), 2)
+class Unfolds(nn.Module):
+    def __init__(self, prepare, kernel):
+        super().__init__()
+        self.prepare, self.kernel = prepare, kernel
+
+    def forward(self, x):
+        return F.unfold(self.prepare(x), self.kernel)
+
+
+@pytest.mark.parametrize("stem, prepare, kernel, shape", [
+    (nn.Conv2d(1, 2, 1), lambda y: y.permute(0, 2, 3, 1), 2, (1, 8, 8)),    # channels last: W in dim -3
+    (nn.Conv1d(1, 4, 1), lambda y: y, (2, 3), (1, 9)),     # (1, 4, 9) unbatched: windows across the channels
+])
+def test_unfold_whose_windows_slide_over_channels_is_refused_by_name(stem, prepare, kernel, shape):
+    """F.unfold slides over the last two dims: where one of them holds channels and has more
+    than one window, those windows would sit in L beside the positions; rfprobe says so."""
     with pytest.raises(UnknownOpError, match=r"F.unfold \(im2col\) slides over the last two dims"):
-        rfprobe.analyze(nn.Sequential(nn.Conv2d(1, 2, 1), Last()), (1, 8, 8))
+        rfprobe.analyze(nn.Sequential(stem, Unfolds(prepare, kernel)), shape)
 
 
 def test_fold_of_unfold_alone_is_overstated_and_verify_says_so():

@@ -227,12 +227,14 @@ def im2col(call: Call):
     if k is None:
         raise UnknownOpError("F.unfold (im2col) of a tensor that is not computed from the model input has no rule")
     x, layout = call.tensors[k], call.in_layouts[k]
-    if any(d not in (-2, -1) for d in layout):
-        raise UnknownOpError(f"F.unfold (im2col) slides over the last two dims of {tuple(x.shape)}, and the "
-                             f"spatial axes sit in dims {layout}; rfprobe follows it where they are those two")
     kernel, dilation, padding, stride = _grid_args(call, 1)
     sizes = tuple(x.shape[-2:])
     grid = _windows(sizes, kernel, dilation, padding, stride)
+    if any(d not in (-2, -1) for d in layout) or any(n > 1 and d not in layout for d, n in zip((-2, -1), grid)):
+        # a grid along a dim of channels would put them in L beside the positions, as tokens
+        raise UnknownOpError(f"F.unfold (im2col) slides over the last two dims of {tuple(x.shape)}, and the "
+                             f"spatial axes sit in dims {layout}; rfprobe follows it where they are those two "
+                             "(or one, the other with one window)")
     spread = tuple(call.out_shape[:-1]) + grid        # (N, C*kh*kw, OH, OW), then OH and OW merged into L
     pieces = Pieces.of_layout(spread, layout).reshaped(spread, call.out_shape)
     axes = _window_axes(kernel, stride, padding, dilation, sizes)
