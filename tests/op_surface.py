@@ -986,7 +986,10 @@ def judge(case: Case, unit_rng: random.Random | None = None, modes=MODES, seeds=
     unit = a.centre_unit if unit_rng is None else tuple(unit_rng.randrange(n) for n in node.spatial)
     v.unit = unit
     index = node.unit_index(unit)
-    batch = len(node.shape) > len(node.layout) and -len(node.shape) not in node.layout
+    if node.layout is None:     # tokens: dim 0 is the batch where it holds no position
+        batch = len(node.shape) > 1 and node.pieces.index(unit)[0] is None
+    else:
+        batch = len(node.shape) > len(node.layout) and -len(node.shape) not in node.layout
 
     def at(y, batched):
         if not batched:

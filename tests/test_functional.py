@@ -921,20 +921,14 @@ class _Windows(nn.Module):
 @pytest.mark.parametrize("size,step", [(3, 2), (4, 1), (2, 3)])
 def test_tensor_unfold_windows_equal_the_pool_they_compute(size, step):
     """x.unfold(dim, size, step) on spatial dims: the same RF as AvgPool2d(size, step) after the
-    conv (the pool's own rule, a different route), and the probe agrees; F.unfold (im2col,
-    which shares the name) is refused with what to write instead."""
+    conv (the pool's own rule, a different route), and the probe agrees (F.unfold, im2col,
+    which shares the name, has its own rule: tests/test_fold.py)."""
     net = _Windows(size, step)
     a = rfprobe.analyze(net, input_shape=(1, 16, 16))
     pool = rfprobe.analyze(nn.Sequential(net.c, nn.AvgPool2d(size, step)), input_shape=(1, 16, 16))
     assert (a.size, a.stride, a.padding) == (pool.size, pool.stride, pool.padding)
     r = rfprobe.verify(net, input_shape=(1, 16, 16), unit=(1, 2))
     assert r.ok, str(r)
-
-    class Im2col(nn.Module):
-        def forward(self, x):
-            return F.fold(F.unfold(x, 3), (8, 8), 3)
-    with pytest.raises(UnknownOpError, match=r"F.unfold \(im2col\)"):
-        rfprobe.analyze(Im2col(), input_shape=(1, 8, 8))
 
 
 @pytest.mark.parametrize("pool", [nn.LPPool2d(2, 3), nn.LPPool2d(2, 3, stride=2), nn.LPPool2d(1, (2, 3), (3, 2), ceil_mode=True)])

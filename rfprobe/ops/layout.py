@@ -21,7 +21,7 @@ import math
 import torch
 
 from ..errors import UnknownOpError
-from . import meta
+from . import meta, window
 from .maps import (INDEX, LAYOUT, QUERY, WRITE, Affine, Broadcast, Call, Global, InputDep, Mapped, Op, Piece,
                    ValuesNeeded, identity, negative_dim)
 from .pieces import Digit, Lead, Pieces
@@ -468,14 +468,13 @@ def _shuffled(g: int, n: int, o: int, bounded: bool) -> list[int]:
 
 def unfold(call: Call):
     """``x.unfold(dim, size, step)``: window j of that dim reads j*step .. j*step + size - 1,
-    its elements along a new last dim (like channels); every other dim moves one left."""
+    its elements along a new last dim (like channels); every other dim moves one left.
+    ``F.unfold``, which shares the name, is :func:`~rfprobe.ops.window.im2col`."""
     k = call.data[0]
     src, layout = call.tensors[k], call.in_layouts[k]
     nd = src.dim()
-    if len(call.out_shape) != nd + 1:   # F.unfold (im2col), which shares the name: positions merged into one axis
-        raise UnknownOpError("F.unfold (im2col) puts every window's positions into one axis, which "
-                             "rfprobe does not follow; a conv (or x.unfold(dim, size, step) per "
-                             "spatial dim) computes the same windows")
+    if len(call.out_shape) != nd + 1:   # F.unfold (im2col), which shares the name
+        return window.im2col(call)
     dim = (call.args[1] if len(call.args) > 1 else call.kwargs["dimension"]) % nd
     size = call.args[2] if len(call.args) > 2 else call.kwargs["size"]
     step = call.args[3] if len(call.args) > 3 else call.kwargs["step"]

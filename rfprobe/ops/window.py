@@ -21,8 +21,9 @@ import torch.nn.functional as F
 
 from . import meta
 from ..errors import UnknownOpError
-from .maps import (Affine, AxisMap, Call, Global, InputDep, Mapped, Op, ValuesNeeded, adaptive_window,
+from .maps import (LAYOUT, Affine, AxisMap, Call, Global, InputDep, Mapped, Op, ValuesNeeded, adaptive_window,
                    each_axis, from_input, group_of, identity, per_axis)
+from .pieces import Digit, Pieces
 from .resample import bordered
 
 def _placed(call: Call, per_op_axis: tuple[AxisMap, ...], channels: AxisMap | None = None,
@@ -190,6 +191,114 @@ def adaptive_pool(call: Call, n_op: int) -> list[InputDep] | Global:
         else:
             axes.append(Mapped(functools.partial(adaptive_window, n, m), n))
     return _placed(call, tuple(axes))
+
+
+# ----------------------------------------------------------------------------- im2col and col2im
+def _grid_args(call: Call, at: int) -> tuple[tuple[int, int], ...]:
+    """kernel, dilation, padding and stride of ``F.unfold`` (``at`` 1) or ``F.fold`` (``at`` 2),
+    one int per axis of the (H, W) grid; torch takes them in this order after the input (and
+    fold's ``output_size``)."""
+    names = ("kernel_size", "dilation", "padding", "stride")
+    defaults = (None, 1, 0, 1)
+    return tuple(per_axis(call.arg(at + i, n, v), 2) for i, (n, v) in enumerate(zip(names, defaults)))
+
+
+def _windows(sizes, kernel, dilation, padding, stride) -> tuple[int, ...]:
+    """How many windows fit along each axis: a conv's output size."""
+    return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
+                 for n, k, d, p, s in zip(sizes, kernel, dilation, padding, stride))
+
+
+def im2col(call: Call):
+    """``F.unfold(input, kernel_size, dilation, padding, stride)`` (im2col) of (N, C, H, W) or
+    (C, H, W): the output (N, C*kh*kw, L) holds the grid of windows in L, row-major (H's digit
+    the more significant, :mod:`rfprobe.ops.pieces`), and each grid position reads its window
+    as a conv of that geometry does; the window's offsets join the channels in dim 1, read
+    whole as they are. Returns (pieces, deps).
+
+    >>> import torch
+    >>> x = torch.empty(1, 2, 6, 6)
+    >>> call = Call("unfold", (x, 3), {"padding": 1, "stride": 2}, (0,), (x,), ((-2, -1),), (1, 18, 9), 2)
+    >>> pieces, deps = im2col(call)
+    >>> pieces.dims[-1], deps[0].axes[0].closed      # a 3x3 grid; each row reads a stride-2 conv's
+    ((Digit(axis=0, weight=1, size=3), Digit(axis=1, weight=1, size=3)), (3, 2, 1))
+    """
+    k = _input(call)
+    if k is None:
+        raise UnknownOpError("F.unfold (im2col) of a tensor that is not computed from the model input has no rule")
+    x, layout = call.tensors[k], call.in_layouts[k]
+    kernel, dilation, padding, stride = _grid_args(call, 1)
+    sizes = tuple(x.shape[-2:])
+    grid = _windows(sizes, kernel, dilation, padding, stride)
+    if any(d not in (-2, -1) for d in layout) or any(n > 1 and d not in layout for d, n in zip((-2, -1), grid)):
+        # a grid along a dim of channels would put them in L beside the positions, as tokens
+        raise UnknownOpError(f"F.unfold (im2col) slides over the last two dims of {tuple(x.shape)}, and the "
+                             f"spatial axes sit in dims {layout}; rfprobe follows it where they are those two "
+                             "(or one, the other with one window)")
+    spread = tuple(call.out_shape[:-1]) + grid        # (N, C*kh*kw, OH, OW), then OH and OW merged into L
+    pieces = Pieces.of_layout(spread, layout).reshaped(spread, call.out_shape)
+    axes = _window_axes(kernel, stride, padding, dilation, sizes)
+    deps = [InputDep(k, tuple(axes[d + 2] for d in layout))]
+    if pieces.digits():
+        return pieces, deps
+    return pieces.whole(call.out_shape, call.dims), deps      # one window: no position left to tell apart
+
+
+def col2im(call: Call):
+    """``F.fold(input, output_size, kernel_size, dilation, padding, stride)`` (col2im,
+    overlap-add) of (N, C*kh*kw, L), where L holds the grid of windows as :func:`im2col` left
+    it (H's digit the more significant; a grid transposed before holds W's first, and W then
+    comes out in dim -2): output ``j`` reads every grid position whose window covers ``j``, as
+    a transposed conv of that geometry does. Returns (layout, deps).
+
+    >>> import torch
+    >>> from rfprobe.ops.pieces import Digit, Pieces
+    >>> x = torch.empty(1, 18, 16)
+    >>> grid = Pieces(((18,), (Digit(0, 1, 4), Digit(1, 1, 4))), 2)
+    >>> call = Call("fold", (x, 8, 3), {"padding": 1, "stride": 2}, (0,), (x,), (grid,), (1, 2, 8, 8), 2)
+    >>> layout, deps = col2im(call)
+    >>> layout, list(deps[0].axes[0].fn(3, True))       # row 3 lies in the windows of rows 1 and 2
+    ((-2, -1), [2, 1])
+    """
+    k = _input(call)
+    if k is None:
+        raise UnknownOpError("F.fold (col2im) of a tensor that is not computed from the model input has no rule")
+    pieces = call.in_layouts[k]
+    if not isinstance(pieces, Pieces):
+        pieces = Pieces.of_layout(call.shape(k), pieces)
+    kernel, dilation, padding, stride = _grid_args(call, 2)
+    grid = _windows(per_axis(call.arg(1, "output_size"), 2), kernel, dilation, padding, stride)
+    held = _grid_held(pieces, grid, call.dims)
+    maps = _transposed_axes(kernel, stride, padding, dilation, grid)
+    return (tuple(held.index(a) - 2 for a in range(call.dims)),
+            [InputDep(k, tuple(maps[held.index(a)] for a in range(call.dims)))])
+
+
+def _grid_held(pieces: Pieces, grid: tuple[int, int], n_axes: int) -> list:
+    """Which spatial axis each axis of F.fold's grid holds (None: none), read off the digits of
+    the input's last dim, one per grid axis of more than one window, in the grid's row-major
+    order; an axis without a digit takes a grid axis of one window. Anything else is refused."""
+    why = (f"F.fold (col2im) reads its last dim as a grid of {grid[0]}x{grid[1]} windows, row-major; "
+           f"rfprobe follows it where that dim holds exactly the grid's digits, as F.unfold leaves them, "
+           f"and it holds {pieces.dims[-1]}")
+    if any(not isinstance(f, int) for fs in pieces.dims[:-1] for f in fs):
+        raise UnknownOpError(f"{why}, while other dims hold spatial positions too ({pieces.dims})")
+    found = list(pieces.dims[-1])
+    held: list = []
+    for n in grid:
+        if n == 1:
+            held.append(None)
+            continue
+        f = found.pop(0) if found else None
+        if not isinstance(f, Digit) or f.weight != 1 or f.size != n or f.axis in held:
+            raise UnknownOpError(why)
+        held.append(f.axis)
+    rest = [a for a in range(n_axes) if a not in held]
+    if found or len(rest) > held.count(None):
+        raise UnknownOpError(why)
+    for a in rest:
+        held[held.index(None)] = a
+    return held
 
 
 # ----------------------------------------------------------------------------- short-time Fourier transforms
@@ -376,4 +485,5 @@ for _d in (1, 2, 3):
            surrogate=_surrogate("adaptive_max_pool_with_indices", _d)),
     ]
 del _d
-RECORDS += [Op("stft", layout_rule=stft), Op("istft", layout_rule=istft)]
+RECORDS += [Op("stft", layout_rule=stft), Op("istft", layout_rule=istft),
+            Op("fold", kind=LAYOUT, layout_rule=col2im, pieces_rule=col2im)]

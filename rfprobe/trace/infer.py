@@ -100,8 +100,10 @@ class Inference:
         """An op on a tensor whose positions sit as digits of several dims. An op that knows
         digits (its record's ``pieces_rule``: reshapes, permutes, matmul, attention) says where
         they go; one that needs the spatial axes trailing (conv, pooling) sees the coarse grid
-        of each axis' top digit; any other op sees each dim that holds digits as one axis, and
-        what its rule does to that dim is done to the digits in it (:meth:`_carried`)."""
+        of each axis' top digit, unless they all sit in the batch dim (F.unfold's patches, each
+        run through a conv of its own: the op keeps that dim, as any other op does); any other
+        op sees each dim that holds digits as one axis, and what its rule does to that dim is
+        done to the digits in it (:meth:`_carried`)."""
         pieces = [k for k in data if layouts[k] is not None]
         layouts = tuple(_as_pieces(tensors[k], layouts[k]) if k in pieces else layouts[k]
                         for k in range(len(layouts)))
@@ -116,7 +118,7 @@ class Inference:
                 raise UnknownOpError(f"{name} of a tensor whose positions sit as digits of several dims has no rule")
             if op.kind == REDUCTION:
                 return self._reduced_digits(op, name, tensors, data, layouts, out, site, args, kwargs)
-            if op.fixed_layout:
+            if op.fixed_layout and not _batch_only(layouts[data[0]]):
                 return self._coarse(op, name, args, kwargs, tensors, data, layouts, out, site, index, outs)
             return self._carried(op, name, args, kwargs, tensors, data, layouts, out, site, index, outs)
         except ValuesNeeded as e:
@@ -291,6 +293,11 @@ def _in_place(m) -> bool:
 
 def _whole(m) -> bool:
     return isinstance(m, Affine) and m.stride == 0 and len(m.taps) == m.n_in
+
+
+def _batch_only(pieces) -> bool:
+    """Every digit sits in dim 0 (the batch, where a window op keeps each element apart)."""
+    return isinstance(pieces, Pieces) and all(i == 0 for i, _ in pieces.digits())
 
 
 def _held(pieces: Pieces) -> tuple[int, ...]:
