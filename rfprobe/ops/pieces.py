@@ -298,11 +298,10 @@ def size_of(plan: tuple) -> int:
 
 
 # ----------------------------------------------------------------------------- maps from digits
-def plan_maps(plans, name: str, kind: str | None = None) -> tuple | Global:
+def plan_maps(plans, named: str) -> tuple | Global:
     """The per-axis maps of :func:`~rfprobe.ops.pieces.carry`'s plans for one input: ``Global``
     where the input's every position is read whole on every axis it holds, or where its lead
-    tokens, which read every position, are (``plans`` None)."""
-    named = f"{kind}: {name}" if kind else name
+    tokens, which read every position, are (``plans`` None); ``named`` names the op there."""
     if plans is None:
         return Global(f"{named} mixes in tokens put before the grid that read every position (a class token)")
     if all(reads_whole(p) for p in plans) and any(p for p in plans):

@@ -200,7 +200,7 @@ def _products(call: Call, why: str, kept: dict):
     output dim) element for element and reads the rest whole (``pieces.carry``)."""
     sources = [(k, call.in_layouts[k], kept[k]) for k in call.data]
     found, plans = carry([(p, kept) for _, p, kept in sources], call.out_shape, call.dims)
-    deps = [InputDep(k, plan_maps(plans[n], call.name, why)) for n, (k, _, _) in enumerate(sources)]
+    deps = [InputDep(k, plan_maps(plans[n], f"{why}: {call.name}")) for n, (k, _, _) in enumerate(sources)]
     if found is None:
         # every position read whole: where an input has the output's shape (``t @ attn``, the
         # values by the attention's columns), the output holds its positions as it does
