@@ -235,9 +235,11 @@ class FoldOf(nn.Module):
 
 def test_fold_of_a_tensor_whose_last_dim_is_not_the_grid_is_refused_by_name():
     """F.fold reads its last dim as the grid of windows, row-major: a map flattened with its
-    channels into that dim is not one, and rfprobe says so instead of guessing."""
+    channels into that dim is not one, and rfprobe says so instead of guessing (the fold reads
+    every position, as an op on digits it cannot follow does, and its output holds none)."""
     net = FoldOf(lambda y: y.reshape(1, 4, 4, 16).permute(0, 2, 1, 3).reshape(1, 16, 16))
-    with pytest.raises(UnknownOpError, match=r"F.fold \(col2im\) reads its last dim as a grid of 4x4 windows"):
+    with pytest.raises(rfprobe.ArgumentError, match=r"op 'fold' .*F.fold \(col2im\) reads its last dim as a grid "
+                                                    r"of 4x4 windows"):
         rfprobe.analyze(net, (1, 8, 8))
 
 

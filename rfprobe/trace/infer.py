@@ -126,20 +126,17 @@ class Inference:
                 raise       # trace() traces again on the CPU, where the values are known
             return None, self.refused(name, site, e)
         except UnknownOpError as e:
-            return self._lost(name, site, tensors, data, layouts, out, e)
+            return self._lost(name, tensors, data, layouts, out, e)
 
-    def _lost(self, name, site, tensors, data, layouts, out, error):
+    def _lost(self, name, tensors, data, layouts, out, error):
         """An op rfprobe knows, on positions held as digits where it cannot follow them: every
         output reads every position, as when merged axes were global; where the output keeps
-        the input's dims their digits stay, so a reshape back finds the grid (still global);
-        where none does, the op is refused by name."""
+        the input's dims their digits stay, so a reshape back finds the grid (still global)."""
         k = next(k for k in data if isinstance(layouts[k], Pieces))
         src = tensors[k]
         kept = {i: i + out.dim() - src.dim() for i in range(src.dim())
                 if 0 <= i + out.dim() - src.dim() and out.shape[i + out.dim() - src.dim()] == src.shape[i]}
         found, _ = carry([(layouts[k], kept)], tuple(out.shape), self.dims)
-        if found is None:       # nothing of the positions is left to find again: refused, by name
-            return None, self.refused(name, site, error)
         return found, Global(f"{name} on positions held as digits of several dims: {error} (every position "
                              "can reach every output)")
 
