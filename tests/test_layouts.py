@@ -6,7 +6,6 @@ must agree. Where a number is asserted, it is worked out by hand in the docstrin
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
