@@ -48,13 +48,17 @@ class WindowAttention(nn.Module):
         if self.shift:
             x = torch.roll(x, (-self.shift, -self.shift), dims=(1, 2))
         x = x.view(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, c)
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
-        attn = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
-        x = self.proj(attn @ v)
+        x = self.mix(x)
         x = x.view(b, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
         if self.shift:
             x = torch.roll(x, (self.shift, self.shift), dims=(1, 2))
         return x.permute(0, 3, 1, 2)
+
+    def mix(self, x):
+        """Attention among the tokens of each window, (nW, ws*ws, C)."""
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        attn = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
+        return self.proj(attn @ v)
 
 
 @pytest.mark.parametrize("shift", [0, 1])
@@ -78,15 +82,10 @@ def test_window_attention_reads_its_window(shift):
 def test_window_attention_through_scaled_dot_product_attention():
     """The same windows through F.scaled_dot_product_attention with heads (B*nW, heads, L, d)."""
     class SDPA(WindowAttention):
-        def forward(self, x):
-            x = self.stem(x).permute(0, 2, 3, 1)
-            b, h, w, c = x.shape
-            ws = self.ws
-            x = x.view(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, c)
-            q, k, v = self.qkv(x).reshape(-1, ws * ws, 3, 2, c // 2).permute(2, 0, 3, 1, 4).unbind(0)
-            x = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(-1, ws * ws, c)
-            x = x.view(b, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
-            return x.permute(0, 3, 1, 2)
+        def mix(self, x):
+            n, length, c = x.shape
+            q, k, v = self.qkv(x).reshape(n, length, 3, 2, c // 2).permute(2, 0, 3, 1, 4).unbind(0)
+            return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, length, c)
     shape = (1, 8, 8)
     net = SDPA().eval()
     r = rfprobe.verify(net, shape)
@@ -99,16 +98,9 @@ def test_window_attention_written_with_einsum():
     """The windows of the first test, the products written as einsum (MaxViT's form): the
     same set as the oracle's. It was refused once the windows held their positions."""
     class Einsum(WindowAttention):
-        def forward(self, x):
-            x = self.stem(x).permute(0, 2, 3, 1)
-            b, h, w, c = x.shape
-            ws = self.ws
-            x = x.view(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, c)
+        def mix(self, x):
             q, k, v = self.qkv(x).chunk(3, dim=-1)
-            attn = torch.einsum("bid,bjd->bij", q, k).softmax(-1)
-            x = torch.einsum("bij,bjd->bid", attn, v)
-            x = x.view(b, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
-            return x.permute(0, 3, 1, 2)
+            return torch.einsum("bij,bjd->bid", torch.einsum("bid,bjd->bij", q, k).softmax(-1), v)
     shape = (1, 8, 8)
     r = rfprobe.verify(Einsum(), shape)
     assert r.ok, str(r)
