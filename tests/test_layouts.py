@@ -176,30 +176,43 @@ def test_attention_over_every_token_is_global_and_named():
 
 
 class RowAttention(nn.Module):
-    """Rows folded into the batch (B*H, W, C), a softmax attention along each row, back."""
+    """Rows folded into the batch (B*H, W, C), a softmax attention along each row, back;
+    written with ``@``, ``torch.bmm``, or ``nn.MultiheadAttention`` batch-first or not."""
 
-    def __init__(self):
+    def __init__(self, form="matmul"):
         super().__init__()
+        self.form = form
         self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.mha = nn.MultiheadAttention(4, 2, batch_first=form == "mha batch first")
 
     def forward(self, x):
         y = self.stem(x)
         b, c, h, w = y.shape
         t = y.permute(0, 2, 3, 1).reshape(b * h, w, c)
-        t = torch.softmax(t @ t.transpose(1, 2), dim=-1) @ t
+        if self.form == "matmul":
+            t = torch.softmax(t @ t.transpose(1, 2), dim=-1) @ t
+        elif self.form == "bmm":
+            t = torch.bmm(torch.bmm(t, t.transpose(1, 2)).softmax(-1), t)
+        elif self.form == "mha batch first":
+            t = self.mha(t, t, t, need_weights=False)[0]
+        else:
+            s = t.transpose(0, 1)
+            t = self.mha(s, s, s, need_weights=False)[0].transpose(0, 1)
         return t.reshape(b, h, w, c).permute(0, 3, 1, 2)
 
 
-def test_attention_along_rows_reads_its_row():
+@pytest.mark.parametrize("form", ["matmul", "bmm", "mha batch first", "mha sequence first"])
+def test_attention_along_rows_reads_its_row(form):
     """Unit (i, j) reads its row of the attention, columns 0..7, through the 3x3 stem: rows
     i-1..i+1, columns -1..8 (the padding counts in the box, not in the bounded set). It was
-    global."""
+    global (nn.MultiheadAttention and bmm still were, until they got the product's rule)."""
     shape = (1, 6, 8)
-    r = rfprobe.verify(RowAttention(), shape)
+    net = RowAttention(form).eval()
+    r = rfprobe.verify(net, shape)
     a = r.analysis
     assert r.ok, str(r)
     assert a.box((3, 2)) == ((2, 4), (-1, 8))
-    assert (exact_mask(a, (3, 2)) == oracle_mask(RowAttention(), shape, (3, 2))).all()
+    assert (exact_mask(a, (3, 2)) == oracle_mask(net, shape, (3, 2))).all()
 
 
 class StripPool(nn.Module):

@@ -177,6 +177,26 @@ def einsum_pieces(call: Call, why: str):
     return _products(call, why, kept)
 
 
+def sequence_attention_pieces(call: Call, why: str):
+    """``nn.MultiheadAttention``'s ``multi_head_attention_forward(query, key, value, ...)`` on
+    (L, N, E) sequences (batch-first inputs are transposed before the call): each query reads
+    its own row and every key and value of its batch column (the rows folded into N, for
+    attention along rows); the weights (N, L, S) keep the query's place. A projection weight
+    computed from the input is read whole."""
+    weights = call.index == 1
+    kept = {}
+    for k in call.data:
+        if call.in_layouts[k] is None:
+            return None, Global(f"{call.name} mixes a tensor without spatial axes into space")
+        if k == 0:
+            kept[k] = {0: 1, 1: 0} if weights else {0: 0, 1: 1}
+        elif k in (1, 2):
+            kept[k] = {1: 0} if weights else {1: 1}
+        else:
+            kept[k] = {}
+    return _products(call, why, kept)
+
+
 def _kept_rows(call: Call, why: str, rows: dict, lead: int):
     """Deps and output pieces of a product over the last two dims: each data input keeps its
     batch dims (all but the last ``lead``, right-aligned with the output's) and the dim
@@ -435,7 +455,7 @@ RECORDS = [
     Op("log_softmax", softmax, meta=meta.softmax),
     Op("linear", linear, meta=meta.linear, mixer="Linear over space"),
     Op("matmul", matmul, mixer=_ATTENTION, pieces_rule=functools.partial(product_pieces, why=_ATTENTION), pairs=True),
-    Op("bmm", mixer=_ATTENTION),      # no rule: batched products have no spatial axes to follow
+    Op("bmm", matmul, mixer=_ATTENTION, pieces_rule=functools.partial(product_pieces, why=_ATTENTION), pairs=True),
     Op("group_norm", functools.partial(norm_over_space, grouped=True), meta=meta.group_norm, fixed_layout=True),
     Op("instance_norm", functools.partial(norm_over_space, optional_stats=True), meta=meta.instance_norm,
        fixed_layout=True),
@@ -444,7 +464,8 @@ RECORDS = [
        mixer="attention", surrogate=attention_surrogate,
        pieces_rule=functools.partial(attention_pieces, why="attention"), pairs=True),
     Op("multi_head_attention_forward", global_rule("multi-head attention (attention over positions)"),
-       mixer="attention", surrogate=projection_surrogate),
+       mixer="attention", surrogate=projection_surrogate,
+       pieces_rule=functools.partial(sequence_attention_pieces, why="multi-head attention"), pairs=True),
     Op("einsum", layout_rule=einsum, mixer="einsum over positions",
        pieces_rule=functools.partial(einsum_pieces, why="einsum over positions"), pairs=True),
 ]

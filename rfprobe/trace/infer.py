@@ -132,7 +132,8 @@ class Inference:
         """An op rfprobe knows, on positions held as digits where it cannot follow them: every
         output reads every position, as when merged axes were global; where the output keeps
         the input's dims their digits stay, so a reshape back finds the grid (still global)."""
-        k = next(k for k in data if isinstance(layouts[k], Pieces))
+        held = [k for k in data if isinstance(layouts[k], Pieces)]
+        k = next((k for k in held if tuple(tensors[k].shape) == tuple(out.shape)), held[0])   # the output's own
         src = tensors[k]
         kept = {i: i + out.dim() - src.dim() for i in range(src.dim())
                 if 0 <= i + out.dim() - src.dim() and out.shape[i + out.dim() - src.dim()] == src.shape[i]}
