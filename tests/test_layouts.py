@@ -323,3 +323,30 @@ def test_an_output_whose_positions_are_merged_with_channels_names_the_merge():
     indexes it, and the refusal names the flatten."""
     with pytest.raises(rfprobe.ArgumentError, match="op 'flatten' .* lost them"):
         rfprobe.analyze(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(1)), (1, 8, 8))
+
+
+class ColumnMajorTokens(nn.Module):
+    """Tokens made column by column (W-major), read back as if row by row: the output holds
+    the input's W axis in dim 2 and H in dim 3, a transposed map (a common slip)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.mix = nn.Conv2d(3, 4, 2, stride=2), nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.embed(x)
+        n, c, h, w = y.shape
+        t = self.mix(y.permute(0, 3, 2, 1).reshape(n, w * h, c))
+        return t.reshape(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def test_an_output_with_its_axes_swapped_says_so():
+    """The positions follow the digits: unit (1, 3) (row 1, column 3 of the input's grid) is
+    the output's element [..., 3, 1], rows 2..3 and columns 6..7 (the 2x2 patch); the notes
+    say which dim holds which axis, as a square map shows nothing."""
+    a = rfprobe.analyze(ColumnMajorTokens(), (3, 8, 8))
+    assert any("axis 0 in dim 3, axis 1 in dim 2" in n for n in a.notes), a.notes
+    assert a.box((1, 3)) == ((2, 3), (6, 7))
+    o = perturbation_rf(ColumnMajorTokens(), (3, 8, 8), (1, 3), pick=lambda y: y.transpose(2, 3))
+    assert (exact_mask(a, (1, 3)) == o.mask).all()
+    assert not rfprobe.analyze(Tokens(), (3, 32, 32)).notes

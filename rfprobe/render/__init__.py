@@ -24,7 +24,7 @@ from __future__ import annotations
 from . import data, html, messages, text
 from .data import analysis_dict, erf_dict, jsonable, probe_dict, report_dict, to_json
 from .html import analysis_html, comparison_html, erf_html, probe_html, report_html
-from .messages import (CLI_ARG_HELP, CLI_DESCRIPTION, CLI_HELP, assertion_differs, assertion_disagree,
+from .messages import (CLI_ARG_HELP, CLI_DESCRIPTION, CLI_HELP, assertion_differs, assertion_disagree, axes_order_note,
                        assertion_global, bad_ints, cli_error, cli_message, cli_version, copy_failed, collapse_refusal,
                        closed_too_small, rule_skips,
                        compare_text,

@@ -35,6 +35,20 @@ def values_note(why: str) -> str:
             "which rfprobe's copy on the meta device does not hold")
 
 
+def axes_order_note(layout: tuple[int, ...], rank: int) -> str:
+    """The note an analysis carries when its output holds the input's spatial axes in another
+    order than the input's: a unit is given in the input's order, not the output's dims'.
+
+    >>> axes_order_note((-1, -2), 4)
+    "the output holds the input's spatial axes in other dims: axis 0 in dim 3, axis 1 in dim 2; a unit is one index per input axis, in the input's order (unit (i, j) is the output's element at dim 3 = i, dim 2 = j)"
+    """
+    at = ", ".join(f"axis {a} in dim {d + rank}" for a, d in enumerate(layout))
+    names = "ijklm"[:len(layout)]
+    where = ", ".join(f"dim {d + rank} = {n}" for n, d in zip(names, layout))
+    return (f"the output holds the input's spatial axes in other dims: {at}; a unit is one index per input "
+            f"axis, in the input's order (unit ({', '.join(names)}) is the output's element at {where})")
+
+
 def hooks_note(where: list[str]) -> str:
     """The note a graph carries when the user's model has backward hooks, which rfprobe's
     private copies run without (forward hooks run).

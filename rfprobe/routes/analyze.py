@@ -66,6 +66,8 @@ def analysis_of(graph: Graph, layer=None, output=None) -> Analysis:
         size, stride, padding = c.size, c.stride, c.padding
     elif c.status == "varies":
         size, size_min, stride, padding = _varying(graph, target)
+    if target.layout is not None and list(target.layout) != sorted(target.layout):
+        notes.append(render.axes_order_note(target.layout, len(target.shape)))
     a = Analysis(rows, size, stride, padding, status, causes, tuple(notes) + tuple(graph.notes),
                  graph.input_shape, target.shape, target.name, size_min, graph,
                  functools.partial(propagate, graph, target),
