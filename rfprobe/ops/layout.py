@@ -507,6 +507,46 @@ def _wrapped(n: int, j: int, bounded: bool) -> list[int]:
     return [j % n]
 
 
+def _interleave_args(call: Call) -> tuple[int, int]:
+    """(repeats, dim) of ``repeat_interleave``; refused without ``dim`` (it flattens) or with
+    a repeat count per element."""
+    k = call.data[0]
+    repeats, dim = call.arg(1, "repeats"), call.arg(2, "dim")
+    if dim is None or not isinstance(repeats, int):
+        raise UnknownOpError(f"{call.name} without a dim (it flattens) or with a count per element moves "
+                             "positions by values; rfprobe follows one int count along one dim")
+    return repeats, dim % call.tensors[k].dim()
+
+
+def repeat_interleave(call: Call):
+    """``x.repeat_interleave(r, dim)``: each element repeated ``r`` times in place, so along a
+    spatial dim output j reads j // r (nearest upsampling); along another dim every position
+    stays where it is (gcvit's global query, copied to each window in the batch)."""
+    k = call.data[0]
+    src, layout = call.tensors[k], call.in_layouts[k]
+    r, dim = _interleave_args(call)
+    nd = src.dim()
+    axes = tuple(Mapped(functools.partial(_interleaved, r), src.shape[d]) if d % nd == dim else
+                 identity(src.shape[d]) for d in layout)
+    return tuple(layout), [InputDep(k, axes)]
+
+
+def _interleaved(r: int, j: int, bounded: bool) -> list[int]:
+    return [j // r]
+
+
+def repeat_interleave_pieces(call: Call):
+    """:func:`repeat_interleave` of a tensor whose positions sit as digits: the repeats are a
+    new least significant factor of the dim, which holds no position, so no index changes."""
+    k = call.data[0]
+    pieces = call.in_layouts[k]
+    r, dim = _interleave_args(call)
+    fs = pieces.dims[dim]
+    grown = fs[:-1] + (fs[-1] * r,) if fs and isinstance(fs[-1], int) else fs + ((r,) if r != 1 else ())
+    dims = pieces.dims[:dim] + (grown,) + pieces.dims[dim + 1:]
+    return Pieces(dims, pieces.axes), [InputDep(k, same_positions(call, k))]
+
+
 def stack(call: Call):
     """``torch.stack``: a new dim before the spatial ones; every input keeps its positions."""
     nd = call.tensors[call.data[0]].dim()
@@ -657,6 +697,7 @@ RECORDS += [Op(n, kind=LAYOUT, layout_rule=expand, pieces_rule=expand_pieces)
 RECORDS += [Op(n, kind=LAYOUT, layout_rule=channel_shuffle) for n in ("channel_shuffle", "native_channel_shuffle")]
 RECORDS += [
     Op("repeat", kind=LAYOUT, layout_rule=repeat),
+    Op("repeat_interleave", kind=LAYOUT, layout_rule=repeat_interleave, pieces_rule=repeat_interleave_pieces),
     Op("stack", kind=LAYOUT, layout_rule=stack),
     Op("unfold", kind=LAYOUT, layout_rule=unfold),
     Op("__getitem__", kind=INDEX, layout_rule=getitem, pieces_rule=getitem_pieces),

@@ -29,7 +29,7 @@ from .. import render
 from ..errors import UnknownOpError
 from ..ops import REDUCTION, Affine, Call, Global, InputDep, Op, ValuesNeeded, reduced_layout
 from ..ops.maps import negative_dims
-from ..ops.pieces import Digit, Pieces, blocked, carry, plan_maps
+from ..ops.pieces import Digit, Pieces, blocked, carry, plan_map, plan_maps
 from .graph import Unknown
 
 
@@ -112,6 +112,8 @@ class Inference:
                 raise UnknownOpError(f"{name} of a tensor whose positions sit as digits of several dims has no rule")
             if op.kind == REDUCTION:
                 return self._reduced_digits(op, name, tensors, data, layouts, out, site, args, kwargs)
+            if op.fixed_layout and self._windows(layouts[data[0]], tensors[data[0]], out):
+                return self._windowed(op, name, args, kwargs, tensors, data, layouts, out, site, index, outs)
             if op.fixed_layout:
                 return self._coarse(op, name, args, kwargs, tensors, data, layouts, out, site, index, outs)
             return self._carried(op, name, args, kwargs, tensors, data, layouts, out, site, index, outs)
@@ -219,6 +221,38 @@ class Inference:
                 for d in deps]
         return self._checked(op, name, tensors, data, layouts, out, site, layout, deps, view)
 
+    def _windows(self, pieces: Pieces, src, out) -> bool:
+        """Whether ``pieces`` are windows folded into the batch, as a conv or pool sees them:
+        each trailing dim holds one digit, of each axis in order, and the other digits sit in
+        the batch dims (before the channels), which the output keeps."""
+        n = src.dim()
+        first = n - self.dims
+        trailing = [pieces.dims[first + a] for a in range(self.dims)]
+        if not all(len(fs) == 1 and isinstance(fs[0], Digit) and fs[0].axis == a for a, fs in enumerate(trailing)):
+            return False
+        rest = [(i, d) for i, d in pieces.digits() if i < first]
+        return (bool(rest) and all(i < first - 1 for i, _ in rest) and out.dim() == n
+                and tuple(out.shape[:first - 1]) == tuple(src.shape[:first - 1]))
+
+    def _windowed(self, op, name, args, kwargs, tensors, data, layouts, out, site, index, outs):
+        """A conv or pool on windows folded into the batch (SAM2's pooled queries): the op's
+        maps act on each axis' digit in the trailing dims, inside its range (beyond it the op
+        pads the window), and the digits in the batch dims are carried."""
+        k = data[0]
+        pieces = layouts[k]
+        view = tuple(layouts[j] if j != k else self.trailing for j in range(len(layouts)))
+        deps = self._rule(op, self._call(name, args, kwargs, tensors, data, view, out, self.trailing, index, outs),
+                          name, site)
+        found, renamed = _windows_out(pieces, tuple(out.shape), self.dims)
+        if isinstance(deps, (Global, Unknown)):
+            return found, deps
+        first = len(pieces.dims) - self.dims
+        deps = [d if d.tensor != k or isinstance(d.axes, Global) else InputDep(k, tuple(
+            plan_map(tuple((g.weight, g.size, (renamed[g].weight, renamed[g].size) + ((m,) if i >= first else ()))
+                           for i, g in pieces.digits() if g.axis == a))
+            for a, m in enumerate(d.axes))) for d in deps]
+        return self._checked(op, name, tensors, data, layouts, out, site, found, deps, pieces)
+
     def _carried(self, op, name, args, kwargs, tensors, data, layouts, out, site, index, outs):
         """Each dim that holds digits is one axis to the op's rule; what the rule does to that
         dim is done to its digits: read in place (carried to the output), or read whole."""
@@ -263,6 +297,24 @@ class Inference:
         found, plans = carry([(layouts[j], kept) for j, kept in sources], tuple(out.shape), self.dims)
         deps = [InputDep(j, plan_maps(plans[n], name)) for n, (j, _) in enumerate(sources)] + rest
         return self._checked(op, name, tensors, data, layouts, out, site, found, deps, layouts[data[0]])
+
+
+def _windows_out(pieces: Pieces, out_shape: tuple[int, ...], n_axes: int):
+    """The output pieces of an op on windows folded into the batch (:meth:`Inference._windowed`)
+    and each input digit's output digit: the trailing digits take the output's sizes, and each
+    axis' digits are weighed anew in their order."""
+    first = len(pieces.dims) - n_axes
+    sized = {d: out_shape[i] for i, d in pieces.digits() if i >= first}
+    renamed = {}
+    for a in range(n_axes):
+        w = 1
+        for d in sorted((d for _, d in pieces.digits() if d.axis == a), key=lambda d: d.weight):
+            renamed[d] = Digit(a, w, sized.get(d, d.size))
+            w *= renamed[d].size
+    dims = tuple(tuple(renamed[f] if isinstance(f, Digit) else f for f in fs) if i < first - 1 else
+                 ((renamed[fs[0]],) if i >= first else (out_shape[i],))
+                 for i, fs in enumerate(pieces.dims))
+    return Pieces(dims, n_axes), renamed
 
 
 def _in_place(m) -> bool:
