@@ -70,6 +70,14 @@ def test_pooled_queries_read_their_window():
     assert a.box((1, 2)) == ((0, 7), (8, 15))
 
 
+def window_of(unit, ws, shape):
+    """The mask of the ``ws`` x ``ws`` window that holds ``unit`` in a map of ``shape``."""
+    m = torch.zeros(shape, dtype=torch.bool)
+    i, j = (u // ws * ws for u in unit)
+    m[i:i + ws, j:j + ws] = True
+    return m.numpy()
+
+
 def windows(x, ws):
     """(B, H, W, C) -> (B * windows, ws, ws, C), the windows into the batch (Swin, SAM2)."""
     b, h, w, c = x.shape
@@ -207,3 +215,117 @@ class Interleave(nn.Module):
 
     def forward(self, x):
         return x.repeat_interleave(2, dim=self.dim)
+
+
+class PooledKeys(nn.Module):
+    """MViTv2's attention over pooled keys: a 2x2 stem (stride 2) gives a 6x6 grid of tokens;
+    the keys and values are pooled with a 1x1 kernel at stride 2 (grid rows and cols 0, 2, 4),
+    which skips positions; every query attends to all 9 keys, with a relative-position term
+    over the query rows added to the logits viewed as (q_h, q_w, k_h, k_w), and the sum
+    written back into the logits (``attn[:, :] = ...``)."""
+
+    def __init__(self, c=4):
+        super().__init__()
+        self.stem = nn.Conv2d(1, c, 2, stride=2)
+        self.q = nn.Linear(c, c)
+        self.pool = nn.Conv2d(c, 2 * c, 1, stride=2)
+        self.rel_h = nn.Parameter(torch.randn(6, 3, c))
+
+    def forward(self, x):
+        x = self.stem(x)                                                 # (B, C, 6, 6)
+        b, c = x.shape[:2]
+        q = self.q(x.flatten(2).transpose(1, 2))                         # (B, 36, C)
+        k, v = self.pool(x).flatten(2).transpose(1, 2).chunk(2, dim=-1)  # (B, 9, C) each
+        attn = q @ k.transpose(-2, -1)                                   # (B, 36, 9)
+        rel = torch.einsum("bhwc,hkc->bhwk", q.reshape(b, 6, 6, c), self.rel_h)
+        attn[:, :] = (attn.view(b, 6, 6, 3, 3) + rel.unsqueeze(-1)).view(b, 36, 9)
+        y = torch.softmax(attn, dim=-1) @ v
+        return y.transpose(1, 2).reshape(b, c, 6, 6)
+
+
+def test_pooled_keys_are_global_with_the_set_they_read():
+    """12 px: every unit reads the keys and values at grid rows and cols 0, 2, 4, pixels
+    {0, 1, 4, 5, 8, 9} per axis (36 pixels), and its own query: unit (1, 1) pixels 2..3 x 2..3
+    (40 in all), unit (2, 2) pixels 4..5, already among them (36). The status stays global
+    (attention over every key) and names the op; the region is that set, not every pixel.
+    Verify failed on it: global counted all 144 pixels as read, the probe saw 40. The
+    relative-position add (the logits hold query and key digits, the term only the query's)
+    and the write back into the logits were refused."""
+    shape = (1, 12, 12)
+    a = assert_oracle_agrees(PooledKeys().eval(), shape, [(1, 1), (2, 2), (5, 0)])
+    assert a.status == "global" and a.global_causes
+    assert int(exact_mask(a, (1, 1)).sum()) == 40
+    assert int(exact_mask(a, (2, 2)).sum()) == 36
+
+
+class WriteInWindows(nn.Module):
+    """A write into two of the channels of tokens held as windows (the 6x6 grid of a 2x2 stem
+    in 3x3 windows, (B * 4, 9, C)): ``t[..., :2] = conv of t``, the conv a 3x3 one on the
+    grid before the windows."""
+
+    def __init__(self, c=4):
+        super().__init__()
+        self.stem = nn.Conv2d(1, c, 2, stride=2)
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+        self.mix = nn.Linear(c, c)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.conv(x).permute(0, 2, 3, 1)
+        x = x.permute(0, 2, 3, 1)
+        b, h, w, c = x.shape
+        t = windows(x, 3).reshape(-1, 9, c).clone()
+        t[..., :2] = windows(y, 3).reshape(-1, 9, c)[..., :2]
+        t = self.mix(t)                                 # the channels mixed: every unit reads both
+        return unwindows(t.reshape(-1, 3, 3, c), b, h, w).permute(0, 3, 1, 2)
+
+
+def test_a_write_into_some_channels_of_windows():
+    """12 px: unit (1, 4) reads its own stem pixels (2..3 x 8..9) through the channels kept,
+    and through the written ones the 3x3 conv's grid 0..2 x 3..5, pixels 0..5 x 6..11 (the
+    conv ran before the windows, so it reads across them). A write into a tensor whose
+    positions sit as digits was taken as a write into one without spatial axes (global)."""
+    shape = (1, 12, 12)
+    a = assert_oracle_agrees(WriteInWindows().eval(), shape, [(1, 4), (0, 0), (5, 5)])
+    assert a.box((1, 4)) == ((0, 5), (6, 11))
+
+
+def halo_net():
+    """timm's HaloAttn after a 2x2 stem (stride 2): an 8x8 grid in blocks of 4x4, each block's
+    queries attending to the block and a halo of 1 around it (keys by ``F.pad`` and two
+    ``unfold``), plus relative-position logits whose relative-to-absolute skew pads a dim that
+    holds the block's column digit with the logits (``rel_logits_1d``)."""
+    from timm.layers.halo_attn import HaloAttn
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 2, stride=2),
+                         HaloAttn(4, 4, num_heads=1, dim_head=4, block_size=4, halo_size=1)).eval()
+
+
+def test_halo_attention_reads_its_block_and_halo():
+    """16 px: unit (1, 5) is in block (0, 1), grid rows 0..3 and cols 4..7; with the halo of 1,
+    rows -1..4 (0..4 inside) and cols 3..8 (3..7 inside): pixels 0..9 x 6..15. The padded
+    skew reads its block whole, which the halo holds anyway. It was refused (pad of a dim
+    that holds digits), and before that global (block and window digits of other weights)."""
+    shape = (1, 16, 16)
+    a = assert_oracle_agrees(halo_net(), shape, [(1, 5), (0, 0), (6, 3)])
+    assert a.status == "varies"
+    assert a.region((1, 5), bounded=True).box == ((0, 9), (6, 15))
+
+
+def test_a_pad_of_a_dim_that_holds_digits_reads_it_whole():
+    """Where nothing else reads the block, the padded dim's whole read is an over-statement:
+    a 4x4 map in 2x2 windows folded into the batch, each window's 4 positions and channels
+    flattened into one dim, padded with zeros, cut back and added to the windows. Each unit
+    reads only its own pixel; the exact route says its window, and verify says the routes
+    differ (documented in docs/design.md, known limits)."""
+    class Skew(nn.Module):
+        def forward(self, x):
+            b, c, h, w = x.shape
+            t = windows(x.permute(0, 2, 3, 1), 2)
+            s = F.pad(t.reshape(-1, 4 * c), (0, 3))[:, :4 * c].reshape(-1, 2, 2, c)
+            return unwindows(t + s, b, h, w).permute(0, 3, 1, 2)
+    r = rfprobe.verify(Skew(), (2, 4, 4))
+    oracle = oracle_mask(Skew(), (2, 4, 4), (1, 2))
+    assert int(oracle.sum()) == 1 and oracle[1, 2]
+    assert (exact_mask(r.analysis, (1, 2)) == window_of((1, 2), 2, (4, 4))).all()
+    assert not r.ok and "differ" in str(r)

@@ -24,7 +24,7 @@ from ..errors import UnknownOpError
 from . import meta
 from .maps import (INDEX, LAYOUT, QUERY, WRITE, Affine, Broadcast, Call, Global, InputDep, Mapped, Op, Piece,
                    ValuesNeeded, identity, negative_dim)
-from .pieces import Digit, Lead, Pieces
+from .pieces import Digit, Lead, Pieces, carry, plan_maps
 
 def getitem(call: Call) -> tuple[tuple[int, ...] | None, list[InputDep]]:
     """``x[...]``: slices of spatial axes are crops (start, step); ints, ``None``, ``...`` and
@@ -140,6 +140,34 @@ def setitem(args, tensors, data, layouts, keep_old=False):
     if isinstance(value, torch.Tensor) and k is not None:
         deps.append(_value_dep(k, x, idx, layout, spans, value, layouts[k]))
     return layout, deps
+
+
+def setitem_pieces(args, tensors, data, layouts, keep_old=False):
+    """:func:`setitem` into a tensor whose positions sit as digits (:mod:`rfprobe.ops.pieces`):
+    where the write covers every dim that holds digits whole (``attn[:, :, k:, k:] = ...``
+    after ``k = 0`` lead tokens, MViTv2's relative positions), each position reads the value
+    at its place (and the old ``x``, unless the write covers all of it)."""
+    x, index, value = args[0], args[1], args[2]
+    ndim = x.dim()
+    idx = _write_index(index, ndim)
+    spans = [_span(item, n) for item, n in zip(idx, x.shape)]
+    if any(isinstance(i, int) for i in idx) or any(
+            spans[d] != (0, x.shape[d], 1) for d, _ in layouts[0].digits()):
+        raise UnknownOpError("assignment into part of a dim that holds spatial positions folded with others "
+                             "has no rule")
+    sources = []
+    if keep_old or any(sp != (0, n, 1) for sp, n in zip(spans, x.shape)):
+        sources.append((0, layouts[0], {i: i for i in range(ndim)}))
+    k = next((k for k in data if tensors[k] is value and k != 0), None)
+    if k is not None and layouts[k] is not None:
+        pv = layouts[k] if isinstance(layouts[k], Pieces) else Pieces.of_layout(tuple(value.shape), layouts[k])
+        off = ndim - value.dim()
+        sources.append((k, pv, {i: i + off for i in range(value.dim()) if value.shape[i] == x.shape[i + off]}))
+    found, plans = carry([(p, kept) for _, p, kept in sources], tuple(x.shape), layouts[0].axes)
+    deps = [InputDep(j, plan_maps(plans[n], "__setitem__")) for n, (j, _, _) in enumerate(sources)]
+    if k is not None and layouts[k] is None:
+        deps.append(InputDep(k, Global("__setitem__ of a value without spatial axes")))
+    return found, deps
 
 
 def _write_index(index, ndim: int) -> tuple:

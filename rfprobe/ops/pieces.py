@@ -330,8 +330,9 @@ def is_identity(plan: tuple) -> bool:
 
 
 def reads_whole(plan: tuple) -> bool:
-    """Every digit read whole: every output index reads the whole axis."""
-    return all(s is None for _, _, s in plan)
+    """Every digit read whole: every output index reads the whole axis (an output digit the
+    input lacks, of size 1 in its plan, changes nothing)."""
+    return all(s is None for _, size, s in plan if size > 1)
 
 
 def size_of(plan: tuple) -> int:
@@ -346,7 +347,7 @@ def plan_maps(plans, name: str) -> tuple | Global:
     tokens, which read every position, are (``plans`` None)."""
     if plans is None:
         return Global(f"{name} mixes in tokens put before the grid that read every position (a class token)")
-    if all(reads_whole(p) for p in plans) and any(p for p in plans):
+    if all(reads_whole(p) for p in plans) and any(size > 1 for p in plans for _, size, _ in p):
         return Global(f"{name} mixes every position of a tensor whose positions sit as digits of its dims")
     return tuple(plan_map(p) for p in plans)
 

@@ -255,11 +255,14 @@ class Inference:
 
     def _carried(self, op, name, args, kwargs, tensors, data, layouts, out, site, index, outs):
         """Each dim that holds digits is one axis to the op's rule; what the rule does to that
-        dim is done to its digits: read in place (carried to the output), or read whole."""
+        dim is done to its digits: read in place (carried to the output), or read whole. Inputs
+        that hold digits in different dims (attention logits plus a relative-position term over
+        the queries alone) all see every dim that any of them holds digits in."""
         held = {k: _held(layouts[k]) for k in data if isinstance(layouts[k], Pieces)}
-        first = held[next(iter(held))]
-        if any(h != first for h in held.values()):
+        first = tuple(sorted(set().union(*held.values())))
+        if any(tensors[k].dim() < -first[0] for k in held):
             raise UnknownOpError(f"{name} combines tensors that hold spatial positions in different dims")
+        held = {k: first for k in held}
         view = tuple(layouts[j] if not isinstance(layouts[j], Pieces) else held[j] for j in range(len(layouts)))
         if any(isinstance(v, tuple) and v != first for v in view if v is not None):
             raise UnknownOpError(f"{name} combines a map with a tensor whose positions sit as digits of several dims")
@@ -288,6 +291,8 @@ class Inference:
             nd = tensors[dep.tensor].dim()
             kept = {}
             for d, m in zip(first, dep.axes):
+                if not any(isinstance(f, Digit) for f in layouts[dep.tensor].dims[d]):
+                    continue        # a dim where only another input holds positions
                 if _in_place(m) and d % nd in kept_dims:
                     kept[d % nd] = kept_dims[d % nd]
                 elif not _whole(m):
