@@ -246,11 +246,8 @@ class Inference:
         found, renamed = _windows_out(pieces, tuple(out.shape), self.dims)
         if isinstance(deps, (Global, Unknown)):
             return found, deps
-        first = len(pieces.dims) - self.dims
-        deps = [d if d.tensor != k or isinstance(d.axes, Global) else InputDep(k, tuple(
-            plan_map(tuple((g.weight, g.size, (renamed[g].weight, renamed[g].size) + ((m,) if i >= first else ()))
-                           for i, g in pieces.digits() if g.axis == a))
-            for a, m in enumerate(d.axes))) for d in deps]
+        deps = [d if d.tensor != k or isinstance(d.axes, Global) else
+                InputDep(k, tuple(_window_map(pieces, renamed, a, m) for a, m in enumerate(d.axes))) for d in deps]
         return self._checked(op, name, tensors, data, layouts, out, site, found, deps, pieces)
 
     def _carried(self, op, name, args, kwargs, tensors, data, layouts, out, site, index, outs):
@@ -317,9 +314,18 @@ def _windows_out(pieces: Pieces, out_shape: tuple[int, ...], n_axes: int):
             renamed[d] = Digit(a, w, sized.get(d, d.size))
             w *= renamed[d].size
     dims = tuple(tuple(renamed[f] if isinstance(f, Digit) else f for f in fs) if i < first - 1 else
-                 ((renamed[fs[0]],) if i >= first else (out_shape[i],))
+                 ((renamed[fs[0]],) if renamed[fs[0]].size > 1 else ()) if i >= first else
+                 ((out_shape[i],) if out_shape[i] > 1 else ())
                  for i, fs in enumerate(pieces.dims))
     return Pieces(dims, n_axes), renamed
+
+
+def _window_map(pieces: Pieces, renamed: dict, a: int, m):
+    """Axis ``a``'s map of an op on windows folded into the batch: its digit in the trailing
+    dims through the op's map ``m``, its digits in the batch dims carried."""
+    first = len(pieces.dims) - pieces.axes
+    return plan_map(tuple((d.weight, d.size, (renamed[d].weight, renamed[d].size) + ((m,) if i >= first else ()))
+                          for i, d in pieces.digits() if d.axis == a))
 
 
 def _in_place(m) -> bool:
