@@ -41,16 +41,24 @@ class _Remembers:
 
 @dataclass(frozen=True)
 class Region:
-    """An exact set of input positions: a union of products of per-axis index sets, or
-    global (every position), with the op that makes it so."""
+    """An exact set of input positions: a union of products of per-axis index sets. Where an
+    op mixes every position of a tensor (attention, a global pool), ``global_cause`` names it,
+    and ``products`` are still what the mixed tensors read (pooled keys whose stride exceeds
+    their kernel skip positions); empty there, every position (the mixed tensor has no
+    spatial axes)."""
 
     products: tuple[Product, ...]
     global_cause: str | None = None
     extent: tuple[int, ...] = ()          # the input's spatial shape
 
     @property
+    def every(self) -> bool:
+        """Every input position, without a set: a tensor without spatial axes mixed them."""
+        return self.global_cause is not None and not self.products
+
+    @property
     def box(self) -> tuple[tuple[int, int], ...]:
-        if self.global_cause is not None:
+        if self.every:
             return tuple((0, n - 1) for n in self.extent)
         if not self.products:           # a unit that reads only padding: empty, as measure.box_of
             return tuple((0, -1) for _ in self.extent)
@@ -65,7 +73,7 @@ class Region:
         """Dense boolean mask over the box (global: over the whole input)."""
         box = self.box
         m = np.zeros([b - a + 1 for a, b in box], dtype=bool)
-        if self.global_cause is not None:
+        if self.every:
             m[...] = True
             return m
         for p in self.products:
@@ -75,7 +83,7 @@ class Region:
     def input_mask(self) -> np.ndarray:
         """Dense mask over the input tensor's spatial extent (indices outside are dropped)."""
         m = np.zeros(self.extent, dtype=bool)
-        if self.global_cause is not None:
+        if self.every:
             m[...] = True
             return m
         for p in self.products:

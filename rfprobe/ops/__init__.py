@@ -36,12 +36,12 @@ from .maps import (INDEX, LAYOUT, QUERY, REDUCTION, VALUE, WRITE, Affine, AxisMa
                    InputDep, LayoutRule, Mapped, Op, Rule, ValuesNeeded, global_rule, identity, per_axis,
                    whole_axis)
 from .pointwise import channel_only, elementwise
-from .layout import setitem
+from .layout import setitem, setitem_pieces
 from .reduce import reduced_layout
 
 __all__ = ["OPS", "Op", "Rule", "LayoutRule", "Call", "InputDep", "Global", "Affine", "Mapped", "Broadcast",
            "AxisMap", "ValuesNeeded", "identity", "whole_axis", "per_axis", "global_rule", "elementwise", "channel_only",
-           "register_rule", "unregister_rule", "registered_rule", "removed_records", "user_rules", "meta_result", "gradient_stops", "setitem", "reduced_layout",
+           "register_rule", "unregister_rule", "registered_rule", "removed_records", "user_rules", "meta_result", "gradient_stops", "setitem", "setitem_pieces", "reduced_layout",
            "VALUE", "LAYOUT", "INDEX", "WRITE", "REDUCTION", "QUERY"]
 
 FAMILIES = (window, pointwise, resample, layout, reduce, scan, recurrent, spectral)

@@ -24,7 +24,7 @@ from ..errors import UnknownOpError
 from . import meta, window
 from .maps import (INDEX, LAYOUT, QUERY, WRITE, Affine, Broadcast, Call, Global, InputDep, Mapped, Op, Piece,
                    ValuesNeeded, identity, negative_dim)
-from .pieces import Digit, Lead, Pieces
+from .pieces import Digit, Lead, Pieces, carry, plan_maps
 
 def getitem(call: Call) -> tuple[tuple[int, ...] | None, list[InputDep]]:
     """``x[...]``: slices of spatial axes are crops (start, step); ints, ``None``, ``...`` and
@@ -140,6 +140,34 @@ def setitem(args, tensors, data, layouts, keep_old=False):
     if isinstance(value, torch.Tensor) and k is not None:
         deps.append(_value_dep(k, x, idx, layout, spans, value, layouts[k]))
     return layout, deps
+
+
+def setitem_pieces(args, tensors, data, layouts, keep_old=False):
+    """:func:`setitem` into a tensor whose positions sit as digits (:mod:`rfprobe.ops.pieces`):
+    where the write covers every dim that holds digits whole (``attn[:, :, k:, k:] = ...``
+    after ``k = 0`` lead tokens, MViTv2's relative positions), each position reads the value
+    at its place (and the old ``x``, unless the write covers all of it)."""
+    x, index, value = args[0], args[1], args[2]
+    ndim = x.dim()
+    idx = _write_index(index, ndim)
+    spans = [_span(item, n) for item, n in zip(idx, x.shape)]
+    if any(isinstance(i, int) for i in idx) or any(
+            spans[d] != (0, x.shape[d], 1) for d, _ in layouts[0].digits()):
+        raise UnknownOpError("assignment into part of a dim that holds spatial positions folded with others "
+                             "has no rule")
+    sources = []
+    if keep_old or any(sp != (0, n, 1) for sp, n in zip(spans, x.shape)):
+        sources.append((0, layouts[0], {i: i for i in range(ndim)}))
+    k = next((k for k in data if tensors[k] is value and k != 0), None)
+    if k is not None and layouts[k] is not None:
+        pv = layouts[k] if isinstance(layouts[k], Pieces) else Pieces.of_layout(tuple(value.shape), layouts[k])
+        off = ndim - value.dim()
+        sources.append((k, pv, {i: i + off for i in range(value.dim()) if value.shape[i] == x.shape[i + off]}))
+    found, plans = carry([(p, kept) for _, p, kept in sources], tuple(x.shape), layouts[0].axes)
+    deps = [InputDep(j, plan_maps(plans[n], "__setitem__")) for n, (j, _, _) in enumerate(sources)]
+    if k is not None and layouts[k] is None:
+        deps.append(InputDep(k, Global("__setitem__ of a value without spatial axes")))
+    return found, deps
 
 
 def _write_index(index, ndim: int) -> tuple:
@@ -508,6 +536,46 @@ def _wrapped(n: int, j: int, bounded: bool) -> list[int]:
     return [j % n]
 
 
+def _interleave_args(call: Call) -> tuple[int, int]:
+    """(repeats, dim) of ``repeat_interleave``; refused without ``dim`` (it flattens) or with
+    a repeat count per element."""
+    k = call.data[0]
+    repeats, dim = call.arg(1, "repeats"), call.arg(2, "dim")
+    if dim is None or not isinstance(repeats, int):
+        raise UnknownOpError(f"{call.name} without a dim (it flattens) or with a count per element moves "
+                             "positions by values; rfprobe follows one int count along one dim")
+    return repeats, dim % call.tensors[k].dim()
+
+
+def repeat_interleave(call: Call):
+    """``x.repeat_interleave(r, dim)``: each element repeated ``r`` times in place, so along a
+    spatial dim output j reads j // r (nearest upsampling); along another dim every position
+    stays where it is (gcvit's global query, copied to each window in the batch)."""
+    k = call.data[0]
+    src, layout = call.tensors[k], call.in_layouts[k]
+    r, dim = _interleave_args(call)
+    nd = src.dim()
+    axes = tuple(Mapped(functools.partial(_interleaved, r), src.shape[d]) if d % nd == dim else
+                 identity(src.shape[d]) for d in layout)
+    return tuple(layout), [InputDep(k, axes)]
+
+
+def _interleaved(r: int, j: int, bounded: bool) -> list[int]:
+    return [j // r]
+
+
+def repeat_interleave_pieces(call: Call):
+    """:func:`repeat_interleave` of a tensor whose positions sit as digits: the repeats are a
+    new least significant factor of the dim, which holds no position, so no index changes."""
+    k = call.data[0]
+    pieces = call.in_layouts[k]
+    r, dim = _interleave_args(call)
+    fs = pieces.dims[dim]
+    grown = fs[:-1] + (fs[-1] * r,) if fs and isinstance(fs[-1], int) else fs + ((r,) if r != 1 else ())
+    dims = pieces.dims[:dim] + (grown,) + pieces.dims[dim + 1:]
+    return Pieces(dims, pieces.axes), [InputDep(k, same_positions(call, k))]
+
+
 def stack(call: Call):
     """``torch.stack``: a new dim before the spatial ones; every input keeps its positions."""
     nd = call.tensors[call.data[0]].dim()
@@ -658,6 +726,7 @@ RECORDS += [Op(n, kind=LAYOUT, layout_rule=expand, pieces_rule=expand_pieces)
 RECORDS += [Op(n, kind=LAYOUT, layout_rule=channel_shuffle) for n in ("channel_shuffle", "native_channel_shuffle")]
 RECORDS += [
     Op("repeat", kind=LAYOUT, layout_rule=repeat),
+    Op("repeat_interleave", kind=LAYOUT, layout_rule=repeat_interleave, pieces_rule=repeat_interleave_pieces),
     Op("stack", kind=LAYOUT, layout_rule=stack),
     Op("unfold", kind=LAYOUT, layout_rule=unfold),
     Op("__getitem__", kind=INDEX, layout_rule=getitem, pieces_rule=getitem_pieces),

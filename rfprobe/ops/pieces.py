@@ -209,16 +209,26 @@ class Pieces:
 def digit_map(plan: tuple, j: int, bounded: bool) -> list[int]:
     """The input indices along one axis that output index ``j`` reads, by ``plan``: per input
     digit (weight, size, source), where source is the digit's (weight, size) in the output,
-    which holds it with the same value, or None for a digit read whole (mixed along its dim).
+    which holds it with the same value, or None for a digit read whole (mixed along its dim),
+    or (weight, size, map) for a digit an op maps on its own (a conv inside each window: the
+    output digit's value ``v`` reads the values ``map`` gives for ``v`` inside the digit's
+    range, since beyond it the op padded the window, not the neighbouring one).
 
     >>> window = ((7, 8, (1, 8)), (1, 7, None))     # coarse digit carried, fine one read whole
     >>> digit_map(window, 1, True)
     [7, 8, 9, 10, 11, 12, 13]
+    >>> conv = ((4, 2, (4, 2)), (1, 4, (1, 4, Affine((0, 1, 2), 1, 1, 4))))   # conv3 in windows of 4
+    >>> digit_map(conv, 4, False), digit_map(conv, 5, False)
+    ([4, 5], [4, 5, 6])
     """
     choices = []
     for weight, size, source in plan:
         if source is None:
             choices.append([v * weight for v in range(size)])
+        elif len(source) == 3:
+            out_weight, out_size, m = source
+            read = m.deps(np.array([(j // out_weight) % out_size]), True)
+            choices.append([int(v) * weight for v in read])
         else:
             out_weight, out_size = source
             choices.append([((j // out_weight) % out_size) * weight])
@@ -229,9 +239,12 @@ def carry(sources, out_shape: tuple[int, ...], n_axes: int):
     """The output's pieces, and per source and axis a :func:`digit_map` plan, for an op whose
     output dims keep some input dims element for element. ``sources``: per data input, (its
     pieces, {input dim: output dim} for the dims the output keeps). A kept dim's digits go to
-    the output (the first input to bring a digit of an axis into one dim wins; the same digit
-    of another input there is carried too); every other digit is read whole. An axis's digits
-    left in the output are weighed anew (the output indexes what it holds, without gaps).
+    the output (the first input to bring a digit of an axis into one dim wins; another input's
+    digit at the same place of that dim, the same axis with the same size and place value, is
+    carried as it: pooled queries against their window's keys); every other digit is read
+    whole. An axis's digits left in the output are weighed anew (the output indexes what it
+    holds, without gaps); an output digit an input lacks enters its plan as a digit of size 1
+    and weight 0 (the input's index does not follow it).
     Returns (output pieces or None when it holds no digit, plans per source)."""
     dims: list[list] = [[] for _ in out_shape]
     placed: dict[Digit, int] = {}       # digit -> the output dim that holds it
@@ -249,6 +262,7 @@ def carry(sources, out_shape: tuple[int, ...], n_axes: int):
     renamed.update({f: Lead(f.size, f.reads or mixing) for fs in dims for f in fs if isinstance(f, Lead)})
     out = Pieces(tuple(_normal(fs if fs else [s]) for fs, s in
                        zip(([renamed.get(f, f) for f in fs] for fs in dims), out_shape)), n_axes)
+    held = [renamed[f] for fs in dims for f in fs if isinstance(f, Digit)]    # the output's, before joins
     plans = []
     for pieces, kept in sources:
         if any(i not in kept and fs and isinstance(fs[0], Lead) and fs[0].reads for i, fs in enumerate(pieces.dims)):
@@ -261,12 +275,40 @@ def carry(sources, out_shape: tuple[int, ...], n_axes: int):
                 if d.axis != a:
                     continue
                 o = kept.get(i)
-                mine = o is not None and d in dims[o]
-                new = renamed.get(d) if mine else None
+                twin = _aligned(pieces.dims[i], dims[o]).get(d) if o is not None else None
+                new = renamed.get(twin) if twin is not None else None
                 plan.append((d.weight, d.size, (new.weight, new.size) if new else None))
+            got = {(s[0], s[1]) for _, _, s in plan if s is not None}
+            # an output digit this input lacks (a query shared by every window, an input of one
+            # position): the input's index does not follow it, as a digit of size 1 it holds
+            plan += [(0, 1, (f.weight, f.size)) for f in held if f.axis == a and (f.weight, f.size) not in got]
             per_axis.append(tuple(plan))
         plans.append(tuple(per_axis))
     return (out if out.digits() else None), plans
+
+
+def _aligned(mine, theirs) -> dict[Digit, Digit]:
+    """Each digit of ``mine`` with the digit of ``theirs`` at its place, for two factor lists of
+    one dim kept element for element: a factor's place is its size and its place value within
+    the dim (the product of the sizes after it), so both take the same value at every index.
+    Where one holds lead tokens the other lacks, their grids start apart: the same digit only."""
+    if _lead_of(mine) != _lead_of(theirs):
+        return {f: f for f in mine if isinstance(f, Digit) and f in theirs}
+    at = {place: f for place, f in _places(theirs) if isinstance(f, Digit)}
+    return {f: at[place] for place, f in _places(mine)
+            if isinstance(f, Digit) and place in at and at[place].axis == f.axis}
+
+
+def _lead_of(factors) -> int:
+    return factors[0].size if factors and isinstance(factors[0], Lead) else 0
+
+
+def _places(factors):
+    """(size, place value) and factor, for each factor of a dim."""
+    value = 1
+    for f in reversed(factors):
+        yield (_size(f), value), f
+        value *= _size(f)
 
 
 def _reweighed(dims, n_axes: int) -> dict[Digit, Digit]:
@@ -284,12 +326,13 @@ def _reweighed(dims, n_axes: int) -> dict[Digit, Digit]:
 
 def is_identity(plan: tuple) -> bool:
     """Every digit carried with its weight: output index ``j`` reads ``j``."""
-    return all(s is not None and s[0] == w for w, _, s in plan)
+    return all(s is not None and len(s) == 2 and s[0] == w for w, _, s in plan)
 
 
 def reads_whole(plan: tuple) -> bool:
-    """Every digit read whole: every output index reads the whole axis."""
-    return all(s is None for _, _, s in plan)
+    """Every digit read whole: every output index reads the whole axis (an output digit the
+    input lacks, of size 1 in its plan, changes nothing)."""
+    return all(s is None for _, size, s in plan if size > 1)
 
 
 def size_of(plan: tuple) -> int:
@@ -304,7 +347,7 @@ def plan_maps(plans, named: str) -> tuple | Global:
     tokens, which read every position, are (``plans`` None); ``named`` names the op there."""
     if plans is None:
         return Global(f"{named} mixes in tokens put before the grid that read every position (a class token)")
-    if all(reads_whole(p) for p in plans) and any(p for p in plans):
+    if all(reads_whole(p) for p in plans) and any(size > 1 for p in plans for _, size, _ in p):
         return Global(f"{named} mixes every position of a tensor whose positions sit as digits of its dims")
     return tuple(plan_map(p) for p in plans)
 
@@ -318,6 +361,8 @@ def plan_map(plan: tuple):
         return identity(n)
     if reads_whole(plan):
         return whole_axis(n)
+    if any(s is not None and len(s) == 3 for _, _, s in plan):
+        return _op_in_windows(plan, n)
     carried = sorted(((w, s) for w, _, s in plan if s is not None), key=lambda c: c[1][0])
     scale = {w // s[0] for w, s in carried if w % s[0] == 0}
     # the output index is the carried digits' alone (their output weights 1, s0, s0*s1...), each
@@ -329,6 +374,23 @@ def plan_map(plan: tuple):
             if s is None:
                 spans = [a + v * w for a in spans for v in range(size)]
         return Affine(tuple(sorted(spans)), scale.pop(), 0, n)
+    return Mapped(functools.partial(digit_map, plan), n)
+
+
+def _op_in_windows(plan: tuple, n: int):
+    """The map of a plan whose lowest digit an op maps on its own (:func:`digit_map`): an
+    ``Affine`` where the op never reaches past the digit's range and the windows tile the axis
+    at the op's stride (a pool whose kernel tiles the window: output ``j`` reads ``j*s + t``),
+    else a ``Mapped``."""
+    low = min(plan, key=lambda e: e[0])
+    rest = [e for e in plan if e is not low]
+    w, size, s = low
+    m = s[2] if s is not None and len(s) == 3 else None
+    if (type(m) is Affine and w == 1 and s[0] == 1 and m.stride * s[1] == size
+            and all(e[2] is not None and len(e[2]) == 2 and e[0] == e[2][0] * m.stride for e in rest)):
+        reach = m.deps(np.array([0, s[1] - 1]), False)
+        if reach.min() >= 0 and reach.max() < size:
+            return Affine(m.taps, m.stride, m.padding, n)
     return Mapped(functools.partial(digit_map, plan), n)
 
 

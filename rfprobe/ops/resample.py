@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import UnknownOpError
 from . import meta
 from .maps import Affine, Call, InputDep, Mapped, Op, adaptive_window, each_axis, identity, negative_dims, rolled
+from .pieces import carry, plan_maps
 
 def pad(call: Call) -> list[InputDep]:
     """``F.pad(input, pad, mode, value)``: a shift (negative pads crop); in the bounded route,
@@ -38,6 +39,22 @@ def pad(call: Call) -> list[InputDep]:
             continue
         axes.append(Mapped(functools.partial(_padded, left, n_in, mode), n_in))
     return [InputDep(k, tuple(axes))]
+
+
+def pad_pieces(call: Call):
+    """:func:`pad` of a tensor whose positions sit as digits (:mod:`rfprobe.ops.pieces`): a
+    padded dim without digits keeps every position where it is. A padded dim that holds digits
+    is read whole, its elements then holding no position: an over-statement where no other path
+    reads those positions (verify reports it), exact in the relative-to-absolute skew of
+    relative-position logits (halonet's ``rel_logits_1d``), where the attention reads the
+    whole block anyway."""
+    widths = [int(w) for w in call.arg(1, "pad")]
+    k = call.data[0]
+    pieces = call.in_layouts[k]
+    nd = len(pieces.dims)
+    padded = {nd - 1 - i // 2 for i, w in enumerate(widths) if w}
+    found, plans = carry([(pieces, {i: i for i in range(nd) if i not in padded})], call.out_shape, call.dims)
+    return found, [InputDep(k, plan_maps(plans[0], f"{call.name} of a dim that holds positions folded with others"))]
 
 
 def _padded(left: int, n_in: int, mode: str, j: int, bounded: bool) -> list[int]:
@@ -257,7 +274,7 @@ RECORDS = [
     Op("upsample", interpolate, fixed_layout=True),
     Op("pixel_shuffle", pixel_shuffle, fixed_layout=True),
     Op("pixel_unshuffle", pixel_unshuffle, fixed_layout=True),
-    Op("pad", pad, meta=meta.pad),
+    Op("pad", pad, meta=meta.pad, pieces_rule=pad_pieces),
     Op("flip", flip),
     Op("roll", roll),
 ]

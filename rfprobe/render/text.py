@@ -178,7 +178,12 @@ def report_verdict(r: Report, failed: Sequence[str] = ()) -> str:
     >>> report_verdict(rfprobe.verify("conv3"), ["expected size 5x5, got 3x3"])
     'FAIL: expected size 5x5, got 3x3 (the routes agree, RF 3x3)'
     """
-    if r.ok and r.analysis.status == "global":     # no local RF: never print the input size as one
+    mask = r.probe.mask
+    if r.ok and r.analysis.status == "global" and mask is not None and not mask.all():
+        # the mixed tensors read part of the input (pooled keys that skip positions)
+        agree = (f"all routes agree: the RF is global, {int(mask.sum())} of the {mask.size} positions of the "
+                 f"{joined(r.probe.input_shape[1:])} input (box {r.exact_clipped_box})")
+    elif r.ok and r.analysis.status == "global":     # no local RF: never print the input size as one
         agree = f"all routes agree: the RF is global (every position of the {joined(r.probe.input_shape[1:])} input)"
     elif r.ok:
         agree = "all routes agree" + (f", RF {joined(r.size)}" if r.size is not None else "")

@@ -94,40 +94,67 @@ def propagate(graph: Graph, target: Node, unit: Sequence[int], bounded: bool) ->
 
 
 def _walk(graph: Graph, target: Node, unit: tuple[int, ...], bounded: bool) -> Region:
-    """:func:`propagate`'s walk, backwards from ``unit`` through the graph (uncached)."""
+    """:func:`propagate`'s walk, backwards from ``unit`` through the graph (uncached). An op
+    that reads every position of an input that holds positions (attention over pooled keys,
+    a global pool) reads all of them, and the walk goes on from there: the region is then
+    global, with the exact set of what the mixed tensors read (``global_cause`` and
+    ``products``). Only an input without spatial axes makes the set every position."""
     extent = graph.nodes[0].spatial
     regions: dict[int, list[Product] | str] = {target.id: [tuple(np.array([u], dtype=np.int64) for u in unit)]}
+    causes: dict[int, str] = {}         # the first global op on the way to a node's region
     for node in reversed(graph.nodes[1:target.id + 1]):
         reg = regions.pop(node.id, None)
         if reg is None:
             continue
-        if isinstance(reg, str) or isinstance(node.deps, Global) or (node.layout is None and node.pieces is None):
-            why = reg if isinstance(reg, str) else (node.deps.why if isinstance(node.deps, Global)
-                                                      else f"{node.op} has no spatial axes")
-            if not isinstance(reg, str):
-                why = f"{node.name}: {why}"
+        if isinstance(reg, str) or (node.layout is None and node.pieces is None):
+            why = reg if isinstance(reg, str) else f"{node.name}: {node.op} has no spatial axes"
             for src in node.inputs:
                 if not isinstance(regions.get(src), str):
                     regions[src] = why
             continue
-        for dep, src in zip(node.deps, node.inputs):
+        for dep, src in zip(node.deps if not isinstance(node.deps, Global) else
+                            [_WHOLE] * len(node.inputs), node.inputs):
             if isinstance(regions.get(src), str):
                 continue
-            if isinstance(dep.axes, Global):      # every position of this input reaches the unit
-                regions[src] = f"{node.name}: {dep.axes.why}"
-                continue
-            mapped = []
-            for p in reg:
-                axes = tuple(np.unique(m.deps(ix, bounded)) for m, ix in zip(dep.axes, p))
-                if dep.perm is not None:     # output axis a read the input's axis perm[a]
-                    axes = tuple(axes[dep.perm.index(b)] for b in range(len(axes)))
-                if all(len(a) for a in axes):
-                    mapped.append(axes)
+            cause = causes.get(node.id)
+            if dep is _WHOLE or isinstance(dep.axes, Global):    # every position of this input reaches the unit
+                why = f"{node.name}: {(node.deps if dep is _WHOLE else dep.axes).why}"
+                whole = _every_position(graph.nodes[src])
+                if whole is None:
+                    regions[src] = why
+                    continue
+                mapped, cause = [whole], cause or why
+            else:
+                mapped = _mapped(dep, reg, bounded)
+            if cause is not None:
+                causes.setdefault(src, cause)
             regions[src] = _simplify(regions.get(src, []) + mapped)
     reg = regions.get(0, [])
     if isinstance(reg, str):
         return Region((), reg, extent)
-    return Region(tuple(reg), None, extent)
+    return Region(tuple(reg), causes.get(0), extent)
+
+
+_WHOLE = object()       # a dep of a node whose deps are Global: it reads all of each input
+
+
+def _every_position(node: Node) -> Product | None:
+    """Every position a tensor holds, as one product; None for one without spatial axes."""
+    sizes = node.spatial if node.layout is not None else (
+        node.pieces.extents() if node.pieces is not None else None)
+    return None if sizes is None else tuple(np.arange(n, dtype=np.int64) for n in sizes)
+
+
+def _mapped(dep, reg: list[Product], bounded: bool) -> list[Product]:
+    """The products of an input that the products ``reg`` of a node read through ``dep``."""
+    mapped = []
+    for p in reg:
+        axes = tuple(np.unique(m.deps(ix, bounded)) for m, ix in zip(dep.axes, p))
+        if dep.perm is not None:     # output axis a read the input's axis perm[a]
+            axes = tuple(axes[dep.perm.index(b)] for b in range(len(axes)))
+        if all(len(a) for a in axes):
+            mapped.append(axes)
+    return mapped
 
 
 # ----------------------------------------------------------------------------- analysis

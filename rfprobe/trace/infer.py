@@ -29,7 +29,7 @@ from .. import render
 from ..errors import UnknownOpError
 from ..ops import REDUCTION, Affine, Call, Global, InputDep, Op, ValuesNeeded, reduced_layout
 from ..ops.maps import negative_dims
-from ..ops.pieces import Digit, Pieces, blocked, carry, plan_maps
+from ..ops.pieces import Digit, Pieces, blocked, carry, plan_map, plan_maps
 from .graph import Unknown
 
 
@@ -118,6 +118,8 @@ class Inference:
                 raise UnknownOpError(f"{name} of a tensor whose positions sit as digits of several dims has no rule")
             if op.kind == REDUCTION:
                 return self._reduced_digits(op, name, tensors, data, layouts, out, site, args, kwargs)
+            if op.fixed_layout and self._windows(layouts[data[0]], tensors[data[0]], out):
+                return self._windowed(op, name, args, kwargs, tensors, data, layouts, out, site, index, outs)
             if op.fixed_layout and not _batch_only(layouts[data[0]]):
                 return self._coarse(op, name, args, kwargs, tensors, data, layouts, out, site, index, outs)
             return self._carried(op, name, args, kwargs, tensors, data, layouts, out, site, index, outs)
@@ -242,13 +244,45 @@ class Inference:
                 for d in deps]
         return self._checked(op, name, tensors, data, layouts, out, site, layout, deps, view)
 
+    def _windows(self, pieces: Pieces, src, out) -> bool:
+        """Whether ``pieces`` are windows folded into the batch, as a conv or pool sees them:
+        each trailing dim holds one digit, of each axis in order, and the other digits sit in
+        the batch dims (before the channels), which the output keeps."""
+        n = src.dim()
+        first = n - self.dims
+        trailing = [pieces.dims[first + a] for a in range(self.dims)]
+        if not all(len(fs) == 1 and isinstance(fs[0], Digit) and fs[0].axis == a for a, fs in enumerate(trailing)):
+            return False
+        rest = [(i, d) for i, d in pieces.digits() if i < first]
+        return (bool(rest) and all(i < first - 1 for i, _ in rest) and out.dim() == n
+                and tuple(out.shape[:first - 1]) == tuple(src.shape[:first - 1]))
+
+    def _windowed(self, op, name, args, kwargs, tensors, data, layouts, out, site, index, outs):
+        """A conv or pool on windows folded into the batch (SAM2's pooled queries): the op's
+        maps act on each axis' digit in the trailing dims, inside its range (beyond it the op
+        pads the window), and the digits in the batch dims are carried."""
+        k = data[0]
+        pieces = layouts[k]
+        view = tuple(layouts[j] if j != k else self.trailing for j in range(len(layouts)))
+        deps = self._rule(op, self._call(name, args, kwargs, tensors, data, view, out, self.trailing, index, outs),
+                          name, site)
+        found, renamed = _windows_out(pieces, tuple(out.shape), self.dims)
+        if isinstance(deps, (Global, Unknown)):
+            return found, deps
+        deps = [d if d.tensor != k or isinstance(d.axes, Global) else
+                InputDep(k, tuple(_window_map(pieces, renamed, a, m) for a, m in enumerate(d.axes))) for d in deps]
+        return self._checked(op, name, tensors, data, layouts, out, site, found, deps, pieces)
+
     def _carried(self, op, name, args, kwargs, tensors, data, layouts, out, site, index, outs):
         """Each dim that holds digits is one axis to the op's rule; what the rule does to that
-        dim is done to its digits: read in place (carried to the output), or read whole."""
+        dim is done to its digits: read in place (carried to the output), or read whole. Inputs
+        that hold digits in different dims (attention logits plus a relative-position term over
+        the queries alone) all see every dim that any of them holds digits in."""
         held = {k: _held(layouts[k]) for k in data if isinstance(layouts[k], Pieces)}
-        first = held[next(iter(held))]
-        if any(h != first for h in held.values()):
+        first = tuple(sorted(set().union(*held.values())))
+        if any(tensors[k].dim() < -first[0] for k in held):
             raise UnknownOpError(f"{name} combines tensors that hold spatial positions in different dims")
+        held = {k: first for k in held}
         view = tuple(layouts[j] if not isinstance(layouts[j], Pieces) else held[j] for j in range(len(layouts)))
         if any(isinstance(v, tuple) and v != first for v in view if v is not None):
             raise UnknownOpError(f"{name} combines a map with a tensor whose positions sit as digits of several dims")
@@ -277,6 +311,8 @@ class Inference:
             nd = tensors[dep.tensor].dim()
             kept = {}
             for d, m in zip(first, dep.axes):
+                if not any(isinstance(f, Digit) for f in layouts[dep.tensor].dims[d]):
+                    continue        # a dim where only another input holds positions
                 if _in_place(m) and d % nd in kept_dims:
                     kept[d % nd] = kept_dims[d % nd]
                 elif not _whole(m):
@@ -287,6 +323,33 @@ class Inference:
         named = f"{op.mixer}: {name}" if op.mixer else name
         deps = [InputDep(j, plan_maps(plans[n], named)) for n, (j, _) in enumerate(sources)] + rest
         return self._checked(op, name, tensors, data, layouts, out, site, found, deps, layouts[data[0]])
+
+
+def _windows_out(pieces: Pieces, out_shape: tuple[int, ...], n_axes: int):
+    """The output pieces of an op on windows folded into the batch (:meth:`Inference._windowed`)
+    and each input digit's output digit: the trailing digits take the output's sizes, and each
+    axis' digits are weighed anew in their order."""
+    first = len(pieces.dims) - n_axes
+    sized = {d: out_shape[i] for i, d in pieces.digits() if i >= first}
+    renamed = {}
+    for a in range(n_axes):
+        w = 1
+        for d in sorted((d for _, d in pieces.digits() if d.axis == a), key=lambda d: d.weight):
+            renamed[d] = Digit(a, w, sized.get(d, d.size))
+            w *= renamed[d].size
+    dims = tuple(tuple(renamed[f] if isinstance(f, Digit) else f for f in fs) if i < first - 1 else
+                 ((renamed[fs[0]],) if renamed[fs[0]].size > 1 else ()) if i >= first else
+                 ((out_shape[i],) if out_shape[i] > 1 else ())
+                 for i, fs in enumerate(pieces.dims))
+    return Pieces(dims, n_axes), renamed
+
+
+def _window_map(pieces: Pieces, renamed: dict, a: int, m):
+    """Axis ``a``'s map of an op on windows folded into the batch: its digit in the trailing
+    dims through the op's map ``m``, its digits in the batch dims carried."""
+    first = len(pieces.dims) - pieces.axes
+    return plan_map(tuple((d.weight, d.size, (renamed[d].weight, renamed[d].size) + ((m,) if i >= first else ()))
+                          for i, d in pieces.digits() if d.axis == a))
 
 
 def _in_place(m) -> bool:

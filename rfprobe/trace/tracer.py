@@ -42,7 +42,7 @@ from torch.utils._pytree import tree_flatten
 from .. import render
 from ..errors import (ArgumentError, InternalError, ModelError, ResourceError, RFProbeError,
                       model_raised)
-from ..ops import INDEX, OPS, QUERY, WRITE, Global, Op, ValuesNeeded, answer, setitem, user_rules
+from ..ops import INDEX, OPS, QUERY, WRITE, Global, Op, ValuesNeeded, answer, setitem, setitem_pieces, user_rules
 from ..ops.pieces import Pieces
 from .infer import Inference
 from .model_copy import (available_bytes, backward_hooks, checkpoint_off, input_dtype, meta_twin, private_copy, source_of,
@@ -312,9 +312,10 @@ class Tracer(TorchFunctionMode):
         """``x[index] = value``: ``x`` becomes a new node reading its old self and ``value``."""
         out = func(*args, **kwargs)
         try:
-            if any(isinstance(x, Pieces) for x in layouts):
+            write = setitem_pieces if isinstance(layouts[0], Pieces) else setitem
+            if write is setitem and any(isinstance(x, Pieces) for x in layouts):
                 layouts = tuple(None if isinstance(x, Pieces) else x for x in layouts)
-            layout, deps = (self.infer._guard(lambda: setitem(args, tensors, data, layouts), name, site, layouts[0])
+            layout, deps = (self.infer._guard(lambda: write(args, tensors, data, layouts), name, site, layouts[0])
                             if self.rules else (None, None))
         except RFProbeError:
             raise
