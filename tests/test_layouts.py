@@ -350,3 +350,25 @@ def test_an_output_with_its_axes_swapped_says_so():
     o = perturbation_rf(ColumnMajorTokens(), (3, 8, 8), (1, 3), pick=lambda y: y.transpose(2, 3))
     assert (exact_mask(a, (1, 3)) == o.mask).all()
     assert not rfprobe.analyze(Tokens(), (3, 32, 32)).notes
+
+
+def test_tokens_of_a_one_by_one_grid_are_a_map_again():
+    """Twins at 32 px: the last stage's tokens (1, 1, C) of a 1x1 grid, reshaped back to
+    (1, C, 1, 1) for a conv. An axis of one position sits in any dim of size 1 (the reshape
+    once took the batch dim for one of them, and the conv was refused: "conv2d on dims (-4,
+    -1)"); the flatten made the map global before.
+    By hand: a 4x4 patch, then a 1x1 conv: 4x4 at stride 4, at the oracle's box."""
+    class OneByOne(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.norm, self.conv = nn.Conv2d(3, 8, 4, stride=4), nn.LayerNorm(8), nn.Conv2d(8, 8, 1)
+
+        def forward(self, x):
+            y = self.embed(x)
+            b, c, h, w = y.shape
+            t = self.norm(y.flatten(2).transpose(1, 2))
+            return self.conv(t.reshape(b, h, w, c).permute(0, 3, 1, 2))
+    r = rfprobe.verify(OneByOne(), (3, 4, 4))
+    a = r.analysis
+    assert r.ok and a.status == "ok" and (a.size, a.stride) == ((4, 4), (4, 4)), str(r)
+    assert perturbation_rf(OneByOne(), (3, 4, 4), (0, 0)).box == a.box((0, 0)) == ((0, 3), (0, 3))
