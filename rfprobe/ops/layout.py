@@ -330,7 +330,9 @@ def reshape_pieces(call: Call):
     if moved is None:
         return None, Global(f"{call.name} cuts the positions of {src} unevenly into {call.out_shape} "
                             "(every position can reach every output)")
-    return (moved if moved.digits() else None), [InputDep(k, same_positions(call, k))]
+    if not moved.digits():      # a grid of one position: its axes sit in dims of size 1, where there are
+        moved = moved.whole(call.out_shape, call.dims)
+    return moved, [InputDep(k, same_positions(call, k))]
 
 
 def permute_pieces(call: Call, order: str):

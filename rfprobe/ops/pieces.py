@@ -284,7 +284,10 @@ def carry(sources, out_shape: tuple[int, ...], n_axes: int):
             plan += [(0, 1, (f.weight, f.size)) for f in held if f.axis == a and (f.weight, f.size) not in got]
             per_axis.append(tuple(plan))
         plans.append(tuple(per_axis))
-    return (out if out.digits() else None), plans
+    # no digit left: the positions are gone, unless an input without any (a 1x1 grid's tokens,
+    # the queries of a grid subsampled to one position) keeps dims: a grid of one position
+    one = any(not pieces.digits() and kept for pieces, kept in sources)
+    return (out if out.digits() or one else None), plans
 
 
 def _aligned(mine, theirs) -> dict[Digit, Digit]:

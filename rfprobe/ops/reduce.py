@@ -142,7 +142,10 @@ def product_pieces(call: Call, why: str):
     a, b = call.tensors[0], call.tensors[1] if len(call.tensors) > 1 else None
     if a.dim() < 2 or b is None or b.dim() < 2:
         raise UnknownOpError(f"{call.name} with a 1-D operand of a tensor whose positions sit as digits has no rule")
-    return _kept_rows(call, why, {0: -2, 1: -1}, lead=2)
+    rows = {0: -2, 1: -1}
+    if 0 in call.data and call.in_layouts[0] is not None and not call.in_layouts[0].digits():
+        rows = {0: -2}      # rows of a grid of one position (subsampled queries): the output is theirs
+    return _kept_rows(call, why, rows, lead=2)
 
 
 def attention_pieces(call: Call, why: str):
