@@ -107,6 +107,15 @@ class Inference:
         pieces = [k for k in data if layouts[k] is not None]
         layouts = tuple(_as_pieces(tensors[k], layouts[k]) if k in pieces else layouts[k]
                         for k in range(len(layouts)))
+        if not any(layouts[k].digits() for k in pieces):
+            # a grid of one position (subsampled to 1x1): each axis in a dim of size 1, where
+            # there is one, is a plain layout again; else every output reads that one position
+            plain = [layouts[k].whole(tuple(tensors[k].shape), self.dims) for k in pieces]
+            if all(p is not None for p in plain) and op.pieces_rule is None and op.layout_rule is None:
+                layouts = tuple(plain[pieces.index(k)] if k in pieces else layouts[k] for k in range(len(layouts)))
+                return self.valued(op, name, args, kwargs, tensors, data, layouts, out, site, index, outs)
+            if op.pieces_rule is None:
+                return self._lost(name, tensors, data, layouts, out, UnknownOpError("a grid of one position"))
         if op.rule is None and op.layout_rule is None and op.pieces_rule is None:
             return None, Unknown(render.no_rule(name, str(site or "?"), self.tracer.module_stack[-1]))
         try:
