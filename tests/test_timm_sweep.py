@@ -150,16 +150,16 @@ SWEEP = [
     _c("xcit", "xcit_nano_12_p16_224", 32, kwargs=[(IMG, 32)]),
     # positions that move between dims: windows, halos, mask units, pooled keys, rows, im2col
     _c("byoanet", "halonet26t", 256, kwargs=[(IMG, 256)]),
-    _c("gcvit", "gcvit_xxtiny", 64, kwargs=[(IMG, 64)]),
-    _c("hiera", "hiera_tiny_224", 64, kwargs=[(IMG, 64)]),
+    _c("gcvit", "gcvit_xxtiny", 64, 32, kwargs=[(IMG, 64)]),
+    _c("hiera", "hiera_tiny_224", 64, 32, kwargs=[(IMG, 64)]),
     _c("hieradet_sam2", "sam2_hiera_tiny", 64),
-    _c("mvitv2", "mvitv2_tiny", 64, kwargs=[(IMG, 64)]),
+    _c("mvitv2", "mvitv2_tiny", 64, 32, kwargs=[(IMG, 64)]),
     _c("nest", "nest_tiny", 64, kwargs=[(IMG, 64)]),
     _c("sequencer", "sequencer2d_s", 32, kwargs=[(IMG, 64)]),
-    _c("swin_transformer", "swin_tiny_patch4_window7_224", 64, kwargs=[(IMG, 64)]),
+    _c("swin_transformer", "swin_tiny_patch4_window7_224", 64, 32, kwargs=[(IMG, 64)]),
     _c("swin_transformer_v2_cr", "swinv2_cr_tiny_224", 64, kwargs=[(IMG, 64)]),
-    _c("tnt", "tnt_s_patch16_224", 64, kwargs=[(IMG, 64)]),
-    _c("volo", "volo_d1_224", 64, kwargs=[(IMG, 64)]),
+    _c("tnt", "tnt_s_patch16_224", 64, 32, kwargs=[(IMG, 64)]),
+    _c("volo", "volo_d1_224", 64, 32, kwargs=[(IMG, 64)]),
 ]
 
 LEFT_OUT = {
