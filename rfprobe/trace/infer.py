@@ -28,8 +28,8 @@ import torch
 from .. import render
 from ..errors import UnknownOpError
 from ..ops import REDUCTION, Affine, Call, Global, InputDep, Op, ValuesNeeded, reduced_layout
-from ..ops.maps import negative_dims
-from ..ops.pieces import Digit, Pieces, blocked, carry, plan_map, plan_maps
+from ..ops.maps import identity, negative_dims
+from ..ops.pieces import Digit, Lead, Pieces, blocked, carry, plan_map, plan_maps
 from .graph import Unknown
 
 
@@ -328,6 +328,10 @@ class Inference:
                     raise UnknownOpError(f"{name} maps a dim that holds spatial positions of several axes "
                                          f"({layouts[dep.tensor].dims[d]}) other than in place or whole")
             sources.append((dep.tensor, kept))
+        same = _unmoved(sources, layouts, tensors, out)
+        if same is not None and not rest:      # most ops on tokens (a LayerNorm, a GELU): no digit moves
+            return same, tuple(InputDep(j, tuple(identity(n) for n in layouts[j].extents(self.dims)))
+                               for j, _ in sources)
         found, plans = carry([(layouts[j], kept) for j, kept in sources], tuple(out.shape), self.dims)
         named = f"{op.mixer}: {name}" if op.mixer else name
         deps = [InputDep(j, plan_maps(plans[n], named)) for n, (j, _) in enumerate(sources)] + rest
@@ -359,6 +363,24 @@ def _window_map(pieces: Pieces, renamed: dict, a: int, m):
     first = len(pieces.dims) - pieces.axes
     return plan_map(tuple((d.weight, d.size, (renamed[d].weight, renamed[d].size) + ((m,) if i >= first else ()))
                           for i, d in pieces.digits() if d.axis == a))
+
+
+def _unmoved(sources, layouts, tensors, out) -> Pieces | None:
+    """The output's pieces where every data input holds the same pieces and keeps each of its
+    dims with digits in place, the output being of its rank: its own pieces, the dims without
+    digits at the output's sizes (what :func:`~rfprobe.ops.pieces.carry` would say, for less)."""
+    first = layouts[sources[0][0]]
+    if any(layouts[j] != first or tensors[j].dim() != out.dim() for j, _ in sources):
+        return None
+    dims = []
+    for i, fs in enumerate(first.dims):
+        if any(isinstance(f, (Digit, Lead)) for f in fs):
+            if any(kept.get(i) != i for _, kept in sources):
+                return None
+            dims.append(fs)
+        else:
+            dims.append((out.shape[i],) if out.shape[i] != 1 else ())
+    return Pieces(tuple(dims), first.axes)
 
 
 def _in_place(m) -> bool:
