@@ -369,6 +369,8 @@ def _unmoved(sources, layouts, tensors, out) -> Pieces | None:
     """The output's pieces where every data input holds the same pieces and keeps each of its
     dims with digits in place, the output being of its rank: its own pieces, the dims without
     digits at the output's sizes (what :func:`~rfprobe.ops.pieces.carry` would say, for less)."""
+    if not sources:
+        return None
     first = layouts[sources[0][0]]
     if any(layouts[j] != first or tensors[j].dim() != out.dim() for j, _ in sources):
         return None
