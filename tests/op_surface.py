@@ -91,6 +91,8 @@ EXCLUDED = {
     "Tensor.register_hook": "autograd, not a forward op",
     "Tensor.register_post_accumulate_grad_hook": "autograd, not a forward op",
     "torch.autograd.*": "autograd, not a forward op",
+    "torch.lstm": "the draw passes a feature map as its flat weights, which torch reads past their end: "
+                  "the output is random or it raises, run to run (tests/test_recurrent.py holds its rule)",
 }
 
 
